@@ -1,0 +1,360 @@
+"""Templates: one sandboxed Jinja2 environment shared by the checker (parse, names) and the engine (render).
+
+A string is a template when it contains ``{{`` or ``{%``. A string that is exactly one ``{{ expr }}``
+renders to the expression's native value; any other template renders to a string. Undefined names
+are errors, never empty strings.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from dsl.durations import DurationError, parse_ms
+
+MAX_OUTPUT_CHARS = 1_000_000  # rendered text beyond this is an error, not a memory blow-up
+MAX_SEQUENCE = 100_000  # `"x" * n`, `[0] * n` and `range(n)` are capped like this
+EXTRA_FILTERS = ("datetime", "isoformat", "tojson", "seconds")
+EXTRA_GLOBALS = ("duration",)
+
+_NATIVE = re.compile(r"^\{\{(?P<expr>.*)\}\}\n?$", re.DOTALL)
+
+
+class TemplateError(Exception):
+    """A template failed to parse or render; ``offset`` points into the template source when known."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+# --------------------------------------------------------------------------------------------- filters
+
+
+def _to_datetime(value: Any) -> _dt.datetime:
+    if isinstance(value, _dt.datetime):
+        result = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            result = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO-8601 date-time") from None
+    else:
+        raise TypeError(f"datetime expects an ISO-8601 string, got {type(value).__name__}")
+    if result.tzinfo is None:
+        raise ValueError(f"{value!r} has no UTC offset (write e.g. 2026-01-31T19:00:00+01:00)")
+    return result
+
+
+def _isoformat(value: Any) -> str:
+    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return f"PT{value.total_seconds():g}S"
+    raise TypeError(f"isoformat expects a datetime, got {type(value).__name__}")
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    return json.dumps(to_json(value), indent=indent, ensure_ascii=False, sort_keys=indent is not None)
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    try:
+        ms = parse_ms(value)
+    except DurationError as exc:
+        raise ValueError(str(exc)) from None
+    return ms / 1000 if ms % 1000 else ms // 1000
+
+
+def _duration(value: Any) -> _dt.timedelta:
+    try:
+        return _dt.timedelta(milliseconds=parse_ms(value))
+    except DurationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def to_json(value: Any) -> Any:
+    """Make a rendered value JSON-serialisable (datetimes → ISO strings, timedeltas → seconds)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, str):
+        return str(value)  # Markup and other str subclasses become plain strings
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    raise TypeError(f"a template produced a {type(value).__name__}, which is not JSON")
+
+
+# ----------------------------------------------------------------------------------------- environment
+
+
+@lru_cache(maxsize=1)
+def environment() -> Any:
+    """The one sandboxed environment (built lazily: importing Jinja2 costs cold-start time)."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class _Sandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "*":
+                for seq, count in ((left, right), (right, left)):
+                    if isinstance(seq, str | list | tuple) and isinstance(count, int):
+                        if len(seq) * count > MAX_SEQUENCE:
+                            raise OverflowError("template sequence repetition is too large")
+            if operator == "**" and isinstance(right, int | float) and abs(right) > 1000:
+                raise OverflowError("template exponent is too large")
+            return super().call_binop(context, operator, left, right)
+
+    env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env.filters.update(
+        datetime=_to_datetime, isoformat=_isoformat, tojson=_tojson, seconds=_seconds
+    )
+    env.globals.clear()  # no range/lipsum/dict/cycler/joiner/namespace beyond what we add back
+    env.globals.update(duration=_duration, range=_bounded_range)
+    return env
+
+
+def _bounded_range(*args: int) -> range:
+    r = range(*args)
+    if len(r) > MAX_SEQUENCE:
+        raise OverflowError(f"range is larger than {MAX_SEQUENCE}")
+    return r
+
+
+# -------------------------------------------------------------------------------------- static analysis
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A name a template reads: ``steps.book.output.id`` → root ``steps``, parts ``("book", "output", "id")``."""
+
+    root: str
+    parts: tuple[str, ...]  # constant attribute/item names after the root, up to the first dynamic part
+    offset: int  # character offset in the template source (best effort: the first textual match)
+    filters: tuple[str, ...] = ()  # filters applied directly to this reference (e.g. "length")
+
+    @property
+    def dotted(self) -> str:
+        return ".".join((self.root, *self.parts))
+
+
+@dataclass(frozen=True)
+class Parsed:
+    source: str
+    native: bool
+    references: tuple[Reference, ...]
+    filters: tuple[tuple[str, int], ...]  # (filter name, offset) for every filter used
+    locals: frozenset[str]  # names the template assigns itself ({% set %}, {% for %})
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.dotted for r in self.references))
+
+
+def _line_col_to_offset(source: str, lineno: int) -> int:
+    if lineno <= 1:
+        return 0
+    idx = -1
+    for _ in range(lineno - 1):
+        idx = source.find("\n", idx + 1)
+        if idx < 0:
+            return 0
+    return idx + 1
+
+
+@lru_cache(maxsize=4096)
+def parse(source: str) -> Parsed:
+    """Parse with Jinja2's own parser; raises TemplateError (with offset) on a syntax error."""
+    from jinja2 import TemplateSyntaxError, nodes
+
+    env = environment()
+    try:
+        tree = env.parse(source)
+    except TemplateSyntaxError as exc:
+        offset = _line_col_to_offset(source, exc.lineno or 1)
+        # point at the opening delimiter on that line when we can
+        line_end = source.find("\n", offset)
+        segment = source[offset : line_end if line_end >= 0 else len(source)]
+        open_at = max(segment.rfind("{{"), segment.rfind("{%"))
+        raise TemplateError(f"template syntax error: {exc.message}", offset + max(open_at, 0)) from None
+
+    assigned: set[str] = set()
+    for name_node in tree.find_all(nodes.Name):
+        if name_node.ctx in ("store", "param"):
+            assigned.add(name_node.name)
+
+    refs: list[Reference] = []
+    filters: list[tuple[str, int]] = []
+    cursor: dict[str, int] = {}
+
+    def locate(text: str) -> int:
+        start = cursor.get(text, 0)
+        found = source.find(text, start)
+        if found < 0:
+            found = source.find(text)
+        if found >= 0:
+            cursor[text] = found + 1
+        return max(found, 0)
+
+    def chain(node: Any) -> tuple[str, tuple[str, ...]] | None:
+        parts: list[str] = []
+        while True:
+            if isinstance(node, nodes.Getattr):
+                parts.append(node.attr)
+                node = node.node
+            elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+                if isinstance(node.arg.value, str):
+                    parts.append(node.arg.value)
+                else:
+                    parts.clear()  # a numeric index: keep only what comes before it
+                node = node.node
+            elif isinstance(node, nodes.Getitem):
+                parts.clear()
+                node = node.node
+            elif isinstance(node, nodes.Name):
+                return node.name, tuple(reversed(parts))
+            else:
+                return None
+
+    seen_names: set[int] = set()
+
+    def visit(node: Any, applied: tuple[str, ...] = ()) -> None:
+        if isinstance(node, nodes.Filter):
+            filters.append((node.name, locate(node.name)))
+            if node.node is not None:
+                visit(node.node, (*applied, node.name))
+            for child in (*node.args, *(kw.value for kw in node.kwargs)):
+                visit(child)
+            return
+        if isinstance(node, nodes.Getattr | nodes.Getitem | nodes.Name):
+            found = chain(node)
+            if found is not None:
+                root, parts = found
+                base = node
+                while not isinstance(base, nodes.Name):
+                    if isinstance(base, nodes.Getitem):
+                        visit(base.arg)
+                    base = base.node
+                if id(base) not in seen_names and base.ctx == "load" and root not in assigned:
+                    seen_names.add(id(base))
+                    text = ".".join((root, *parts))
+                    refs.append(Reference(root, parts, locate(text if parts else root), applied))
+                return
+        for child in node.iter_child_nodes():
+            visit(child)
+
+    visit(tree)
+    native = bool(_NATIVE.match(source)) and _single_output(tree)
+    return Parsed(source, native, tuple(refs), tuple(filters), frozenset(assigned))
+
+
+def _single_output(tree: Any) -> bool:
+    from jinja2 import nodes
+
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return False
+    parts = [n for n in tree.body[0].nodes if not (isinstance(n, nodes.TemplateData) and n.data == "\n")]
+    return len(parts) == 1 and not isinstance(parts[0], nodes.TemplateData)
+
+
+# ------------------------------------------------------------------------------------------- rendering
+
+
+@lru_cache(maxsize=8192)
+def _compiled(source: str) -> tuple[bool, Callable[..., Any]]:
+    """Compile once per source string (graphs share sources, so this is per graph in effect)."""
+    from jinja2 import TemplateSyntaxError
+
+    env = environment()
+    parsed = parse(source)
+    try:
+        if parsed.native:
+            expr = _NATIVE.match(source).group("expr")  # type: ignore[union-attr]
+            return True, env.compile_expression(expr, undefined_to_none=False)
+        return False, env.from_string(source)
+    except TemplateSyntaxError as exc:  # e.g. an unknown filter is only found when compiling
+        raise TemplateError(f"template error: {exc.message}") from None
+
+
+def render_string(source: str, context: Mapping[str, Any]) -> Any:
+    """Render one template string; raises TemplateError for any failure (names it ``template``)."""
+    from jinja2 import TemplateError as JinjaError
+    from jinja2 import Undefined
+    from jinja2.exceptions import SecurityError
+
+    native, compiled = _compiled(source)
+    try:
+        if native:
+            value = compiled(**context)
+            if isinstance(value, Undefined):
+                value._fail_with_undefined_error()
+            if isinstance(value, str) and len(value) > MAX_OUTPUT_CHARS:
+                raise TemplateError(f"template output is larger than {MAX_OUTPUT_CHARS} characters")
+            return value
+        chunks: list[str] = []
+        size = 0
+        for chunk in compiled.generate(**context):
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise TemplateError(f"template output is larger than {MAX_OUTPUT_CHARS} characters")
+            chunks.append(chunk)
+        return "".join(chunks)
+    except TemplateError:
+        raise
+    except SecurityError as exc:
+        raise TemplateError(f"template sandbox refused: {exc}") from None
+    except JinjaError as exc:
+        raise TemplateError(f"template error: {exc.message or exc}") from None
+    except (TypeError, ValueError, ArithmeticError, KeyError, IndexError, AttributeError) as exc:
+        raise TemplateError(f"template error: {type(exc).__name__}: {exc}") from None
+    except RecursionError:
+        raise TemplateError("template error: recursion too deep") from None
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every template string inside a (possibly nested) value; other values pass through."""
+    if isinstance(value, str):
+        return render_string(value, context) if is_template(value) else value
+    if isinstance(value, Mapping):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [render(v, context) for v in value]
+    return value
+
+
+def templates_in(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every (path, template source) inside a nested value, in document order."""
+    if isinstance(value, str):
+        return [(path, value)] if is_template(value) else []
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            out.extend(templates_in(v, (*path, k)))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            out.extend(templates_in(v, (*path, i)))
+    return out

@@ -1,0 +1,132 @@
+"""The runtime's vocabulary: messages, outgoing deliveries, statuses, errors.
+
+Dispatchers, the store, the interpreter and the webhook all speak in these terms; none of them needs
+to know who else is listening.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"  # parked for an operator; `hopflow resume` continues it
+    CANCELLED = "cancelled"
+    DEAD = "dead"  # the dispatcher gave up delivering a message (QStash failure callback)
+
+
+TERMINAL = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.COMPENSATED, Status.CANCELLED, Status.DEAD}
+)
+PARKED = frozenset({Status.COMPENSATION_FAILED})
+
+
+class MessageError(ValueError):
+    """A delivery body that is not a hopflow message (never retried: it can never succeed)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """What one delivery asks for: run ``node`` of ``execution_id``'s ``branch`` at checkpoint ``seq``.
+
+    Messages carry ids only, never state, so they stay small (QStash bodies) and a stale one is
+    harmless: its ``seq`` no longer matches the branch's and it is acknowledged without effect.
+    ``branch`` is "" for the top level, ``"<parallel id>/<i>"`` or ``"<foreach id>/<i>"`` below it,
+    joined with "/" when nested (``"order/0/items/3"``).
+    """
+
+    execution_id: str
+    node: str
+    seq: int
+    branch: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"execution_id": self.execution_id, "node": self.node, "seq": self.seq}
+        if self.branch:
+            d["branch"] = self.branch
+        return d
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+    @property
+    def dedup_id(self) -> str:
+        """Deterministic id, so re-publishing after a crash is deduplicated by the dispatcher."""
+        branch = self.branch.replace("/", ".") if self.branch else "-"
+        return f"{self.execution_id}:{branch}:{self.seq}:{self.node}"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Message:
+        if not isinstance(data, dict):
+            raise MessageError("message must be a JSON object")
+        eid, node, seq, branch = (data.get(k) for k in ("execution_id", "node", "seq", "branch"))
+        if not isinstance(eid, str) or not eid or len(eid) > 200:
+            raise MessageError("message.execution_id must be a non-empty string")
+        if not isinstance(node, str) or not node or len(node) > 200:
+            raise MessageError("message.node must be a non-empty string")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise MessageError("message.seq must be a non-negative integer")
+        if branch is None:
+            branch = ""
+        if not isinstance(branch, str) or len(branch) > 1000:
+            raise MessageError("message.branch must be a string")
+        return cls(eid, node, seq, branch)
+
+    @classmethod
+    def from_json(cls, body: bytes | str) -> Message:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MessageError(f"message is not JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to publish, and when. ``not_before`` (unix seconds) wins over ``delay_ms``."""
+
+    message: Message
+    delay_ms: int = 0
+    not_before: float | None = None
+
+    @property
+    def dedup_id(self) -> str:
+        return self.message.dedup_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"message": self.message.to_dict(), "delay_ms": self.delay_ms, "not_before": self.not_before}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Outgoing:
+        return cls(Message.from_dict(data["message"]), int(data.get("delay_ms") or 0), data.get("not_before"))
+
+
+@dataclass(frozen=True)
+class StepError:
+    """A failure as the workflow sees it (`error` in a catch target, the record's `error`)."""
+
+    name: str
+    message: str
+    step: str | None = None
+    attempt: int | None = None
+    retry_after_ms: int | None = field(default=None, compare=False)  # from a 429/503 Retry-After
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "message": self.message, "step": self.step, "attempt": self.attempt}
+
+
+def error_matches(pattern: str, name: str) -> bool:
+    """Whether an error name matches a `catch`/`retry.on` entry (`any`, `http.4xx` classes, exact)."""
+    if pattern == "any" or pattern == name:
+        return True
+    if pattern in ("http.4xx", "http.5xx") and name.startswith("http.") and name[5:].isdigit():
+        return name[5] == pattern[5]
+    return False
