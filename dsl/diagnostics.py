@@ -101,9 +101,7 @@ def render_sarif(diagnostics: Sequence[Diagnostic], rules: dict[str, str] | None
                         "driver": {
                             "name": "hopflow",
                             "informationUri": "https://github.com/hopflow/hopflow",
-                            "rules": [
-                                {"id": r, "shortDescription": {"text": rules.get(r, r)}} for r in used
-                            ],
+                            "rules": [{"id": r, "shortDescription": {"text": rules.get(r, r)}} for r in used],
                         }
                     },
                     "results": [

@@ -29,7 +29,7 @@ def parse_ms(text: str) -> int:
             raise DurationError(f"{text!r}: units must go from largest to smallest, each once (e.g. '1h30m')")
         last = rank
         total += float(number) * _UNITS_MS[unit]
-    return int(round(total))
+    return round(total)
 
 
 def format_ms(ms: int) -> str:

@@ -137,8 +137,12 @@ class _Builder:
         self.count += 1
         if self.count > _MAX_NODES:  # alias bombs expand exponentially; refuse rather than hang
             raise LoadError(
-                Diagnostic("yaml-syntax", "error", "document is too large (alias expansion?)",
-                           _pos(self.file, node.start_mark))
+                Diagnostic(
+                    "yaml-syntax",
+                    "error",
+                    "document is too large (alias expansion?)",
+                    _pos(self.file, node.start_mark),
+                )
             )
         self.doc_values[path] = _pos(self.file, node.start_mark)
         if isinstance(node, yaml.MappingNode):
@@ -187,9 +191,13 @@ def loads(text: str, file: str = "<string>") -> Document:
         mark = exc.problem_mark or exc.context_mark
         position = _pos(file, mark) if mark is not None else Position(file, 1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        raise LoadError(Diagnostic("yaml-syntax", "error", f"YAML syntax error: {problem}", position)) from None
+        raise LoadError(
+            Diagnostic("yaml-syntax", "error", f"YAML syntax error: {problem}", position)
+        ) from None
     except yaml.YAMLError as exc:  # e.g. a reader error on control characters
-        raise LoadError(Diagnostic("yaml-syntax", "error", f"YAML error: {exc}", Position(file, 1, 1))) from None
+        raise LoadError(
+            Diagnostic("yaml-syntax", "error", f"YAML error: {exc}", Position(file, 1, 1))
+        ) from None
     if len(nodes) > 1:
         second = nodes[1]
         raise LoadError(
@@ -228,7 +236,9 @@ def load(path: str | Path) -> Document:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise LoadError(
-            Diagnostic("yaml-syntax", "error", f"file is not UTF-8 text: {exc.reason}", Position(str(path), 1, 1))
+            Diagnostic(
+                "yaml-syntax", "error", f"file is not UTF-8 text: {exc.reason}", Position(str(path), 1, 1)
+            )
         ) from None
     except OSError as exc:
         raise LoadError(

@@ -130,9 +130,7 @@ def environment() -> Any:
             return super().call_binop(context, operator, left, right)
 
     env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    env.filters.update(
-        datetime=_to_datetime, isoformat=_isoformat, tojson=_tojson, seconds=_seconds
-    )
+    env.filters.update(datetime=_to_datetime, isoformat=_isoformat, tojson=_tojson, seconds=_seconds)
     env.globals.clear()  # no range/lipsum/dict/cycler/joiner/namespace beyond what we add back
     env.globals.update(duration=_duration, range=_bounded_range)
     return env
@@ -150,7 +148,7 @@ def _bounded_range(*args: int) -> range:
 
 @dataclass(frozen=True)
 class Reference:
-    """A name a template reads: ``steps.book.output.id`` → root ``steps``, parts ``("book", "output", "id")``."""
+    """A name a template reads: ``steps.book.output.id`` → root ``steps``, parts ``("book", "output")``."""
 
     root: str
     parts: tuple[str, ...]  # constant attribute/item names after the root, up to the first dynamic part

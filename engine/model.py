@@ -23,9 +23,7 @@ class Status(StrEnum):
     DEAD = "dead"  # the dispatcher gave up delivering a message (QStash failure callback)
 
 
-TERMINAL = frozenset(
-    {Status.SUCCEEDED, Status.FAILED, Status.COMPENSATED, Status.CANCELLED, Status.DEAD}
-)
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.COMPENSATED, Status.CANCELLED, Status.DEAD})
 PARKED = frozenset({Status.COMPENSATION_FAILED})
 
 
