@@ -103,9 +103,8 @@ class Catch:
 class TemplateRef:
     """One template string inside a node, pre-parsed: where it is and which names it reads."""
 
-    path: tuple[
-        str | int, ...
-    ]  # path inside the node's config, or ("if",), ("output", ...), ("compensate", ...)
+    # where it sits inside the step mapping as written: ("http", "url"), ("if",), ("compensate", "with", "id")
+    path: tuple[str | int, ...]
     source: str
     native: bool  # exactly one ``{{ expr }}``: keeps the expression's type
     names: tuple[str, ...]  # dotted names read, e.g. "input.when", "steps.book.output", "vars.x", "item"
