@@ -1,0 +1,176 @@
+"""Static checks: one module per rule family, all sharing one parsed :class:`CheckContext`.
+
+A check is a function ``check(ctx) -> Iterable[Diagnostic]`` registered with :func:`rule`. Checks run
+on the loaded document even when it has schema errors (so every problem is reported at once), so they
+must read the document defensively: use :meth:`CheckContext.steps` (which skips malformed steps) and
+``isinstance`` before trusting a value's shape. Checks that need the compiled graph get
+``ctx.graph is None`` when compiling was impossible and then report nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from dsl.diagnostics import Diagnostic, Severity
+from dsl.graph import KINDS, TOP_SCOPE
+from dsl.source import Document, JsonPath
+from dsl.templates import Parsed, TemplateError, is_template, parse
+
+if TYPE_CHECKING:
+    from dsl.graph import Graph
+
+Check = Callable[["CheckContext"], Iterable[Diagnostic]]
+
+# rule name → one-line description (documented in docs/rules.md; names are stable)
+RULES: dict[str, str] = {}
+_CHECKS: list[tuple[str, Check]] = []
+
+
+def rule(name: str, description: str) -> Callable[[Check], Check]:
+    """Register a check under a stable rule name (a module may register several)."""
+
+    def register(fn: Check) -> Check:
+        RULES[name] = description
+        _CHECKS.append((name, fn))
+        return fn
+
+    return register
+
+
+def all_checks() -> list[tuple[str, Check]]:
+    """Every registered check; importing each module of this package registers its rules."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{info.name}")
+    return list(_CHECKS)
+
+
+@dataclass(frozen=True)
+class StepRef:
+    """One step as written, wherever it is nested."""
+
+    id: str
+    kind: str | None  # None when the step has no (or more than one) kind key
+    path: JsonPath  # path of the step mapping in the document, e.g. ("steps", 3, "parallel", "branches", 0, "steps", 1)
+    scope: str  # the graph scope id: "" top level, "<parallel id>/<i>", "<foreach id>"
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TemplateSite:
+    """One template string in the file: where it is, which step holds it, and its parse (or error)."""
+
+    path: JsonPath  # document path of the string
+    source: str
+    step: StepRef | None  # the step it belongs to (None for top-level `output`)
+    parsed: Parsed | None
+    error: TemplateError | None
+
+
+@dataclass
+class CheckContext:
+    doc: Document
+    time_budget_ms: int = 7500
+    graph: Graph | None = None
+    schema_ok: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # analyses shared between checks (e.g. "flow")
+
+    @property
+    def root(self) -> Mapping[str, Any]:
+        return self.doc.value if isinstance(self.doc.value, Mapping) else {}
+
+    @cached_property
+    def steps(self) -> list[StepRef]:
+        """Every step in document order, nested ones included; malformed entries are skipped."""
+        out: list[StepRef] = []
+        _walk(self.root.get("steps"), ("steps",), TOP_SCOPE, out)
+        return out
+
+    @cached_property
+    def by_id(self) -> dict[str, StepRef]:
+        """First step for each id (duplicates are reported by their own rule)."""
+        found: dict[str, StepRef] = {}
+        for s in self.steps:
+            found.setdefault(s.id, s)
+        return found
+
+    @cached_property
+    def templates(self) -> list[TemplateSite]:
+        """Every template string in the file (steps, compensations, top-level output), parsed once."""
+        sites: list[TemplateSite] = []
+        owners = sorted(((s.path, s) for s in self.steps), key=lambda p: len(p[0]), reverse=True)
+        for path, source in _strings(self.doc.value, ()):
+            if not is_template(source) or path[:1] == ("input",):
+                continue
+            owner = next((s for p, s in owners if path[: len(p)] == p), None)
+            try:
+                parsed, error = parse(source), None
+            except TemplateError as exc:
+                parsed, error = None, exc
+            sites.append(TemplateSite(path, source, owner, parsed, error))
+        return sites
+
+    def diag(
+        self,
+        rule: str,
+        severity: Severity,
+        message: str,
+        path: JsonPath,
+        *,
+        key: bool = False,
+        offset: int | None = None,
+    ) -> Diagnostic:
+        """A diagnostic at a document path: the key that names it (key=True), a character inside a
+        string (offset), or the value."""
+        if offset is not None:
+            position = self.doc.in_string(path, offset)
+        elif key:
+            position = self.doc.key_at(path)
+        else:
+            position = self.doc.at(path)
+        return Diagnostic(rule, severity, message, position)
+
+
+def _strings(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, (*path, i))
+
+
+def _walk(steps: Any, path: JsonPath, scope: str, out: list[StepRef]) -> None:
+    if not isinstance(steps, list):
+        return
+    for i, step in enumerate(steps):
+        if not isinstance(step, Mapping):
+            continue
+        step_path = (*path, i)
+        sid = step.get("id")
+        kinds = [k for k in KINDS if k in step]
+        kind = kinds[0] if len(kinds) == 1 else None
+        if isinstance(sid, str):
+            out.append(StepRef(sid, kind, step_path, scope, step))
+        else:
+            sid = None
+        if kind == "parallel" and isinstance(step["parallel"], Mapping):
+            branches = step["parallel"].get("branches")
+            if isinstance(branches, list):
+                for b, branch in enumerate(branches):
+                    if isinstance(branch, Mapping):
+                        _walk(
+                            branch.get("steps"),
+                            (*step_path, "parallel", "branches", b, "steps"),
+                            f"{sid}/{b}",
+                            out,
+                        )
+        elif kind == "foreach" and isinstance(step["foreach"], Mapping):
+            _walk(step["foreach"].get("steps"), (*step_path, "foreach", "steps"), f"{sid}", out)
