@@ -56,7 +56,7 @@ class StepRef:
 
     id: str
     kind: str | None  # None when the step has no (or more than one) kind key
-    path: JsonPath  # path of the step mapping in the document, e.g. ("steps", 3, "parallel", "branches", 0, "steps", 1)
+    path: JsonPath  # where the step mapping is, e.g. ("steps", 3, "parallel", "branches", 0, "steps", 1)
     scope: str  # the graph scope id: "" top level, "<parallel id>/<i>", "<foreach id>"
     body: Mapping[str, Any]
 
