@@ -128,3 +128,24 @@ def error_matches(pattern: str, name: str) -> bool:
     if pattern in ("http.4xx", "http.5xx") and name.startswith("http.") and name[5:].isdigit():
         return name[5] == pattern[5]
     return False
+
+
+class StepFailure(Exception):
+    """Raised by step executors: the step failed with a named, catchable error."""
+
+    def __init__(self, error: StepError) -> None:
+        super().__init__(f"{error.name}: {error.message}")
+        self.error = error
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What an action (and the http executor) gets as ``ctx``: enough to be idempotent downstream."""
+
+    execution_id: str
+    step: str  # the step id
+    attempt: int  # 1-based
+    idempotency_key: str  # "<execution_id>:<step path>", the same across retries of this step
+    deadline: float  # unix seconds by which this attempt must have finished
+    branch: str = ""
+    workflow: str = ""
