@@ -1,0 +1,955 @@
+"""Schema validation of a workflow document → positioned diagnostics a workflow author can act on.
+
+``schemas/workflow.schema.json`` is the single source of truth. Two things make this module more than
+``iter_errors``:
+
+* **Speed.** Most files are valid, and jsonschema's generic machinery (an error object for every
+  failed ``oneOf`` branch) costs milliseconds per file. The schema is therefore also compiled into
+  plain Python predicates (:func:`_compile`); only a document they reject is handed to jsonschema,
+  whose errors are then explained. The predicates are *conservative*: whenever they are unsure they
+  answer "invalid", which only costs the slow path, never a missed error.
+* **Messages.** Each jsonschema error is mapped to the key or value it is about and rephrased
+  ("unknown key 'methd' in the http request of step 'find'; did you mean 'method'?"); errors that
+  are consequences of another one at the same spot are dropped.
+
+Rules produced: ``schema`` (wrong type or shape), ``unknown-key``, ``missing-key``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from dsl.diagnostics import Diagnostic, Position, sort
+from dsl.durations import DurationError, parse_ms
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
+    from dsl.source import Document, JsonPath
+
+KINDS = ("http", "action", "wait", "switch", "parallel", "foreach", "set", "workflow", "succeed", "fail")
+RULES = {
+    "schema": "a value has the wrong type or shape for its place in the workflow",
+    "unknown-key": "a key the language does not know at that place (with a did-you-mean suggestion)",
+    "missing-key": "a required key is missing (e.g. a step's id or kind)",
+}
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """The workflow schema, read once from the ``schemas`` package (so it works from the wheel)."""
+    from schemas import WORKFLOW_SCHEMA
+
+    with open(WORKFLOW_SCHEMA, encoding="utf-8") as f:
+        schema: dict[str, Any] = json.load(f)
+    return schema
+
+
+@lru_cache(maxsize=1)
+def validator() -> Any:
+    """One compiled Draft 2020-12 validator (no format checking: formats are annotations here)."""
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(load_schema())
+
+
+@lru_cache(maxsize=1)
+def fast_check() -> Callable[[Any], bool] | None:
+    """The schema as Python predicates; None if it uses a keyword :func:`_compile` does not know."""
+    try:
+        return _compile(load_schema())
+    except _Unsupported:
+        return None
+
+
+def validate_document(doc: Document) -> list[Diagnostic]:
+    """Every schema problem in ``doc``, one diagnostic per distinct problem, sorted by position."""
+    value = doc.value
+    check = fast_check()
+    if check is not None and check(value):
+        found: list[_Found] = []
+    else:
+        explainer = _Explainer(doc)
+        for error in validator().iter_errors(value):
+            explainer.explain(error)
+        found = explainer.result()
+    found.extend(_switch_default_last(doc))
+    return sort(f.diagnostic() for f in found)
+
+
+# ---------------------------------------------------------------------------- fast path (predicates)
+
+
+class _Unsupported(Exception):
+    pass
+
+
+_ANNOTATIONS = frozenset(
+    {"$schema", "$id", "$defs", "$comment", "title", "description", "examples", "default", "deprecated"}
+)
+Predicate = Callable[[Any], bool]
+
+
+def _is_integer(x: Any) -> bool:
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, int) or (isinstance(x, float) and x.is_integer())
+
+
+_TYPES: dict[str, Predicate] = {
+    "object": lambda x: isinstance(x, dict),
+    "array": lambda x: isinstance(x, list),
+    "string": lambda x: isinstance(x, str),
+    "boolean": lambda x: isinstance(x, bool),
+    "null": lambda x: x is None,
+    "integer": _is_integer,
+    "number": lambda x: isinstance(x, int | float) and not isinstance(x, bool),
+}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _compile(root: dict[str, Any]) -> Predicate:
+    """Translate the (subset of) JSON Schema our schema uses into nested closures.
+
+    Anything unknown raises :class:`_Unsupported` so a future schema edit can never silently be
+    checked less strictly: the caller then uses jsonschema for every document.
+    """
+    refs: dict[str, Predicate] = {}
+
+    def ref(target: str) -> Predicate:
+        if not target.startswith("#/$defs/"):
+            raise _Unsupported(target)
+        name = target[len("#/$defs/") :]
+        if name not in refs:
+            refs[name] = _always  # placeholder while compiling a recursive definition
+            refs[name] = build(root["$defs"][name])
+        return lambda x: refs[name](x)
+
+    def build(schema: Any) -> Predicate:
+        if schema is True or schema == {}:
+            return _always
+        if schema is False:
+            return lambda x: False
+        if not isinstance(schema, dict):
+            raise _Unsupported(repr(schema))
+        checks: list[Predicate] = []
+        for keyword, arg in schema.items():
+            if keyword in _ANNOTATIONS or keyword in ("properties", "additionalProperties"):
+                continue
+            checks.append(keyword_check(keyword, arg, schema))
+        if "properties" in schema or "additionalProperties" in schema:
+            checks.append(properties_check(schema))
+        if not checks:
+            return _always
+        if len(checks) == 1:
+            return checks[0]
+        checks_t = tuple(checks)
+        return lambda x: all(c(x) for c in checks_t)
+
+    def properties_check(schema: dict[str, Any]) -> Predicate:
+        props = {k: build(s) for k, s in schema.get("properties", {}).items()}
+        extra = schema.get("additionalProperties", True)
+        extra_check: Predicate | None = None if extra is False else build(extra)
+
+        def check(x: Any) -> bool:
+            if not isinstance(x, dict):
+                return True
+            for k, v in x.items():
+                f = props.get(k, extra_check)
+                if f is None or not f(v):
+                    return False
+            return True
+
+        return check
+
+    def keyword_check(keyword: str, arg: Any, schema: dict[str, Any]) -> Predicate:
+        if keyword == "$ref":
+            return ref(arg)
+        if keyword == "type":
+            names = [arg] if isinstance(arg, str) else list(arg)
+            preds = tuple(_TYPES[n] for n in names)
+            return lambda x: any(p(x) for p in preds)
+        if keyword == "pattern":
+            search = re.compile(arg).search
+            return lambda x: not isinstance(x, str) or search(x) is not None
+        if keyword == "enum":
+            if not all(isinstance(v, str) for v in arg):
+                raise _Unsupported("enum of non-strings")
+            allowed = frozenset(arg)
+            return lambda x: isinstance(x, str) and x in allowed
+        if keyword == "required":
+            req = tuple(arg)
+            return lambda x: not isinstance(x, dict) or all(k in x for k in req)
+        if keyword == "dependentRequired":
+            deps = tuple((k, tuple(v)) for k, v in arg.items())
+            return lambda x: (
+                not isinstance(x, dict) or all(k not in x or all(d in x for d in ds) for k, ds in deps)
+            )
+        if keyword == "propertyNames":
+            names_ok = build(arg)
+            return lambda x: not isinstance(x, dict) or all(names_ok(k) for k in x)
+        if keyword == "items":
+            item = build(arg)
+            return lambda x: not isinstance(x, list) or all(item(i) for i in x)
+        if keyword == "minItems":
+            return lambda x: not isinstance(x, list) or len(x) >= arg
+        if keyword == "minProperties":
+            return lambda x: not isinstance(x, dict) or len(x) >= arg
+        if keyword == "maxProperties":
+            return lambda x: not isinstance(x, dict) or len(x) <= arg
+        if keyword == "minLength":
+            return lambda x: not isinstance(x, str) or len(x) >= arg
+        if keyword == "minimum":
+            return lambda x: not _is_number(x) or x >= arg
+        if keyword == "maximum":
+            return lambda x: not _is_number(x) or x <= arg
+        if keyword == "uniqueItems":
+            return _unique if arg else _always
+        if keyword == "oneOf":
+            subs = tuple(build(s) for s in arg)
+
+            def one_of(x: Any) -> bool:
+                hits = 0
+                for s in subs:
+                    if s(x):
+                        hits += 1
+                        if hits > 1:
+                            return False
+                return hits == 1
+
+            return one_of
+        if keyword == "anyOf":
+            subs_any = tuple(build(s) for s in arg)
+            return lambda x: any(s(x) for s in subs_any)
+        if keyword == "allOf":
+            subs_all = tuple(build(s) for s in arg)
+            return lambda x: all(s(x) for s in subs_all)
+        if keyword == "not":
+            inner = build(arg)
+            return lambda x: not inner(x)
+        raise _Unsupported(keyword)
+
+    return build(root)
+
+
+def _always(x: Any) -> bool:
+    return True
+
+
+def _unique(x: Any) -> bool:
+    """Conservative: only lists of plain strings or plain integers are judged; others go the slow way."""
+    if not isinstance(x, list):
+        return True
+    if all(isinstance(i, str) for i in x) or all(type(i) is int for i in x):
+        return len(set(x)) == len(x)
+    return False
+
+
+# ------------------------------------------------------------------------------ explaining errors
+
+
+@dataclass
+class _Found:
+    rule: str
+    message: str
+    position: Position
+    path: JsonPath  # the mapping or value the problem is about
+    tag: str = ""  # "unknown", "missing", "nokind", "type", "depends", ...
+    key: str | None = None  # the key concerned (unknown/missing/depends)
+    suggestion: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def diagnostic(self) -> Diagnostic:
+        return Diagnostic(self.rule, "error", self.message, self.position)
+
+
+# What a value at a titled definition is, in words ("expected a duration such as '30s', got ...")
+_NOUNS = {
+    "Duration": "a duration such as '30s' or '1h30m'",
+    "Template": "a template such as '{{ input.x }}'",
+    "Condition": "a condition: a template such as '{{ input.x > 1 }}', or true/false",
+    "Step id": "a step id such as 'book_table'",
+    "Workflow name": "a workflow name such as 'order-fulfilment'",
+    "Environment name": "an environment variable name such as 'API_URL'",
+    "Environment names": "a list of environment variable names",
+    "Variable name": "a variable name",
+    "Action name": "an action name such as 'payments.charge'",
+    "Event name": "an event name such as 'order.approved'",
+    "Error name": "an error name such as 'timeout' or 'http.5xx'",
+    "Raised error name": "an error name such as 'NoTable'",
+    "Retry policy": "a retry policy mapping such as {max_attempts: 3, interval: 1s}",
+    "Catch list": "a list of {errors: [...], goto: id} entries",
+    "Catch entry": "a mapping {errors: [...], goto: id}",
+    "Steps": "a list of steps",
+    "Step": "a step (a mapping with an id and one kind key such as http or action)",
+    "Compensation": "a compensation (a mapping with one of http, action or workflow)",
+    "Action arguments": "a mapping of argument names to values",
+    "HTTP request": "a mapping such as {method: GET, url: ...}",
+    "HTTP method": "an HTTP method such as GET or POST",
+    "URL": "a URL or a template",
+    "Headers": "a mapping of header names to values, or a template",
+    "Query parameters": "a mapping of parameter names to values, or a template",
+    "Wait": "a mapping with one of for, until or event",
+    "Point in time": "a template or an ISO-8601 date-time with offset",
+    "Switch": "a list of {if, goto} cases",
+    "Switch case": "a mapping {if: condition, goto: id} or {default: id}",
+    "Parallel block": "a mapping {branches: [{steps: [...]}, ...]}",
+    "Branch": "a mapping {steps: [...]}",
+    "Foreach": "a mapping {items, as, concurrency, steps}",
+    "Items": "a list or a template such as '{{ input.items }}'",
+    "Item variable": "a variable name such as 'item'",
+    "Variables": "a mapping of variable names to values",
+    "Child workflow": "a mapping {name: workflow, input: ...}",
+    "Succeed": "a mapping: {} or {output: ...}",
+    "Fail": "a mapping {error: Name, message: ...}",
+    "Input schema": "a JSON Schema object such as {type: object, properties: {...}}",
+    "Version": "an integer or a string",
+    "Defaults": "a mapping {retry, timeout}",
+    "hopflow workflow": "a workflow: a mapping with at least 'name' and 'steps'",
+}
+
+# Why a string does not match a titled definition's pattern, and how to write it instead.
+_PATTERN_HINTS = {
+    "Step id": "is not a valid step id: start with a lowercase letter, then use lowercase letters, digits "
+    "or '_' (at most 64 characters)",
+    "Workflow name": "is not a valid workflow name: start with a lowercase letter, then use lowercase "
+    "letters, digits, '_', '.' or '-' (at most 64 characters)",
+    "Environment name": "is not an environment variable name: use uppercase letters, digits and '_'",
+    "Variable name": "is not a valid variable name: use letters, digits and '_', not starting with a digit",
+    "Action name": "is not an action name: use dotted Python identifiers such as 'payments.charge'",
+    "Event name": "is not an event name: start with a letter, then letters, digits, '_', '.' or '-'",
+    "Error name": "is not an error name: use timeout, http.connect, http.<status> (e.g. http.404), "
+    "http.4xx, http.5xx, action.<ExceptionName>, input.invalid, template, cancelled, any, "
+    "or a name raised by a fail step",
+    "Raised error name": "cannot be raised by a fail step: use a name such as 'NoTable' or "
+    "'order.rejected' (or an http.<status>, action.<Name>, input.invalid)",
+    "Template": "is not a template: write '{{ expression }}'",
+    "Condition": "is not a condition: write a template such as '{{ input.amount > 100 }}', or true/false",
+    "Items": "is not a list or a template: write a template such as '{{ input.items }}' or a YAML list",
+    "Headers": "is not a template: give a mapping of header names to values, or one '{{ expression }}'",
+    "Query parameters": "is not a template: give a mapping of parameter names to values, or one "
+    "'{{ expression }}'",
+    "HTTP method": "is not an HTTP method: use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS "
+    "(uppercase), or a template",
+    "URL": "is not an absolute URL: start with http:// or https://, or use a template such as "
+    "'{{ env.API }}/path'",
+    "Point in time": "is not a point in time: use a template such as '{{ input.when }}' or an ISO-8601 "
+    "date-time with offset such as '2030-01-31T19:00:00+01:00'",
+    "Item variable": "cannot name the foreach item: use a lowercase name that is not one of input, "
+    "steps, vars, env, execution, error, result, index, loop",
+}
+
+_PLACE_NOUNS = {
+    "http": "http request",
+    "retry": "retry policy",
+    "wait": "wait",
+    "compensate": "compensation",
+    "parallel": "parallel block",
+    "foreach": "foreach",
+    "workflow": "child workflow",
+    "succeed": "succeed",
+    "fail": "fail",
+    "defaults": "defaults",
+    "catch": "catch list",
+    "switch": "switch",
+    "set": "set",
+    "with": "arguments",
+    "headers": "headers",
+    "query": "query",
+    "branches": "branches",
+    "input": "input schema",
+    "expect": "expected statuses",
+    "env": "env list",
+    "on": "retried errors",
+    "errors": "caught errors",
+}
+
+
+def _value_text(value: Any, limit: int = 40) -> str:
+    """How a value reads in a message: its YAML type, and the value when short."""
+    import datetime as dt
+
+    if value is None:
+        return "an empty value (null)"
+    if isinstance(value, bool):
+        return f"boolean {'true' if value else 'false'}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value:g}"
+    if isinstance(value, str):
+        shown = value if len(value) <= limit else value[: limit - 1] + "…"
+        return f"string {shown!r}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dt.datetime | dt.date):
+        return f"a YAML timestamp {value.isoformat()} (quote it to keep it a string)"
+    return f"a {type(value).__name__}"
+
+
+def _suggest(word: str, options: Iterable[str]) -> str | None:
+    options = list(options)
+    lowered = {o.lower(): o for o in options}
+    if word.lower() in lowered:
+        return lowered[word.lower()]
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close:
+        close = difflib.get_close_matches(word.lower(), options, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _did_you_mean(suggestion: str | None) -> str:
+    return f"; did you mean {suggestion!r}?" if suggestion else ""
+
+
+def _get(value: Any, path: Iterable[str | int]) -> Any:
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
+def _step_name(root: Any, path: JsonPath) -> str:
+    step = _get(root, path)
+    sid = step.get("id") if isinstance(step, dict) else None
+    if isinstance(sid, str) and sid:
+        return f"step {sid!r}"
+    where = f"step {path[-1] + 1}"  # type: ignore[operator]
+    parent = path[:-2]
+    return where if not parent else f"{where} of {_where(root, parent)}"
+
+
+def _where(root: Any, path: JsonPath) -> str:
+    """A place in the document in words: "the retry policy of step 'book'", "branch 2 of step 'x'"."""
+    if not path:
+        return "the workflow"
+    last = path[-1]
+    parent = path[:-1]
+    if isinstance(last, int):
+        container = parent[-1] if parent else None
+        owner = parent[:-1]
+        if container == "steps":
+            return _step_name(root, path)
+        label = {"catch": "catch entry", "switch": "switch case", "branches": "branch"}.get(
+            str(container), f"item {last + 1} of"
+        )
+        if label.endswith(" of"):
+            return f"{label} {_where(root, parent)}"
+        return f"{label} {last + 1} of {_where(root, owner)}"
+    if last == "defaults" and not parent:
+        return "the defaults"
+    noun = _PLACE_NOUNS.get(last, repr(last))
+    if not parent:
+        return f"the {noun}" if last in _PLACE_NOUNS else f"{last!r}"
+    if last == "retry" and parent == ("defaults",):
+        return "the default retry policy"
+    return f"the {noun} of {_where(root, parent)}"
+
+
+def _label(path: JsonPath) -> str:
+    """The key (or list item) a value sits under, for "KEY: expected ..." messages."""
+    if not path:
+        return "the file"
+    last = path[-1]
+    if isinstance(last, int):
+        parent = path[-2] if len(path) > 1 else "list"
+        if parent == "steps":
+            return f"step {last + 1}"
+        return f"item {last + 1} of {parent}"
+    if len(path) > 1 and path[-2] in ("headers", "query", "set", "with"):
+        return f"{path[-2]}.{last}"
+    return str(last)
+
+
+class _Explainer:
+    """Turns jsonschema errors into :class:`_Found` records, then drops the ones that are just noise."""
+
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.found: list[_Found] = []
+
+    # -- positions
+    def value_pos(self, path: JsonPath) -> Position:
+        return self.doc.at(path)
+
+    def key_pos(self, path: JsonPath) -> Position:
+        return self.doc.key_at(path)
+
+    def mapping_pos(self, path: JsonPath) -> Position:
+        """Where to report something missing from the mapping at ``path``: its key, or its start."""
+        if path and isinstance(path[-1], str) and tuple(path) in self.doc.keys:
+            return self.doc.key_at(path)
+        return self.doc.at(path)
+
+    def add(self, rule: str, message: str, position: Position, path: JsonPath, tag: str, **kw: Any) -> None:
+        self.found.append(_Found(rule, message, position, tuple(path), tag, **kw))
+
+    # -- dispatch
+    def explain(self, error: ValidationError) -> None:
+        path: JsonPath = tuple(error.absolute_path)
+        handler = getattr(self, "_on_" + str(error.validator), None)
+        if handler is None:
+            self.add("schema", f"{_label(path)}: {error.message}", self.value_pos(path), path, "other")
+            return
+        handler(error, path)
+
+    def _on_additionalProperties(self, error: ValidationError, path: JsonPath) -> None:
+        instance = error.instance
+        allowed = list(error.schema.get("properties", {}))
+        root = self.doc.value
+        where = _where(root, path)
+        kinds_here = [k for k in KINDS if k in instance and k in allowed]
+        for key in instance:
+            if key in allowed:
+                continue
+            key_path = (*path, key)
+            title = error.schema.get("title")
+            if title == "Compensation" and key in KINDS:
+                message = (
+                    f"a compensation cannot be a {key!r} step: use one of http, action (with 'with') "
+                    f"or workflow"
+                )
+                self.add(
+                    "unknown-key",
+                    message,
+                    self.key_pos(key_path),
+                    path,
+                    "unknown",
+                    key=key,
+                    extra={"kind": True},
+                )
+                continue
+            if title == "Compensation" and key in ("id", "if", "next", "catch", "output", "compensate"):
+                message = (
+                    f"a compensation has no {key!r}: it is a step body (http, action or workflow) with "
+                    f"only its own retry and timeout"
+                )
+                self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                continue
+            # a key that belongs inside the step's kind body ("url:" next to "http:")
+            if title == "Step" and len(kinds_here) == 1:
+                kind = kinds_here[0]
+                body_schema = load_schema()["$defs"].get(_KIND_DEFS.get(kind, ""), {})
+                if key in body_schema.get("properties", {}):
+                    message = (
+                        f"unknown key {key!r} in {where}: it belongs inside '{kind}:' "
+                        f"(indent it under {kind})"
+                    )
+                    self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                    continue
+            suggestion = _suggest(key, allowed)
+            message = f"unknown key {key!r} in {where}{_did_you_mean(suggestion)}"
+            if not suggestion and len(allowed) <= 12:
+                message += f" (allowed: {', '.join(allowed)})"
+            self.add(
+                "unknown-key",
+                message,
+                self.key_pos(key_path),
+                path,
+                "unknown",
+                key=key,
+                suggestion=suggestion,
+            )
+
+    def _on_required(self, error: ValidationError, path: JsonPath) -> None:
+        instance = error.instance
+        if not isinstance(instance, dict):
+            return
+        root = self.doc.value
+        for key in error.validator_value:
+            if key in instance:
+                continue
+            if key == "id" and error.schema.get("title") == "Step":
+                message = (
+                    f"{_where(root, path)} has no 'id': every step needs a unique id such as 'book_table'"
+                )
+            elif not path and key in ("name", "steps"):
+                message = f"the workflow has no {key!r}" + (
+                    " (a name such as 'order-fulfilment')"
+                    if key == "name"
+                    else " (a non-empty list of steps)"
+                )
+            else:
+                message = f"{_where(root, path)} has no {key!r}"
+                description = _property_description(error.schema, key)
+                if description:
+                    message += f" ({description})"
+            self.add("missing-key", message, self.mapping_pos(path), path, "missing", key=key)
+
+    def _on_type(self, error: ValidationError, path: JsonPath) -> None:
+        title = error.schema.get("title")
+        expected = _NOUNS.get(title) if title else None
+        if expected is None:
+            expected = _type_words(error.validator_value)
+        if not path:
+            message = f"expected {expected}, got {_value_text(error.instance)}"
+            if error.instance is None:
+                message = "the file is empty: a workflow is a mapping with at least 'name' and 'steps'"
+        else:
+            message = f"{_label(path)}: expected {expected}, got {_value_text(error.instance)}"
+        self.add("schema", message, self.value_pos(path), path, "type")
+
+    def _on_pattern(self, error: ValidationError, path: JsonPath) -> None:
+        value = error.instance
+        title = error.schema.get("title")
+        is_key = "propertyNames" in error.absolute_schema_path
+        position = self.key_pos((*path, value)) if is_key else self.value_pos(path)
+        if title == "Duration":
+            try:
+                parse_ms(value)
+                reason = f"{value!r} is not a duration (write a number and a unit, e.g. '30s' or '1h30m')"
+            except DurationError as exc:
+                reason = str(exc)
+            message = f"{_label(path)}: {reason}"
+        elif title == "Raised error name" and value == "any":
+            message = "'any' cannot be raised: it only matches errors (in catch and retry.on)"
+        elif title == "HTTP method" and value.upper() in (
+            "GET",
+            "HEAD",
+            "POST",
+            "PUT",
+            "PATCH",
+            "DELETE",
+            "OPTIONS",
+        ):
+            message = (
+                f"{value!r} is not an HTTP method: methods are uppercase; did you mean {value.upper()!r}?"
+            )
+        elif title in _PATTERN_HINTS:
+            message = f"{value!r} {_PATTERN_HINTS[title]}"
+            fixed = _fix_name(title, value)
+            if fixed and fixed != value:
+                message += f"; did you mean {fixed!r}?"
+        else:
+            message = f"{_label(path)}: {value!r} does not match {error.validator_value!r}"
+        self.add("schema", message, position, (*path, value) if is_key else path, "pattern")
+
+    def _on_enum(self, error: ValidationError, path: JsonPath) -> None:
+        options = [str(o) for o in error.validator_value]
+        value = error.instance
+        message = f"{_label(path)}: expected one of {', '.join(options)}, got {_value_text(value)}"
+        if isinstance(value, str):
+            message += _did_you_mean(_suggest(value, options))
+        elif isinstance(value, bool):
+            message += " (YAML reads yes/no/on/off as booleans; write the word you mean)"
+        self.add("schema", message, self.value_pos(path), path, "enum")
+
+    def _on_oneOf(self, error: ValidationError, path: JsonPath) -> None:
+        instance = error.instance
+        branches = error.validator_value
+        if isinstance(instance, dict) and all(
+            isinstance(b, dict) and set(b) <= {"required", "maxProperties"} for b in branches
+        ):
+            self._exactly_one_of(error, path)
+            return
+        self._best_of(error)
+
+    def _on_anyOf(self, error: ValidationError, path: JsonPath) -> None:
+        self._best_of(error)
+
+    def _best_of(self, error: ValidationError) -> None:
+        from jsonschema.exceptions import best_match
+
+        best = best_match(error.context) if error.context else None
+        if best is None:
+            path: JsonPath = tuple(error.absolute_path)
+            self.add("schema", f"{_label(path)}: {error.message}", self.value_pos(path), path, "other")
+        else:
+            self.explain(best)
+
+    def _exactly_one_of(self, error: ValidationError, path: JsonPath) -> None:
+        instance: dict[str, Any] = error.instance
+        title = error.schema.get("title")
+        root = self.doc.value
+        where = _where(root, path)
+        if title == "Switch case":
+            has_default = "default" in instance
+            case_keys = [k for k in ("if", "goto") if k in instance]
+            if has_default and len(instance) > 1:
+                other = next(k for k in instance if k != "default")
+                self.add(
+                    "schema",
+                    f"{where} mixes 'default' with {other!r}: a case is either {{if, goto}} or, last, "
+                    f"{{default: id}}",
+                    self.key_pos((*path, "default")),
+                    path,
+                    "kinds",
+                )
+            elif not has_default:
+                missing = [k for k in ("if", "goto") if k not in instance]
+                if case_keys:
+                    self.add(
+                        "missing-key",
+                        f"{where} has no {missing[0]!r}: a case is {{if: condition, goto: id}}",
+                        self.mapping_pos(path),
+                        path,
+                        "missing",
+                        key=missing[0],
+                    )
+                else:
+                    self.add(
+                        "missing-key",
+                        f"{where} is empty: write {{if: condition, goto: id}} or {{default: id}}",
+                        self.mapping_pos(path),
+                        path,
+                        "nokind",
+                    )
+            return
+        keys = [b["required"][0] for b in error.validator_value]
+        present = [k for k in keys if k in instance]
+        names = {"Step": "kind", "Compensation": "kind", "Wait": "mode"}.get(str(title), "key")
+        choices = ", ".join(keys[:-1]) + f" or {keys[-1]}"
+        if not present:
+            if title == "Step":
+                message = f"{where} has no kind: add exactly one of {', '.join(keys)}"
+                if "with" in instance:
+                    message += " ('with' goes with 'action')"
+            elif title == "Compensation":
+                message = f"{where} has nothing to run: add one of {choices}"
+            elif title == "Wait":
+                message = f"{where} has no {names}: add one of {choices}"
+            else:
+                message = f"{where} needs exactly one of {choices}"
+            self.add("missing-key", message, self.mapping_pos(path), path, "nokind")
+        else:
+            first, second = present[0], present[1]
+            message = (
+                f"{where} has {len(present)} {names}s ({', '.join(repr(k) for k in present)}): "
+                f"use exactly one of {choices}"
+            )
+            if title == "Step":
+                message += "; to run several things, use several steps"
+            self.add("schema", message, self.key_pos((*path, second)), path, "kinds", extra={"first": first})
+
+    def _on_dependentRequired(self, error: ValidationError, path: JsonPath) -> None:
+        instance = error.instance
+        if not isinstance(instance, dict):
+            return
+        where = _where(self.doc.value, path)
+        for key, deps in error.validator_value.items():
+            if key not in instance:
+                continue
+            for dep in deps:
+                if dep in instance:
+                    continue
+                if key == "event" and dep == "key":
+                    self.add(
+                        "missing-key",
+                        f"{where} waits for event {instance['event']!r} but has no 'key': add "
+                        f"key: '{{{{ ... }}}}' naming which event of that name to take",
+                        self.key_pos((*path, "event")),
+                        path,
+                        "missing",
+                        key=dep,
+                    )
+                else:
+                    self.add(
+                        "schema",
+                        f"{key!r} only goes with {dep!r} in {where}",
+                        self.key_pos((*path, key)),
+                        path,
+                        "depends",
+                        key=key,
+                    )
+
+    def _on_not(self, error: ValidationError, path: JsonPath) -> None:
+        instance = error.instance
+        if isinstance(instance, dict) and "json" in instance and "body" in instance:
+            self.add(
+                "schema",
+                f"{_where(self.doc.value, path)} has both 'json' and 'body': send one of them",
+                self.key_pos((*path, "body")),
+                path,
+                "not",
+            )
+            return
+        self.add("schema", f"{_label(path)}: {error.message}", self.value_pos(path), path, "other")
+
+    def _on_minItems(self, error: ValidationError, path: JsonPath) -> None:
+        label = _label(path)
+        if label == "steps":
+            message = "steps is empty: add at least one step"
+        else:
+            count = error.validator_value
+            message = f"{label} is empty: give at least {'one item' if count == 1 else f'{count} items'}"
+        self.add("schema", message, self.value_pos(path), path, "min")
+
+    def _on_minProperties(self, error: ValidationError, path: JsonPath) -> None:
+        what = "variable" if path and path[-1] == "set" else "entry"
+        self.add(
+            "schema", f"{_label(path)} is empty: give at least one {what}", self.value_pos(path), path, "min"
+        )
+
+    def _on_minLength(self, error: ValidationError, path: JsonPath) -> None:
+        self.add("schema", f"{_label(path)} must not be empty", self.value_pos(path), path, "min")
+
+    def _on_minimum(self, error: ValidationError, path: JsonPath) -> None:
+        self.add(
+            "schema",
+            f"{_label(path)}: expected at least {error.validator_value}, got {error.instance}",
+            self.value_pos(path),
+            path,
+            "range",
+        )
+
+    def _on_maximum(self, error: ValidationError, path: JsonPath) -> None:
+        self.add(
+            "schema",
+            f"{_label(path)}: expected at most {error.validator_value}, got {error.instance}",
+            self.value_pos(path),
+            path,
+            "range",
+        )
+
+    def _on_uniqueItems(self, error: ValidationError, path: JsonPath) -> None:
+        seen: list[Any] = []
+        for i, item in enumerate(error.instance):
+            if any(_same(item, s) for s in seen):
+                self.add(
+                    "schema",
+                    f"{_label(path)} lists {item!r} more than once",
+                    self.value_pos((*path, i)),
+                    path,
+                    "unique",
+                )
+            else:
+                seen.append(item)
+
+    # -- noise removal
+    def result(self) -> list[_Found]:
+        found = self.found
+        typed = {f.path for f in found if f.tag == "type"}
+        suggested = {(f.path, f.suggestion) for f in found if f.tag == "unknown" and f.suggestion}
+        unknown_kind_at = {
+            f.path for f in found if f.tag == "unknown" and (f.suggestion in KINDS or f.extra.get("kind"))
+        }
+        nokind_at = {f.path for f in found if f.tag == "nokind"}
+        out: list[_Found] = []
+        seen: set[tuple[str, str, Position]] = set()
+        for f in found:
+            if f.tag != "type" and f.path in typed:
+                continue  # a value of the wrong type: its other complaints are consequences
+            if f.tag == "missing" and (f.path, f.key) in suggested:
+                continue  # "unknown key 'ID'; did you mean 'id'?" already says it
+            if f.tag == "nokind" and f.path in unknown_kind_at:
+                continue  # "unknown key 'actoin'; did you mean 'action'?" already says it
+            if f.tag == "depends" and f.path in nokind_at:
+                continue
+            key = (f.rule, f.message, f.position)
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+        return out
+
+
+_KIND_DEFS = {
+    "http": "http",
+    "wait": "wait",
+    "parallel": "parallel",
+    "foreach": "foreach",
+    "workflow": "child_workflow",
+    "succeed": "succeed",
+    "fail": "fail",
+}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (type(a) is type(b) and a == b) or (_is_number(a) and _is_number(b) and a == b)
+
+
+def _type_words(expected: str | list[str]) -> str:
+    words = {
+        "object": "a mapping",
+        "array": "a list",
+        "string": "a string",
+        "integer": "an integer",
+        "number": "a number",
+        "boolean": "true or false",
+        "null": "null",
+    }
+    names = [expected] if isinstance(expected, str) else list(expected)
+    parts = [words.get(n, n) for n in names]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
+
+
+def _property_description(schema: dict[str, Any], key: str) -> str | None:
+    prop = schema.get("properties", {}).get(key)
+    if not isinstance(prop, dict):
+        return None
+    text = prop.get("description")
+    if not isinstance(text, str):
+        return None
+    first = text.split(". ")[0].rstrip(".").replace("`", "'")
+    return first[0].lower() + first[1:] if first else None
+
+
+def _fix_name(title: str, value: str) -> str | None:
+    """A likely intended spelling of a malformed id/name (lowercased, separators to '_')."""
+    if title == "Step id":
+        fixed = re.sub(r"[^a-z0-9_]+", "_", value.strip().lower()).strip("_")
+        return fixed if re.fullmatch(r"[a-z][a-z0-9_]{0,63}", fixed) else None
+    if title == "Workflow name":
+        fixed = re.sub(r"[^a-z0-9_.-]+", "-", value.strip().lower()).strip("-")
+        return fixed if re.fullmatch(r"[a-z][a-z0-9_.-]{0,63}", fixed) else None
+    if title == "Environment name":
+        fixed = re.sub(r"[^A-Z0-9_]+", "_", value.strip().upper())
+        return fixed if re.fullmatch(r"[A-Z_][A-Z0-9_]*", fixed) else None
+    return None
+
+
+# ------------------------------------------------------------------ beyond what JSON Schema can say
+
+
+def _switch_default_last(doc: Document) -> list[_Found]:
+    """A ``{default: id}`` case must be the last one (JSON Schema cannot express "only last")."""
+    out: list[_Found] = []
+
+    def walk(steps: Any, path: JsonPath) -> None:
+        if not isinstance(steps, list):
+            return
+        for i, step in enumerate(steps):
+            if not isinstance(step, dict):
+                continue
+            here = (*path, i)
+            cases = step.get("switch")
+            if isinstance(cases, list):
+                for j, case in enumerate(cases[:-1]):
+                    if isinstance(case, dict) and "default" in case:
+                        out.append(
+                            _Found(
+                                "schema",
+                                f"the default of {_where(doc.value, here)} must be its last case "
+                                f"(cases after it would never be tried)",
+                                doc.key_at((*here, "switch", j, "default")),
+                                (*here, "switch", j),
+                                "order",
+                            )
+                        )
+            parallel = step.get("parallel")
+            if isinstance(parallel, dict) and isinstance(parallel.get("branches"), list):
+                for b, branch in enumerate(parallel["branches"]):
+                    if isinstance(branch, dict):
+                        walk(branch.get("steps"), (*here, "parallel", "branches", b, "steps"))
+            foreach = step.get("foreach")
+            if isinstance(foreach, dict):
+                walk(foreach.get("steps"), (*here, "foreach", "steps"))
+
+    if isinstance(doc.value, dict):
+        walk(doc.value.get("steps"), ("steps",))
+    return out
