@@ -1,0 +1,134 @@
+"""The ``action`` step: call a Python callable with the step context and the rendered ``with``.
+
+Every call runs in a fresh daemon worker thread, and the caller stops waiting at the attempt's
+deadline. That makes the timeout real for sync functions and for coroutines that block, at a price
+a reader must know: **Python cannot kill a thread**, so a timed-out sync action keeps running in the
+background until it returns on its own (its result is discarded). Coroutines are cancelled at the
+deadline (``asyncio.wait_for`` inside the worker's own event loop). Actions should therefore be
+idempotent (``ctx.idempotency_key``) and honour ``ctx.deadline`` when they can.
+
+Errors, as the workflow sees them:
+
+* an exception ``E`` raised by the action → ``action.<type(E).__name__>`` with ``str(E)``;
+* a :class:`~engine.model.StepFailure` raised by the action passes through unchanged (an action may
+  choose its error name, e.g. ``payments.declined``, or ask for a retry with ``timeout``);
+* a deadline overrun → ``timeout``;
+* a return value that is not JSON (after datetimes → ISO strings, tuples → lists) → ``action.TypeError``;
+* an unknown name → ``action.NotFound``; a module that fails to import → ``action.ImportError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import json
+import threading
+from typing import Any
+
+from engine.actions import REGISTRY, ActionLoadError, ActionNotFound, ActionRegistry
+from engine.model import StepContext, StepError, StepFailure
+
+MAX_MESSAGE_CHARS = 2000
+
+
+def _fail(name: str, message: str) -> StepFailure:
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return StepFailure(StepError(name, message))
+
+
+class _Deadline(Exception):
+    """The coroutine was cancelled at the deadline (distinct from a TimeoutError the action raises)."""
+
+
+class _Outcome:
+    __slots__ = ("error", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+def _call(fn: Any, ctx: StepContext, kwargs: dict[str, Any], timeout_s: float, out: _Outcome) -> None:
+    try:
+        result = fn(ctx, **kwargs)
+        if inspect.isawaitable(result):
+
+            async def bounded() -> Any:
+                task = asyncio.ensure_future(result)
+                done, _ = await asyncio.wait({task}, timeout=timeout_s)
+                if not done:  # cancel it, so the coroutine's own cleanup runs
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise _Deadline
+                return task.result()
+
+            result = asyncio.run(bounded())
+        out.value = result
+    except BaseException as exc:  # SystemExit in an action must not take the worker down silently
+        out.error = exc
+
+
+def execute(
+    name: str,
+    kwargs: dict[str, Any],
+    ctx: StepContext,
+    *,
+    timeout_s: float,
+    registry: ActionRegistry | None = None,
+) -> Any:
+    """Run action ``name``; return its JSON-ready result or raise :class:`StepFailure`."""
+    try:
+        fn = (registry or REGISTRY).resolve(name)
+    except ActionNotFound as exc:
+        raise _fail("action.NotFound", str(exc)) from None
+    except ActionLoadError as exc:
+        raise _fail("action.ImportError", str(exc)) from None
+
+    if timeout_s <= 0:
+        raise _fail("timeout", f"action {name!r}: no time left before the deadline")
+    out = _Outcome()
+    context = contextvars.copy_context()
+    worker = threading.Thread(
+        target=context.run,
+        args=(_call, fn, ctx, dict(kwargs), timeout_s, out),
+        name=f"hopflow-action-{ctx.step}",
+        daemon=True,  # a runaway action must not keep the process alive at exit
+    )
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise _fail("timeout", f"action {name!r} did not finish within {timeout_s:g}s")
+
+    error = out.error
+    if error is not None:
+        if isinstance(error, StepFailure):
+            raise error
+        if isinstance(error, _Deadline):
+            raise _fail("timeout", f"action {name!r} did not finish within {timeout_s:g}s") from None
+        if isinstance(error, TypeError) and _is_signature_error(fn, ctx, kwargs):
+            raise _fail("action.TypeError", f"action {name!r} called with bad arguments: {error}") from None
+        raise _fail(f"action.{type(error).__name__}", str(error)) from None
+    return _json_ready(name, out.value)
+
+
+def _is_signature_error(fn: Any, ctx: StepContext, kwargs: dict[str, Any]) -> bool:
+    try:
+        inspect.signature(fn).bind(ctx, **kwargs)
+    except TypeError:
+        return True
+    except ValueError:  # pragma: no cover - builtins without a signature
+        return False
+    return False
+
+
+def _json_ready(name: str, value: Any) -> Any:
+    from dsl.templates import to_json
+
+    try:
+        ready = to_json(value)
+        json.dumps(ready, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise _fail("action.TypeError", f"action {name!r} returned a value that is not JSON: {exc}") from None
+    return ready
