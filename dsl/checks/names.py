@@ -1,0 +1,214 @@
+"""Which names a template may read where.
+
+Everywhere: ``input``, ``steps``, ``vars``, ``env``, ``execution`` and the globals ``duration`` and
+``range`` (plus the template's own ``{% set %}``/``{% for %}`` names, and ``loop`` inside a for loop).
+Only in some places: ``result`` (a step's ``output`` template), ``error`` (the step a ``catch`` jumps
+to), the ``foreach`` item name and ``index`` (inside that foreach's body).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from dsl.checks import CheckContext, StepRef, TemplateSite, rule
+from dsl.checks.template_syntax import did_you_mean, part_offset, rendered_sites, root_offset
+from dsl.diagnostics import Diagnostic
+from dsl.graph import TOP_SCOPE
+from dsl.templates import EXTRA_GLOBALS, Reference
+
+ALWAYS = ("input", "steps", "vars", "env", "execution")
+GLOBALS = (*EXTRA_GLOBALS, "range")
+ATTRIBUTES = {
+    "execution": ("id", "workflow", "started_at"),
+    "error": ("name", "message", "step", "attempt"),
+}
+_FOR_TAG = re.compile(r"\{%[-+]?\s*for\b")
+
+
+@dataclass
+class _Names:
+    """What the document defines, computed once per file and shared by the three rules."""
+
+    catch_targets: dict[str, list[str]]  # target id → ids of the steps whose catch jumps there
+    foreach_names: dict[str, list[str]]  # `as` name → foreach step ids that define it
+    assigned: dict[str, None]  # var names assigned by any set step (ordered)
+
+
+def _names(ctx: CheckContext) -> _Names:
+    cached = ctx.extra.get("names")
+    if isinstance(cached, _Names):
+        return cached
+    targets: dict[str, list[str]] = {}
+    foreach: dict[str, list[str]] = {}
+    assigned: dict[str, None] = {}
+    for step in ctx.steps:
+        catch = step.body.get("catch")
+        if isinstance(catch, list):
+            for entry in catch:
+                if isinstance(entry, Mapping) and isinstance(entry.get("goto"), str):
+                    targets.setdefault(entry["goto"], []).append(step.id)
+        if step.kind == "foreach":
+            foreach.setdefault(_as_name(step), []).append(step.id)
+        if step.kind == "set" and isinstance(step.body.get("set"), Mapping):
+            assigned.update(dict.fromkeys(str(k) for k in step.body["set"]))
+    found = _Names(targets, foreach, assigned)
+    ctx.extra["names"] = found
+    return found
+
+
+def _as_name(step: StepRef) -> str:
+    body = step.body.get("foreach")
+    name = body.get("as") if isinstance(body, Mapping) else None
+    return name if isinstance(name, str) else "item"
+
+
+def _enclosing_foreach(ctx: CheckContext, step: StepRef | None) -> list[StepRef]:
+    """The foreach steps whose body (directly or through nesting) holds ``step``, innermost first."""
+    out: list[StepRef] = []
+    scope = step.scope if step is not None else TOP_SCOPE
+    for _ in range(64):  # nesting is finite; a malformed document must not loop
+        if scope == TOP_SCOPE:
+            break
+        owner = ctx.by_id.get(scope.split("/")[0])
+        if owner is None:
+            break
+        if owner.kind == "foreach" and "/" not in scope:
+            out.append(owner)
+        scope = owner.scope
+    return out
+
+
+@dataclass(frozen=True)
+class _Scope:
+    names: frozenset[str]
+    in_output: bool
+    catch_target: bool
+    foreach: tuple[StepRef, ...]
+
+
+def _scope(ctx: CheckContext, site: TemplateSite) -> _Scope:
+    step = site.step
+    names = set(ALWAYS) | set(GLOBALS)
+    foreach = tuple(_enclosing_foreach(ctx, step))
+    for owner in foreach:
+        names.add(_as_name(owner))
+        names.add("index")
+    in_output = step is not None and site.path[len(step.path) : len(step.path) + 1] == ("output",)
+    if in_output:
+        names.add("result")
+    in_compensate = step is not None and site.path[len(step.path) : len(step.path) + 1] == ("compensate",)
+    catch_target = step is not None and step.id in _names(ctx).catch_targets and not in_compensate
+    if catch_target:
+        names.add("error")
+    if site.parsed is not None and _FOR_TAG.search(site.source):
+        names.add("loop")
+    return _Scope(frozenset(names), in_output, catch_target, foreach)
+
+
+def _classify(ctx: CheckContext) -> list[tuple[str, TemplateSite, Reference, _Scope]]:
+    """Every reference with the rule it breaks ("" when fine), computed once for all three rules."""
+    cached = ctx.extra.get("names_refs")
+    if isinstance(cached, list):
+        return cached
+    names = _names(ctx)
+    out: list[tuple[str, TemplateSite, Reference, _Scope]] = []
+    for site in rendered_sites(ctx):
+        if site.parsed is None or not site.parsed.references:
+            continue
+        scope = _scope(ctx, site)
+        for ref in site.parsed.references:
+            root = ref.root
+            if root in scope.names:
+                verdict = ""
+                if root == "vars" and ref.parts and ref.parts[0] not in names.assigned:
+                    verdict = "undefined-var"
+                elif root in ATTRIBUTES and ref.parts and ref.parts[0] not in ATTRIBUTES[root]:
+                    verdict = "unknown-name"
+            elif root in ("result", "error", "index", "loop") or root in names.foreach_names:
+                verdict = "out-of-scope"
+            else:
+                verdict = "unknown-name"
+            if verdict:
+                out.append((verdict, site, ref, scope))
+    ctx.extra["names_refs"] = out
+    return out
+
+
+@rule(
+    "unknown-name",
+    "a template reads a name that is never in scope (not input, steps, vars, env, execution, error, "
+    "result, a foreach item or index, a template-local name, or a global such as duration/range)",
+)
+def check_unknown(ctx: CheckContext) -> Iterator[Diagnostic]:
+    for verdict, site, ref, scope in _classify(ctx):
+        if verdict != "unknown-name":
+            continue
+        if ref.root in scope.names:  # a known object, an attribute it does not have
+            attrs = ATTRIBUTES[ref.root]
+            yield ctx.diag(
+                "unknown-name",
+                "error",
+                f"{ref.root} has no attribute {ref.parts[0]!r}{did_you_mean(ref.parts[0], attrs)} "
+                f"(it has {', '.join(attrs)})",
+                site.path,
+                offset=part_offset(site.source, ref, 0),
+            )
+            continue
+        visible = sorted(scope.names - set(GLOBALS) - {"loop"})
+        yield ctx.diag(
+            "unknown-name",
+            "error",
+            f"unknown name {ref.root!r}{did_you_mean(ref.root, scope.names)}: "
+            f"here a template can read {', '.join(visible)}",
+            site.path,
+            offset=root_offset(site.source, ref),
+        )
+
+
+@rule("undefined-var", "a template reads `vars.X` but no `set` step assigns X")
+def check_vars(ctx: CheckContext) -> Iterator[Diagnostic]:
+    assigned = _names(ctx).assigned
+    for verdict, site, ref, _ in _classify(ctx):
+        if verdict != "undefined-var":
+            continue
+        name = ref.parts[0]
+        yield ctx.diag(
+            "undefined-var",
+            "error",
+            f"vars.{name} is never assigned: no `set` step sets {name}{did_you_mean(name, assigned)}",
+            site.path,
+            offset=part_offset(site.source, ref, 0),
+        )
+
+
+@rule(
+    "out-of-scope",
+    "a template reads a name outside the place it exists: a foreach item or `index` outside that "
+    "foreach's body, `result` outside a step's `output`, `error` outside the step a `catch` jumps to",
+)
+def check_scope(ctx: CheckContext) -> Iterator[Diagnostic]:
+    names = _names(ctx)
+    for verdict, site, ref, _ in _classify(ctx):
+        if verdict != "out-of-scope":
+            continue
+        root = ref.root
+        if root == "result":
+            why = "`result` exists only in a step's `output` template (it is that step's raw result)"
+        elif root == "error":
+            why = "`error` exists only in the step a `catch` jumps to"
+            if site.step is None:
+                pass
+            elif site.step.id in names.catch_targets:
+                why += ", not in its compensation (which runs later, when that error is long gone)"
+            else:
+                why += f", and no catch has `goto: {site.step.id}`"
+        elif root == "loop":
+            why = "`loop` exists only inside a `{% for %}` block of the same template"
+        elif root == "index":
+            why = "`index` exists only inside a foreach body"
+        else:
+            owners = ", ".join(repr(i) for i in names.foreach_names[root])
+            why = f"{root!r} is the item of foreach {owners} and exists only inside its body"
+        yield ctx.diag("out-of-scope", "error", why, site.path, offset=root_offset(site.source, ref))

@@ -1,0 +1,204 @@
+"""The validation pipeline: text → load → schema → compile → every check → sorted diagnostics.
+
+Every problem in a file is reported at once: when the schema rejects a document the checks still run
+(on the raw document, without a graph), and a check that trips over a malformed document is skipped
+rather than allowed to hide the schema's own, better, message. On a schema-valid document a crashing
+check is a bug in hopflow, so it is reported as an ``internal-error`` diagnostic instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dsl.diagnostics import Diagnostic, Position, sort
+from dsl.source import Document, LoadError, loads
+
+if TYPE_CHECKING:
+    from dsl.graph import Graph
+
+DEFAULT_TIME_BUDGET_MS = 7500
+SUFFIXES = (".yaml", ".yml")
+
+# rules that are not checks in dsl/checks/ (the loader's, and the pipeline's own)
+PIPELINE_RULES: dict[str, str] = {
+    "yaml-syntax": "the file is not one readable YAML document (syntax error, not UTF-8, several documents)",
+    "yaml-duplicate-key": "a mapping has the same key twice",
+    "io": "the file cannot be read",
+    "internal-error": "a check crashed on a schema-valid document: a bug in hopflow, please report it",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    """What validating one file found. ``graph`` is set only when there are no errors."""
+
+    file: str
+    doc: Document | None
+    diagnostics: tuple[Diagnostic, ...]
+    graph: Graph | None = None
+    text: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if not d.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def line(self, number: int) -> str:
+        """Source line ``number`` (1-based) of this file, for showing diagnostics in context."""
+        if self.doc is not None:
+            return self.doc.line_text(number)
+        if self.text is None:
+            return ""
+        lines = self.text.splitlines()
+        return lines[number - 1] if 0 < number <= len(lines) else ""
+
+
+def rules() -> dict[str, str]:
+    """Every rule name the validator can report, with its one-line description."""
+    from dsl.checks import RULES, all_checks
+    from dsl.schema import RULES as SCHEMA_RULES
+
+    all_checks()
+    return {**PIPELINE_RULES, **SCHEMA_RULES, **RULES}
+
+
+def validate_text(
+    text: str, file: str = "<string>", *, time_budget_ms: int = DEFAULT_TIME_BUDGET_MS
+) -> Result:
+    """Validate one workflow given as text; never raises for anything the text contains."""
+    try:
+        doc = loads(text, file)
+    except LoadError as exc:
+        return Result(file, None, (exc.diagnostic,), None, text)
+    return validate_document(doc, time_budget_ms=time_budget_ms)
+
+
+def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGET_MS) -> Result:
+    """Schema, compile and every check on an already loaded document."""
+    from dsl.checks import CheckContext, all_checks
+    from dsl.schema import validate_document as schema_diagnostics
+
+    found: list[Diagnostic] = []
+    try:
+        found.extend(schema_diagnostics(doc))
+    except Exception as exc:  # a schema crash must not take the whole run down
+        found.append(_internal(doc, "schema validation", exc))
+    schema_ok = not any(d.is_error for d in found)
+
+    graph: Graph | None = None
+    if schema_ok:
+        from dsl.compiler import compile_document
+
+        try:
+            graph = compile_document(doc, time_budget_ms=time_budget_ms)
+        except Exception as exc:  # compiling a schema-valid file must not fail
+            found.append(_internal(doc, "the compiler", exc))
+
+    ctx = CheckContext(doc, time_budget_ms=time_budget_ms, graph=graph, schema_ok=schema_ok)
+    for name, check in all_checks():
+        try:
+            found.extend(check(ctx))
+        except Exception as exc:  # see the module docstring
+            if schema_ok:
+                found.append(_internal(doc, f"rule {name!r}", exc))
+
+    diagnostics = tuple(sort(found))
+    ok = not any(d.is_error for d in diagnostics)
+    if graph is not None and not graph.hash:
+        graph = graph.with_hash()
+    return Result(doc.file, doc, diagnostics, graph if ok else None, doc.text)
+
+
+def _internal(doc: Document, where: str, exc: Exception) -> Diagnostic:
+    return Diagnostic(
+        "internal-error",
+        "error",
+        f"internal error in {where}: {type(exc).__name__}: {exc} "
+        "(this is a bug in hopflow; please report it)",
+        Position(doc.file, 1, 1),
+    )
+
+
+def validate_path(path: str | Path, *, time_budget_ms: int = DEFAULT_TIME_BUDGET_MS) -> Result:
+    """Validate one file; unreadable, binary or non-UTF-8 files give a diagnostic, not an exception."""
+    name = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return Result(
+            name, None, (Diagnostic("io", "error", f"cannot read file: {reason}", Position(name, 1, 1)),)
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return Result(
+            name,
+            None,
+            (
+                Diagnostic(
+                    "yaml-syntax",
+                    "error",
+                    f"file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                    Position(name, line, column),
+                ),
+            ),
+        )
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a UTF-8 byte order mark is not part of the YAML
+    return validate_text(text, name, time_budget_ms=time_budget_ms)
+
+
+def workflow_files(path: str | Path) -> list[Path]:
+    """A file as given; a folder → every ``*.yaml``/``*.yml`` below it (recursively, sorted), skipping
+    hidden folders such as ``.git`` or ``.github``."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    found = [
+        p
+        for p in path.rglob("*")
+        if p.suffix in SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    ]
+    return sorted(found)
+
+
+def expand(paths: Iterable[str | Path]) -> list[Path]:
+    """Every file ``paths`` name, each once, in the order given (folders expanded in place)."""
+    seen: set[Path] = set()
+    out: list[Path] = []
+    for given in paths:
+        for file in workflow_files(given):
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(file)
+    return out
+
+
+def validate_paths(
+    paths: Iterable[str | Path], *, time_budget_ms: int = DEFAULT_TIME_BUDGET_MS
+) -> list[Result]:
+    """Validate files and folders (see :func:`workflow_files`)."""
+    return list(iter_results(paths, time_budget_ms=time_budget_ms))
+
+
+def iter_results(
+    paths: Iterable[str | Path], *, time_budget_ms: int = DEFAULT_TIME_BUDGET_MS
+) -> Iterator[Result]:
+    for file in expand(paths):
+        yield validate_path(file, time_budget_ms=time_budget_ms)
