@@ -1,0 +1,54 @@
+"""Steps that can never run, and loops that can never end (both warnings: the file still runs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dsl.checks import CheckContext, rule
+from dsl.checks.targets import describe_scope
+from dsl.diagnostics import Diagnostic
+from dsl.flow import flow_of
+
+
+@rule("unreachable-step", "no path from the start of its list reaches this step")
+def unreachable_step(ctx: CheckContext) -> Iterator[Diagnostic]:
+    flow = flow_of(ctx)
+    if flow is None:
+        return
+    for sid in flow.unreachable():
+        step = ctx.by_id.get(sid)
+        if step is None:
+            continue
+        where = describe_scope(ctx, step.scope)
+        yield ctx.diag(
+            "unreachable-step",
+            "warning",
+            f"step {sid!r} can never run: no path from the start of {where} reaches it "
+            f"(nothing jumps to it, and the step before it never continues to it)",
+            (*step.path, "id"),
+        )
+
+
+@rule(
+    "endless-loop",
+    "a loop with no way out: no path from it reaches the end of its list, succeed, fail or a catch",
+)
+def endless_loop(ctx: CheckContext) -> Iterator[Diagnostic]:
+    flow = flow_of(ctx)
+    if flow is None:
+        return
+    for loop in flow.endless_loops():
+        step = ctx.by_id.get(loop[0])
+        if step is None:
+            continue
+        if len(loop) == 1:
+            what = f"step {loop[0]!r} jumps to itself"
+        else:
+            what = "steps " + ", ".join(repr(s) for s in loop[:-1]) + f" and {loop[-1]!r} form a loop"
+        yield ctx.diag(
+            "endless-loop",
+            "warning",
+            f"{what} with no way out: no path leaves it for the end of "
+            f"{describe_scope(ctx, step.scope)}, a succeed or fail step, or a step outside the loop",
+            (*step.path, "id"),
+        )
