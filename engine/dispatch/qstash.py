@@ -1,0 +1,387 @@
+"""Publishing through QStash's REST API with httpx (no QStash SDK at runtime).
+
+One outgoing message → ``POST /v2/publish/<destination>``; several → ``POST /v2/batch`` (fan-out).
+Bodies are ``Message.to_json()``: ids only, never state, so they stay far below QStash's size limit.
+Every publish carries the message's deterministic ``Upstash-Deduplication-Id``, so re-publishing an
+outbox after a crash is harmless. QStash's own 429/5xx and connection failures are retried a bounded
+number of times with jittered exponential backoff, within a deadline that fits a webhook's budget;
+then DispatchError (the outbox stays, ``hopflow recover`` re-drives it).
+
+Delays beyond the plan's maximum (``max_delay_s``) are chained: the message is published with the
+maximum delay and the forwarded header ``Hopflow-Not-Before: <unix seconds>``; the receiver sees a
+target still in the future and calls :meth:`QStashDispatcher.defer_if_early` instead of running the
+node. See docs/qstash.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.dispatch import DispatchError
+from engine.model import Message, MessageError, Outgoing
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import httpx
+
+DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
+DEFAULT_MAX_DELAY_S = 7 * 86400  # QStash free plan's maximum delay; paid plans allow more
+NOT_BEFORE_HEADER = "Hopflow-Not-Before"  # what the receiver sees (QStash strips Upstash-Forward-)
+FAILURE_CALLBACK_QUERY = "hopflow=failure"  # from_env's failure callback: <destination>?hopflow=failure
+MAX_CALL_BODY_BYTES = 1_048_576
+
+
+class DispatchRejected(DispatchError):
+    """QStash refused the request itself (a 4xx other than 429): repeating it unchanged cannot help."""
+
+
+def _with_query(url: str, query: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{query}"
+
+
+def pending_not_before(
+    headers: Mapping[str, str], now: float | None = None, skew_s: float = 1.0
+) -> float | None:
+    """The chained-delay target of a delivery if it is still more than ``skew_s`` in the future, else None.
+
+    Header lookup is case-insensitive; a malformed value counts as absent.
+    """
+    raw = next((v for k, v in headers.items() if k.lower() == NOT_BEFORE_HEADER.lower()), None)
+    if raw is None:
+        return None
+    try:
+        target = float(raw)
+    except ValueError:
+        return None
+    if not math.isfinite(target):
+        return None
+    current = time.time() if now is None else now
+    return target if target - current > skew_s else None
+
+
+@dataclass(frozen=True)
+class QStashCallback:
+    """A QStash callback or failure-callback body (``Upstash-Callback`` / ``Upstash-Failure-Callback``).
+
+    For an offloaded call, ``body`` is the target's response and ``status`` its status; a failure
+    callback also has ``dlq_id``. ``source_body`` is what was published (for hopflow's own messages,
+    the Message JSON: :meth:`source_message`).
+    """
+
+    status: int
+    headers: dict[str, list[str]]
+    body: bytes
+    retried: int
+    max_retries: int
+    source_message_id: str
+    url: str
+    method: str
+    source_headers: dict[str, list[str]]
+    source_body: bytes
+    dlq_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def final(self) -> bool:
+        """No further attempt of the source message will follow (QStash calls back after each one)."""
+        return self.ok or self.dlq_id is not None or self.retried >= self.max_retries
+
+    def source_message(self) -> Message:
+        return Message.from_json(self.source_body)
+
+
+def _header_lists(value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): [str(x) for x in v] if isinstance(v, list) else [str(v)] for k, v in value.items()}
+
+
+def parse_callback(body: bytes | str) -> QStashCallback:
+    """Decode a (failure) callback body; malformed input raises MessageError (never worth a retry)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise MessageError("callback body is not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("status"), int):
+        raise MessageError("callback body lacks a status")
+    try:
+        response = base64.b64decode(data.get("body") or "", validate=True)
+        source = base64.b64decode(data.get("sourceBody") or "", validate=True)
+    except ValueError:
+        raise MessageError("callback body is not valid base64") from None
+
+    def number(key: str) -> int:
+        value = data.get(key, 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    dlq_id = data.get("dlqId")
+    return QStashCallback(
+        status=data["status"],
+        headers=_header_lists(data.get("header")),
+        body=response,
+        retried=number("retried"),
+        max_retries=number("maxRetries"),
+        # QStash's docs spell it "sourceMessasgeId" in places; accept both
+        source_message_id=str(data.get("sourceMessageId") or data.get("sourceMessasgeId") or ""),
+        url=str(data.get("url") or ""),
+        method=str(data.get("method") or ""),
+        source_headers=_header_lists(data.get("sourceHeader")),
+        source_body=source,
+        dlq_id=str(dlq_id) if dlq_id else None,
+    )
+
+
+class QStashDispatcher:
+    """The production :class:`~engine.dispatch.Dispatcher`: hands messages to QStash.
+
+    ``destination_url`` is the webhook as the world reaches it (``HOPFLOW_PUBLIC_URL`` + ``/v1/step``);
+    ``failure_callback_url`` receives messages QStash gave up on (the execution becomes ``dead``);
+    ``retries`` is ``Upstash-Retries`` (None: the plan's default).
+    """
+
+    def __init__(
+        self,
+        token: str,
+        base_url: str = DEFAULT_QSTASH_URL,
+        destination_url: str = "",
+        failure_callback_url: str | None = None,
+        retries: int | None = None,
+        max_delay_s: float = DEFAULT_MAX_DELAY_S,
+        *,
+        timeout_s: float = 5.0,
+        max_attempts: int = 4,
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 2.0,
+        deadline_s: float = 8.0,
+        batch_size: int = 100,
+        client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not token:
+            raise ValueError("a QStash token is required")
+        if not destination_url.startswith(("http://", "https://")):
+            raise ValueError("destination_url must be an absolute http(s) URL")
+        if max_delay_s < 1 or max_attempts < 1 or batch_size < 1:
+            raise ValueError("max_delay_s, max_attempts and batch_size must be positive")
+        self._token = token
+        self.base_url = base_url.rstrip("/")
+        self.destination_url = destination_url
+        self.failure_callback_url = failure_callback_url
+        self.retries = retries
+        self.max_delay_s = max_delay_s
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.deadline_s = deadline_s
+        self.batch_size = batch_size
+        self._client = client
+        self._own_client = client is None
+        self._clock = clock
+        self._sleep = sleep
+
+    def __repr__(self) -> str:  # never show the token
+        return f"QStashDispatcher(base_url={self.base_url!r}, destination_url={self.destination_url!r})"
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        destination_url: str | None = None,
+        failure_callback_url: str | None = None,
+        **options: Any,
+    ) -> QStashDispatcher:
+        """Configured from ``QSTASH_TOKEN``, ``QSTASH_URL`` and ``HOPFLOW_PUBLIC_URL``.
+
+        Defaults: destination ``$HOPFLOW_PUBLIC_URL/v1/step``, failure callback
+        ``<destination>?hopflow=failure``. Missing settings raise ValueError naming the variable.
+        """
+        env = os.environ if env is None else env
+        token = env.get("QSTASH_TOKEN")
+        if not token:
+            raise ValueError("QSTASH_TOKEN is not set")
+        if destination_url is None:
+            public = env.get("HOPFLOW_PUBLIC_URL")
+            if not public:
+                raise ValueError("HOPFLOW_PUBLIC_URL is not set (QStash needs the webhook's public URL)")
+            destination_url = public.rstrip("/") + "/v1/step"
+        if failure_callback_url is None:
+            failure_callback_url = _with_query(destination_url, FAILURE_CALLBACK_QUERY)
+        return cls(token, env.get("QSTASH_URL") or DEFAULT_QSTASH_URL, destination_url,
+                   failure_callback_url=failure_callback_url, **options)
+
+    # ---------------------------------------------------------------------------------- publishing
+
+    def publish(self, outgoing: Sequence[Outgoing]) -> None:
+        """Hand every message to QStash, or raise DispatchError. Idempotent per dedup id."""
+        self._publish(outgoing)
+
+    def defer_if_early(self, message: Message, headers: Mapping[str, str], now: float | None = None,
+                       skew_s: float = 1.0) -> bool:
+        """Re-publish a chained-delay delivery that arrived before its target; True if it did.
+
+        The receiver acknowledges (2xx) a deferred delivery and does not run the node.
+        """
+        current = self._clock() if now is None else now
+        target = pending_not_before(headers, current, skew_s)
+        if target is None:
+            return False
+        # a fresh dedup id per deferral second: a redelivered hop must not be swallowed by the window
+        self._publish([Outgoing(message, not_before=target)], suffix=f":defer{int(current)}", now=current)
+        return True
+
+    def _publish(self, outgoing: Sequence[Outgoing], suffix: str = "", now: float | None = None) -> None:
+        if not outgoing:
+            return
+        current = self._clock() if now is None else now
+        entries = [self._entry(o, current, suffix) for o in outgoing]
+        if len(entries) == 1:
+            headers, body = entries[0]
+            self._request(f"/v2/publish/{self.destination_url}", body, headers)
+            return
+        for start in range(0, len(entries), self.batch_size):
+            chunk = entries[start : start + self.batch_size]
+            batch = [{"destination": self.destination_url, "headers": h, "body": b.decode()}
+                     for h, b in chunk]
+            self._request("/v2/batch", json.dumps(batch, separators=(",", ":")).encode(),
+                          {"Content-Type": "application/json"})
+
+    def _entry(self, o: Outgoing, now: float, suffix: str) -> tuple[dict[str, str], bytes]:
+        dedup = o.dedup_id + suffix
+        headers = {"Content-Type": "application/json"}
+        if self.retries is not None:
+            headers["Upstash-Retries"] = str(self.retries)
+        if self.failure_callback_url:
+            headers["Upstash-Failure-Callback"] = self.failure_callback_url
+        target: float | None = None
+        if o.not_before is not None:
+            target = float(o.not_before)
+        elif o.delay_ms > 0:
+            target = now + o.delay_ms / 1000
+        if target is not None and target - now > self.max_delay_s:
+            # chained: wait the maximum now, the receiver re-publishes for the rest
+            hops = math.ceil((target - now) / self.max_delay_s)
+            headers["Upstash-Delay"] = f"{int(self.max_delay_s)}s"
+            headers[f"Upstash-Forward-{NOT_BEFORE_HEADER}"] = str(math.ceil(target))
+            dedup += f":hop{hops}@{math.ceil(target)}"
+        elif o.not_before is not None:
+            if o.not_before > now:
+                headers["Upstash-Not-Before"] = str(math.ceil(o.not_before))
+        elif o.delay_ms > 0:
+            headers["Upstash-Delay"] = f"{math.ceil(o.delay_ms / 1000)}s"
+        headers["Upstash-Deduplication-Id"] = dedup
+        return headers, o.message.to_json()
+
+    def publish_call(
+        self,
+        url: str,
+        method: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        callback_url: str,
+        failure_callback_url: str | None = None,
+        dedup_id: str | None = None,
+        timeout: float | None = None,
+        *,
+        retries: int = 0,
+        callback_headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Have QStash make an HTTP call and post the response to ``callback_url``; return its message id.
+
+        For ``offload: true`` http steps. ``retries`` defaults to 0 so each callback is final and the
+        step's own retry policy stays the interpreter's. ``callback_headers`` reach both callbacks
+        (e.g. to name the execution and step). ``timeout`` (seconds) bounds QStash's call.
+        """
+        if not url.startswith(("http://", "https://")):
+            raise DispatchRejected("offloaded call needs an absolute http(s) URL")
+        payload = body or b""
+        if len(payload) > MAX_CALL_BODY_BYTES:
+            raise DispatchRejected(f"offloaded call body exceeds {MAX_CALL_BODY_BYTES} bytes")
+        out: dict[str, str] = {
+            "Upstash-Method": method.upper(),
+            "Upstash-Callback": callback_url,
+            "Upstash-Retries": str(retries),
+        }
+        for name, value in headers.items():
+            if name.lower() == "content-type":
+                out["Content-Type"] = value  # QStash passes the publish's Content-Type through
+            else:
+                out[f"Upstash-Forward-{name}"] = value
+        for name, value in (callback_headers or {}).items():
+            out[f"Upstash-Callback-Forward-{name}"] = value
+            if failure_callback_url:
+                out[f"Upstash-Failure-Callback-Forward-{name}"] = value
+        if failure_callback_url:
+            out["Upstash-Failure-Callback"] = failure_callback_url
+        if dedup_id:
+            out["Upstash-Deduplication-Id"] = dedup_id
+        if timeout is not None:
+            out["Upstash-Timeout"] = f"{max(1, math.ceil(timeout))}s"
+        response = self._request(f"/v2/publish/{url}", payload, out)
+        try:
+            return str(response.json()["messageId"])
+        except (ValueError, KeyError, TypeError):
+            raise DispatchError("QStash answered the publish without a message id") from None
+
+    # --------------------------------------------------------------------------------------- HTTP
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
+        return self._client
+
+    def _request(self, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
+        import httpx
+
+        client = self._http()
+        started = time.monotonic()
+        problem = "no attempt made"
+        for attempt in range(self.max_attempts):
+            wait = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+            try:
+                response = client.post(self.base_url + path, content=body,
+                                       headers={**headers, "Authorization": f"Bearer {self._token}"})
+            except httpx.TimeoutException:
+                problem = "QStash did not answer in time"
+            except httpx.TransportError as exc:
+                problem = f"cannot reach QStash at {self.base_url} ({type(exc).__name__})"
+            else:
+                if response.is_success:
+                    return response
+                detail = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code != 429 and response.status_code < 500:
+                    raise DispatchRejected(f"QStash rejected the publish: {detail}")
+                problem = f"QStash is unavailable: {detail}"
+                retry_after = response.headers.get("Retry-After", "")
+                if retry_after.isdigit():
+                    wait = min(self.max_backoff_s, float(retry_after))
+            last = attempt == self.max_attempts - 1
+            if last or time.monotonic() - started + wait > self.deadline_s:
+                raise DispatchError(f"publishing to QStash failed after {attempt + 1} attempt(s): {problem}")
+            self._sleep(wait)
+        raise DispatchError(problem)  # pragma: no cover - the loop always returns or raises
+
+    def close(self) -> None:
+        if self._own_client and self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> QStashDispatcher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
