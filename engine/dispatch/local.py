@@ -1,0 +1,465 @@
+"""The local dispatcher: a durable delay queue in Redis and a delivery loop, for running without QStash.
+
+Redis holds everything (all keys share one hash tag, so the Lua scripts also run on a cluster):
+
+==================== ====== =================================================================
+``hf:{q}:due``        zset   dedup id → due time (ms on the runtime's clock)
+``hf:{q}:leased``     zset   dedup id → lease deadline (ms): being delivered by some process
+``hf:{q}:msg``        hash   dedup id → message JSON
+``hf:{q}:att``        hash   dedup id → delivery attempts so far (counted when leased)
+``hf:{q}:d:<id>``     string dedup marker, 10 minutes (like QStash's deduplication window)
+``hf:{q}:dead``       list   the last 1000 messages given up on, with the reason (inspection only)
+==================== ====== =================================================================
+
+Guarantees:
+
+* **Nothing is lost by a crash.** A message is moved from ``due`` to ``leased`` atomically when a
+  process takes it, and deleted only after ``deliver`` returned. If the process dies first, the
+  lease expires and any process on the same Redis takes the message again (at-least-once; the
+  runtime makes the effect exactly-once by ``seq``).
+* **Duplicates are absorbed.** Publishing a dedup id that is pending, or was published in the last
+  10 minutes, does nothing.
+* **Failures back off, then escalate.** ``deliver`` raising retries with exponential backoff (with
+  jitter); after ``max_attempts`` the message goes to ``on_dead`` (the runtime marks the execution
+  ``dead``) and to the dead list — never silently dropped. ``Redeliver`` asks for another try later
+  without counting an attempt (the execution is busy).
+* **No polling period for local work.** ``publish`` in this process (including from a delivery
+  thread) wakes the loop at once; the loop otherwise sleeps exactly until the next due message, or
+  at most ``poll_interval_s`` so messages published by other processes are seen.
+* **Parallel means parallel.** Up to ``workers`` messages are delivered at the same time.
+* **Fast-forward.** With a :class:`~engine.clock.VirtualClock` and ``fast_forward=True``, when
+  nothing is due and nothing is being delivered, the clock jumps to the next due time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.clock import Clock, SystemClock, VirtualClock
+from engine.dispatch import DispatchError
+from engine.model import Message, Outgoing
+
+log = logging.getLogger("hopflow.dispatch")
+
+DEDUP_TTL_MS = 10 * 60 * 1000
+DEAD_LIST_MAX = 1000
+
+Deliver = Callable[[Message], None]
+OnDead = Callable[[Message, str], None]
+
+_PUBLISH = """
+local n = 0
+for i = 1, #KEYS - 3 do
+  local id, score, body = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  if not redis.call('ZSCORE', KEYS[1], id) and not redis.call('ZSCORE', KEYS[2], id) then
+    if redis.call('SET', KEYS[3 + i], '1', 'NX', 'PX', ARGV[1]) then
+      redis.call('HSET', KEYS[3], id, body)
+      redis.call('ZADD', KEYS[1], score, id)
+      n = n + 1
+    end
+  end
+end
+return n
+"""
+
+_LEASE = """
+local now, lease, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[1], now, id)
+end
+local out = {}
+if want > 0 then
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, want)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', KEYS[1], id)
+    local body = redis.call('HGET', KEYS[3], id)
+    if body then
+      redis.call('ZADD', KEYS[2], now + lease, id)
+      local attempts = redis.call('HINCRBY', KEYS[4], id, 1)
+      table.insert(out, id)
+      table.insert(out, body)
+      table.insert(out, attempts)
+    end
+  end
+end
+local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local next_lease = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+return {out, next_due[2] or false, next_lease[2] or false, #expired}
+"""
+
+_ACK = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
+
+_RETRY = """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  if ARGV[3] == '0' then redis.call('HINCRBY', KEYS[4], ARGV[1], -1) end
+  return 1
+end
+return 0
+"""
+
+
+class Redeliver(Exception):
+    """Raised by ``deliver``: try again after ``delay_s`` without counting an attempt (e.g. busy)."""
+
+    def __init__(self, delay_s: float = 0.25, reason: str = "busy") -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
+@dataclass
+class Stats:
+    """Counters for tests and ``doctor``; updated under the dispatcher's lock."""
+
+    iterations: int = 0  # loop passes
+    wakeups: int = 0  # times the loop slept and woke up (by publish, a finished delivery, or timeout)
+    published: int = 0
+    deduplicated: int = 0
+    delivered: int = 0
+    retried: int = 0
+    redelivered: int = 0
+    reclaimed: int = 0  # expired leases taken back (another process crashed or was too slow)
+    dead: int = 0
+    jumps: int = 0  # fast-forward clock jumps
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class LocalDispatcher:
+    """Publishes into, and delivers from, the Redis delay queue. See the module docstring."""
+
+    def __init__(
+        self,
+        redis: Any,
+        deliver: Deliver | None = None,
+        *,
+        on_dead: OnDead | None = None,
+        clock: Clock | None = None,
+        prefix: str = "hf:{q}",
+        workers: int = 8,
+        lease_s: float = 60.0,
+        max_attempts: int = 8,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 60.0,
+        jitter: bool = True,
+        poll_interval_s: float = 1.0,
+        fast_forward: bool = False,
+    ) -> None:
+        if "{" not in prefix:
+            raise ValueError("prefix must contain a {hash tag} so the queue's keys share a cluster slot")
+        if fast_forward and not isinstance(clock, VirtualClock):
+            raise ValueError("fast_forward needs a VirtualClock")
+        self.redis = redis
+        self.deliver = deliver
+        self.on_dead = on_dead
+        self.clock: Clock = clock or SystemClock()
+        self.workers = max(1, workers)
+        self.lease_ms = int(lease_s * 1000)
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.jitter = jitter
+        self.poll_interval_s = poll_interval_s
+        self.fast_forward = fast_forward
+        self.stats = Stats()
+        self.key_due = f"{prefix}:due"
+        self.key_leased = f"{prefix}:leased"
+        self.key_msg = f"{prefix}:msg"
+        self.key_att = f"{prefix}:att"
+        self.key_dead = f"{prefix}:dead"
+        self._key_dedup = f"{prefix}:d:"
+        self._publish_script = redis.register_script(_PUBLISH)
+        self._lease_script = redis.register_script(_LEASE)
+        self._ack_script = redis.register_script(_ACK)
+        self._retry_script = redis.register_script(_RETRY)
+        self._cond = threading.Condition()
+        self._dirty = False
+        self._in_flight = 0
+        self._running = threading.Lock()  # one delivery loop per dispatcher object
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # ----------------------------------------------------------------------------------- publishing
+
+    def _now_ms(self) -> int:
+        return int(self.clock.now() * 1000)
+
+    def due_ms(self, outgoing: Outgoing, now_ms: int | None = None) -> int:
+        if outgoing.not_before is not None:
+            return int(outgoing.not_before * 1000)
+        base = self._now_ms() if now_ms is None else now_ms
+        return base + max(0, int(outgoing.delay_ms))
+
+    def publish(self, outgoing: Sequence[Outgoing]) -> None:
+        """Store every message durably (deduplicated); wakes this process's delivery loop."""
+        if not outgoing:
+            return
+        now = self._now_ms()
+        keys = [self.key_due, self.key_leased, self.key_msg]
+        args: list[Any] = [DEDUP_TTL_MS]
+        for item in outgoing:
+            keys.append(self._key_dedup + item.dedup_id)
+            body = json.dumps({"message": item.message.to_dict()}, separators=(",", ":"))
+            args += [item.dedup_id, self.due_ms(item, now), body]
+        try:
+            added = int(self._publish_script(keys=keys, args=args))
+        except Exception as exc:  # redis.RedisError, connection errors: the outbox stays for later
+            raise DispatchError(f"local queue unavailable: {type(exc).__name__}: {exc}") from exc
+        with self._cond:
+            self.stats.published += added
+            self.stats.deduplicated += len(outgoing) - added
+            self._dirty = True
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------------------------ inspection
+
+    def pending(self) -> int:
+        """Messages not yet acknowledged (due later, due now, or being delivered)."""
+        return int(self.redis.zcard(self.key_due)) + int(self.redis.zcard(self.key_leased))
+
+    def next_due(self) -> float | None:
+        """Unix seconds of the earliest scheduled message, or None."""
+        first = self.redis.zrange(self.key_due, 0, 0, withscores=True)
+        return first[0][1] / 1000 if first else None
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.redis.lrange(self.key_dead, 0, limit - 1)]
+
+    # -------------------------------------------------------------------------------------- running
+
+    def run_until(self, predicate: Callable[[], bool], timeout_s: float | None = None) -> bool:
+        """Deliver until ``predicate()`` holds (checked after every delivery); False on wall timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        return self._run(predicate, deadline)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set (call :meth:`wake` after setting it to return at once)."""
+        self._run(stop.is_set, None)
+
+    def start(self) -> threading.Thread:
+        """Run the loop in a background thread (``hopflow serve`` without QStash)."""
+        if self._thread is not None and self._thread.is_alive():
+            return self._thread
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.run_forever, args=(self._stop,), name="hopflow-dispatcher", daemon=True
+        )
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout_s: float | None = 30.0) -> None:
+        self._stop.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def wake(self) -> None:
+        with self._cond:
+            self._dirty = True
+            self._cond.notify_all()
+
+    def _run(self, done: Callable[[], bool], deadline: float | None) -> bool:
+        if self.deliver is None:
+            raise RuntimeError("LocalDispatcher.deliver is not set")
+        if not self._running.acquire(blocking=False):
+            raise RuntimeError("this dispatcher's delivery loop is already running")
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="hopflow-deliver")
+        failures = 0
+        try:
+            while True:
+                with self._cond:
+                    self._dirty = False
+                    self.stats.iterations += 1
+                    free = self.workers - self._in_flight
+                if done():
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                now = self._now_ms()
+                try:
+                    batch, next_due, next_lease, reclaimed = self._lease(now, free)
+                    failures = 0
+                except Exception as exc:  # Redis down: back off, keep trying (nothing is lost)
+                    failures += 1
+                    self._count_error(type(exc).__name__)
+                    log.warning("local queue: leasing failed (%s); retrying", type(exc).__name__)
+                    self._sleep(min(5.0, 0.05 * 2**failures), deadline)
+                    continue
+                if reclaimed:
+                    log.warning("local queue: %d expired lease(s) taken back for redelivery", reclaimed)
+                for ident, body, attempts in batch:
+                    with self._cond:
+                        self._in_flight += 1
+                    pool.submit(self._deliver_one, ident, body, attempts)
+                if batch:
+                    continue
+                with self._cond:
+                    if self._dirty:
+                        continue
+                    if (
+                        self.fast_forward
+                        and self._in_flight == 0
+                        and next_due is not None
+                        and next_due > now
+                        and not done()
+                    ):
+                        assert isinstance(self.clock, VirtualClock)
+                        self.clock.advance_to((next_due + 1) / 1000)
+                        self.stats.jumps += 1
+                        continue
+                    wait = self.poll_interval_s
+                    if free > 0 and next_due is not None:
+                        wait = min(wait, (next_due - now) / 1000)
+                    if next_lease is not None:
+                        wait = min(wait, (next_lease - now) / 1000)
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                    self._cond.wait(max(wait, 0.001))
+                    self.stats.wakeups += 1
+        finally:
+            pool.shutdown(wait=True)  # in-flight deliveries finish and are acknowledged
+            self._running.release()
+
+    def _sleep(self, seconds: float, deadline: float | None) -> None:
+        if deadline is not None:
+            seconds = min(seconds, max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            self._cond.wait(seconds)
+
+    def _lease(self, now: int, want: int) -> tuple[list[tuple[str, str, int]], int | None, int | None, int]:
+        keys = [self.key_due, self.key_leased, self.key_msg, self.key_att]
+        raw, next_due, next_lease, reclaimed = self._lease_script(
+            keys=keys, args=[now, self.lease_ms, max(0, want)]
+        )
+        batch = []
+        for i in range(0, len(raw), 3):
+            batch.append((_text(raw[i]), _text(raw[i + 1]), int(raw[i + 2])))
+        if reclaimed:
+            with self._cond:
+                self.stats.reclaimed += int(reclaimed)
+        return (
+            batch,
+            None if next_due is None else int(float(next_due)),
+            None if next_lease is None else int(float(next_lease)),
+            int(reclaimed),
+        )
+
+    # ------------------------------------------------------------------------------------ delivering
+
+    def _deliver_one(self, ident: str, body: str, attempts: int) -> None:
+        try:
+            self._attempt(ident, body, attempts)
+        except Exception:  # pragma: no cover - a bug here must not kill the worker silently
+            log.exception("local queue: unexpected error handling %s", ident)
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._dirty = True
+                self._cond.notify_all()
+
+    def _attempt(self, ident: str, body: str, attempts: int) -> None:
+        try:
+            message = Message.from_dict(json.loads(body)["message"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("local queue: dropping malformed message %s: %s", ident, exc)
+            self._dead_letter(ident, body, f"malformed message: {exc}")
+            self._ack(ident)
+            return
+        assert self.deliver is not None
+        try:
+            self.deliver(message)
+        except Redeliver as again:
+            with self._cond:
+                self.stats.redelivered += 1
+            self._retry(ident, again.delay_s, count=False)
+            return
+        except Exception as exc:
+            self._count_error(type(exc).__name__)
+            reason = f"delivery failed {attempts} time(s); last: {type(exc).__name__}: {exc}"
+            if attempts >= self.max_attempts:
+                self._give_up(ident, body, message, reason)
+            else:
+                delay = self.backoff(attempts)
+                log.warning(
+                    "local queue: %s for %s (attempt %d/%d); retrying in %.2fs",
+                    type(exc).__name__,
+                    ident,
+                    attempts,
+                    self.max_attempts,
+                    delay,
+                )
+                with self._cond:
+                    self.stats.retried += 1
+                self._retry(ident, delay, count=True)
+            return
+        with self._cond:
+            self.stats.delivered += 1
+        self._ack(ident)
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before attempt ``attempts + 1``: exponential, capped, with "equal" jitter."""
+        delay = min(self.max_backoff_s, self.backoff_s * 2 ** max(0, attempts - 1))
+        return delay / 2 + random.uniform(0, delay / 2) if self.jitter else delay
+
+    def _give_up(self, ident: str, body: str, message: Message, reason: str) -> None:
+        log.error("local queue: giving up on %s: %s", ident, reason)
+        try:
+            if self.on_dead is not None:
+                self.on_dead(message, reason)
+        except Exception as exc:  # keep it leased: the lease expires and we try again later
+            log.error("local queue: on_dead failed for %s (%s); will retry", ident, type(exc).__name__)
+            return
+        self._dead_letter(ident, body, reason)
+        with self._cond:
+            self.stats.dead += 1
+        self._ack(ident)
+
+    def _dead_letter(self, ident: str, body: str, reason: str) -> None:
+        entry = json.dumps({"id": ident, "body": body, "reason": reason, "at": self.clock.now()})
+        try:
+            pipe = self.redis.pipeline()
+            pipe.lpush(self.key_dead, entry)
+            pipe.ltrim(self.key_dead, 0, DEAD_LIST_MAX - 1)
+            pipe.execute()
+        except Exception as exc:  # pragma: no cover - inspection aid only
+            log.warning("local queue: could not record dead letter %s (%s)", ident, type(exc).__name__)
+
+    def _ack(self, ident: str) -> None:
+        try:
+            self._ack_script(keys=[self.key_leased, self.key_msg, self.key_att], args=[ident])
+        except Exception as exc:  # the lease expires and it is delivered again; seq makes that harmless
+            log.warning("local queue: ack of %s failed (%s)", ident, type(exc).__name__)
+
+    def _retry(self, ident: str, delay_s: float, *, count: bool) -> None:
+        due = self._now_ms() + int(max(0.0, delay_s) * 1000)
+        try:
+            self._retry_script(
+                keys=[self.key_due, self.key_leased, self.key_msg, self.key_att],
+                args=[ident, due, "1" if count else "0"],
+            )
+        except Exception as exc:
+            log.warning("local queue: rescheduling %s failed (%s)", ident, type(exc).__name__)
+        self.wake()
+
+    def _count_error(self, name: str) -> None:
+        with self._cond:
+            self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
