@@ -182,6 +182,7 @@ class _Compiler:
                 self.defaults_retry = self.retry(defaults["retry"], ("defaults", "retry"))
             self.defaults_timeout = self.duration(defaults.get("timeout"), ("defaults", "timeout"))
         self.steps(steps, ("steps",), TOP_SCOPE, None)
+        self.nodes = {sid: self.nodes[sid] for sid in self.paths}  # document order (pre-order)
         self.check_targets()
         env = root.get("env")
         output_refs = template_refs(root.get("output"))

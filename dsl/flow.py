@@ -99,7 +99,7 @@ class Flow:
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.ids: list[str] = list(graph.nodes)
+        self.ids: list[str] = document_order(graph)
         self.bit: dict[str, int] = {sid: 1 << i for i, sid in enumerate(self.ids)}
         self.universe = (1 << len(self.ids)) - 1
         self.edges: dict[str, tuple[Edge, ...]] = {}
@@ -318,10 +318,12 @@ class Flow:
         return Verdict("not-completed" if may & b else "never-before", own=own)
 
     def witness(self, site: str | None, target: str) -> list[str] | None:
-        """A path that reaches ``site`` without running ``target`` (for messages), or None.
+        """A path that reaches ``site`` without completing ``target`` (for messages), or None.
 
         The path lives in the innermost scope that holds both (or their enclosing parallel/foreach
-        steps): from that scope's entry to the site's position, never through the target's.
+        steps), from its entry to the site's position, along edges that do not complete the target (a
+        failing step's catch edge does not; nor does the join of a parallel whose branch may skip
+        it). Such a parallel is shown with the branch path that skips it: ``fan[x1 → gate → x3]``.
         """
         if target not in self.graph.nodes:
             return None
@@ -331,25 +333,54 @@ class Flow:
         if common is None:
             return None
         position = self._position(site, site_chain, common)
-        avoid = self._position(target, target_chain, common)
-        local = self.local[common]
-        if not local.reachable or local.reachable[0] == avoid or position == avoid:
+        if position is not None and position == self._position(target, target_chain, common):
             return None
+        return self._avoiding(common, position, target, target_chain)
+
+    def _avoiding(
+        self, scope_id: str, goal: str | None, target: str, target_chain: tuple[str, ...]
+    ) -> list[str] | None:
+        local = self.local[scope_id]
+        if not local.reachable:
+            return None
+        b = self.bit[target]
         entry = local.reachable[0]
-        parent: dict[str, str | None] = {entry: None}
+        parent: dict[str, tuple[str, Edge] | None] = {entry: None}
         queue = [entry]
+        end: tuple[str, Edge | None] | None = None
         for n in queue:  # breadth-first: the shortest such path
-            if n == position:
-                return _unwind(parent, n)
+            if n == goal:
+                end = (n, None)
+                break
             for e in self.edges[n]:
-                if position is None and e.target is None:
-                    return _unwind(parent, n)
-                t = e.target
-                if t is None or t == BAD or t == avoid or t in parent or t not in local.must_in:
+                if self._contrib(e, 0, 0)[0] & b:
                     continue
-                parent[t] = n
+                if goal is None and e.target is None:
+                    end = (n, e)
+                    break
+                t = e.target
+                if t is None or t == BAD or t in parent or t not in local.must_in:
+                    continue
+                parent[t] = (n, e)
                 queue.append(t)
-        return None
+            if end is not None:
+                break
+        if end is None:
+            return None
+        steps: list[tuple[str, Edge | None]] = [end]
+        while (prev := parent[steps[-1][0]]) is not None:
+            steps.append(prev)
+        out = []
+        for n, edge in reversed(steps):
+            label = n
+            if edge is not None and edge.kind in ("next", "succeed") and n != target:
+                inner = next((s for s in target_chain if self.graph.scopes[s].owner == n), None)
+                if inner is not None and self.graph.nodes[n].kind == "parallel":
+                    branch = self._avoiding(inner, None, target, target_chain)
+                    if branch:
+                        label = f"{n}[{' → '.join(branch)}]"
+            out.append(label)
+        return out
 
     def _position(self, node: str | None, chain: tuple[str, ...], scope: str) -> str | None:
         below = None
@@ -396,6 +427,30 @@ class Flow:
                 if len(component) > 1 or component[0] in succ[component[0]]:
                     loops.append(sorted(component, key=order.__getitem__))
         return sorted(loops, key=lambda c: order[c[0]])
+
+
+def document_order(graph: Graph) -> list[str]:
+    """Node ids as the file lists them (pre-order), whatever order ``graph.nodes`` has."""
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def walk(scope_id: str) -> None:
+        scope = graph.scopes.get(scope_id)
+        for sid in scope.nodes if scope else ():
+            node = graph.nodes.get(sid)
+            if node is None or sid in seen:
+                continue
+            seen.add(sid)
+            out.append(sid)
+            if node.kind == "parallel":
+                for branch in node.config.get("branches") or ():
+                    walk(branch)
+            elif node.kind == "foreach":
+                walk(node.config.get("body") or sid)
+
+    walk(TOP_SCOPE)
+    out.extend(sid for sid in graph.nodes if sid not in seen)
+    return out
 
 
 def _backwards_closure(start: set[str], succ: dict[str, list[Any]]) -> set[str]:
@@ -469,9 +524,3 @@ def flow_of(ctx: CheckContext) -> Flow | None:
         flow = ctx.extra["flow"] = Flow(ctx.graph)
     return flow
 
-
-def _unwind(parent: dict[str, str | None], last: str) -> list[str]:
-    path = [last]
-    while (prev := parent[path[-1]]) is not None:
-        path.append(prev)
-    return path[::-1]

@@ -196,12 +196,14 @@ def _completion(ctx: CheckContext, kind: str) -> Iterator[Diagnostic]:
             message = f"step {target!r} cannot read its own output before it has run"
         elif kind == "never-before":
             message = f"steps.{target} can never have completed before {_where(site)}: no path runs it first"
+            if site is not None and any(c.goto == site for c in flow.graph.nodes[target].catch):
+                message += f" (it is reached when {target!r} fails; read the failure as `error`)"
         else:
             path = flow.witness(site, target)
-            via = f" (e.g. {' → '.join(path)} does not run it)" if path else ""
+            via = f" (e.g. {' → '.join(path)} does not complete it)" if path else ""
             message = (
                 f"steps.{target} is not guaranteed to have completed at {_where(site)}: "
-                f"some path reaches it without running {target!r}{via}"
+                f"some path reaches it without completing {target!r}{via}"
             )
         yield ctx.diag(rule_name, "error", message, r.site.path, offset=r.offset)
 
