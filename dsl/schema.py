@@ -63,8 +63,27 @@ def validator() -> Any:
 
 
 @lru_cache(maxsize=1)
+def _partial_validators() -> tuple[Any, Any]:
+    """Validators for the file without its steps' contents, and for one step (to localise errors)."""
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema()
+    defs = schema["$defs"]
+    shallow = {k: v for k, v in defs["steps"].items() if k != "items"}
+    top = {**schema, "properties": {**schema["properties"], "steps": shallow}}
+    step = {"$defs": defs, "$ref": "#/$defs/step"}
+    return Draft202012Validator(top), Draft202012Validator(step)
+
+
+@lru_cache(maxsize=1)
 def fast_check() -> Callable[[Any], bool] | None:
     """The schema as Python predicates; None if it uses a keyword :func:`_compile` does not know."""
+    compiled = _fast()
+    return compiled.check if compiled is not None else None
+
+
+@lru_cache(maxsize=1)
+def _fast() -> _Compiled | None:
     try:
         return _compile(load_schema())
     except _Unsupported:
@@ -74,16 +93,39 @@ def fast_check() -> Callable[[Any], bool] | None:
 def validate_document(doc: Document) -> list[Diagnostic]:
     """Every schema problem in ``doc``, one diagnostic per distinct problem, sorted by position."""
     value = doc.value
-    check = fast_check()
-    if check is not None and check(value):
+    compiled = _fast()
+    if compiled is not None and compiled.check(value):
         found: list[_Found] = []
     else:
         explainer = _Explainer(doc)
-        for error in validator().iter_errors(value):
+        for error in _schema_errors(value, compiled):
             explainer.explain(error)
         found = explainer.result()
     found.extend(_switch_default_last(doc))
     return sort(f.diagnostic() for f in found)
+
+
+def _schema_errors(value: Any, compiled: _Compiled | None) -> Iterable[ValidationError]:
+    """jsonschema's errors for an invalid document, run only on the parts that fail.
+
+    A file with one bad step out of hundreds then costs one step's worth of jsonschema, not the
+    file's: the top level is validated with the steps' contents left out, and each step whose
+    predicate fails is validated on its own (its error paths are prefixed with ``steps, i``).
+    """
+    steps = value.get("steps") if isinstance(value, dict) else None
+    if compiled is None or not isinstance(steps, list):
+        yield from validator().iter_errors(value)
+        return
+    top, one_step = _partial_validators()
+    yield from top.iter_errors(value)
+    step_ok = compiled.ref("step")
+    for i, step in enumerate(steps):
+        if step_ok(step):
+            continue
+        for error in one_step.iter_errors(step):
+            error.path.appendleft(i)
+            error.path.appendleft("steps")
+            yield error
 
 
 # ---------------------------------------------------------------------------- fast path (predicates)
@@ -120,7 +162,13 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def _compile(root: dict[str, Any]) -> Predicate:
+@dataclass(frozen=True)
+class _Compiled:
+    check: Predicate  # the whole schema
+    ref: Callable[[str], Predicate]  # one of its $defs, by name
+
+
+def _compile(root: dict[str, Any]) -> _Compiled:
     """Translate the (subset of) JSON Schema our schema uses into nested closures.
 
     Anything unknown raises :class:`_Unsupported` so a future schema edit can never silently be
@@ -241,7 +289,7 @@ def _compile(root: dict[str, Any]) -> Predicate:
             return lambda x: not inner(x)
         raise _Unsupported(keyword)
 
-    return build(root)
+    return _Compiled(build(root), lambda name: ref("#/$defs/" + name))
 
 
 def _always(x: Any) -> bool:
@@ -712,7 +760,7 @@ class _Explainer:
                     )
             return
         keys = [b["required"][0] for b in error.validator_value]
-        present = [k for k in keys if k in instance]
+        present = [k for k in instance if k in keys]  # document order: point at the second one
         names = {"Step": "kind", "Compensation": "kind", "Wait": "mode"}.get(str(title), "key")
         choices = ", ".join(keys[:-1]) + f" or {keys[-1]}"
         if not present:
@@ -840,6 +888,7 @@ class _Explainer:
             f.path for f in found if f.tag == "unknown" and (f.suggestion in KINDS or f.extra.get("kind"))
         }
         nokind_at = {f.path for f in found if f.tag == "nokind"}
+        missing_id = {(f.path, f.key) for f in found if f.tag == "missing" and f.key == "id"}
         out: list[_Found] = []
         seen: set[tuple[str, str, Position]] = set()
         for f in found:
@@ -851,11 +900,21 @@ class _Explainer:
                 continue  # "unknown key 'actoin'; did you mean 'action'?" already says it
             if f.tag == "depends" and f.path in nokind_at:
                 continue
+            if f.tag == "missing" and f.key == "id" and f.path in nokind_at:
+                continue  # merged into the "no kind" message below
+            if f.tag == "nokind" and (f.path, "id") in missing_id:
+                f = _Found(f.rule, _merge_no_id(f.message), f.position, f.path, f.tag)
             key = (f.rule, f.message, f.position)
             if key not in seen:
                 seen.add(key)
                 out.append(f)
         return out
+
+
+def _merge_no_id(message: str) -> str:
+    """'step 3 has no kind: add ...' → 'step 3 has no 'id' and no kind: add a unique id and ...'."""
+    head, _, tail = message.partition(" has no kind: add ")
+    return f"{head} has no 'id' and no kind: add a unique id and {tail}" if tail else message
 
 
 _KIND_DEFS = {
