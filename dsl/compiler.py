@@ -38,7 +38,7 @@ from dsl.graph import (
     freeze,
 )
 from dsl.source import Document, JsonPath, LoadError, load
-from dsl.templates import TemplateError, parse, templates_in
+from dsl.templates import TemplateError, is_template, parse, templates_in
 
 RETRY_DEFAULT_KINDS = frozenset({"http", "action", "workflow"})
 TIMEOUT_DEFAULT_KINDS = frozenset({"http", "action"})
@@ -349,7 +349,11 @@ class _Compiler:
         kpath = (*path, kind)
         if kind == "http":
             spec = self.mapping(value, kpath, "`http`")
-            out: dict[str, Any] = {"method": str(spec.get("method", "GET")).upper(), "url": spec.get("url")}
+            method = str(spec.get("method", "GET"))
+            out: dict[str, Any] = {
+                "method": method if is_template(method) else method.upper(),
+                "url": spec.get("url"),
+            }
             for key in ("headers", "query", "json", "body"):
                 if key in spec:
                     out[key] = spec[key]

@@ -99,6 +99,7 @@ class Flow:
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
+        self._witnesses: dict[tuple[str | None, str], list[str] | None] = {}
         self.ids: list[str] = document_order(graph)
         self.bit: dict[str, int] = {sid: 1 << i for i, sid in enumerate(self.ids)}
         self.universe = (1 << len(self.ids)) - 1
@@ -325,6 +326,12 @@ class Flow:
         failing step's catch edge does not; nor does the join of a parallel whose branch may skip
         it). Such a parallel is shown with the branch path that skips it: ``fan[x1 → gate → x3]``.
         """
+        key = (site, target)
+        if key not in self._witnesses:
+            self._witnesses[key] = self._witness(site, target)
+        return self._witnesses[key]
+
+    def _witness(self, site: str | None, target: str) -> list[str] | None:
         if target not in self.graph.nodes:
             return None
         site_chain = self.chains[self.graph.nodes[site].scope if site else TOP_SCOPE]
@@ -523,4 +530,3 @@ def flow_of(ctx: CheckContext) -> Flow | None:
     if flow is None or flow.graph is not ctx.graph:
         flow = ctx.extra["flow"] = Flow(ctx.graph)
     return flow
-

@@ -42,6 +42,8 @@ steps:
       offload: true
   - id: plain
     http: {url: "https://example.com"}
+  - id: templated_method
+    http: {method: "{{ input.method }}", url: "https://example.com"}
   - id: act
     action: shop.buy
     with: {n: 1}
@@ -125,6 +127,7 @@ def test_every_kind_config(kinds: Graph) -> None:
         "expect": None,
         "offload": False,
     }
+    assert cfg(kinds, "templated_method")["method"] == "{{ input.method }}"  # type: ignore[index]
     assert cfg(kinds, "act") == {"name": "shop.buy", "with": {"n": 1}}
     assert cfg(kinds, "bare_action") == {"name": "shop.noop", "with": {}}
     assert cfg(kinds, "pause") == {"mode": "for", "ms": 90_000}
@@ -173,7 +176,7 @@ def test_top_level_fields(kinds: Graph) -> None:
 def test_scopes_and_next(kinds: Graph) -> None:
     top = kinds.scopes[TOP_SCOPE]
     assert top.owner is None
-    assert top.nodes[:3] == ("call", "plain", "act")
+    assert top.nodes[:4] == ("call", "plain", "templated_method", "act")
     assert "left" not in top.nodes and "inner" not in top.nodes
     assert kinds.scopes["fan/0"].nodes == ("left",) and kinds.scopes["fan/0"].owner == "fan"
     assert kinds.scopes["fan/1"].nodes == ("right",)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from dsl.checks import CheckContext, TemplateSite, rule
 from dsl.diagnostics import Diagnostic
-from dsl.flow import Flow, Phase, flow_of
+from dsl.flow import Flow, Phase, Verdict, flow_of
 from dsl.templates import Reference
 
 
@@ -126,8 +126,8 @@ def dynamic(ctx: CheckContext) -> Iterator[Diagnostic]:
         )
 
 
-def _verdicts(ctx: CheckContext, flow: Flow) -> list[tuple[_Ref, str | None, Phase, str]]:
-    """(reference, site node, phase, verdict kind) for every reference to an existing step."""
+def _verdicts(ctx: CheckContext, flow: Flow) -> list[tuple[_Ref, str | None, Phase, str, Verdict]]:
+    """(reference, site node, phase, target, verdict) for every reference to an existing step."""
     cached = ctx.extra.get("steps-verdicts")
     if cached is not None:
         return cached
@@ -143,7 +143,7 @@ def _verdicts(ctx: CheckContext, flow: Flow) -> list[tuple[_Ref, str | None, Pha
         site, phase = where
         if site is not None and site not in flow.reachable:
             continue  # unreachable code: reported once, as unreachable-step
-        cached.append((r, site, phase, target))
+        cached.append((r, site, phase, target, flow.verdict(site, phase, target)))
     ctx.extra["steps-verdicts"] = cached
     return cached
 
@@ -160,8 +160,7 @@ def out_of_scope(ctx: CheckContext) -> Iterator[Diagnostic]:
     flow = flow_of(ctx)
     if flow is None:
         return
-    for r, site, phase, target in _verdicts(ctx, flow):
-        v = flow.verdict(site, phase, target)
+    for r, site, phase, target, v in _verdicts(ctx, flow):
         if v.kind == "foreach-body":
             use = "result" if site == v.owner and phase == "output" else f"steps.{v.owner}.output"
             message = (
@@ -183,8 +182,7 @@ def _completion(ctx: CheckContext, kind: str) -> Iterator[Diagnostic]:
     if flow is None:
         return
     rule_name = f"reference-{kind}"
-    for r, site, phase, target in _verdicts(ctx, flow):
-        v = flow.verdict(site, phase, target)
+    for r, site, phase, target, v in _verdicts(ctx, flow):
         if v.kind != kind:
             continue
         if v.own and phase == "output":
