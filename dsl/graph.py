@@ -181,7 +181,8 @@ class Graph:
         }
 
     def canonical(self) -> str:
-        return canonical_json(self.to_dict())
+        # to_dict() is already plain JSON data: serialise it directly (same text as canonical_json)
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
     def with_hash(self) -> Graph:
         digest = hashlib.sha256(self.canonical().encode()).hexdigest()
@@ -219,7 +220,12 @@ def canonical_json(value: Any) -> str:
     return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _plain(value: Any) -> Any:
+    if isinstance(value, _SCALARS):  # fast path: most values in a graph are scalars
+        return value
     if hasattr(value, "__dataclass_fields__"):
         return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Mapping):
