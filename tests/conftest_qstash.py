@@ -31,6 +31,14 @@ Reply = tuple[int, dict[str, str], bytes]
 Responder = Callable[[Recorded], Reply]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that gave up (timeouts)
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class Endpoint:
     """A threaded HTTP server that records every request and answers with ``responder``."""
 
@@ -63,7 +71,7 @@ class Endpoint:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +208,42 @@ def test_489_with_nonretryable_header_goes_to_dlq_at_once(dev: RunningDevServer,
         listed = {m["messageId"]: m for m in api.get("/v2/dlq").json()["messages"]}
         assert listed[final]["responseStatus"] == 489 and listed[final]["retried"] == 0
         assert listed[plain]["retried"] == 1
+        signed_ok(ep)
+
+
+def test_a_hanging_endpoint_times_out_and_is_retried(dev: RunningDevServer, api: httpx.Client) -> None:
+    def answer(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
+        if rec.headers["upstash-retried"] == "0":
+            time.sleep(1.0)  # longer than Upstash-Timeout: the attempt fails, the loop carries on
+        return 200, {}, b""
+
+    with endpoint(answer) as ep:
+        mid = publish(api, f"{ep.url}/hang", **{"Upstash-Timeout": "300ms", "Upstash-Retries": "2"})
+        got = ep.wait_for(2, "/hang")
+        assert [r.headers["upstash-retried"] for r in got] == ["0", "1"]
+        assert dev.server.wait_idle()
+        assert mid in {e["message_id"] for e in dev.server.events() if e["event"] == "delivered"}
+        signed_ok(ep)
+
+
+def test_one_slow_endpoint_does_not_hold_up_other_deliveries(dev: RunningDevServer,
+                                                              api: httpx.Client) -> None:
+    quick_arrived = threading.Event()
+    saw_quick: list[bool] = []
+
+    def answer(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
+        if rec.path == "/quick":
+            quick_arrived.set()
+        else:  # the slow endpoint answers only once the other message got through (or gives up)
+            saw_quick.append(quick_arrived.wait(5))
+        return 200, {}, b""
+
+    with endpoint(answer) as ep:
+        publish(api, f"{ep.url}/slow")
+        ep.wait_for(1, "/slow")
+        publish(api, f"{ep.url}/quick")
+        assert dev.server.wait_idle()
+        assert saw_quick == [True]
         signed_ok(ep)
 
 

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -188,6 +189,7 @@ class QStashDispatcher:
         self.batch_size = batch_size
         self._client = client
         self._own_client = client is None
+        self._client_lock = threading.Lock()
         self._clock = clock
         self._sleep = sleep
 
@@ -338,11 +340,12 @@ class QStashDispatcher:
     # --------------------------------------------------------------------------------------- HTTP
 
     def _http(self) -> httpx.Client:
-        if self._client is None:
-            import httpx
+        with self._client_lock:
+            if self._client is None:
+                import httpx
 
-            self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
-        return self._client
+                self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
+            return self._client
 
     def _request(self, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
         import httpx
@@ -376,9 +379,10 @@ class QStashDispatcher:
         raise DispatchError(problem)  # pragma: no cover - the loop always returns or raises
 
     def close(self) -> None:
-        if self._own_client and self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._client_lock:
+            if self._own_client and self._client is not None:
+                self._client.close()
+                self._client = None
 
     def __enter__(self) -> QStashDispatcher:
         return self
