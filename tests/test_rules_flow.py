@@ -343,6 +343,7 @@ def test_valid_references_pass() -> None:
     diags = check(
         """\
         name: t
+        description: "not rendered, so {{ steps.anything }} here is just text"
         output: {id: "{{ steps.book.output.id }}", left: "{{ steps.left.output }}"}
         steps:
           - id: book

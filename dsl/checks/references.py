@@ -34,8 +34,8 @@ def _steps_refs(ctx: CheckContext) -> list[_Ref]:
     if cached is None:
         cached = []
         for site in ctx.templates:
-            if site.parsed is None:
-                continue
+            if site.parsed is None or (site.step is None and site.path[:1] != ("output",)):
+                continue  # unparsable (own rule), or text that is never rendered (e.g. description)
             for ref in site.parsed.references:
                 if ref.root != "steps":
                     continue
