@@ -900,7 +900,7 @@ class _Explainer:
                 continue  # "unknown key 'actoin'; did you mean 'action'?" already says it
             if f.tag == "depends" and f.path in nokind_at:
                 continue
-            if f.tag == "missing" and f.key == "id" and f.path in nokind_at:
+            if f.tag == "missing" and f.key == "id" and f.path in nokind_at - unknown_kind_at:
                 continue  # merged into the "no kind" message below
             if f.tag == "nokind" and (f.path, "id") in missing_id:
                 f = _Found(f.rule, _merge_no_id(f.message), f.position, f.path, f.tag)

@@ -689,6 +689,15 @@ steps:
     assert {rule for rule, *_ in found} == {"schema", "unknown-key", "missing-key"}
 
 
+def test_missing_id_survives_when_the_kind_message_is_replaced_by_a_suggestion() -> None:
+    found = check("name: t\nsteps:\n  - actoin: demo.x\n")
+    assert [(rule, line, column) for rule, _, line, column in found] == [
+        ("missing-key", 3, 5),
+        ("unknown-key", 3, 5),
+    ]
+    assert "step 1 has no 'id'" in found[0][1] and "did you mean 'action'?" in found[1][1]
+
+
 def test_same_error_in_many_steps_is_reported_for_each() -> None:
     steps = "".join(f"  - id: s{i}\n    set: {{x: 1}}\n    timeout: {i}x\n" for i in range(5))
     found = check("name: t\nsteps:\n" + steps)
