@@ -10,6 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from strategies import to_yaml, workflows
 
 from dsl.compiler import CompileError, compile_document, compile_file
 from dsl.graph import DEFAULT_RETRY_ON, TOP_SCOPE, Graph, Retry, thaw
@@ -530,3 +532,20 @@ def test_dsl_example_compiles() -> None:
 def test_shipped_workflows_compile_and_round_trip(path: Path) -> None:
     g = compile_file(path)
     assert Graph.from_dict(json.loads(json.dumps(g.to_dict()))).hash == g.hash
+
+
+def _reversed_keys(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _reversed_keys(v) for k, v in reversed(list(value.items()))}
+    if isinstance(value, list):
+        return [_reversed_keys(v) for v in value]
+    return value
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workflows(max_steps=14))
+def test_generated_workflows_round_trip_and_ignore_key_order(doc: dict) -> None:
+    g = compile_text(to_yaml(doc))
+    back = Graph.from_dict(json.loads(json.dumps(g.to_dict())))
+    assert back == g and back.hash == g.hash
+    assert compile_text(to_yaml(_reversed_keys(doc))).hash == g.hash  # type: ignore[arg-type]

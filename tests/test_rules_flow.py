@@ -6,6 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import to_yaml, workflows
 
 from dsl.checks import RULES, CheckContext, all_checks
 from dsl.compiler import compile_document
@@ -470,3 +473,39 @@ def test_dsl_example_is_clean() -> None:
         pytest.skip("spec not available")
     example = spec.read_text().split("## Example")[1].split("```yaml")[1].split("```")[0]
     assert check(example) == []
+
+
+# ------------------------------------------------------------------------- generated workflows
+
+
+def _ids(steps: list[dict], scope: str = "") -> list[tuple[str, str]]:
+    """(id, scope kind) of every step: "" top level/branch, "foreach" inside a foreach body."""
+    out = []
+    for step in steps:
+        out.append((step["id"], scope))
+        if "parallel" in step:
+            for branch in step["parallel"]["branches"]:
+                out.extend(_ids(branch["steps"], scope))
+        if "foreach" in step:
+            out.extend(_ids(step["foreach"]["steps"], "foreach"))
+    return out
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workflows(max_steps=14))
+def test_generated_valid_workflows_have_no_flow_diagnostics(doc: dict) -> None:
+    # the generator computes its own dominators: two independent implementations must agree
+    assert check(to_yaml(doc)) == []
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(workflows(max_steps=14), st.integers(min_value=1, max_value=10_000))
+def test_reading_any_other_step_before_the_first_is_reported(doc: dict, pick: int) -> None:
+    others = _ids(doc["steps"])[1:]
+    if not others:
+        return
+    target, scope = others[pick % len(others)]
+    doc["steps"][0]["if"] = "{{ steps." + target + ".output }}"
+    rules = {d.rule for d in check(to_yaml(doc)) if d.rule.startswith("reference-")}
+    expected = "reference-out-of-scope" if scope == "foreach" else "reference-never-before"
+    assert rules == {expected}
