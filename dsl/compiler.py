@@ -442,11 +442,15 @@ class _Compiler:
             return
         for sid, node in self.nodes.items():
             path = self.paths[sid]
-            targets: list[tuple[str | None, JsonPath]] = [(node.next, (*path, "next"))]
-            if node.kind == "switch":
-                targets += [(c["goto"], (*path, "switch")) for c in node.config["cases"]]
-                targets.append((node.config["default"], (*path, "switch")))
-            targets += [(c.goto, (*path, "catch")) for c in node.catch]
+            body = self.doc.value
+            for part in path:
+                body = body[part]
+            targets: list[tuple[Any, JsonPath]] = [(body.get("next"), (*path, "next"))]
+            for i, case in enumerate(body.get("switch") or () if node.kind == "switch" else ()):
+                for key in ("goto", "default"):
+                    targets.append((case.get(key), (*path, "switch", i, key)))
+            for i, clause in enumerate(body.get("catch") or ()):
+                targets.append((clause.get("goto"), (*path, "catch", i, "goto")))
             for target, tpath in targets:
                 if target is None:
                     continue

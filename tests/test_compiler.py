@@ -212,6 +212,27 @@ def test_explicit_next_and_lenient_targets() -> None:
     assert err.value.diagnostic.position.line == 3
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("  - {id: a, set: {x: 1}, next: zz}\n", "zz"),
+        ("  - id: a\n    switch:\n      - {if: '{{ x }}', goto: zz}\n", "zz"),
+        ("  - id: a\n    switch:\n      - {default: zz}\n", "zz"),
+        ("  - id: a\n    action: x.y\n    catch: [{errors: [any], goto: zz}]\n", "zz"),
+        ("  - id: p\n    parallel: {branches: [{steps: [{id: b, set: {x: 1}, next: p}]}]}\n", "p}"),
+    ],
+)
+def test_strict_mode_points_at_the_bad_target(text: str, needle: str) -> None:
+    full = "name: n\nsteps:\n" + text
+    at = full.index(needle)
+    expected = (full.count("\n", 0, at) + 1, at - full.rfind("\n", 0, at))
+    with pytest.raises(CompileError) as err:
+        compile_document(loads(full), strict=True)
+    position = err.value.diagnostic.position
+    assert (position.line, position.column) == expected
+    assert compile_document(loads(full)).name == "n"  # lenient: compiles
+
+
 def test_defaults_apply_by_kind() -> None:
     g = compile_text(
         """
