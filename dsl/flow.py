@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from dsl.graph import TOP_SCOPE, Graph, Node
-from dsl.templates import TemplateError, is_template, parse, render_string
+from dsl.templates import is_template, parse, render_string
 
 if TYPE_CHECKING:
     from dsl.checks import CheckContext
@@ -90,7 +90,7 @@ def const_truth(value: Any) -> bool | None:
         if parsed.references or not parsed.native:
             return None
         return bool(render_string(value, {}))
-    except (TemplateError, Exception):  # any failure: not a constant we can trust
+    except Exception:  # TemplateError or anything else: not a constant we can trust
         return None
 
 
@@ -126,8 +126,8 @@ class Flow:
         out = [scope]
         while scope != TOP_SCOPE:
             owner = self.graph.scopes[scope].owner
-            if owner is None or owner not in self.graph.nodes:
-                break
+            if owner is None or owner not in self.graph.nodes or self.graph.nodes[owner].scope in out:
+                break  # (the last test guards hand-made graphs against ownership cycles)
             scope = self.graph.nodes[owner].scope
             out.append(scope)
         return tuple(out)
