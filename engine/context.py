@@ -1,0 +1,164 @@
+"""What a node sees: branch paths, where step outputs live, and the template scope.
+
+Branch paths name where a node runs: ``""`` is the top level; a parallel branch or a foreach item
+adds ``<owner step id>/<index>`` (``"order/0/items/3"``). Steps inside a foreach body get one output
+per item, so their output field is prefixed with the item's path (``"order/0/items/3/charge"``);
+steps in parallel branches are not prefixed (they are addressable after the join).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dsl.graph import Graph, thaw
+from dsl.templates import TemplateError, render, to_json
+from engine.model import StepError, StepFailure
+
+MISSING: Any = object()
+
+
+# ------------------------------------------------------------------------------------------ branches
+
+
+def pairs(branch: str) -> list[tuple[str, int]]:
+    """``"a/0/fe/3"`` → ``[("a", 0), ("fe", 3)]``."""
+    if not branch:
+        return []
+    parts = branch.split("/")
+    return [(parts[i], int(parts[i + 1])) for i in range(0, len(parts) - 1, 2)]
+
+
+def join(items: list[tuple[str, int]]) -> str:
+    return "/".join(f"{owner}/{index}" for owner, index in items)
+
+
+def child(branch: str, owner: str, index: int) -> str:
+    return f"{branch}/{owner}/{index}" if branch else f"{owner}/{index}"
+
+
+def ancestors(branch: str) -> list[str]:
+    """Branches whose fan-outs enclose ``branch`` (where their abort flags live), outermost first."""
+    ps = pairs(branch)
+    return [join(ps[:k]) for k in range(len(ps))]
+
+
+def parent(branch: str) -> str:
+    return join(pairs(branch)[:-1])
+
+
+_OWNERS: dict[tuple[str, str], frozenset[str]] = {}
+_VARS: dict[tuple[str, str], tuple[str, ...] | None] = {}
+
+
+def _foreach_owners(graph: Graph, step_id: str) -> frozenset[str]:
+    key = (graph.hash, step_id)
+    found = _OWNERS.get(key)
+    if found is None:
+        found = _OWNERS[key] = _compute_owners(graph, step_id)
+    return found
+
+
+def _compute_owners(graph: Graph, step_id: str) -> frozenset[str]:
+    owners = set()
+    scope = graph.nodes[step_id].scope
+    while scope:
+        owner = graph.scopes[scope].owner
+        if owner is None:
+            break
+        if graph.nodes[owner].kind == "foreach":
+            owners.add(owner)
+        scope = graph.nodes[owner].scope
+    return frozenset(owners)
+
+
+def output_field(graph: Graph, step_id: str, branch: str) -> str:
+    """The field of ``hf:{E}:o`` holding ``step_id``'s output as seen from ``branch``."""
+    if step_id not in graph.nodes:
+        return step_id
+    owners = _foreach_owners(graph, step_id)
+    if not owners or not branch:
+        return step_id
+    ps = pairs(branch)
+    cut = 0
+    for k, (owner, _) in enumerate(ps):
+        if owner in owners:
+            cut = k + 1
+    return f"{join(ps[:cut])}/{step_id}" if cut else step_id
+
+
+# ------------------------------------------------------------------------------------------ scope
+
+
+def var_names(graph: Graph, node_id: str) -> tuple[str, ...] | None:
+    """Vars a node's own templates read; None = all of them (a template uses ``vars`` as a whole)."""
+    key = (graph.hash, node_id)
+    if key not in _VARS:
+        _VARS[key] = _var_names(graph, node_id)
+    return _VARS[key]
+
+
+def _var_names(graph: Graph, node_id: str) -> tuple[str, ...] | None:
+    names: set[str] = set()
+    for ref in graph.nodes[node_id].templates:
+        if ref.path[:1] == ("compensate",):
+            continue
+        for name in ref.names:
+            parts = name.split(".")
+            if parts[0] != "vars":
+                continue
+            if len(parts) == 1:
+                return None
+            names.add(parts[1])
+    return tuple(sorted(names))
+
+
+def iso(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def build_scope(
+    graph: Graph,
+    *,
+    execution_id: str,
+    started_at: float,
+    input: Any,
+    steps: Mapping[str, Any],
+    vars: Mapping[str, Any],
+    loc: Mapping[str, Any] | None = None,
+    error: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The names a template may use (DSL.md "Templates"). ``env`` holds only declared names, read
+    from the process environment now (never stored, never logged)."""
+    scope: dict[str, Any] = {}
+    if loc:
+        scope.update(loc)
+    scope.update(
+        input=input,
+        steps={sid: {"output": value} for sid, value in steps.items()},
+        vars=dict(vars),
+        env={name: os.environ[name] for name in graph.env if name in os.environ},
+        execution={"id": execution_id, "workflow": graph.name, "started_at": iso(started_at)},
+    )
+    if error is not None:
+        scope["error"] = dict(error)
+    return scope
+
+
+def render_value(value: Any, scope: Mapping[str, Any], *, step: str | None = None) -> Any:
+    """Render a (frozen) template value to plain JSON data; a failure is the catchable ``template``."""
+    try:
+        return to_json(render(thaw(value), scope))
+    except TemplateError as exc:
+        raise StepFailure(StepError("template", exc.message, step)) from None
+    except TypeError as exc:  # to_json: a template produced something that is not JSON
+        raise StepFailure(StepError("template", str(exc), step)) from None
+
+
+def truthy(value: Any) -> bool:
+    """`if` conditions: native values by Python truth; text by what it says ("false", "0", "" …)."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "none", "null", "off")
+    return bool(value)

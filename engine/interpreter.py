@@ -1,0 +1,689 @@
+"""``advance(message)``: begin → run one node → decide → checkpoint → publish → clear the outbox.
+
+The common path is three Redis round trips: ``begin.lua`` (check ``seq``, take the branch lock, load
+the header, the branch and only the step outputs and vars this node's templates read), then
+``checkpoint.lua`` (fenced write of everything the node produced, outbox included), then ``HDEL`` of
+the published outbox entries. The graph comes from an in-process cache keyed by its hash.
+
+Crash-injection hooks: ``Runtime(faults=f)`` calls ``f(point, message)`` at ``before_step``,
+``after_step``, ``after_checkpoint`` and ``after_publish``; raising from it simulates a crash there.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dsl.graph import TOP_SCOPE, Graph, Node
+from engine import context, sagas
+from engine.context import MISSING, build_scope, output_field, render_value, truthy, var_names
+from engine.decide import (
+    Done,
+    Ended,
+    Failed,
+    FanOut,
+    Goto,
+    Jump,
+    Outcome,
+    Park,
+    Raise,
+    RetryLater,
+    Skipped,
+    after_error,
+    after_success,
+)
+from engine.errors import UnknownExecution
+from engine.model import Message, Outgoing, Status, StepContext, StepError, StepFailure
+from engine.store import outbox_entries
+
+if TYPE_CHECKING:
+    from engine.runtime import Runtime
+
+HFIELDS = ("status", "input", "started_at", "deadline", "stop", "parent", "comp_ran", "error")
+CHEAP = frozenset({"set", "switch", "succeed", "fail"})
+COMPENSATE = "$compensate"
+TIMEOUT = "$timeout"
+LOCK_MARGIN_MS = 10_000
+
+
+@dataclass(frozen=True)
+class Advance:
+    """What one delivery did. ``kind``: ``advanced`` (a node ran and was checkpointed), ``stale``
+    (duplicate, old or fenced-out: acknowledge), ``busy`` (another worker holds the branch: redeliver
+    later), ``finished`` (the execution is over: acknowledge)."""
+
+    kind: str
+    execution_id: str
+    status: str | None = None
+    nodes: int = 0
+    published: int = 0
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(raw: Any) -> Any:
+    if raw is None or raw is False:
+        return None
+    return json.loads(raw)
+
+
+def _flat_map(raw: Any) -> dict[str, str]:
+    if not raw:
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    return {raw[i]: raw[i + 1] for i in range(0, len(raw), 2)}
+
+
+class Interpreter:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    # ------------------------------------------------------------------------------------ advance
+
+    def advance(self, message: Message) -> Advance:
+        started = time.monotonic()
+        result, chained = self.one(message)
+        nodes, published = result.nodes, result.published
+        while chained is not None:
+            entry_id, outgoing = chained
+            elapsed = time.monotonic() - started
+            if nodes >= self.rt.max_nodes_per_call or elapsed >= self.rt.time_budget_s * 0.8:
+                published += self.flush(message.execution_id, [(entry_id, outgoing)])
+                break
+            nxt, chained = self.one(outgoing.message)
+            if nxt.kind != "advanced":
+                published += self.flush(message.execution_id, [(entry_id, outgoing)])
+                break
+            result = nxt
+            nodes += nxt.nodes
+            published += nxt.published
+        return Advance(result.kind, result.execution_id, result.status, nodes, published)
+
+    def one(self, msg: Message) -> tuple[Advance, tuple[str, Outgoing] | None]:
+        rt = self.rt
+        eid = msg.execution_id
+        if msg.node == TIMEOUT:
+            return rt.deadline_reached(eid), None
+        graph_hash = rt.store.pinned_graph(eid)
+        if graph_hash is None:
+            raise UnknownExecution(eid)
+        graph = rt.store.get_graph(graph_hash)
+        node_id = msg.node.split("#", 1)[0]
+        node = graph.nodes.get(node_id)
+        if node is None and node_id != COMPENSATE:
+            return Advance("stale", eid), None  # a node this graph does not have: never current
+        fields = self.reads(graph, node, msg.branch)
+        wanted = var_names(graph, node.id) if node is not None else ()
+        token = secrets.token_hex(12)
+        timeout_ms = (node.timeout_ms if node is not None else None) or int(rt.time_budget_s * 1000)
+        begin = rt.store.run(
+            "begin",
+            eid,
+            {
+                "eid": eid,
+                "seq": msg.seq,
+                "node": msg.node,
+                "branch": msg.branch,
+                "token": token,
+                "lock_ms": timeout_ms + LOCK_MARGIN_MS,
+                "hfields": list(HFIELDS),
+                "outputs": [f for _, f in fields],
+                "vars": "*" if wanted is None else list(wanted),
+                "ancestors": context.ancestors(msg.branch),
+                "now": rt.clock.now(),
+            },
+            branch=msg.branch,
+        )
+        kind = begin["kind"]
+        if kind == "missing":
+            raise UnknownExecution(eid)
+        if kind in ("stale", "finished"):
+            published = self.flush(eid, outbox_entries(begin.get("outbox")))
+            return Advance(kind, eid, begin.get("status"), 0, published), None
+        if kind == "busy":
+            return Advance("busy", eid), None
+
+        run = NodeRun(rt, graph, node, msg, begin, token, fields)
+        try:
+            ops = run.execute()
+        except BaseException:
+            rt.store.unlock(eid, msg.branch, token)
+            raise
+        written = rt.store.run("checkpoint", eid, ops, branch=msg.branch)
+        if not written.get("ok"):
+            return Advance("stale", eid), None  # fenced out: a newer worker owns this branch now
+        rt.fault("after_checkpoint", msg)
+        for callback in run.after:
+            callback()
+        entries = outbox_entries(written.get("out"))
+        chained = self.chain_candidate(graph, msg, entries)
+        to_publish = [e for e in entries if chained is None or e[0] != chained[0]]
+        published = self.flush(eid, to_publish)
+        return Advance("advanced", eid, run.status, 1, published), chained
+
+    def chain_candidate(
+        self, graph: Graph, msg: Message, entries: list[tuple[str, Outgoing]]
+    ) -> tuple[str, Outgoing] | None:
+        """With ``max_nodes_per_call`` > 1, the one immediate next node of this branch, if cheap."""
+        if self.rt.max_nodes_per_call <= 1:
+            return None
+        own = [
+            (i, o)
+            for i, o in entries
+            if o.message.execution_id == msg.execution_id
+            and o.message.branch == msg.branch
+            and not o.delay_ms
+            and o.not_before is None
+        ]
+        if len(own) != 1:
+            return None
+        node = graph.nodes.get(own[0][1].message.node)
+        if node is None or node.kind not in CHEAP:
+            return None
+        return own[0]
+
+    def flush(self, eid: str, entries: list[tuple[str, Outgoing]]) -> int:
+        """Publish outbox entries, then clear them (a crash in between re-publishes: dedup ids)."""
+        if not entries:
+            return 0
+        self.rt.dispatcher.publish([o for _, o in entries])
+        self.rt.fault("after_publish", entries[0][1].message)
+        self.rt.store.clear_outbox(eid, [i for i, _ in entries])
+        return len(entries)
+
+    @staticmethod
+    def reads(graph: Graph, node: Node | None, branch: str) -> list[tuple[str, str]]:
+        """(step id, output field) pairs a node needs: its own reads, plus the workflow's `output`
+        template's when the node may end the execution."""
+        if node is None:
+            return []
+        ids = list(node.reads)
+        may_end = node.scope == TOP_SCOPE and (node.next is None or node.kind in ("succeed", "switch"))
+        if may_end and graph.has_output:
+            ids += [s for s in graph.output_reads if s not in ids]
+        return [(sid, output_field(graph, sid, branch)) for sid in ids if sid in graph.nodes]
+
+
+class NodeRun:
+    """One node of one branch: turns the begin snapshot and the node's outcome into checkpoint ops."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        graph: Graph,
+        node: Node | None,
+        msg: Message,
+        begin: dict[str, Any],
+        token: str,
+        fields: list[tuple[str, str]],
+    ) -> None:
+        self.rt = rt
+        self.graph = graph
+        self.node = node
+        self.msg = msg
+        self.begin = begin
+        self.eid = msg.execution_id
+        self.branch = msg.branch
+        self.now = rt.clock.now()
+        self.header = {k: (None if v is False else v) for k, v in zip(HFIELDS, begin["header"], strict=False)}
+        self.b: dict[str, str] = _flat_map(begin.get("branch"))
+        self.phase = self.b.get("phase", "run")
+        self.attempt = int(self.b.get("attempt") or 1)
+        self.comps = int(begin.get("comps") or 0)
+        self.input = loads(self.header.get("input"))
+        self.steps: dict[str, Any] = {}
+        for (sid, _), raw in zip(fields, begin.get("outputs") or [], strict=False):
+            if raw is not None and raw is not False:
+                self.steps[sid] = json.loads(raw)
+        self.vars = self._vars(begin.get("vars"))
+        self.loc = self._loc()
+        self.error_in = loads(self.b.get("error"))
+        self.status: str | None = self.header.get("status")
+        self.after: list[Any] = []
+        self.started = time.monotonic()
+        self.ops: dict[str, Any] = {
+            "eid": self.eid,
+            "branch": self.branch,
+            "seq": msg.seq,
+            "token": token,
+            "now": self.now,
+            "ancestors": context.ancestors(self.branch),
+            "consumed": msg.dedup_id,
+            "outputs": {},
+            "vars": {},
+            "hset": {"updated_at": self.now},
+            "hdel": [],
+            "bset": {},
+            "bdel": [],
+            "history": [],
+            "msgs": [],
+        }
+
+    def _vars(self, raw: Any) -> dict[str, Any]:
+        wanted = var_names(self.graph, self.node.id) if self.node is not None else ()
+        if not raw:
+            return {}
+        if wanted is None:
+            return {k: json.loads(v) for k, v in _flat_map(raw).items()}
+        return {
+            n: json.loads(v) for n, v in zip(wanted, raw, strict=False) if v is not None and v is not False
+        }
+
+    def _loc(self) -> dict[str, Any]:
+        loc = loads(self.b.get("ploc")) or {}
+        name = self.b.get("as")
+        if name:
+            loc[name] = loads(self.b.get("item"))
+            loc["index"] = int(self.b.get("idx") or 0)
+        return loc
+
+    # ------------------------------------------------------------------------------- scope helpers
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        return build_scope(
+            self.graph,
+            execution_id=self.eid,
+            started_at=float(self.header.get("started_at") or self.now),
+            input=self.input,
+            steps=self.steps,
+            vars=self.vars,
+            loc=self.loc,
+            error=self.error_in,
+        )
+
+    def render(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
+        scope = self.scope
+        if extra:
+            scope.update(extra)
+        return render_value(value, scope, step=self.node.id if self.node is not None else None)
+
+    @staticmethod
+    def dumps(value: Any) -> str:
+        return dumps(value)
+
+    def step_path(self, step: str) -> str:
+        return f"{self.branch}/{step}" if self.branch else step
+
+    def timeout_s(self, timeout_ms: int | None) -> float:
+        return (timeout_ms / 1000) if timeout_ms else self.rt.time_budget_s
+
+    def step_context(self, step: str, timeout_s: float, suffix: str = "") -> StepContext:
+        return StepContext(
+            execution_id=self.eid,
+            step=step,
+            attempt=self.attempt,
+            idempotency_key=f"{self.eid}:{self.step_path(step)}{suffix}",
+            deadline=self.now + timeout_s,
+            branch=self.branch,
+            workflow=self.graph.name,
+        )
+
+    # -- services for step modules
+
+    def wait_token(self) -> str:
+        return f"{self.eid}|{self.branch}|{self.msg.seq}"
+
+    def claim_event(self, name: str, key: str, token: str) -> dict[str, Any] | None:
+        info = dumps(
+            {
+                "eid": self.eid,
+                "branch": self.branch,
+                "node": self.node.id,
+                "seq": self.msg.seq + 1,
+                "event": name,
+                "key": key,
+            }
+        )
+        found = self.rt.store.event(name, key, {"op": "claim", "token": token, "now": self.now, "info": info})
+        if found["kind"] != "event":
+            return None
+        self.after.append(
+            lambda: self.rt.store.event(name, key, {"op": "done", "token": token, "now": self.now})
+        )
+        return json.loads(found["event"])
+
+    def check_event(self, name: str, key: str, token: str) -> dict[str, Any] | None:
+        found = self.rt.store.event(name, key, {"op": "check", "token": token, "now": self.now})
+        if found["kind"] != "event":
+            return None
+        self.after.append(
+            lambda: self.rt.store.event(name, key, {"op": "done", "token": token, "now": self.now})
+        )
+        return json.loads(found["event"])
+
+    def start_child(self, workflow: str, child_input: Any, step: str, resume_node: str | None = None) -> str:
+        child = self.rt.child_id(self.eid, self.branch, step, self.msg.seq)
+        parent = {
+            "eid": self.eid,
+            "branch": self.branch,
+            "node": resume_node or step,
+            "seq": self.msg.seq + 1,
+        }
+        self.rt.start_child(workflow, child_input, child, parent)
+        return child
+
+    def child_state(self, child: str) -> tuple[str | None, Any, dict | None]:
+        return self.rt.child_state(child)
+
+    # ------------------------------------------------------------------------------------ execute
+
+    def execute(self) -> dict[str, Any]:
+        stop = loads(self.header.get("stop"))
+        abort = next((loads(a) for a in self.begin.get("aborts") or [] if a), None)
+        if self.phase == "compensate":
+            sagas.unwind(self)
+            return self.ops
+        deadline = self.header.get("deadline")
+        if stop is None and deadline and self.now >= float(deadline):
+            stop = self.rt.stop(
+                self.eid,
+                {"name": "timeout", "message": "the execution's timeout passed"},
+                except_branch=self.branch,
+            )
+        if stop or abort:
+            self.halt(stop, abort)
+            return self.ops
+        assert self.node is not None
+        self.rt.fault("before_step", self.msg)
+        outcome = self.run_phase()
+        self.rt.fault("after_step", self.msg)
+        self.apply(outcome)
+        return self.ops
+
+    def run_phase(self) -> Outcome:
+        node = self.node
+        assert node is not None
+        try:
+            if self.phase == "park":
+                return self.rt.step_module(node.kind).resume(node, self, loads(self.b.get("park")) or {})
+            if self.phase == "join":
+                results = {int(k): json.loads(v) for k, v in _flat_map(self.begin.get("results")).items()}
+                abort = loads(self.b.get("abort"))
+                total = int(self.b.get("total") or 0)
+                return self.rt.step_module(node.kind).join(node, self, results, abort, total)
+            if node.when is not None and not truthy(self.render(node.when)):
+                return Skipped()
+            return self.run_kind(node)
+        except StepFailure as failure:
+            return Failed(failure.error)
+
+    def run_kind(self, node: Node) -> Outcome:
+        if node.kind == "http":
+            from engine.steps import http
+
+            config = self.render(node.config)
+            timeout = self.timeout_s(node.timeout_ms)
+            return Done(http.execute(config, self.step_context(node.id, timeout), timeout_s=timeout))
+        if node.kind == "action":
+            from engine.steps import action
+
+            kwargs = self.render(node.config.get("with") or {})
+            timeout = self.timeout_s(node.timeout_ms)
+            result = action.execute(
+                node.config["name"],
+                kwargs,
+                self.step_context(node.id, timeout),
+                timeout_s=timeout,
+                registry=self.rt.actions,
+            )
+            return Done(result)
+        return self.rt.step_module(node.kind).run(node, self)
+
+    # ------------------------------------------------------------------------------------- apply
+
+    def history(self, **fields: Any) -> None:
+        flat: list[str] = []
+        for k, v in fields.items():
+            if v is not None:
+                flat += [k, str(v)]
+        flat += ["time", f"{self.now:.3f}"]
+        if self.branch and "branch" not in fields:
+            flat += ["branch", self.branch]
+        self.ops["history"].append(flat)
+
+    def node_history(
+        self, phase: str, status: str, error: StepError | None = None, step: str | None = None
+    ) -> None:
+        self.history(
+            step=step or (self.node.id if self.node else None),
+            phase=phase,
+            status=status,
+            attempt=self.attempt,
+            duration_ms=int((time.monotonic() - self.started) * 1000),
+            error=error.name if error else None,
+            message=error.message[:500] if error else None,
+        )
+
+    def apply(self, outcome: Outcome) -> None:
+        node = self.node
+        assert node is not None
+        if isinstance(outcome, Failed):
+            self.on_error(outcome.error)
+        elif isinstance(outcome, Park):
+            self.park(outcome)
+        elif isinstance(outcome, FanOut):
+            self.fan_out(outcome)
+        elif isinstance(outcome, Ended):
+            self.ended(outcome)
+        else:
+            try:
+                output = self.output_of(outcome)
+            except StepFailure as failure:
+                self.on_error(failure.error)
+                return
+            self.complete(outcome, output)
+
+    def output_of(self, outcome: Done | Skipped | Jump) -> Any:
+        node = self.node
+        assert node is not None
+        if not isinstance(outcome, Done):
+            return None
+        result = outcome.result
+        if node.has_output:
+            return self.render(node.output, {"result": result})
+        if node.kind == "http" and isinstance(result, dict):
+            return result.get("json") if result.get("json") is not None else result.get("text")
+        return result
+
+    def complete(self, outcome: Done | Skipped | Jump, output: Any) -> None:
+        node = self.node
+        assert node is not None
+        skipped = isinstance(outcome, Skipped)
+        field = output_field(self.graph, node.id, self.branch)
+        self.ops["outputs"][field] = dumps(output)
+        self.steps[node.id] = output
+        if not skipped:
+            self.ops["bset"]["last"] = field
+        if isinstance(outcome, Done) and outcome.vars:
+            self.ops["vars"].update({k: dumps(v) for k, v in outcome.vars.items()})
+            self.vars.update(outcome.vars)
+        if not skipped and node.compensate is not None:
+            self.ops["comp_push"] = sagas.entry(node.id, self.branch, self.loc)
+        self.node_history("skip" if skipped else "run", "ok")
+        self.goto(after_success(node, outcome).node, MISSING if skipped else output)
+
+    def goto(self, target: str | None, output: Any = MISSING, error: StepError | None = None) -> None:
+        if target is None:
+            self.end_scope(output)
+            return
+        self.ops["bset"].update({"node": target, "phase": "run", "attempt": 1})
+        self.ops["bdel"] += ["park"]
+        if error is not None:
+            self.ops["bset"]["error"] = dumps(error.to_dict())
+        else:
+            self.ops["bdel"].append("error")
+        self.ops["msgs"].append({"node": target, "branch": self.branch, "seq": -1})
+
+    def end_scope(self, output: Any) -> None:
+        if self.branch:
+            self.finish_branch(None if output is MISSING else dumps(output))
+            return
+        if self.graph.has_output:
+            try:
+                final = self.render(self.graph.output)
+            except StepFailure as failure:
+                self.fail_execution(failure.error)
+                return
+            self.finish_execution(Status.SUCCEEDED, output=final)
+        elif output is MISSING:
+            self.finish_execution(Status.SUCCEEDED, output_from_last=True)
+        else:
+            self.finish_execution(Status.SUCCEEDED, output=output)
+
+    def ended(self, outcome: Ended) -> None:
+        node = self.node
+        assert node is not None
+        value = outcome.output if outcome.has_output else None
+        field = output_field(self.graph, node.id, self.branch)
+        self.ops["outputs"][field] = dumps(value)
+        self.steps[node.id] = value
+        self.node_history("run", "ok")
+        if outcome.has_output:
+            self.ops["bset"]["last"] = field
+            self.end_scope(value)
+        else:
+            self.end_scope(MISSING)
+
+    def on_error(self, error: StepError) -> None:
+        node = self.node
+        assert node is not None
+        error = StepError(
+            error.name,
+            error.message,
+            error.step or node.id,
+            error.attempt or self.attempt,
+            error.retry_after_ms,
+        )
+        self.node_history("run", "error", error)
+        decision = after_error(node, error, self.attempt, rand=self.rt.random)
+        if isinstance(decision, RetryLater):
+            self.ops["bset"].update({"attempt": decision.attempt, "phase": "run"})
+            self.ops["bdel"] += ["park"]
+            self.ops["msgs"].append(
+                {"node": node.id, "branch": self.branch, "seq": -1, "delay_ms": decision.delay_ms}
+            )
+            self.ops["park"] = decision.delay_ms > 0
+            self.ops["self_node"] = node.id
+            self.history(event="retry", step=node.id, attempt=decision.attempt, delay_ms=decision.delay_ms)
+        elif isinstance(decision, Goto):
+            self.goto(decision.node, error=decision.error)
+        elif isinstance(decision, Raise):
+            if self.branch:
+                self.finish_branch(None, abort=dumps(decision.error.to_dict()))
+            else:
+                self.fail_execution(decision.error)
+
+    def park(self, outcome: Park) -> None:
+        node = self.node
+        assert node is not None
+        self.ops["bset"].update({"phase": "park", "park": dumps(outcome.info)})
+        self.ops["park"] = True
+        self.ops["self_node"] = node.id
+        if outcome.message:
+            self.ops["msgs"].append(
+                {
+                    "node": node.id + outcome.suffix,
+                    "branch": self.branch,
+                    "seq": -1,
+                    "delay_ms": outcome.delay_ms,
+                    "not_before": outcome.not_before,
+                }
+            )
+        self.history(event="park", step=node.id, **{k: v for k, v in outcome.info.items() if k != "token"})
+
+    def fan_out(self, outcome: FanOut) -> None:
+        node = self.node
+        assert node is not None
+        self.ops["bset"].update({"phase": "join"})
+        self.ops["bdel"] += ["park"]
+        self.ops["fanout"] = {
+            "node": node.id,
+            "kind": outcome.kind,
+            "total": outcome.total,
+            "start": outcome.start,
+            "entries": outcome.entries,
+            "entry": outcome.entry,
+            "as": outcome.as_name,
+            "items": outcome.items,
+            "cloc": dumps(self.loc),
+        }
+
+    # ----------------------------------------------------------------------------- ends and stops
+
+    def finish_branch(self, result: str | None, abort: str | None = None) -> None:
+        self.ops["finish_branch"] = {"result": result, "abort": abort}
+        self.ops["bset"]["phase"] = "done"
+        self.ops["bdel"] += ["park"]
+
+    def fail_execution(
+        self, error: StepError, *, cancelled: bool = False, compensate: bool | None = None
+    ) -> None:
+        want = compensate if compensate is not None else self.graph.on_failure == "compensate"
+        comps = self.comps + (1 if "comp_push" in self.ops else 0)
+        if want and comps > 0:
+            self.status = Status.COMPENSATING
+            self.ops["hset"].update({"status": Status.COMPENSATING.value, "error": dumps(error.to_dict())})
+            self.ops["bset"].update({"node": COMPENSATE, "phase": "compensate", "attempt": 1})
+            self.ops["bdel"] += ["park", "error"]
+            self.ops["msgs"].append({"node": COMPENSATE, "branch": "", "seq": -1})
+            self.history(event="compensating", error=error.name)
+        else:
+            self.finish_execution(Status.CANCELLED if cancelled else Status.FAILED, error=error.to_dict())
+
+    def finish_execution(
+        self,
+        status: Status,
+        *,
+        output: Any = None,
+        error: dict[str, Any] | None = None,
+        output_from_last: bool = False,
+    ) -> None:
+        self.status = status
+        hset = self.ops["hset"]
+        hset.update({"status": status.value, "finished_at": self.now})
+        if status == Status.SUCCEEDED:
+            if output_from_last:
+                self.ops["output_from_last"] = True
+            else:
+                hset["output"] = dumps(output)
+        if error is not None:
+            hset["error"] = dumps(error)
+        self.ops["bset"]["phase"] = "done"
+        self.ops["bdel"] += ["park"]
+        parent = loads(self.header.get("parent"))
+        if parent:
+            self.ops["msgs"].append(
+                {
+                    "eid": parent["eid"],
+                    "node": parent["node"],
+                    "branch": parent["branch"],
+                    "seq": parent["seq"],
+                }
+            )
+        self.history(event="finished", status=status.value, error=(error or {}).get("name"))
+        self.after.append(lambda: self.rt.finished(self.eid))
+
+    def halt(self, stop: dict[str, Any] | None, abort: dict[str, Any] | None) -> None:
+        """A stop (cancel, timeout) or a failed sibling: end this branch at its node boundary."""
+        info = loads(self.b.get("park"))
+        if info:
+            self.rt.release(info)
+        if self.branch:
+            self.history(event="halted", step=self.node.id if self.node else None)
+            self.finish_branch(None)
+            return
+        reason = stop or abort or {"name": "cancelled", "message": "cancelled"}
+        error = StepError(reason.get("name") or "cancelled", reason.get("message") or "", reason.get("step"))
+        self.history(event="halted", step=self.node.id if self.node else None, error=error.name)
+        self.fail_execution(
+            error,
+            cancelled=error.name == "cancelled",
+            compensate=reason.get("compensate") if stop else None,
+        )

@@ -1,0 +1,41 @@
+-- Start one node: check the message is current, take the branch lock, load what the node reads.
+-- KEYS: header, branch, lock.  A: eid, seq, node, branch, token, lock_ms, hfields, outputs, vars, ancestors
+local function outbox() return redis.call('HGETALL', BASE .. 'out') end
+
+if redis.call('EXISTS', KEYS[1]) == 0 then return result({kind = 'missing'}) end
+local br = hmap(redis.call('HGETALL', KEYS[2]))
+local seq = tonumber(br.seq or '-1')
+local node = br.node or ''
+local base_node = A.node
+local hash = string.find(A.node, '#', 1, true)
+if hash then base_node = string.sub(A.node, 1, hash - 1) end
+
+if seq ~= A.seq or node ~= base_node then
+  -- a message from a checkpoint that is being written right now: ask for a redelivery
+  if A.seq > seq and redis.call('EXISTS', KEYS[3]) == 1 then return result({kind = 'busy'}) end
+  return result({kind = 'stale', outbox = outbox()})
+end
+
+local hdr = redis.call('HMGET', KEYS[1], unpack(A.hfields))
+local status = hdr[1]
+if status ~= 'running' and status ~= 'compensating' then
+  return result({kind = 'finished', status = status, outbox = outbox()})
+end
+if not redis.call('SET', KEYS[3], A.token, 'NX', 'PX', A.lock_ms) then return result({kind = 'busy'}) end
+
+local r = {kind = 'ok', header = hdr, branch = br, comps = redis.call('LLEN', BASE .. 'c')}
+if #A.outputs > 0 then r.outputs = redis.call('HMGET', BASE .. 'o', unpack(A.outputs)) end
+if A.vars == '*' then
+  r.vars = redis.call('HGETALL', BASE .. 'v')
+elseif #A.vars > 0 then
+  r.vars = redis.call('HMGET', BASE .. 'v', unpack(A.vars))
+end
+local aborts = {}
+for i, p in ipairs(A.ancestors) do aborts[i] = redis.call('HGET', bkey(p), 'abort') end
+r.aborts = aborts
+if br.phase == 'join' then
+  r.results = redis.call('HGETALL', BASE .. 'r:' .. A.branch .. ':' .. node)
+elseif br.phase == 'compensate' then
+  r.top = redis.call('LINDEX', BASE .. 'c', -1)
+end
+return result(r)

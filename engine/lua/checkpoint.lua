@@ -1,0 +1,147 @@
+-- Write one node's outcome atomically, fenced: only while the caller still holds the branch lock and
+-- the branch's seq is the one it started from. Also counts joins and starts queued foreach items.
+-- KEYS: header, branch, lock.
+-- A: eid, branch, seq, token, now, hmax, ancestors, outputs, vars, comp_push, comp_pop, hset, hdel,
+--    bset, bdel, history, consumed, msgs, park, self_node, fanout, finish_branch, output_from_last
+if redis.call('GET', KEYS[3]) ~= A.token then return result({ok = false, why = 'lock'}) end
+local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '-1')
+if seq ~= A.seq then return result({ok = false, why = 'seq'}) end
+local newseq = seq + 1
+local eid = A.eid
+
+-- has someone asked this branch to stop (cancel/timeout, or a failed sibling in an enclosing scope)?
+local stopped = redis.call('HEXISTS', KEYS[1], 'stop') == 1
+if not stopped then
+  for _, p in ipairs(A.ancestors) do
+    if redis.call('HEXISTS', bkey(p), 'abort') == 1 then stopped = true end
+  end
+end
+
+if A.outputs then
+  for f, v in pairs(A.outputs) do redis.call('HSET', BASE .. 'o', f, v) end
+end
+if A.vars then
+  for f, v in pairs(A.vars) do redis.call('HSET', BASE .. 'v', f, v) end
+end
+if A.comp_pop then redis.call('RPOP', BASE .. 'c') end
+if A.comp_push then redis.call('RPUSH', BASE .. 'c', A.comp_push) end
+if A.hset then
+  for f, v in pairs(A.hset) do redis.call('HSET', KEYS[1], f, v) end
+end
+if A.hdel and #A.hdel > 0 then redis.call('HDEL', KEYS[1], unpack(A.hdel)) end
+if A.output_from_last then
+  local last = redis.call('HGET', KEYS[2], 'last')
+  local value = 'null'
+  if last then value = redis.call('HGET', BASE .. 'o', last) or 'null' end
+  redis.call('HSET', KEYS[1], 'output', value)
+end
+redis.call('HSET', KEYS[2], 'seq', newseq)
+if A.bset then
+  for f, v in pairs(A.bset) do redis.call('HSET', KEYS[2], f, v) end
+end
+if A.bdel and #A.bdel > 0 then redis.call('HDEL', KEYS[2], unpack(A.bdel)) end
+if A.history then
+  for _, h in ipairs(A.history) do history(h) end
+end
+if A.consumed then redis.call('HDEL', BASE .. 'out', A.consumed) end
+
+-- this branch's own next message(s); a stop flag turns delays into "now"
+local own = false
+if A.msgs then
+  for _, m in ipairs(A.msgs) do
+    local s = m.seq
+    if s < 0 then s = newseq end
+    local delay, nb = m.delay_ms, m.not_before
+    if m.branch == A.branch and m.eid == nil then
+      own = true
+      if stopped then delay, nb = 0, nil end
+    end
+    emit(m.eid or eid, m.node, s, m.branch, delay, nb)
+  end
+end
+if A.park and not stopped then
+  redis.call('HSET', BASE .. 'p', A.branch, newseq)
+else
+  redis.call('HDEL', BASE .. 'p', A.branch)
+  if A.park and not own then emit(eid, A.self_node, newseq, A.branch, 0, nil) end
+end
+
+-- start child branch `i` of the fan-out owned by node `pnode` of branch `parent` (hash `pk`)
+local function start_child(parent, pk, pnode, i, entry)
+  local child = pnode .. '/' .. i
+  if parent ~= '' then child = parent .. '/' .. child end
+  local ck = bkey(child)
+  local cseq = redis.call('HINCRBY', ck, 'seq', 1)
+  redis.call('DEL', BASE .. 'l:' .. child)
+  local keep = {'node', 'phase', 'attempt', 'pb', 'idx', 'ploc', 'item', 'as', 'error', 'last', 'park',
+                'abort', 'total', 'next', 'fin', 'fk', 'fe', 'fas', 'cloc'}
+  redis.call('HDEL', ck, unpack(keep))
+  redis.call('HSET', ck, 'node', entry, 'phase', 'run', 'attempt', 1, 'pb', parent, 'idx', i,
+             'ploc', redis.call('HGET', pk, 'cloc') or '{}')
+  if redis.call('HGET', pk, 'fk') == 'foreach' then
+    redis.call('HSET', ck, 'item', redis.call('LINDEX', BASE .. 'i:' .. parent .. ':' .. pnode, i) or 'null',
+               'as', redis.call('HGET', pk, 'fas'))
+  end
+  redis.call('SADD', BASE .. 'bs', child)
+  emit(eid, entry, cseq, child, 0, nil)
+end
+
+local F = A.fanout
+if F and not stopped then
+  local rk = BASE .. 'r:' .. A.branch .. ':' .. F.node
+  local ik = BASE .. 'i:' .. A.branch .. ':' .. F.node
+  redis.call('DEL', rk, ik)
+  redis.call('HDEL', KEYS[2], 'abort')
+  redis.call('HSET', KEYS[2], 'total', F.total, 'next', F.start, 'fin', 0, 'fk', F.kind, 'cloc', F.cloc)
+  if F.kind == 'foreach' then
+    redis.call('HSET', KEYS[2], 'fe', F.entry, 'fas', F.as)
+    for j = 1, #F.items, 500 do
+      redis.call('RPUSH', ik, unpack(F.items, j, math.min(j + 499, #F.items)))
+    end
+  end
+  for i = 0, F.start - 1 do
+    local entry = F.entry
+    if F.kind == 'parallel' then entry = F.entries[i + 1] end
+    start_child(A.branch, KEYS[2], F.node, i, entry)
+  end
+elseif F then
+  -- stopping: do not start children; come straight back to the join, which sees the flag
+  redis.call('HSET', KEYS[2], 'total', F.total, 'next', 0, 'fin', 0, 'fk', F.kind)
+  emit(eid, F.node, newseq, A.branch, 0, nil)
+end
+
+-- the end of a nested scope: hand the branch's output to its parent; the last arrival joins
+local E = A.finish_branch
+if E then
+  local parent = redis.call('HGET', KEYS[2], 'pb')
+  local idx = tonumber(redis.call('HGET', KEYS[2], 'idx'))
+  local pk = bkey(parent)
+  local pnode = redis.call('HGET', pk, 'node')
+  local value = E.result
+  if not value then
+    local last = redis.call('HGET', KEYS[2], 'last')
+    value = 'null'
+    if last then value = redis.call('HGET', BASE .. 'o', last) or 'null' end
+  end
+  redis.call('HSET', BASE .. 'r:' .. parent .. ':' .. pnode, idx, value)
+  if E.abort and redis.call('HEXISTS', pk, 'abort') == 0 then
+    redis.call('HSET', pk, 'abort', E.abort)
+    local scope = pnode .. '/'
+    if parent ~= '' then scope = parent .. '/' .. scope end
+    wake(eid, scope, A.branch)
+  end
+  local fin = redis.call('HINCRBY', pk, 'fin', 1)
+  local total = tonumber(redis.call('HGET', pk, 'total'))
+  local started = tonumber(redis.call('HGET', pk, 'next'))
+  local halted = redis.call('HEXISTS', pk, 'abort') == 1 or redis.call('HEXISTS', KEYS[1], 'stop') == 1
+  if not halted and started < total and redis.call('HGET', pk, 'fk') == 'foreach' then
+    start_child(parent, pk, pnode, started, redis.call('HGET', pk, 'fe'))
+    started = redis.call('HINCRBY', pk, 'next', 1)
+  end
+  if fin >= started and (halted or started >= total) then
+    emit(eid, pnode, redis.call('HGET', pk, 'seq'), parent, 0, nil)
+  end
+end
+
+redis.call('DEL', KEYS[3])
+return result({ok = true, seq = newseq})

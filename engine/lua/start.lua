@@ -1,0 +1,15 @@
+-- Create an execution (idempotent per id) with its first message and its deadline message.
+-- KEYS: header.  A: eid, now, header (field → value), entry, timeout_ms, hist, hmax
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local pending = redis.call('HGETALL', BASE .. 'out')
+  return result({kind = 'exists', status = redis.call('HGET', KEYS[1], 'status'), outbox = pending})
+end
+local fields = {}
+for k, v in pairs(A.header) do fields[#fields + 1] = k; fields[#fields + 1] = v end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HSET', bkey(''), 'seq', 1, 'node', A.entry, 'phase', 'run', 'attempt', 1)
+redis.call('SADD', BASE .. 'bs', '')
+emit(A.eid, A.entry, 1, '', 0, nil)
+if A.timeout_ms then emit(A.eid, '$timeout', 0, '', A.timeout_ms, nil) end
+history(A.hist)
+return result({kind = 'created'})

@@ -1,0 +1,394 @@
+"""The runtime facade: everything the edges (webhook, CLI, embedded runner, dispatchers) may call.
+
+It owns no state of its own beyond caches: executions live in Redis (:mod:`engine.store`), graphs
+come from the :class:`~engine.catalog.Catalog` when an execution starts and from Redis (by the
+pinned hash) afterwards, and messages leave through the dispatcher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import random as _random
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from dsl.graph import Graph, thaw
+from engine.catalog import Catalog
+from engine.clock import Clock, SystemClock
+from engine.context import iso
+from engine.errors import InputInvalid, NotResumable, UnknownExecution, UnknownWorkflow
+from engine.interpreter import Advance, Interpreter, dumps, loads
+from engine.model import Message, Outgoing, Status, StepError, StepFailure
+from engine.store import Store, check_execution_id, outbox_entries
+
+__all__ = ["Advance", "Runtime"]
+
+Faults = Callable[[str, Message], None]
+TRACE_PHASES = ("run", "compensate", "skip")
+TERMINAL = {
+    s.value for s in (Status.SUCCEEDED, Status.FAILED, Status.COMPENSATED, Status.CANCELLED, Status.DEAD)
+}
+
+
+class Runtime:
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Any,
+        catalog: Catalog,
+        *,
+        actions: Any = None,
+        clock: Clock | None = None,
+        time_budget_s: float = 7.5,
+        max_nodes_per_call: int = 1,
+        faults: Faults | None = None,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.catalog = catalog
+        self.actions = actions
+        self.clock: Clock = clock or SystemClock()
+        self.time_budget_s = time_budget_s
+        self.max_nodes_per_call = max(1, int(max_nodes_per_call))
+        self.faults = faults
+        self.random = random
+        self.interpreter = Interpreter(self)
+        self._modules: dict[str, Any] = {}
+        self._validators: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------- public API
+
+    def start(self, workflow: str, input: Any, execution_id: str | None = None) -> str:
+        """Validate ``input``, create the execution, publish its first message; idempotent per id."""
+        graph = self.catalog.get(workflow)
+        return self._create(graph, input, execution_id, None)
+
+    def advance(self, message: Message) -> Advance:
+        return self.interpreter.advance(message)
+
+    def cancel(self, execution_id: str, *, compensate: bool = True) -> None:
+        """Stop every branch at its next node boundary; compensate (unless told not to); ``cancelled``."""
+        self.stop(
+            execution_id,
+            {"name": "cancelled", "message": "the execution was cancelled", "compensate": compensate},
+        )
+
+    def notify(self, event: str, key: Any, data: Any = None) -> int:
+        """Deliver an event to every execution waiting for (event, key); none waiting: keep it 7 days
+        for the first wait that matches. Returns how many waiting executions were resumed."""
+        key = key if isinstance(key, str) else dumps(key)
+        now = self.clock.now()
+        body = dumps({"data": data, "id": uuid.uuid4().hex, "at": now})
+        found = self.store.event(event, key, {"op": "notify", "now": now, "event": body})
+        if found["kind"] != "delivered":
+            return 0
+        infos = [json.loads(i) for i in found.get("infos") or [] if i and i != "null"]
+        if infos:
+            self.dispatcher.publish(
+                [Outgoing(Message(i["eid"], i["node"], int(i["seq"]), i.get("branch") or "")) for i in infos]
+            )
+        return len(infos)
+
+    def resume(self, execution_id: str) -> None:
+        """``compensation_failed`` → ``compensating``: retry the compensation that gave up."""
+        now = self.clock.now()
+        found = self.store.run(
+            "resume", execution_id, {"eid": execution_id, "now": now, "hist": self._event("resumed", now)}
+        )
+        if found["kind"] == "missing":
+            raise UnknownExecution(execution_id)
+        if found["kind"] != "resumed":
+            raise NotResumable(
+                f"execution {execution_id!r} is {found.get('status')}, not compensation_failed"
+            )
+        self._flush(execution_id, outbox_entries(found.get("out")))
+
+    def recover(self, older_than_s: float = 60) -> int:
+        """Re-publish outboxes older than the bound, and wake waits whose event or child arrived
+        while the resuming message was lost. Returns how many executions were re-driven."""
+        now = self.clock.now()
+        count = 0
+        for eid in self.store.active():
+            if not self.store.exists(eid):
+                self.store.remove_active(eid)
+                continue
+            redriven = False
+            old = [(i, o) for i, o, at in self.store.outbox(eid) if now - at >= older_than_s]
+            if old:
+                self._flush(eid, old)
+                redriven = True
+            for branch, seq in self.store.parked(eid).items():
+                if self._rewake(eid, branch, int(seq)):
+                    redriven = True
+            count += redriven
+        return count
+
+    def record(self, execution_id: str) -> dict[str, Any]:
+        """RUNTIME.md's final record, plus ``created_at``, ``updated_at`` and ``current``."""
+        header = self.store.header(execution_id)
+        if not header:
+            raise UnknownExecution(execution_id)
+        error = loads(header.get("error"))
+        if error is not None:
+            error = {"name": error.get("name"), "message": error.get("message"), "step": error.get("step")}
+        trace = [
+            {
+                "step": h.get("step"),
+                "phase": h["phase"],
+                "status": h.get("status"),
+                "attempt": int(h.get("attempt") or 1),
+            }
+            for h in self.store.history(execution_id)
+            if h.get("phase") in TRACE_PHASES
+        ]
+        status = header.get("status")
+        current: list[dict[str, Any]] = []
+        if status not in TERMINAL:
+            for branch, fields in self.store.branches(execution_id).items():
+                if fields.get("phase", "run") != "done" and fields.get("node"):
+                    current.append(
+                        {"branch": branch, "node": fields["node"], "phase": fields.get("phase", "run")}
+                    )
+        return {
+            "execution_id": execution_id,
+            "workflow": header.get("workflow"),
+            "graph": header.get("graph"),
+            "status": status,
+            "output": loads(header.get("output")) if status == Status.SUCCEEDED else None,
+            "error": error if status != Status.SUCCEEDED else None,
+            "trace": trace,
+            "created_at": iso(float(header["created_at"])) if header.get("created_at") else None,
+            "updated_at": iso(float(header["updated_at"])) if header.get("updated_at") else None,
+            "current": current,
+        }
+
+    def history(self, execution_id: str) -> list[dict[str, Any]]:
+        """Every history entry, oldest first, with numbers as numbers and ``time`` as ISO-8601."""
+        entries = self.store.history(execution_id)
+        if not entries and not self.store.exists(execution_id):
+            raise UnknownExecution(execution_id)
+        out = []
+        for e in entries:
+            item: dict[str, Any] = {}
+            for k, v in e.items():
+                if k in ("attempt", "duration_ms", "delay_ms"):
+                    item[k] = int(v)
+                elif k == "time":
+                    item[k] = iso(float(v))
+                else:
+                    item[k] = v
+            out.append(item)
+        return out
+
+    def mark_dead(self, message: Message, reason: str) -> None:
+        """The dispatcher gave up on ``message``: the execution becomes ``dead`` (unless it moved on)."""
+        eid = message.execution_id
+        header = self.store.header(eid)
+        if not header:
+            raise UnknownExecution(eid)
+        now = self.clock.now()
+        error = {"name": "dead", "message": reason, "step": message.node, "attempt": None}
+        parent = loads(header.get("parent"))
+        found = self.store.run(
+            "dead",
+            eid,
+            {
+                "eid": eid,
+                "now": now,
+                "seq": message.seq,
+                "branch": message.branch,
+                "error": dumps(error),
+                "hist": [
+                    "event",
+                    "dead",
+                    "step",
+                    message.node,
+                    "message",
+                    reason[:500],
+                    "time",
+                    f"{now:.3f}",
+                ],
+                "parent": parent,
+            },
+        )
+        if found["kind"] == "dead":
+            self._flush(eid, outbox_entries(found.get("out")))
+            self.finished(eid)
+
+    # ------------------------------------------------------------------- used by the interpreter
+
+    def fault(self, point: str, message: Message) -> None:
+        if self.faults is not None:
+            self.faults(point, message)
+
+    def step_module(self, kind: str) -> Any:
+        module = self._modules.get(kind)
+        if module is None:
+            module = self._modules[kind] = importlib.import_module(f"engine.steps.{kind}")
+        return module
+
+    def stop(
+        self, execution_id: str, error: dict[str, Any], *, except_branch: str | None = None
+    ) -> dict | None:
+        """Set the stop flag (cancel/timeout) and wake parked branches; the flag now in force."""
+        now = self.clock.now()
+        found = self.store.run(
+            "stop",
+            execution_id,
+            {
+                "eid": execution_id,
+                "now": now,
+                "stop": dumps(error),
+                "hist": ["event", error["name"], "message", error.get("message") or "", "time", f"{now:.3f}"],
+                "except": except_branch,
+            },
+        )
+        if found["kind"] == "missing":
+            raise UnknownExecution(execution_id)
+        self._flush(execution_id, outbox_entries(found.get("out")))
+        if found["kind"] == "stopped":
+            return error
+        if found["kind"] == "already":
+            return loads(self.store.header(execution_id).get("stop"))
+        return None
+
+    def deadline_reached(self, execution_id: str) -> Advance:
+        if not self.store.exists(execution_id):
+            raise UnknownExecution(execution_id)
+        error = {"name": "timeout", "message": "the execution's timeout passed"}
+        done = self.stop(execution_id, error)
+        return Advance("advanced" if done else "finished", execution_id)
+
+    def child_id(self, execution_id: str, branch: str, step: str, seq: int) -> str:
+        where = f"{branch.replace('/', '.')}." if branch else ""
+        child = f"{execution_id}.{where}{step}.{seq}"
+        if len(child) > 200:
+            digest = hashlib.sha1(child.encode()).hexdigest()[:24]
+            child = f"{execution_id[:150]}.{digest}"
+        return child
+
+    def start_child(self, workflow: str, child_input: Any, child_id: str, parent: dict[str, Any]) -> None:
+        try:
+            graph = self.catalog.get(workflow)
+        except UnknownWorkflow as exc:
+            raise StepFailure(StepError("workflow.unknown", exc.message)) from None
+        try:
+            self._create(graph, child_input, child_id, parent)
+        except InputInvalid as exc:
+            raise StepFailure(StepError("input.invalid", exc.message)) from None
+
+    def child_state(self, child_id: str) -> tuple[str | None, Any, dict | None]:
+        header = self.store.header(child_id)
+        return header.get("status"), loads(header.get("output")), loads(header.get("error"))
+
+    def release(self, info: dict[str, Any]) -> None:
+        """A halted branch lets go of what it waited for: its event registration, its child."""
+        if info.get("wait") == "event":
+            self.store.event(
+                info["event"], info["key"], {"op": "release", "token": info["token"], "now": self.clock.now()}
+            )
+        elif info.get("child"):
+            try:
+                self.cancel(info["child"])
+            except UnknownExecution:
+                pass
+
+    def finished(self, execution_id: str) -> None:
+        self.store.remove_active(execution_id)
+        if self.store.retention_s:
+            self.store.expire_execution(execution_id, self.store.retention_s)
+
+    # ------------------------------------------------------------------------------- internals
+
+    def _create(self, graph: Graph, input: Any, execution_id: str | None, parent: dict | None) -> str:
+        self._validate_input(graph, input)
+        eid = check_execution_id(execution_id) if execution_id is not None else uuid.uuid4().hex
+        self.store.put_graph(graph)
+        now = self.clock.now()
+        header: dict[str, Any] = {
+            "workflow": graph.name,
+            "graph": graph.hash,
+            "status": Status.RUNNING.value,
+            "input": dumps(input),
+            "created_at": now,
+            "started_at": now,
+            "updated_at": now,
+        }
+        if graph.timeout_ms:
+            header["deadline"] = now + graph.timeout_ms / 1000
+        if parent is not None:
+            header["parent"] = dumps(parent)
+        self.store.add_active(eid, now)
+        found = self.store.run(
+            "start",
+            eid,
+            {
+                "eid": eid,
+                "now": now,
+                "header": header,
+                "entry": graph.entry,
+                "timeout_ms": graph.timeout_ms,
+                "hist": self._event("started", now, workflow=graph.name, graph=graph.hash),
+            },
+        )
+        if found["kind"] == "exists":
+            self._flush(eid, outbox_entries(found.get("outbox")))
+            return eid
+        self.store.pin(eid, graph.hash)
+        self._flush(eid, outbox_entries(found.get("out")))
+        return eid
+
+    def _validate_input(self, graph: Graph, value: Any) -> None:
+        if graph.input_schema is None:
+            return
+        validator = self._validators.get(graph.hash)
+        if validator is None:
+            from jsonschema import FormatChecker
+            from jsonschema.validators import validator_for
+
+            schema = thaw(graph.input_schema)
+            cls = validator_for(schema)
+            validator = self._validators[graph.hash] = cls(schema, format_checker=FormatChecker())
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+        if errors:
+            raise InputInvalid(
+                [
+                    {"path": "/" + "/".join(str(p) for p in e.absolute_path), "message": e.message}
+                    for e in errors
+                ]
+            )
+
+    def _flush(self, eid: str, entries: list[tuple[str, Outgoing]]) -> int:
+        return self.interpreter.flush(eid, entries)
+
+    def _rewake(self, eid: str, branch: str, seq: int) -> bool:
+        fields = self.store.branches_one(eid, branch)
+        info = loads(fields.get("park"))
+        if not info or fields.get("phase") != "park" or int(fields.get("seq") or -1) != seq:
+            return False
+        node = fields.get("node") or ""
+        if info.get("wait") == "event":
+            found = self.store.event(
+                info["event"], info["key"], {"op": "claimed", "token": info["token"], "now": self.clock.now()}
+            )
+            if not found.get("event"):
+                return False
+        elif info.get("child"):
+            status = self.store.header(info["child"]).get("status")
+            if status not in TERMINAL:
+                return False
+        else:
+            return False
+        self.dispatcher.publish([Outgoing(Message(eid, node, seq, branch))])
+        return True
+
+    @staticmethod
+    def _event(name: str, now: float, **fields: str) -> list[str]:
+        flat = ["event", name]
+        for k, v in fields.items():
+            flat += [k, v]
+        return [*flat, "time", f"{now:.3f}"]

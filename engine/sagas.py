@@ -1,0 +1,167 @@
+"""The compensation stack and its unwinding.
+
+A step with ``compensate`` pushes an entry (step id, branch, foreach bindings) onto the execution's
+stack in the same checkpoint that records its success — never before. Steps in parallel branches and
+foreach items push onto the same stack, so its order is the global completion order and popping it
+undoes everything newest first (and therefore newest first within each branch).
+
+Unwinding starts only when the top-level branch fails: a failure inside a branch first stops its
+siblings at their next node boundary and waits for them at the join, so a sibling that finishes a
+step after the failure still pushes its compensation before unwinding starts (it is then undone
+first, being the newest). One compensation runs per webhook call, on the top-level branch at the
+pseudo-node ``$compensate``, with its own retry policy. The body is rendered only when it runs, with
+the step's own output (``steps.ID.output``, the item's own for foreach items) in scope.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from engine.context import build_scope, output_field, render_value
+from engine.model import Status, StepError, StepFailure
+from engine.retry import delay_ms, retryable
+
+if TYPE_CHECKING:
+    from engine.interpreter import NodeRun
+
+COMPENSATE = "$compensate"
+
+
+def entry(step: str, branch: str, loc: dict[str, Any]) -> str:
+    """The stack entry for a step that just succeeded."""
+    data: dict[str, Any] = {"step": step, "branch": branch}
+    if loc:
+        data["loc"] = loc
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def final_status(error_name: str | None, ran: int) -> Status:
+    if error_name == "cancelled":
+        return Status.CANCELLED
+    return Status.COMPENSATED if ran > 0 else Status.FAILED
+
+
+def unwind(run: NodeRun) -> None:
+    """Run (or continue) the newest compensation; when none is left, end the execution."""
+    header_error = json.loads(run.header["error"]) if run.header.get("error") else None
+    ran = int(run.header.get("comp_ran") or 0)
+    top = run.begin.get("top")
+    if not top:
+        status = final_status((header_error or {}).get("name"), ran)
+        run.finish_execution(status, error=header_error)
+        return
+    item = json.loads(top)
+    step = item["step"]
+    node = run.graph.nodes[step]
+    comp = node.compensate
+    assert comp is not None
+    run.attempt = int(run.b.get("attempt") or 1)
+    parked = json.loads(run.b["park"]) if run.b.get("park") else None
+    try:
+        if parked and parked.get("child"):
+            result = _child_result(run, parked["child"])
+            if result is _WAITING:
+                return _park(run, parked)
+        else:
+            result = _execute(run, step, comp, item, header_error)
+            if isinstance(result, dict) and result.get("__park_child__"):
+                return _park(run, {"child": result["__park_child__"]})
+    except StepFailure as failure:
+        error = failure.error
+        error = StepError(error.name, error.message, step, run.attempt, error.retry_after_ms)
+        run.node_history("compensate", "error", error, step=step)
+        if retryable(comp.retry, error, run.attempt):
+            wait = delay_ms(comp.retry, run.attempt, error, rand=run.rt.random)
+            run.ops["bset"].update({"attempt": run.attempt + 1})
+            run.ops["bdel"].append("park")
+            run.ops["msgs"].append({"node": COMPENSATE, "branch": "", "seq": -1, "delay_ms": wait})
+            run.history(
+                event="retry", step=step, phase="compensate-retry", attempt=run.attempt + 1, delay_ms=wait
+            )
+            return None
+        run.status = Status.COMPENSATION_FAILED
+        run.ops["hset"].update(
+            {"status": Status.COMPENSATION_FAILED.value, "comp_error": json.dumps(error.to_dict())}
+        )
+        run.ops["bdel"].append("park")
+        run.history(event="compensation_failed", step=step, error=error.name)
+        return None
+    del result
+    run.node_history("compensate", "ok", step=step)
+    run.ops["comp_pop"] = True
+    run.ops["hset"]["comp_ran"] = ran + 1
+    run.ops["bset"].update({"attempt": 1})
+    run.ops["bdel"].append("park")
+    run.ops["msgs"].append({"node": COMPENSATE, "branch": "", "seq": -1})
+    return None
+
+
+_WAITING = object()
+
+
+def _park(run: NodeRun, info: dict[str, Any]) -> None:
+    run.ops["bset"]["park"] = json.dumps(info)
+
+
+def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: dict | None) -> Any:
+    branch = item.get("branch") or ""
+    fields = [(sid, output_field(run.graph, sid, branch)) for sid in comp.reads if sid in run.graph.nodes]
+    values = run.rt.store.outputs(run.eid, [f for _, f in fields])
+    steps = {sid: v for (sid, _), v in zip(fields, values, strict=False)}
+    vars_ = run.rt.store.all_vars(run.eid) if _reads_vars(run, step) else {}
+    scope = build_scope(
+        run.graph,
+        execution_id=run.eid,
+        started_at=float(run.header.get("started_at") or run.now),
+        input=run.input,
+        steps=steps,
+        vars=vars_,
+        loc=item.get("loc"),
+        error=error,
+    )
+    config = render_value(comp.config, scope, step=step)
+    timeout = run.timeout_s(comp.timeout_ms)
+    path = f"{branch}/{step}" if branch else step
+    if comp.kind == "http":
+        from engine.steps import http
+
+        ctx = run.step_context(step, timeout, ":compensate")
+        ctx = _with_key(ctx, f"{run.eid}:{path}:compensate")
+        return http.execute(config, ctx, timeout_s=timeout)
+    if comp.kind == "action":
+        from engine.steps import action
+
+        ctx = _with_key(run.step_context(step, timeout), f"{run.eid}:{path}:compensate")
+        return action.execute(
+            config["name"], config.get("with") or {}, ctx, timeout_s=timeout, registry=run.rt.actions
+        )
+    # workflow: a child execution that resumes $compensate when it ends
+    child = run.start_child(config["name"], config.get("input") or {}, f"{step}.compensate", COMPENSATE)
+    result = _child_result(run, child)
+    if result is _WAITING:
+        return {"__park_child__": child}
+    return result
+
+
+def _child_result(run: NodeRun, child: str) -> Any:
+    status, output, error = run.child_state(child)
+    if status == "succeeded":
+        return output
+    if status in ("failed", "compensated", "cancelled", "dead"):
+        error = error or {}
+        raise StepFailure(StepError(error.get("name") or "workflow.failed", error.get("message") or status))
+    return _WAITING
+
+
+def _reads_vars(run: NodeRun, step: str) -> bool:
+    return any(
+        ref.path[:1] == ("compensate",) and any(n.split(".")[0] == "vars" for n in ref.names)
+        for ref in run.graph.nodes[step].templates
+    )
+
+
+def _with_key(ctx: Any, key: str) -> Any:
+    from dataclasses import replace
+
+    return replace(ctx, idempotency_key=key)

@@ -1,0 +1,68 @@
+"""``wait``: pause without holding a process.
+
+* ``for``: a delayed message to this node; ``until``: a not-before message (a time in the past
+  continues at once);
+* ``event``: claim a pending event (kept 7 days) or register as a waiter. Claims are keyed by the
+  wait's token (execution, branch, seq), so a crash between claiming and checkpointing re-reads the
+  same claim on redelivery instead of losing the event. With a ``timeout``, a delayed message to this
+  node (``#timeout``) finds either a claim (the event won the race) or removes the registration and
+  fails the step with ``timeout``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from dsl.durations import format_ms
+from dsl.graph import Node
+from dsl.templates import _to_datetime
+from engine.decide import Done, Failed, Outcome, Park
+from engine.model import StepError
+
+
+def run(node: Node, rc: Any) -> Outcome:
+    config = node.config
+    mode = config["mode"]
+    if mode == "for":
+        return Park({"wait": "for"}, delay_ms=int(config["ms"]))
+    if mode == "until":
+        when = _epoch(rc.render(config["until"]), node.id)
+        if isinstance(when, Failed):
+            return when
+        if when <= rc.now:
+            return Done(None)
+        return Park({"wait": "until"}, not_before=when)
+    name = config["event"]
+    key = rc.render(config["key"])
+    key = key if isinstance(key, str) else rc.dumps(key)
+    token = rc.wait_token()
+    event = rc.claim_event(name, key, token)
+    if event is not None:
+        return Done(event.get("data"))
+    timeout_ms = config.get("timeout_ms")
+    info = {"wait": "event", "event": name, "key": key, "token": token}
+    if timeout_ms is None:
+        return Park(info, message=False)
+    return Park(info, delay_ms=int(timeout_ms), suffix="#timeout")
+
+
+def resume(node: Node, rc: Any, info: dict[str, Any]) -> Outcome:
+    if info.get("wait") != "event":
+        return Done(None)
+    event = rc.check_event(info["event"], info["key"], info["token"])
+    if event is not None:
+        return Done(event.get("data"))
+    timeout = node.config.get("timeout_ms")
+    within = f" within {format_ms(int(timeout))}" if timeout else ""
+    return Failed(
+        StepError("timeout", f"no event {info['event']!r} with key {info['key']!r}{within}", node.id)
+    )
+
+
+def _epoch(value: Any, step: str) -> float | Failed:
+    try:
+        when = value if isinstance(value, _dt.datetime) else _to_datetime(value)
+    except (TypeError, ValueError) as exc:
+        return Failed(StepError("template", f"wait.until: {exc}", step))
+    return when.timestamp()

@@ -1,0 +1,299 @@
+"""Redis: the key layout, the Lua scripts and the few plain commands the runtime needs.
+
+Every key of one execution carries the hash tag ``{<execution id>}`` (``hf:{E}:h``, ``hf:{E}:b:<branch>``
+…) so that each script touches exactly one cluster slot; the graph (``hf:graph:<hash>``), the event
+keys (``hf:ev:{<digest>}:…``) and ``hf:active`` live in other slots and are always separate commands.
+
+Scripts live in ``engine/lua/*.lua``; ``lib.lua`` is prepended to each. They are called by SHA
+(``EVALSHA``); on ``NOSCRIPT`` (a fresh or flushed server, a failover) the script is loaded with
+``SCRIPT LOAD`` and the call repeated. The layout is documented in docs/engine-design.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dsl.graph import Graph
+from engine.errors import GraphMissing, InvalidExecutionId, StoreUnavailable
+from engine.model import Outgoing
+
+LUA_DIR = Path(__file__).with_name("lua")
+SCRIPTS = ("begin", "checkpoint", "start", "stop", "resume", "dead", "event", "unlock")
+EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$")
+ACTIVE = "hf:active"
+DAY_S = 86_400
+
+
+def text(value: Any) -> Any:
+    """Bytes from a client without ``decode_responses`` → str; anything else unchanged."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def check_execution_id(execution_id: Any) -> str:
+    if not isinstance(execution_id, str) or not EXECUTION_ID.match(execution_id):
+        raise InvalidExecutionId(
+            "an execution id must be 1-200 characters: letters, digits and _.:@+=- "
+            "(starting with a letter or digit)"
+        )
+    return execution_id
+
+
+def base(execution_id: str) -> str:
+    return f"hf:{{{execution_id}}}:"
+
+
+def header_key(execution_id: str) -> str:
+    return base(execution_id) + "h"
+
+
+def branch_key(execution_id: str, branch: str) -> str:
+    return base(execution_id) + "b:" + branch
+
+
+def lock_key(execution_id: str, branch: str) -> str:
+    return base(execution_id) + "l:" + branch
+
+
+def event_base(name: str, key: str) -> str:
+    digest = hashlib.sha1(f"{name}\x00{key}".encode()).hexdigest()[:20]
+    return f"hf:ev:{{{digest}}}:"
+
+
+class _Script:
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+def _load_scripts() -> dict[str, _Script]:
+    lib = (LUA_DIR / "lib.lua").read_text()
+    return {n: _Script(n, lib + "\n" + (LUA_DIR / f"{n}.lua").read_text()) for n in SCRIPTS}
+
+
+class Store:
+    """One Redis (or Redis Cluster) client plus the caches that keep the common path at 3 round trips.
+
+    ``history_max`` caps each execution's history stream (``XADD MAXLEN ~``); ``event_ttl_s`` is how
+    long an event nobody waits for is kept (7 days); ``retention_s`` (None: forever) expires a
+    finished execution's keys.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        history_max: int = 10_000,
+        event_ttl_s: int = 7 * DAY_S,
+        retention_s: int | None = None,
+    ) -> None:
+        self.client = client
+        self.history_max = history_max
+        self.event_ttl_s = event_ttl_s
+        self.retention_s = retention_s
+        self._scripts = _load_scripts()
+        self._graphs: dict[str, Graph] = {}
+        self._stored: set[str] = set()
+        self._pins: OrderedDict[str, str] = OrderedDict()  # execution id → graph hash (LRU)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Store:
+        import redis
+
+        return cls(redis.Redis.from_url(url), **kwargs)
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        import redis
+
+        try:
+            return fn(*args, **kwargs)
+        except redis.exceptions.NoScriptError:
+            raise
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {type(exc).__name__}") from None
+        except redis.exceptions.RedisError as exc:
+            raise StoreUnavailable(f"Redis error: {exc}") from None
+
+    def script(self, name: str, keys: Sequence[str], execution_base: str, args: dict[str, Any]) -> dict:
+        """Run a Lua script by SHA (loading it on NOSCRIPT); its JSON answer, decoded."""
+        import redis
+
+        script = self._scripts[name]
+        payload = json.dumps(_strip_none(args), separators=(",", ":"), ensure_ascii=False)
+        argv = [*keys, execution_base, payload]
+        try:
+            raw = self._call(self.client.evalsha, script.sha, len(keys), *argv)
+        except redis.exceptions.NoScriptError:
+            self._call(self.client.script_load, script.source)
+            raw = self._call(self.client.evalsha, script.sha, len(keys), *argv)
+        return json.loads(text(raw))
+
+    # -------------------------------------------------------------------------------------- graphs
+
+    def put_graph(self, graph: Graph) -> None:
+        """Store a graph once under its hash (immutable: an existing key is never overwritten)."""
+        if graph.hash in self._stored:
+            return
+        self._call(self.client.set, f"hf:graph:{graph.hash}", graph.canonical(), nx=True)
+        self._stored.add(graph.hash)
+        self._graphs.setdefault(graph.hash, graph)
+
+    def get_graph(self, graph_hash: str) -> Graph:
+        graph = self._graphs.get(graph_hash)
+        if graph is not None:
+            return graph
+        raw = self._call(self.client.get, f"hf:graph:{graph_hash}")
+        if raw is None:
+            raise GraphMissing(graph_hash)
+        graph = Graph.from_dict(json.loads(text(raw)))
+        if graph.hash != graph_hash:  # the stored JSON is the canonical form, so this cannot drift
+            raise GraphMissing(graph_hash)
+        with self._lock:
+            self._graphs[graph_hash] = graph
+        return graph
+
+    def pinned_graph(self, execution_id: str) -> str | None:
+        """The graph hash an execution runs (cached: it never changes for an execution)."""
+        with self._lock:
+            found = self._pins.get(execution_id)
+            if found is not None:
+                self._pins.move_to_end(execution_id)
+                return found
+        raw = self._call(self.client.hget, header_key(execution_id), "graph")
+        if raw is None:
+            return None
+        self.pin(execution_id, text(raw))
+        return text(raw)
+
+    def pin(self, execution_id: str, graph_hash: str) -> None:
+        with self._lock:
+            self._pins[execution_id] = graph_hash
+            self._pins.move_to_end(execution_id)
+            while len(self._pins) > 50_000:
+                self._pins.popitem(last=False)
+
+    # ------------------------------------------------------------------------------------- scripts
+
+    def run(self, name: str, execution_id: str, args: dict[str, Any], branch: str | None = None) -> dict:
+        keys = [header_key(execution_id)]
+        if branch is not None:
+            keys += [branch_key(execution_id, branch), lock_key(execution_id, branch)]
+        args.setdefault("hmax", self.history_max)
+        return self.script(name, keys, base(execution_id), args)
+
+    def event(self, name: str, key: str, args: dict[str, Any]) -> dict:
+        prefix = event_base(name, key)
+        args.setdefault("ttl_s", self.event_ttl_s)
+        return self.script("event", [prefix + "p"], prefix, args)
+
+    def unlock(self, execution_id: str, branch: str, token: str) -> None:
+        self.run("unlock", execution_id, {"token": token, "now": 0}, branch)
+
+    def clear_outbox(self, execution_id: str, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if ids:
+            self._call(self.client.hdel, base(execution_id) + "out", *ids)
+
+    # --------------------------------------------------------------------------------------- reads
+
+    def header(self, execution_id: str) -> dict[str, str]:
+        raw = self._call(self.client.hgetall, header_key(execution_id))
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def history(self, execution_id: str) -> list[dict[str, str]]:
+        raw = self._call(self.client.xrange, base(execution_id) + "x")
+        return [{"id": text(i), **{text(k): text(v) for k, v in f.items()}} for i, f in raw]
+
+    def branches(self, execution_id: str) -> dict[str, dict[str, str]]:
+        names = sorted(text(b) for b in self._call(self.client.smembers, base(execution_id) + "bs"))
+        out = {}
+        for name in names:
+            raw = self._call(self.client.hgetall, branch_key(execution_id, name))
+            out[name] = {text(k): text(v) for k, v in raw.items()}
+        return out
+
+    def branches_one(self, execution_id: str, branch: str) -> dict[str, str]:
+        raw = self._call(self.client.hgetall, branch_key(execution_id, branch))
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def outbox(self, execution_id: str) -> list[tuple[str, Outgoing, float]]:
+        raw = self._call(self.client.hgetall, base(execution_id) + "out")
+        return [parse_outbox_entry(text(k), text(v)) for k, v in raw.items()]
+
+    def parked(self, execution_id: str) -> dict[str, str]:
+        raw = self._call(self.client.hgetall, base(execution_id) + "p")
+        return {text(k): text(v) for k, v in raw.items()}
+
+    def outputs(self, execution_id: str, fields: Sequence[str]) -> list[Any]:
+        if not fields:
+            return []
+        raw = self._call(self.client.hmget, base(execution_id) + "o", list(fields))
+        return [None if v is None else json.loads(text(v)) for v in raw]
+
+    def all_vars(self, execution_id: str) -> dict[str, Any]:
+        raw = self._call(self.client.hgetall, base(execution_id) + "v")
+        return {text(k): json.loads(text(v)) for k, v in raw.items()}
+
+    def exists(self, execution_id: str) -> bool:
+        return bool(self._call(self.client.exists, header_key(execution_id)))
+
+    # -------------------------------------------------------------------------------------- active
+
+    def add_active(self, execution_id: str, now: float) -> None:
+        self._call(self.client.zadd, ACTIVE, {execution_id: now}, nx=True)
+
+    def remove_active(self, execution_id: str) -> None:
+        self._call(self.client.zrem, ACTIVE, execution_id)
+
+    def active(self, limit: int = 100_000) -> list[str]:
+        return [text(m) for m in self._call(self.client.zrange, ACTIVE, 0, limit - 1)]
+
+    def expire_execution(self, execution_id: str, seconds: int) -> None:
+        """Expire every key of a finished execution (retention)."""
+        prefix = base(execution_id)
+        branches = [text(b) for b in self._call(self.client.smembers, prefix + "bs")]
+        keys = [prefix + s for s in ("h", "o", "v", "c", "x", "out", "p", "bs")]
+        keys += [branch_key(execution_id, b) for b in branches]
+        pipe = self.client.pipeline(transaction=False)
+        for k in keys:
+            pipe.expire(k, seconds)
+        self._call(pipe.execute)
+
+
+def parse_outbox_entry(entry_id: str, body: str) -> tuple[str, Outgoing, float]:
+    data = json.loads(body)
+    return entry_id, Outgoing.from_dict(data), float(data.get("at") or 0)
+
+
+def outbox_entries(raw: Any) -> list[tuple[str, Outgoing]]:
+    """A script's ``out`` (list of [id, body]) or an ``HGETALL`` flat list → (id, Outgoing) pairs."""
+    if not raw:
+        return []
+    if isinstance(raw, dict):
+        items = list(raw.items())
+    elif raw and isinstance(raw[0], list):
+        items = [(i, b) for i, b in raw]
+    else:
+        items = [(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
+    return [(i, Outgoing.from_dict(json.loads(b))) for i, b in items]
+
+
+def _strip_none(value: Any) -> Any:
+    """Lua's cjson turns JSON null into a truthy sentinel, so scripts never receive nulls."""
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip_none(v) for v in value]
+    return value
