@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from engine.catalog import Catalog
     from engine.dispatch.local import LocalDispatcher
     from engine.model import Message
     from engine.runtime import Runtime
@@ -147,7 +148,7 @@ def _leave_all() -> None:
 
 
 def embedded_runtime(
-    workflows: str | Path | Sequence[str | Path],
+    workflows: str | Path | Sequence[str | Path] | Catalog,
     *,
     actions: str | Iterable[str] | None = None,
     fast_forward: bool = False,
@@ -159,9 +160,10 @@ def embedded_runtime(
 ) -> tuple[Runtime, LocalDispatcher]:
     """A ready runtime on the embedded default: catalog, store, local dispatcher, clock.
 
-    ``workflows`` is a folder (every ``*.yaml`` in it) or a list of files. ``actions`` is the
-    ``--actions`` value (modules or ``.py`` files), imported now. With ``fast_forward`` the clock is
-    virtual and the dispatcher jumps it over waits when nothing else is runnable. The dispatcher's
+    ``workflows`` is a folder (every ``*.yaml`` in it), a list of files, or a ready catalog.
+    ``actions`` is the ``--actions`` value (modules or ``.py`` files), imported now. With
+    ``fast_forward`` the clock is virtual and the dispatcher jumps it over waits when nothing else is
+    runnable. The dispatcher's
     ``deliver`` advances the runtime in-process; ``on_dead`` marks the execution ``dead``.
     """
     from engine.actions import REGISTRY, load_modules
@@ -172,7 +174,9 @@ def embedded_runtime(
     from engine.store import Store
 
     load_modules(actions)
-    if isinstance(workflows, str | Path):
+    if isinstance(workflows, Catalog):
+        catalog = workflows
+    elif isinstance(workflows, str | Path):
         catalog = Catalog.from_directory(Path(workflows))
     else:
         catalog = Catalog.from_files([Path(p) for p in workflows])

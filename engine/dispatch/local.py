@@ -231,6 +231,14 @@ class LocalDispatcher:
         """Messages not yet acknowledged (due later, due now, or being delivered)."""
         return int(self.redis.zcard(self.key_due)) + int(self.redis.zcard(self.key_leased))
 
+    def idle(self) -> bool:
+        """Nothing is due now and this dispatcher delivers nothing (``run_until(d.idle)`` drains)."""
+        with self._cond:
+            if self._in_flight:
+                return False
+        due = self.redis.zrangebyscore(self.key_due, "-inf", self._now_ms(), start=0, num=1)
+        return not due
+
     def next_due(self) -> float | None:
         """Unix seconds of the earliest scheduled message, or None."""
         first = self.redis.zrange(self.key_due, 0, 0, withscores=True)
