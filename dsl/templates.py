@@ -129,6 +129,15 @@ def environment() -> Any:
                 raise OverflowError("template exponent is too large")
             return super().call_binop(context, operator, left, right)
 
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            # `x.items`, `steps.keys.output`: in workflow data a key wins over a dict method's name
+            if isinstance(obj, Mapping) and isinstance(attribute, str):
+                try:
+                    return obj[attribute]
+                except (KeyError, TypeError):
+                    pass
+            return super().getattr(obj, attribute)
+
     env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters.update(datetime=_to_datetime, isoformat=_isoformat, tojson=_tojson, seconds=_seconds)
     env.globals.clear()  # no range/lipsum/dict/cycler/joiner/namespace beyond what we add back

@@ -151,7 +151,13 @@ def harness(store: Any) -> Callable[..., Harness]:
     from engine.catalog import Catalog
     from engine.runtime import Runtime
 
-    def make(*texts: str, actions: dict[str, Callable[..., Any]] | None = None, **kwargs: Any) -> Harness:
+    def make(
+        *texts: str,
+        actions: dict[str, Callable[..., Any]] | None = None,
+        unchecked: bool = False,
+        **kwargs: Any,
+    ) -> Harness:
+        """``unchecked=True`` compiles without the static checks, to test the runtime's own defences."""
         from engine.actions import ActionRegistry
 
         clock = VirtualClock()
@@ -159,7 +165,14 @@ def harness(store: Any) -> Callable[..., Harness]:
         registry = ActionRegistry()
         for name, fn in (actions or {}).items():
             registry.register(name, fn)
-        catalog = Catalog.from_texts([workflow(t) for t in texts])
+        if unchecked:
+            from dsl.compiler import compile_document
+            from dsl.source import loads
+
+            graphs = [compile_document(loads(workflow(t)), strict=True) for t in texts]
+            catalog = Catalog({g.name: g for g in graphs})
+        else:
+            catalog = Catalog.from_texts([workflow(t) for t in texts])
         runtime = Runtime(store, dispatcher, catalog, actions=registry, clock=clock, **kwargs)
         return Harness(runtime, dispatcher, clock, store, registry)
 
