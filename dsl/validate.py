@@ -8,6 +8,7 @@ check is a bug in hopflow, so it is reported as an ``internal-error`` diagnostic
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,35 @@ def validate_text(
     try:
         doc = loads(text, file)
     except LoadError as exc:
-        return Result(file, None, (exc.diagnostic,), None, text)
+        return Result(file, None, (_tidy_load_error(exc.diagnostic, text),), None, text)
     return validate_document(doc, time_budget_ms=time_budget_ms)
+
+
+_YAML_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # what PyYAML counts as a line break
+_READER_AT = re.compile(r'\s*in "<[^>]*>", position (\d+)\s*$')
+
+
+def _tidy_load_error(diag: Diagnostic, text: str) -> Diagnostic:
+    """One-line message, and a position inside the file.
+
+    PyYAML's reader errors (control characters) carry their offset only in the message text, and an
+    error at the very end of the input is marked one line past the last; editors and the caret line
+    need a real place.
+    """
+    message = diag.message
+    line, column = diag.position.line, diag.position.column
+    reader = _READER_AT.search(message)
+    if reader is not None:
+        message = message[: reader.start()]
+        offset = min(int(reader.group(1)), len(text))
+        before = _YAML_BREAK.split(text[:offset])
+        line, column = len(before), len(before[-1]) + 1
+    message = " ".join(message.split())
+    lines = _YAML_BREAK.split(text)
+    if line > len(lines):
+        line, column = len(lines), len(lines[-1]) + 1
+    column = max(1, min(column, len(lines[line - 1]) + 1))
+    return Diagnostic(diag.rule, diag.severity, message, Position(diag.position.file, max(line, 1), column))
 
 
 def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGET_MS) -> Result:
