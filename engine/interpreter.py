@@ -596,7 +596,8 @@ class NodeRun:
                     "not_before": outcome.not_before,
                 }
             )
-        self.history(event="park", step=node.id, **{k: v for k, v in outcome.info.items() if k != "token"})
+        detail = {f"wait_{k}": v for k, v in outcome.info.items() if k != "token"}
+        self.history(event="park", step=node.id, **detail)
 
     def fan_out(self, outcome: FanOut) -> None:
         node = self.node
