@@ -91,7 +91,8 @@ def test_compensation_retries_then_compensation_failed_then_resume(harness: Any)
     h = harness(
         LINEAR.replace(
             'with: {name: "cancel {{ steps.book.output.id }}"}',
-            'with: {name: "cancel {{ steps.book.output.id }}"}\n          retry: {max_attempts: 3, interval: 1s}',
+            'with: {name: "cancel {{ steps.book.output.id }}"}\n'
+            "          retry: {max_attempts: 3, interval: 1s}",
         ),
         actions={"rec": rec},
     )
