@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger("hopflow.embedded")
 
 DIRECTORY = ".hopflow"
+LEASE_S = 10.0  # how long a crashed process's deliveries stay invisible (live ones renew theirs)
 SERVER_CONFIG = {"appendonly": "yes", "appendfsync": "everysec"}
 
 _servers: dict[Path, str] = {}  # directory → unix socket of the server this process uses
@@ -188,7 +189,7 @@ def embedded_runtime(
         clock=clock,
         fast_forward=fast_forward,
         workers=workers,
-        lease_s=max(60.0, 4 * budget),
+        lease_s=LEASE_S,
         poll_interval_s=poll_interval_s,
     )
     runtime = Runtime(Store(client), dispatcher, catalog, actions=REGISTRY, clock=clock, time_budget_s=budget)

@@ -332,3 +332,37 @@ def test_two_dispatchers_share_the_work_exactly_once_each(rdb: Any, prefix: str)
     ta.join()
     tb.join()
     assert sorted(seen) == sorted(f"n{i}" for i in range(60))  # each once: no double lease
+
+
+def test_a_long_delivery_renews_its_lease(rdb: Any, prefix: str) -> None:
+    clock = VirtualClock()
+    started = threading.Event()
+    release = threading.Event()
+    seen: list[str] = []
+
+    def slow(m: Message) -> None:
+        started.set()
+        release.wait(HANG_GUARD_S)
+        seen.append(m.node)
+
+    a = make(rdb, prefix, slow, clock=clock, lease_s=30, poll_interval_s=3600)
+    a.publish([Outgoing(msg("long"))])
+    runner = threading.Thread(target=a.run_until, args=(lambda: bool(seen), HANG_GUARD_S))
+    runner.start()
+    assert started.wait(HANG_GUARD_S)
+    ident = Outgoing(msg("long")).dedup_id
+    first = rdb.zscore(f"{prefix}:leased", ident)
+    clock.advance_to(clock.now() + 11)  # past a third of the lease: time to renew
+    a.wake()
+    deadline = time.monotonic() + HANG_GUARD_S
+    while rdb.zscore(f"{prefix}:leased", ident) == first and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rdb.zscore(f"{prefix}:leased", ident) > first
+    clock.advance_to(clock.now() + 25)  # past the original lease, within the renewed one
+    other = Recorder()
+    b = make(rdb, prefix, other, clock=clock, poll_interval_s=0.05)
+    assert not b.run_until(lambda: bool(other.nodes), timeout_s=0.3)
+    assert b.stats.reclaimed == 0
+    release.set()
+    runner.join(HANG_GUARD_S)
+    assert seen == ["long"] and a.pending() == 0

@@ -189,6 +189,7 @@ class LocalDispatcher:
         self._cond = threading.Condition()
         self._dirty = False
         self._in_flight = 0
+        self._leased_at: dict[str, int] = {}  # own deliveries in progress → when their lease was renewed
         self._running = threading.Lock()  # one delivery loop per dispatcher object
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -313,9 +314,11 @@ class LocalDispatcher:
                 for ident, body, attempts in batch:
                     with self._cond:
                         self._in_flight += 1
+                        self._leased_at[ident] = now
                     pool.submit(self._deliver_one, ident, body, attempts)
                 if batch:
                     continue
+                renew_in = self._renew(now)
                 with self._cond:
                     if self._dirty:
                         continue
@@ -335,6 +338,8 @@ class LocalDispatcher:
                         wait = min(wait, (next_due - now) / 1000)
                     if next_lease is not None:
                         wait = min(wait, (next_lease - now) / 1000)
+                    if renew_in is not None:
+                        wait = min(wait, renew_in / 1000)
                     if deadline is not None:
                         wait = min(wait, deadline - time.monotonic())
                     self._cond.wait(max(wait, 0.001))
@@ -342,6 +347,27 @@ class LocalDispatcher:
         finally:
             pool.shutdown(wait=True)  # in-flight deliveries finish and are acknowledged
             self._running.release()
+
+    def _renew(self, now: int) -> int | None:
+        """Extend the leases of this process's deliveries in progress (a long step must not look like
+        a crash); ms until the next renewal is due, or None when nothing is in flight."""
+        third = max(1, self.lease_ms // 3)
+        with self._cond:
+            stale = [i for i, at in self._leased_at.items() if now - at >= third]
+            for ident in stale:
+                self._leased_at[ident] = now
+            pending = list(self._leased_at.values())
+        if stale:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for ident in stale:  # XX: a lease already acknowledged or rescheduled stays gone
+                    pipe.zadd(self.key_leased, {ident: now + self.lease_ms}, xx=True)
+                pipe.execute()
+            except Exception as exc:
+                log.warning("local queue: renewing leases failed (%s)", type(exc).__name__)
+        if not pending:
+            return None
+        return max(1, min(at + third - now for at in pending))
 
     def _sleep(self, seconds: float, deadline: float | None) -> None:
         if deadline is not None:
@@ -377,6 +403,7 @@ class LocalDispatcher:
         finally:
             with self._cond:
                 self._in_flight -= 1
+                self._leased_at.pop(ident, None)
                 self._dirty = True
                 self._cond.notify_all()
 
