@@ -164,7 +164,7 @@ class Interpreter:
         entries = outbox_entries(written.get("out"))
         chained = self.chain_candidate(graph, msg, entries)
         to_publish = [e for e in entries if chained is None or e[0] != chained[0]]
-        published = self.flush(eid, to_publish)
+        published = self.flush(eid, to_publish, msg)
         return Advance("advanced", eid, run.status, 1, published), chained
 
     def chain_candidate(
@@ -188,12 +188,14 @@ class Interpreter:
             return None
         return own[0]
 
-    def flush(self, eid: str, entries: list[tuple[str, Outgoing]]) -> int:
-        """Publish outbox entries, then clear them (a crash in between re-publishes: dedup ids)."""
+    def flush(self, eid: str, entries: list[tuple[str, Outgoing]], cause: Message | None = None) -> int:
+        """Publish outbox entries, then clear them (a crash in between re-publishes: dedup ids).
+        ``cause``: the message being advanced (for the ``after_publish`` fault point)."""
         if not entries:
             return 0
         self.rt.dispatcher.publish([o for _, o in entries])
-        self.rt.fault("after_publish", entries[0][1].message)
+        if cause is not None:
+            self.rt.fault("after_publish", cause)
         self.rt.store.clear_outbox(eid, [i for i, _ in entries])
         return len(entries)
 
