@@ -1,0 +1,180 @@
+"""The Redis layer: scripts by SHA, key layout and hash tags, outbox ids, events, caps, clients."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from typing import Any
+
+import pytest
+
+from engine.catalog import Catalog
+from engine.clock import VirtualClock
+from engine.errors import InvalidExecutionId
+from engine.model import Message
+from engine.runtime import Runtime
+from engine.store import Store, check_execution_id, event_base
+
+WF = """
+    name: mixed
+    steps:
+      - id: split
+        parallel:
+          branches:
+            - steps:
+                - id: loop
+                  foreach:
+                    items: "{{ [1, 2, 3] }}"
+                    steps:
+                      - id: body
+                        set: {v: "{{ item }}"}
+            - steps:
+                - id: w
+                  wait: {event: ping, key: k}
+      - id: after
+        set: {done: true}
+"""
+
+
+@pytest.fixture
+def run_mixed(harness: Any) -> Any:
+    h = harness(WF)
+    eid = h.start("mixed")
+    h.drain()
+    h.runtime.notify("ping", "k", 1)
+    h.drain()
+    assert h.runtime.record(eid)["status"] == "succeeded"
+    return h, eid
+
+
+def test_every_execution_key_carries_the_hash_tag(run_mixed: Any, redis_db: Any) -> None:
+    h, eid = run_mixed
+    keys = sorted(k.decode() for k in redis_db.keys("*"))
+    tagged = [k for k in keys if k.startswith(f"hf:{{{eid}}}:")]
+    others = [k for k in keys if k not in tagged]
+    assert len(tagged) > 10
+    assert all(k.startswith(("hf:graph:", "hf:ev:{")) or k == "hf:active" for k in others), others
+    # one slot per execution: the hash tag is the only part Redis Cluster hashes
+    from redis.crc import key_slot
+
+    assert len({key_slot(k.encode()) for k in tagged}) == 1
+
+
+def test_outbox_ids_are_the_message_dedup_ids(harness: Any, redis_db: Any) -> None:
+    h = harness(WF)
+
+    def keep(point: str, message: Any) -> None:
+        if point == "after_publish":
+            raise RuntimeError("stop before clearing")
+
+    eid = h.start("mixed")
+    h.runtime.faults = keep
+    with pytest.raises(RuntimeError):
+        h.runtime.advance(h.dispatcher.pop().message)  # the fan-out: two messages in the outbox
+    entries = h.store.outbox(eid)
+    assert len(entries) == 2
+    for entry_id, outgoing, at in entries:
+        assert entry_id == outgoing.dedup_id == outgoing.message.dedup_id
+        assert at > 0
+    assert {o.message.branch for _, o, _ in entries} == {"split/0", "split/1"}
+
+
+def test_scripts_reload_after_script_flush(harness: Any, redis_db: Any) -> None:
+    h = harness(WF)
+    eid = h.start("mixed")
+    redis_db.script_flush()
+    h.drain()
+    assert h.runtime.record(eid)["current"]
+
+
+def test_a_decode_responses_client_works_too(redis_server: Any) -> None:
+    import redis
+
+    redis_server.flushdb()
+    pool = redis_server.connection_pool
+    kwargs = {**pool.connection_kwargs, "decode_responses": True}
+    client = redis.Redis(
+        connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    )
+    from conftest import QueueDispatcher
+
+    clock = VirtualClock()
+    dispatcher = QueueDispatcher(clock)
+    runtime = Runtime(Store(client), dispatcher, Catalog.from_texts([textwrap.dedent(WF)]), clock=clock)
+    eid = runtime.start("mixed", {})
+    dispatcher.drain(runtime)
+    runtime.notify("ping", "k", {"x": 1})
+    dispatcher.drain(runtime)
+    record = runtime.record(eid)
+    assert record["status"] == "succeeded"
+    assert record["output"] == {"done": True}
+    assert runtime.history(eid)[0]["event"] == "started"
+
+
+def test_graph_is_stored_once_and_never_overwritten(store: Store, redis_db: Any) -> None:
+    catalog = Catalog.from_texts([textwrap.dedent(WF)])
+    graph = catalog.get("mixed")
+    store.put_graph(graph)
+    key = f"hf:graph:{graph.hash}"
+    redis_db.set(key, redis_db.get(key))  # same bytes
+    fresh = Store(redis_db)
+    assert fresh.get_graph(graph.hash) == graph
+    assert json.loads(redis_db.get(key))["name"] == "mixed"
+
+
+def test_history_stream_is_capped(harness: Any, redis_db: Any) -> None:
+    h = harness("""
+        name: loop
+        steps:
+          - id: init
+            set: {i: 0}
+          - id: body
+            set: {i: "{{ vars.i + 1 }}"}
+          - id: again
+            switch:
+              - if: "{{ vars.i < 150 }}"
+                goto: body
+    """)
+    h.store.history_max = 50
+    eid = h.start("loop")
+    h.drain()
+    length = redis_db.xlen(f"hf:{{{eid}}}:x")
+    assert 50 <= length < 200  # approximate trimming (MAXLEN ~) keeps it near the cap
+    assert h.runtime.record(eid)["status"] == "succeeded"
+
+
+def test_pending_events_fifo_expiry_and_release(store: Store) -> None:
+    now = 1_000_000.0
+
+    def ev(op: str, token: str = "t", **kw: Any) -> dict:
+        return store.event("pay", "k", {"op": op, "token": token, "now": kw.pop("now", now), **kw})
+
+    assert ev("notify", event=json.dumps({"data": "old"}), now=now - 8 * 86400)["kind"] == "pending"
+    assert ev("notify", event=json.dumps({"data": 1}))["kind"] == "pending"
+    assert ev("notify", event=json.dumps({"data": 2}))["kind"] == "pending"
+    first = ev("claim", "w1", info="{}")
+    assert json.loads(first["event"])["data"] == 1  # FIFO, and the 8-day-old event was dropped
+    assert json.loads(ev("claim", "w1", info="{}")["event"])["data"] == 1  # same token: same claim
+    ev("release", "w1")  # a cancelled wait gives its event back, at the front
+    assert json.loads(ev("claim", "w2", info="{}")["event"])["data"] == 1
+    assert json.loads(ev("claim", "w3", info="{}")["event"])["data"] == 2
+    assert ev("claim", "w4", info=json.dumps({"eid": "e"}))["kind"] == "waiting"
+    delivered = ev("notify", event=json.dumps({"data": 3}))
+    assert delivered["kind"] == "delivered" and json.loads(delivered["infos"][0]) == {"eid": "e"}
+    assert ev("check", "w4")["kind"] == "event"
+    assert ev("check", "nobody")["kind"] == "none"
+    assert event_base("pay", "k") != event_base("pay", "k2")
+
+
+def test_execution_ids_are_checked() -> None:
+    assert check_execution_id("order-42:a.b@c") == "order-42:a.b@c"
+    for bad in ["", "has space", "{tag}", "-leading", "x" * 201, 42]:
+        with pytest.raises(InvalidExecutionId):
+            check_execution_id(bad)
+
+
+def test_stale_message_of_a_foreign_node_is_acknowledged(harness: Any) -> None:
+    h = harness(WF)
+    eid = h.start("mixed")
+    assert h.runtime.advance(Message(eid, "no_such_step", 1)).kind == "stale"
+    assert h.runtime.advance(Message(eid, "split", 99)).kind == "stale"
