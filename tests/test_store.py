@@ -48,7 +48,7 @@ def run_mixed(harness: Any) -> Any:
 
 
 def test_every_execution_key_carries_the_hash_tag(run_mixed: Any, redis_db: Any) -> None:
-    h, eid = run_mixed
+    _h, eid = run_mixed
     keys = sorted(k.decode() for k in redis_db.keys("*"))
     tagged = [k for k in keys if k.startswith(f"hf:{{{eid}}}:")]
     others = [k for k in keys if k not in tagged]
