@@ -1,0 +1,437 @@
+"""``hopflow run`` and the local operations as a user runs them: subprocesses, the embedded Redis in a
+fresh folder per test, exit codes, the exact ``--json`` record, readable usage errors, progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HANG_GUARD_S = 90  # only stops a broken run from hanging the suite; nothing is timed
+
+ACTIONS = """
+import os
+from pathlib import Path
+
+import engine
+
+
+class TemporaryError(Exception):
+    pass
+
+
+@engine.action("t.echo")
+def echo(ctx, **kwargs):
+    return {"args": kwargs, "attempt": ctx.attempt}
+
+
+@engine.action("t.boom")
+def boom(ctx):
+    raise RuntimeError("kaput")
+
+
+@engine.action("t.flaky")
+def flaky(ctx):
+    if ctx.attempt == 1:
+        raise TemporaryError("try again")
+    return "fine"
+
+
+@engine.action("t.undo")
+def undo(ctx):
+    if Path("undo.blocked").exists():
+        raise RuntimeError("the undo service is down")
+    return "undone"
+
+
+@engine.action("t.crash_once")
+def crash_once(ctx):
+    marker = Path("crashed.once")
+    if not marker.exists():
+        marker.write_text("x")
+        os._exit(9)  # the process dies in the middle of a delivery
+    return "survived"
+"""
+
+WORKFLOWS = {
+    "nap.yaml": """
+        name: nap
+        steps:
+          - id: nap
+            wait: {for: 2h}
+          - id: after
+            action: t.echo
+            with: {woke: true}
+    """,
+    "fails.yaml": """
+        name: fails
+        steps:
+          - id: boom
+            action: t.boom
+    """,
+    "saga.yaml": """
+        name: saga
+        steps:
+          - id: one
+            action: t.echo
+            with: {n: 1}
+            compensate: {action: t.undo}
+          - id: two
+            action: t.echo
+            with: {n: 2}
+            compensate: {action: t.echo, with: {undo: 2}}
+          - id: three
+            action: t.boom
+    """,
+    "flaky.yaml": """
+        name: flaky
+        steps:
+          - id: call
+            action: t.flaky
+            retry: {max_attempts: 3, interval: 5m, on: [action.TemporaryError]}
+    """,
+    "typed.yaml": """
+        name: typed
+        input:
+          type: object
+          required: [n, name]
+          properties:
+            n: {type: integer, maximum: 10}
+            name: {type: string}
+        steps:
+          - id: echo
+            action: t.echo
+            with: {n: "{{ input.n }}", name: "{{ input.name }}"}
+    """,
+    "waiter.yaml": """
+        name: waiter
+        input:
+          type: object
+          properties: {k: {type: string}}
+        steps:
+          - id: reserve
+            action: t.echo
+            compensate: {action: t.echo, with: {undo: true}}
+          - id: hold
+            wait: {event: go, key: "{{ input.k }}"}
+          - id: done
+            succeed: {output: "{{ steps.hold.output }}"}
+    """,
+    "crashy.yaml": """
+        name: crashy
+        steps:
+          - id: first
+            action: t.echo
+          - id: risky
+            action: t.crash_once
+            timeout: 1s  # the crashed holder's branch lock lasts this + 10 s
+    """,
+}
+
+CHILDREN = {
+    "child.yaml": """
+        name: child-wf
+        input: {type: object, properties: {x: {type: integer}}}
+        steps:
+          - id: inner
+            action: t.echo
+            with: {x: "{{ input.x }}"}
+    """,
+}
+
+OTHER = {
+    "slow-step.yaml": """
+        name: slow-step
+        steps:
+          - id: s
+            action: t.echo
+            timeout: 20s
+    """,
+}
+
+PARENT = """
+    name: parent-wf
+    steps:
+      - id: call_child
+        workflow: {name: child-wf, input: {x: 7}}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "acts.py").write_text(ACTIONS)
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    for name, text in WORKFLOWS.items():
+        (wf / name).write_text(textwrap.dedent(text).lstrip())
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name, text in CHILDREN.items():
+        (lib / name).write_text(textwrap.dedent(text).lstrip())
+    other = tmp_path / "other"
+    other.mkdir()
+    for name, text in OTHER.items():
+        (other / name).write_text(textwrap.dedent(text).lstrip())
+    (other / "parent.yaml").write_text(textwrap.dedent(PARENT).lstrip())
+    return tmp_path
+
+
+def hopflow(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        env={k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "HOPFLOW_TIME_BUDGET")},
+    )
+
+
+def run(project: Path, name: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return hopflow("run", f"wf/{name}.yaml", "--actions", "acts.py", *args, cwd=project, stdin=stdin)
+
+
+def record_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout  # stdout is exactly the record
+    return json.loads(lines[0])
+
+
+# ------------------------------------------------------------------------------------------ --json
+
+
+def test_json_record_has_exactly_the_documented_shape(project: Path) -> None:
+    proc = run(project, "typed", "--input", '{"n": 3, "name": "ada"}', "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = record_of(proc)
+    assert list(record) == ["execution_id", "workflow", "graph", "status", "output", "error", "trace"]
+    assert record["workflow"] == "typed" and record["status"] == "succeeded"
+    assert len(record["graph"]) == 64 and record["error"] is None
+    assert record["output"] == {"args": {"n": 3, "name": "ada"}, "attempt": 1}
+    assert record["trace"] == [{"step": "echo", "phase": "run", "status": "ok", "attempt": 1}]
+    assert "echo" in proc.stderr  # progress went to stderr
+
+
+def test_input_from_a_file_and_from_stdin(project: Path) -> None:
+    (project / "in.json").write_text('{"n": 1, "name": "file"}')
+    from_file = record_of(run(project, "typed", "--input", "@in.json", "--json"))
+    from_stdin = record_of(run(project, "typed", "--input", "@-", "--json", stdin='{"n": 2, "name": "pipe"}'))
+    assert from_file["output"]["args"]["name"] == "file"
+    assert from_stdin["output"]["args"]["name"] == "pipe"
+
+
+def test_failure_exits_1_with_the_error(project: Path) -> None:
+    proc = run(project, "fails", "--json")
+    assert proc.returncode == 1
+    record = record_of(proc)
+    assert record["status"] == "failed"
+    assert record["error"] == {"name": "action.RuntimeError", "message": "kaput", "step": "boom"}
+
+
+def test_compensations_run_newest_first(project: Path) -> None:
+    record = record_of(run(project, "saga", "--json"))
+    assert record["status"] == "compensated"
+    assert [(t["step"], t["phase"], t["status"]) for t in record["trace"]] == [
+        ("one", "run", "ok"),
+        ("two", "run", "ok"),
+        ("three", "run", "error"),
+        ("two", "compensate", "ok"),
+        ("one", "compensate", "ok"),
+    ]
+
+
+# ----------------------------------------------------------------------------------- usage errors
+
+
+def test_bad_json_input_is_one_line_and_exit_2(project: Path) -> None:
+    proc = run(project, "typed", "--input", "{nope")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("hopflow run: --input is not valid JSON")
+
+
+def test_unreadable_input_file(project: Path) -> None:
+    proc = run(project, "typed", "--input", "@missing.json")
+    assert proc.returncode == 2
+    assert "missing.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_invalid_input_gives_one_line_per_schema_error(project: Path) -> None:
+    proc = run(project, "typed", "--input", '{"n": 99}')
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert sorted(lines) == [
+        "hopflow run: input/n: 99 is greater than the maximum of 10",
+        "hopflow run: input: 'name' is a required property",
+    ]
+    assert not (project / ".hopflow" / "appendonly.aof").exists() or "typed" not in proc.stdout
+
+
+def test_invalid_workflow_prints_its_diagnostics(project: Path) -> None:
+    (project / "broken.yaml").write_text("name: broken\nsteps:\n  - id: a\n    action: t.echo\n    nxt: b\n")
+    proc = hopflow("run", "broken.yaml", cwd=project)
+    assert proc.returncode == 2
+    assert "broken.yaml:5:5: error: unknown key 'nxt'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_time_budget_applies_to_validation(project: Path) -> None:
+    def slow(*args: str) -> subprocess.CompletedProcess[str]:
+        return hopflow("run", "other/slow-step.yaml", "--actions", "acts.py", *args, cwd=project)
+
+    too_long = slow()
+    assert too_long.returncode == 2 and "budget" in too_long.stderr
+    fits = slow("--time-budget", "30")
+    assert fits.returncode == 0, fits.stderr
+    bad = slow("--time-budget", "soon")
+    assert bad.returncode == 2 and "soon" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "nothere.yaml"], "no such file"),
+        (["run", "wf"], "is a folder"),
+        (["run", "wf/typed.yaml", "--actions", "nope_module_xyz"], "not found"),
+        (["run", "wf/typed.yaml", "--actions", "missing.py"], "not found"),
+        (["run", "wf/typed.yaml", "--workflows", "nowhere"], "not a folder"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(project: Path, args: list[str], needle: str) -> None:
+    proc = hopflow(*args, cwd=project)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_actions_module_that_fails_to_import_is_a_usage_error(project: Path) -> None:
+    (project / "bad_acts.py").write_text("import engine\nraise ValueError('missing API key')\n")
+    proc = hopflow("run", "wf/fails.yaml", "--actions", "bad_acts.py", cwd=project)
+    assert proc.returncode == 2
+    assert "ValueError: missing API key (bad_acts.py:2)" in proc.stderr
+
+
+# -------------------------------------------------------------------------------------- behaviour
+
+
+def test_fast_forward_makes_a_two_hour_wait_instant(project: Path) -> None:
+    proc = run(project, "nap", "--fast-forward", "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = record_of(proc)
+    assert [t["step"] for t in record["trace"]] == ["nap", "after"]
+    assert record["output"]["args"] == {"woke": True}
+
+
+def test_retries_show_in_progress_and_trace(project: Path) -> None:
+    proc = run(project, "flaky", "--fast-forward", "--progress", "plain")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split() for line in proc.stdout.splitlines()]
+    assert ["call", "run", "#1", "error"] == lines[1][:4]
+    assert lines[2][:2] == ["call", "retry"]
+    assert ["call", "run", "#2", "ok"] == lines[3][:4]
+    finished = [line for line in lines if line[:2] == ["flaky", "finished"]]
+    assert finished == [["flaky", "finished", "succeeded"]]
+
+
+def test_child_workflows_are_found_in_the_workflows_folder(project: Path) -> None:
+    missing = hopflow("run", "other/parent.yaml", "--actions", "acts.py", "--json", cwd=project)
+    assert missing.returncode == 1
+    assert record_of(missing)["error"]["name"] == "workflow.unknown"
+    found = hopflow(
+        "run", "other/parent.yaml", "--actions", "acts.py", "--workflows", "lib", "--json", cwd=project
+    )
+    assert found.returncode == 0, found.stderr
+    assert record_of(found)["output"] == {"args": {"x": 7}, "attempt": 1}
+
+
+def test_a_broken_neighbour_does_not_stop_a_run(project: Path) -> None:
+    (project / "wf" / "zz-broken.yaml").write_text("name: [\n")
+    proc = run(project, "fails")
+    assert proc.returncode == 1  # it ran (and failed as designed)
+    assert "skipping" in proc.stderr and "zz-broken.yaml" in proc.stderr
+
+
+def test_compensation_failed_then_resume(project: Path) -> None:
+    (project / "undo.blocked").write_text("")
+    first = run(project, "saga", "--json")
+    assert first.returncode == 1
+    parked = record_of(first)
+    assert parked["status"] == "compensation_failed"
+    (project / "undo.blocked").unlink()  # the undo service is back
+    again = hopflow("resume", parked["execution_id"], "--actions", "acts.py", "--json", cwd=project)
+    assert again.returncode == 0, again.stderr
+    final = record_of(again)
+    assert final["status"] == "compensated"
+    comps = [(t["step"], t["status"]) for t in final["trace"] if t["phase"] == "compensate"]
+    assert comps == [("two", "ok"), ("one", "error"), ("one", "ok")]
+
+
+def test_a_crashed_run_continues_with_the_same_id(project: Path) -> None:
+    crashed = run(project, "crashy", "--id", "crash-1", "--json")
+    assert crashed.returncode == 9 and crashed.stdout == ""  # killed mid-delivery, lease held
+    again = run(project, "crashy", "--id", "crash-1", "--json")  # the lease runs out; redelivered
+    assert again.returncode == 0, again.stderr
+    record = record_of(again)
+    assert record["execution_id"] == "crash-1"
+    assert [(t["step"], t["status"]) for t in record["trace"]] == [("first", "ok"), ("risky", "ok")]
+
+
+# ------------------------------------------------------------------------------ local operations
+
+
+def test_start_notify_resume_status_history(project: Path) -> None:
+    started = hopflow(
+        "start", "waiter", "--workflows", "wf", "--input", '{"k": "a1"}', "--id", "w-1", cwd=project
+    )
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "w-1"
+    status = hopflow("status", "w-1", "--json", cwd=project)
+    assert json.loads(status.stdout)["status"] == "running"
+    notified = hopflow("notify", "go", "--key", "a1", "--data", '{"ok": 1}', cwd=project)
+    assert notified.returncode == 0
+    assert "kept for 7 days" in notified.stdout  # nobody waits yet: kept for the first wait
+    resumed = hopflow("resume", "w-1", "--actions", "acts.py", "--workflows", "wf", "--json", cwd=project)
+    assert resumed.returncode == 0, resumed.stderr
+    assert record_of(resumed)["output"] == {"ok": 1}
+    human = hopflow("status", "w-1", cwd=project)
+    assert "succeeded" in human.stdout and "hold" in human.stdout
+    history = hopflow("history", "w-1", cwd=project)
+    assert history.returncode == 0 and "finished" in history.stdout
+
+
+def test_start_rejects_bad_input_and_unknown_workflows(project: Path) -> None:
+    bad = hopflow("start", "typed", "--workflows", "wf", "--input", '{"n": "x"}', cwd=project)
+    assert bad.returncode == 2 and "input/n" in bad.stderr
+    unknown = hopflow("start", "nope", "--workflows", "wf", cwd=project)
+    assert unknown.returncode == 2 and "unknown workflow 'nope'" in unknown.stderr
+
+
+def test_cancel_and_wait(project: Path) -> None:
+    hopflow("start", "wf/waiter.yaml", "--input", '{"k": "b"}', "--id", "w-2", cwd=project)
+    proc = hopflow(
+        "cancel", "w-2", "--wait", "--actions", "acts.py", "--workflows", "wf", "--json", cwd=project
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert record_of(proc)["status"] == "cancelled"
+
+
+def test_unknown_executions_and_bad_ids(project: Path) -> None:
+    for command in ("status", "history", "cancel"):
+        proc = hopflow(command, "no-such-exec", cwd=project)
+        assert proc.returncode == 1 and "unknown execution 'no-such-exec'" in proc.stderr
+    bad = hopflow("status", "bad id!", cwd=project)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    data = hopflow("notify", "go", "--key", "k", "--data", "{x", cwd=project)
+    assert data.returncode == 2 and "--data is not valid JSON" in data.stderr
+
+
+def test_recover_on_an_empty_store(project: Path) -> None:
+    proc = hopflow("recover", cwd=project)
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == "re-published 0 outbox message(s)"
