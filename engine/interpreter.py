@@ -121,7 +121,8 @@ class Interpreter:
         fields = self.reads(graph, node, msg.branch)
         wanted = var_names(graph, node.id) if node is not None else ()
         token = secrets.token_hex(12)
-        timeout_ms = (node.timeout_ms if node is not None else None) or int(rt.time_budget_s * 1000)
+        own = node.timeout_ms if node is not None and node.kind in ("http", "action") else None
+        timeout_ms = own or int(rt.time_budget_s * 1000)  # a wait's timeout is not time spent here
         begin = rt.store.run(
             "begin",
             eid,

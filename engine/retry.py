@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dsl.graph import Retry
 from engine.model import StepError, error_matches
 
-NO_RETRY_KINDS = frozenset({"parallel", "foreach", "switch", "set", "succeed"})
+NO_RETRY_KINDS = frozenset({"parallel", "foreach"})  # their branches retry their own steps
 
 
 def retryable(policy: Retry, error: StepError, attempt: int) -> bool:

@@ -290,3 +290,46 @@ def test_execution_timeout_is_checked_at_node_boundaries(harness: Any) -> None:
     r = h.runtime.record(eid)
     assert r["status"] == "failed" and r["error"]["name"] == "timeout"
     assert [t["step"] for t in r["trace"]] == ["a"]
+
+
+def test_the_common_timeout_key_bounds_a_wait(harness: Any) -> None:
+    h = harness("""
+        name: bounded
+        steps:
+          - id: nap
+            wait: {for: 2d}
+            timeout: 1h
+            catch:
+              - errors: [timeout]
+                goto: late
+          - id: ok
+            succeed: {output: slept}
+          - id: late
+            succeed: {output: "{{ error.name }}"}
+    """)
+    r = h.run("bounded")
+    assert r["output"] == "timeout"
+    assert [o.delay_ms for o in h.dispatcher.published if o.delay_ms] == [3_600_000]
+
+
+def test_a_child_workflow_step_timeout_cancels_the_child(harness: Any) -> None:
+    h = harness(
+        """
+        name: slowchild
+        steps:
+          - id: w
+            wait: {event: never, key: k}
+        """,
+        """
+        name: parent
+        steps:
+          - id: sub
+            workflow: {name: slowchild, input: {}}
+            timeout: 30m
+        """,
+    )
+    eid = h.start("parent")
+    h.drain()
+    r = h.runtime.record(eid)
+    assert r["status"] == "failed" and r["error"]["name"] == "timeout"
+    assert h.runtime.record(f"{eid}.sub.1")["status"] == "cancelled"

@@ -17,17 +17,23 @@ if not stopped then
   end
 end
 
-if A.outputs then
-  for f, v in pairs(A.outputs) do redis.call('HSET', BASE .. 'o', f, v) end
+-- one HSET per hash, whatever the number of fields
+local function hset_all(key, map, extra)
+  local args = {}
+  if map then
+    for f, v in pairs(map) do args[#args + 1] = f; args[#args + 1] = v end
+  end
+  if extra then
+    for i = 1, #extra do args[#args + 1] = extra[i] end
+  end
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
 end
-if A.vars then
-  for f, v in pairs(A.vars) do redis.call('HSET', BASE .. 'v', f, v) end
-end
+
+hset_all(BASE .. 'o', A.outputs)
+hset_all(BASE .. 'v', A.vars)
 if A.comp_pop then redis.call('RPOP', BASE .. 'c') end
 if A.comp_push then redis.call('RPUSH', BASE .. 'c', A.comp_push) end
-if A.hset then
-  for f, v in pairs(A.hset) do redis.call('HSET', KEYS[1], f, v) end
-end
+hset_all(KEYS[1], A.hset)
 if A.hdel and #A.hdel > 0 then redis.call('HDEL', KEYS[1], unpack(A.hdel)) end
 if A.output_from_last then
   local last = redis.call('HGET', KEYS[2], 'last')
@@ -35,11 +41,8 @@ if A.output_from_last then
   if last then value = redis.call('HGET', BASE .. 'o', last) or 'null' end
   redis.call('HSET', KEYS[1], 'output', value)
 end
-redis.call('HSET', KEYS[2], 'seq', newseq)
-if A.bset then
-  for f, v in pairs(A.bset) do redis.call('HSET', KEYS[2], f, v) end
-end
 if A.bdel and #A.bdel > 0 then redis.call('HDEL', KEYS[2], unpack(A.bdel)) end
+hset_all(KEYS[2], A.bset, {'seq', newseq})
 if A.history then
   for _, h in ipairs(A.history) do history(h) end
 end

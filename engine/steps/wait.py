@@ -24,14 +24,20 @@ from engine.model import StepError
 def run(node: Node, rc: Any) -> Outcome:
     config = node.config
     mode = config["mode"]
+    bound = node.timeout_ms  # the common `timeout` key bounds the wait itself
     if mode == "for":
-        return Park({"wait": "for"}, delay_ms=int(config["ms"]))
+        ms = int(config["ms"])
+        if bound is not None and ms > bound:
+            return Park({"wait": "for", "expires": True}, delay_ms=bound)
+        return Park({"wait": "for"}, delay_ms=ms)
     if mode == "until":
         when = _epoch(rc.render(config["until"]), node.id)
         if isinstance(when, Failed):
             return when
         if when <= rc.now:
             return Done(None)
+        if bound is not None and when - rc.now > bound / 1000:
+            return Park({"wait": "until", "expires": True}, delay_ms=bound)
         return Park({"wait": "until"}, not_before=when)
     name = config["event"]
     key = rc.render(config["key"])
@@ -40,7 +46,7 @@ def run(node: Node, rc: Any) -> Outcome:
     event = rc.claim_event(name, key, token)
     if event is not None:
         return Done(event.get("data"))
-    timeout_ms = config.get("timeout_ms")
+    timeout_ms = _smallest(config.get("timeout_ms"), bound)
     info = {"wait": "event", "event": name, "key": key, "token": token}
     if timeout_ms is None:
         return Park(info, message=False)
@@ -49,11 +55,19 @@ def run(node: Node, rc: Any) -> Outcome:
 
 def resume(node: Node, rc: Any, info: dict[str, Any]) -> Outcome:
     if info.get("wait") != "event":
+        if info.get("expires"):
+            return Failed(
+                StepError(
+                    "timeout",
+                    f"the wait is longer than its timeout ({format_ms(node.timeout_ms or 0)})",
+                    node.id,
+                )
+            )
         return Done(None)
     event = rc.check_event(info["event"], info["key"], info["token"])
     if event is not None:
         return Done(event.get("data"))
-    timeout = node.config.get("timeout_ms")
+    timeout = _smallest(node.config.get("timeout_ms"), node.timeout_ms)
     within = f" within {format_ms(int(timeout))}" if timeout else ""
     return Failed(
         StepError("timeout", f"no event {info['event']!r} with key {info['key']!r}{within}", node.id)
@@ -66,3 +80,8 @@ def _epoch(value: Any, step: str) -> float | Failed:
     except (TypeError, ValueError) as exc:
         return Failed(StepError("template", f"wait.until: {exc}", step))
     return when.timestamp()
+
+
+def _smallest(*values: int | None) -> int | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None

@@ -21,14 +21,20 @@ FAILED = ("failed", "compensated", "cancelled", "dead")
 def run(node: Node, rc: Any) -> Outcome:
     child_input = rc.render(node.config.get("input") or {})
     child = rc.start_child(node.config["name"], child_input, node.id)
-    return settle(node, rc, child)
+    return settle(node, rc, child, first=True)
 
 
 def resume(node: Node, rc: Any, info: dict[str, Any]) -> Outcome:
-    return settle(node, rc, info["child"])
+    outcome = settle(node, rc, info["child"], first=False)
+    if isinstance(outcome, Park) and rc.msg.node.endswith("#timeout"):
+        rc.rt.cancel(info["child"])  # the step's `timeout` bounds the wait for the child
+        return Failed(
+            StepError("timeout", f"child execution {info['child']} did not finish in time", node.id)
+        )
+    return outcome
 
 
-def settle(node: Node, rc: Any, child: str) -> Outcome:
+def settle(node: Node, rc: Any, child: str, *, first: bool) -> Outcome:
     status, output, error = rc.child_state(child)
     if status == "succeeded":
         return Done(output)
@@ -37,4 +43,6 @@ def settle(node: Node, rc: Any, child: str) -> Outcome:
         name = error.get("name") or ("cancelled" if status == "cancelled" else "workflow.failed")
         message = error.get("message") or f"child execution {child} ended {status}"
         return Failed(StepError(name, message, node.id))
+    if first and node.timeout_ms:
+        return Park({"child": child}, delay_ms=node.timeout_ms, suffix="#timeout")
     return Park({"child": child}, message=False)
