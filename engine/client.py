@@ -1,0 +1,162 @@
+"""A small client for hopflow's HTTP API (``hopflow start/status/… --url``, scripts, tests).
+
+Its five operations have the shape of ``engine.commands.operate.Backend`` (``start``, ``record``,
+``history``, ``cancel``, ``notify``), so the CLI can talk to a remote server exactly as it talks to
+the local store. Every failure raises :class:`ClientError` with one readable line taken from the
+server's problem document (``detail``, plus each schema error for a 422); the API key never
+appears in an error or a ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import httpx
+
+
+class ClientError(Exception):
+    """An operation failed. ``status`` is the HTTP status (None: no answer); ``problem`` the document.
+
+    ``code`` is the CLI exit code (2: the request itself was wrong — unknown workflow, invalid input
+    or id; 1: anything else) and ``lines`` the lines to print, like ``operate.BackendError``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        problem: dict[str, Any] | None = None,
+        lines: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.problem = problem or {}
+        self.lines = lines or [message]
+        kind = str(self.problem.get("type", "")).rsplit("/", 1)[-1]
+        self.code = 2 if status in (400, 413, 422) or kind == "unknown-workflow" else 1
+
+
+class HopflowClient:
+    """``HopflowClient(url, api_key)``; ``url`` is the server's base URL (``HOPFLOW_URL``)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        url = url or os.environ.get("HOPFLOW_URL")
+        if not url or not url.startswith(("http://", "https://")):
+            raise ClientError("the server URL must be an absolute http(s) URL (--url or HOPFLOW_URL)")
+        self.url = url.rstrip("/")
+        self._api_key = api_key if api_key is not None else os.environ.get("HOPFLOW_API_KEY")
+        self.timeout_s = timeout_s
+        self._transport = transport
+        self._client: httpx.Client | None = None
+
+    def __repr__(self) -> str:
+        return f"HopflowClient(url={self.url!r})"
+
+    # ------------------------------------------------------------------------------- operations
+
+    def start(self, workflow: str, input: Any = None, execution_id: str | None = None) -> str:
+        body: dict[str, Any] = {"workflow": workflow, "input": {} if input is None else input}
+        if execution_id is not None:
+            body["id"] = execution_id
+        return str(self._request("POST", "/v1/executions", body)["execution_id"])
+
+    def status(self, execution_id: str) -> dict[str, Any]:
+        """The execution's record (status, current nodes, output or error, trace, timestamps)."""
+        return dict(self._request("GET", f"/v1/executions/{_segment(execution_id)}"))
+
+    record = status
+
+    def history(self, execution_id: str) -> list[dict[str, Any]]:
+        return list(self._request("GET", f"/v1/executions/{_segment(execution_id)}/history")["events"])
+
+    def cancel(self, execution_id: str, *, compensate: bool = True) -> dict[str, Any]:
+        path = f"/v1/executions/{_segment(execution_id)}/cancel"
+        return dict(self._request("POST", path, None if compensate else {"compensate": False}))
+
+    def notify(self, event: str, key: Any, data: Any = None) -> int:
+        """How many waiting executions resumed (0: the event is kept 7 days for the first wait)."""
+        return int(
+            self._request("POST", f"/v1/events/{_segment(event)}", {"key": key, "data": data})["resumed"]
+        )
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/healthz", auth=False))
+
+    # ------------------------------------------------------------------------------------- HTTP
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(
+                timeout=self.timeout_s, transport=self._transport, follow_redirects=False
+            )
+        return self._client
+
+    def _request(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+        import httpx
+
+        headers = {"Accept": "application/json"}
+        if auth and self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        try:
+            response = self._http().request(method, self.url + path, json=body, headers=headers)
+        except httpx.TimeoutException:
+            raise ClientError(f"{self.url} did not answer within {self.timeout_s:g} s") from None
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach {self.url} ({type(exc).__name__})") from None
+        if response.is_success:
+            try:
+                return response.json()
+            except ValueError:
+                raise ClientError(
+                    f"{method} {path}: the server answered {response.status_code} without JSON",
+                    response.status_code,
+                ) from None
+        raise _error(method, path, response)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> HopflowClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _segment(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _error(method: str, path: str, response: httpx.Response) -> ClientError:
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict) or "detail" not in problem:
+        text = (
+            response.text.strip().splitlines()[0][:200] if response.text.strip() else response.reason_phrase
+        )
+        return ClientError(f"{method} {path}: HTTP {response.status_code}: {text}", response.status_code)
+    detail = str(problem.get("detail"))
+    lines = [detail]
+    for error in problem.get("errors") or []:
+        if isinstance(error, dict):
+            lines.append(f"  {error.get('path') or '/'}: {error.get('message')}")
+    if response.status_code == 401:
+        lines[0] += " (set --api-key or HOPFLOW_API_KEY)"
+    return ClientError(lines[0], response.status_code, problem, lines)

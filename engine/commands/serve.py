@@ -1,0 +1,246 @@
+"""``hopflow serve`` (the HTTP API with uvicorn) and ``hopflow qstash-dev`` (the local QStash server).
+
+``serve`` refuses to start on anything ``hopflow doctor`` calls an error, on a workflow file
+``hopflow validate`` rejects, or on a Redis it cannot reach — one readable line each, exit 1.
+Without ``QSTASH_TOKEN`` it runs the local dispatcher's delivery loop in the background and says
+so once, loudly: messages wait in Redis and are delivered in-process (or, with
+``HOPFLOW_SIGNING_KEY`` and ``HOPFLOW_PUBLIC_URL`` set, over HTTP signed with Ed25519).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def _fail(message: str, code: int = 1, lines: list[str] | None = None) -> NoReturn:
+    click.echo(f"hopflow serve: {message}", err=True)
+    for line in lines or []:
+        click.echo(f"  {line}", err=True)
+    sys.exit(code)
+
+
+def _loud(lines: list[str]) -> None:
+    width = max(len(line) for line in lines) + 4
+    click.secho("!" * width, fg="yellow", bold=True, err=True)
+    for line in lines:
+        click.secho(f"! {line.ljust(width - 4)} !", fg="yellow", bold=True, err=True)
+    click.secho("!" * width, fg="yellow", bold=True, err=True)
+
+
+@click.command("serve", context_settings=CONTEXT)
+@click.option(
+    "--workflows", metavar="DIR", help="Folder of workflows (default: $HOPFLOW_WORKFLOWS or ./workflows)."
+)
+@click.option(
+    "--actions",
+    "actions",
+    multiple=True,
+    metavar="MODULE",
+    help="Python module (pkg.mod) or file (workflows/demo.py) registering actions; repeatable, "
+    "or comma-separated.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def serve(workflows: str | None, actions: tuple[str, ...], host: str, port: int, log_level: str) -> None:
+    """Serve the HTTP API (webhook, executions, events) with uvicorn."""
+    import logging
+
+    from engine.config import inspect_env, redact_url
+
+    overrides: dict[str, Any] = {}
+    if workflows is not None:
+        overrides["workflows_dir"] = workflows
+    if actions:
+        overrides["actions"] = ",".join(actions)
+    config, issues = inspect_env(os.environ, **overrides)
+    errors = [i for i in issues if i.severity == "error"]
+    if config is None or errors:
+        _fail(
+            "the configuration has errors (`hopflow doctor` explains them all):",
+            1,
+            [f"{i.variable}: {i.message}" + (f" — {i.fix}" if i.fix else "") for i in errors],
+        )
+    if not os.path.isdir(config.workflows_dir):
+        _fail(f"--workflows {config.workflows_dir}: not a folder", 2)
+
+    from engine.actions import ActionLoadError, ActionNotFound
+    from engine.asgi import build_runtime, create_app
+    from engine.catalog import CatalogError
+    from engine.embedded import EmbeddedError
+
+    try:
+        runtime = build_runtime(config, eager=True)
+    except CatalogError as exc:
+        lines = [
+            f"{d.position.file}:{d.position.line}:{d.position.column}: {d.message} [{d.rule}]"
+            for d in exc.diagnostics[:20]
+        ] or [exc.message]
+        _fail(
+            f"invalid workflows in {config.workflows_dir} (hopflow validate {config.workflows_dir}):",
+            1,
+            lines,
+        )
+    except (ActionLoadError, ActionNotFound, EmbeddedError) as exc:
+        _fail(str(exc))
+    try:
+        runtime.store.client.ping()
+    except Exception as exc:
+        where = redact_url(config.redis_url) if config.redis_url else "the embedded Redis"
+        _fail(f"cannot reach Redis at {where} ({type(exc).__name__})")
+
+    names = runtime.catalog.names()
+    url = f"http://{host}:{port}"
+    click.echo(
+        f"hopflow serve: {len(names)} workflow(s) from {config.workflows_dir}: {', '.join(names)}", err=True
+    )
+    click.echo(
+        f"hopflow serve: API on {url} (webhook POST /v1/step, description GET /openapi.json)", err=True
+    )
+    if config.dispatcher_kind == "qstash":
+        click.echo(
+            f"hopflow serve: dispatcher QStash at {config.qstash_url}; deliveries to "
+            f"{config.public_url}/v1/step",
+            err=True,
+        )
+    else:
+        if config.signing_key and config.public_url:
+            how = f"over HTTP to {config.public_url}/v1/step, signed with Ed25519"
+        else:
+            how = "in-process, by this server"
+        _loud(
+            [
+                "QSTASH_TOKEN is not set: the LOCAL DISPATCHER runs in this process.",
+                "Messages (delays, retries, fan-out) wait in Redis and are delivered",
+                f"{how}. Nothing is lost if it stops;",
+                "it resumes when a server starts again. For QStash, set QSTASH_TOKEN",
+                "and HOPFLOW_PUBLIC_URL (docs/deploy.md).",
+            ]
+        )
+    if not config.api_key and not config.dev_insecure:
+        click.secho(
+            "hopflow serve: HOPFLOW_API_KEY is not set: the API refuses every request "
+            "(`hopflow keys api-key` makes one)",
+            fg="yellow",
+            err=True,
+        )
+    if config.dev_insecure:
+        _loud(
+            [
+                "HOPFLOW_DEV_INSECURE=1: unsigned webhook calls and API calls without a key",
+                "are accepted from loopback clients. Never use this on a shared machine.",
+            ]
+        )
+
+    import uvicorn
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()), format="%(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(runtime, config=config, run_local_dispatcher=config.dispatcher_kind == "local")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    from engine.qstash_dev import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command("qstash-dev", context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", default=None, help="API token (default: Upstash's dev-server token).")
+@click.option("--current-signing-key", default=None)
+@click.option("--next-signing-key", default=None)
+@click.option(
+    "--max-retries",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Retries when a publish has no Upstash-Retries.",
+)
+@click.option(
+    "--backoff-scale",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Multiply QStash's retry backoff (0.01 turns 12 s into 0.12 s).",
+)
+@click.option("--max-delay", default=None, callback=_duration, help="The plan's maximum delay, e.g. 7d.")
+@click.option("--dedup-window", default="10m", show_default=True, callback=_duration)
+@click.option("--duplicate", is_flag=True, help="Fault: send every delivery twice.")
+@click.option(
+    "--reorder-window",
+    default="0s",
+    show_default=True,
+    callback=_duration,
+    help="Fault: a random extra delay per message, e.g. 500ms.",
+)
+@click.option(
+    "--drop-responses",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    metavar="RATE",
+    help="Fault: fraction of responses to pretend lost (delivered, then retried).",
+)
+@click.option("--seed", default=None, type=int)
+@click.option("--quiet", is_flag=True, help="Don't print the banner.")
+def qstash_dev(
+    host: str,
+    port: int,
+    token: str | None,
+    current_signing_key: str | None,
+    next_signing_key: str | None,
+    max_retries: int,
+    backoff_scale: float,
+    max_delay: float | None,
+    dedup_window: float,
+    duplicate: bool,
+    reorder_window: float,
+    drop_responses: float,
+    seed: int | None,
+    quiet: bool,
+) -> None:
+    """Run the local QStash-compatible server (docs/qstash.md)."""
+    from engine import qstash_dev as dev
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.secho(
+            f"hopflow qstash-dev: listening on {host}: the dev server has no real security; "
+            "keep it on loopback",
+            fg="yellow",
+            err=True,
+        )
+    dev.run(
+        host,
+        port,
+        quiet=quiet,
+        token=token or dev.DEFAULT_TOKEN,
+        current_signing_key=current_signing_key or dev.DEFAULT_CURRENT_SIGNING_KEY,
+        next_signing_key=next_signing_key or dev.DEFAULT_NEXT_SIGNING_KEY,
+        max_retries=max_retries,
+        backoff_scale=backoff_scale,
+        max_delay_s=max_delay,
+        dedup_window_s=dedup_window,
+        duplicate=duplicate,
+        reorder_window_s=reorder_window,
+        drop_response_rate=drop_responses,
+        seed=seed,
+    )
