@@ -70,9 +70,10 @@ def _free_port() -> int:
         if port + 10000 > 65535:
             continue
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a, socket.socket(
-                socket.AF_INET, socket.SOCK_STREAM
-            ) as b:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as a,
+                socket.socket(socket.AF_INET, socket.SOCK_STREAM) as b,
+            ):
                 a.bind(("127.0.0.1", port))
                 b.bind(("127.0.0.1", port + 10000))
         except OSError:
@@ -214,9 +215,7 @@ class RedisClusterProcess:
                     known = int(info.get("cluster_known_nodes", 0))
                     assigned = int(info.get("cluster_slots_ok", 0))
                 else:
-                    fields = dict(
-                        line.split(":", 1) for line in str(info).splitlines() if ":" in line
-                    )
+                    fields = dict(line.split(":", 1) for line in str(info).splitlines() if ":" in line)
                     state = fields.get("cluster_state")
                     known = int(fields.get("cluster_known_nodes", 0))
                     assigned = int(fields.get("cluster_slots_ok", 0))

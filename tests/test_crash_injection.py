@@ -1,0 +1,483 @@
+"""Guarantee 2 (no lost execution) and 3 (effects exactly once), by crashing at every node boundary.
+
+For each workflow shape and each boundary — before the step, after the step (nothing written), after
+the checkpoint (nothing published), after the publish (outbox not cleared), and a publish that fails —
+we first run the workflow undisturbed (the baseline), count how often that boundary is passed, and
+then, for every single occurrence N, run it again with a crash injected at the N-th passage.
+
+A crash is an exception raised from the runtime's fault hook that the test treats like the process
+dying: the delivery is not acknowledged (so the message is redelivered, as QStash or the local
+dispatcher would), and for crashes inside the node the branch lock is *not* released in-process — it
+stays held until its (short) TTL runs out, exactly what a dead worker leaves behind. Redis is real.
+
+Every crashed run must end exactly like the baseline: same status, same output, same trace, the same
+effects (deduplicated by ``ctx.idempotency_key``) and compensations in the same order, nothing left in
+the outbox and no lock held — and it must also satisfy the reference model.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from conftest import QueueDispatcher
+from reference_model import Act, Each, Ledger, Par, Plan, Switch, Wait, check
+
+from engine.actions import ActionRegistry
+from engine.catalog import Catalog
+from engine.clock import VirtualClock
+from engine.dispatch import DispatchError
+from engine.model import Message
+from engine.runtime import Runtime
+from engine.store import Store, lock_key
+
+HELD_MS = 25  # how long a crashed worker's lock outlives it (its TTL, shortened for the tests)
+
+
+class Crash(Exception):
+    """The process died here."""
+
+
+class CrashStore(Store):
+    """The real store, except that a simulated crash inside a node skips the in-process unlock: the
+    dead worker's lock stays held until its TTL (``HELD_MS``) expires, as it would in production."""
+
+    crashing = False
+
+    def unlock(self, execution_id: str, branch: str, token: str) -> None:
+        if self.crashing:
+            self.crashing = False
+            self.client.pexpire(lock_key(execution_id, branch), HELD_MS)
+            return
+        super().unlock(execution_id, branch, token)
+
+
+@dataclass
+class Faults:
+    """Crash at the ``nth`` passage of ``point`` (0: never; just count) while a delivery runs."""
+
+    store: CrashStore
+    dispatcher: QueueDispatcher
+    point: str | None = None
+    nth: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    active: bool = False
+    fired: list[tuple[str, Message]] = field(default_factory=list)
+
+    def __call__(self, point: str, message: Message) -> None:
+        if not self.active:
+            return
+        self.counts[point] = self.counts.get(point, 0) + 1
+        target = "after_checkpoint" if self.point == "publish_error" else self.point
+        if point != target or self.counts[point] != self.nth:
+            return
+        self.fired.append((point, message))
+        if self.point == "publish_error":
+            self.dispatcher.fail_next = 1  # the publish that follows raises DispatchError
+            return
+        if point in ("before_step", "after_step"):
+            self.store.crashing = True
+        raise Crash(f"{point} #{self.nth}")
+
+
+@dataclass
+class Run:
+    runtime: Runtime
+    dispatcher: QueueDispatcher
+    faults: Faults
+    ledger: Ledger
+    store: CrashStore
+    eid: str = ""
+    deliveries: int = 0
+    crashes: int = 0
+
+    def record(self) -> dict[str, Any]:
+        return self.runtime.record(self.eid)
+
+
+def make_run(redis_db: Any, plan: Plan, point: str | None = None, nth: int = 0) -> Run:
+    clock = VirtualClock()
+    dispatcher = QueueDispatcher(clock)
+    store = CrashStore(redis_db)
+    ledger = Ledger()
+    registry = ActionRegistry()
+    for name, fn in ledger.actions().items():
+        registry.register(name, fn)
+    faults = Faults(store, dispatcher, point, nth)
+    runtime = Runtime(
+        store,
+        dispatcher,
+        Catalog.from_texts([plan.yaml()]),
+        actions=registry,
+        clock=clock,
+        faults=faults,
+        random=lambda: 0.5,
+    )
+    return Run(runtime, dispatcher, faults, ledger, store)
+
+
+def drive(run: Run, plan: Plan, eid: str, limit: int = 2000) -> Run:
+    """Start and deliver until the queue is empty. A crashed or busy delivery is redelivered first."""
+    run.eid = run.runtime.start(plan.name, plan.input, eid)
+    q = run.dispatcher
+    while q.queue:
+        assert run.deliveries < limit, "no progress"
+        outgoing = q.pop()
+        assert outgoing is not None
+        run.deliveries += 1
+        run.faults.active = True
+        try:
+            result = run.runtime.advance(outgoing.message)
+        except (Crash, DispatchError):
+            run.crashes += 1
+            heapq.heappush(q.queue, (float("-inf"), -run.deliveries, outgoing))  # redelivered next
+            continue
+        finally:
+            run.faults.active = False
+        if result.kind == "busy":  # a dead worker's lock: QStash retries a little later
+            time.sleep(HELD_MS / 5000)
+            heapq.heappush(q.queue, (float("-inf"), -run.deliveries, outgoing))
+    return run
+
+
+def leftovers(run: Run) -> tuple[list[Any], list[str]]:
+    outbox = run.store.outbox(run.eid)
+    locks = [k for k in run.store.client.scan_iter(match=f"hf:{{{run.eid}}}:l:*")]
+    return outbox, locks
+
+
+# ------------------------------------------------------------------------------------------ shapes
+
+SHAPES: dict[str, Plan] = {
+    # a → b → c fails: undo b (whose undo fails once and is retried), then a
+    "linear_compensation": Plan(
+        "linear",
+        (
+            Act("a", comp=True),
+            Act("b", comp=True, comp_fail_until=1),
+            Act("c", fatal=True),
+            Act("never"),
+        ),
+    ),
+    "switch": Plan(
+        "switching",
+        (
+            Act("first"),
+            Switch("pick", "go", "target"),
+            Act("jumped_over"),
+            Act("target", when="off"),
+            Act("last"),
+        ),
+        (("go", True), ("off", False)),
+    ),
+    "parallel": Plan(
+        "par",
+        (
+            Act("before", comp=True),
+            Par(
+                "fan",
+                (
+                    (Act("a1", comp=True), Act("a2", comp=True)),
+                    (Act("b1", comp=True),),
+                    (Act("c1"), Wait("c_wait", 2000), Act("c2", comp=True)),
+                ),
+            ),
+            Act("after", fatal=True),
+        ),
+    ),
+    "parallel_branch_fails": Plan(
+        "par-abort",
+        (
+            Act("before", comp=True),
+            Par(
+                "fan",
+                (
+                    (Act("a1", comp=True), Wait("a_wait", 3000), Act("a2", comp=True)),
+                    (Act("b1", comp=True), Act("b2", fatal=True)),
+                ),
+            ),
+            Act("never"),
+        ),
+    ),
+    "foreach": Plan(
+        "each",
+        (
+            Each(
+                "items",
+                (1, 2, 3, 4, 5),
+                2,
+                (Act("x", comp=True), Act("y", fail_until=1, attempts=2)),
+            ),
+            Act("done"),
+        ),
+    ),
+    "retry": Plan(
+        "retrying",
+        (
+            Act("flaky", fail_until=2, attempts=3, comp=True),
+            Act("hopeless", fail_until=9, attempts=2, catch_to="handler"),
+            Act("skipped_by_catch"),
+            Act("handler"),
+        ),
+    ),
+    "wait_for": Plan(
+        "waiting",
+        (Act("a"), Wait("pause", 5000), Act("b"), Wait("again", 60_000), Act("c")),
+    ),
+}
+
+OPEN_ENDED = {"parallel_branch_fails"}
+POINTS = ("before_step", "after_step", "after_checkpoint", "after_publish", "publish_error")
+
+
+def _summary(run: Run) -> dict[str, Any]:
+    """What must not change. Branch runs interleave by completion time (timing, not semantics), so
+    the trace is compared per branch in order, and globally as a multiset; the compensation order
+    depends on that interleaving and is checked against the actual completion order by ``check``."""
+    rec = run.record()
+    per_branch: dict[str, list[tuple[Any, ...]]] = {}
+    for h in run.runtime.history(run.eid):
+        if h.get("phase") in ("run", "skip"):
+            item = (h.get("step"), h["phase"], h.get("status"), h.get("attempt"))
+            per_branch.setdefault(h.get("branch") or "", []).append(item)
+    return {
+        "status": rec["status"],
+        "output": rec["output"],
+        "error": rec["error"],
+        "trace": sorted(tuple(t.values()) for t in rec["trace"]),
+        "per_branch": per_branch,
+        "work": sorted(k.split(":", 1)[1] for k in run.ledger.work_keys()),
+        "undo": sorted(k.split(":", 1)[1] for k in run.ledger.undo_keys()),
+    }
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("point", POINTS)
+def test_a_crash_at_any_boundary_changes_nothing(redis_db: Any, shape: str, point: str) -> None:
+    plan = SHAPES[shape]
+    base = drive(make_run(redis_db, plan), plan, f"base-{shape}")
+    check(plan, base.eid, base.record(), base.runtime.history(base.eid), base.ledger)
+    expected = _summary(base)
+    passages = base.faults.counts.get("after_checkpoint" if point == "publish_error" else point, 0)
+    assert passages >= 3, f"{shape}: the baseline passed {point} only {passages} times"
+
+    for nth in range(1, passages + 1):
+        run = drive(make_run(redis_db, plan, point, nth), plan, f"{shape}-{point}-{nth}")
+        where = f"{shape}: crash at {point} #{nth} ({run.faults.fired})"
+        assert run.faults.fired, f"{where}: the crash never fired"
+        got = _summary(run)
+        if shape in OPEN_ENDED:  # how far a halted sibling got is timing: the reference model judges it
+            got = {k: v for k, v in got.items() if k in ("status", "output", "error")}
+            assert got == {k: expected[k] for k in got}, where
+        else:
+            assert got == expected, where
+        check(plan, run.eid, run.record(), run.runtime.history(run.eid), run.ledger)
+        outbox, locks = leftovers(run)
+        assert outbox == [] and locks == [], f"{where}: left outbox {outbox} / locks {locks}"
+
+
+# ----------------------------------------------------------------------- focused crash scenarios
+
+
+def test_after_step_crash_reruns_the_step_but_the_effect_applies_once(redis_db: Any) -> None:
+    plan = Plan("once", (Act("pay", comp=True), Act("ship")))
+    run = drive(make_run(redis_db, plan, "after_step", 1), plan, "once-1")
+    assert run.record()["status"] == "succeeded"
+    key = "once-1:pay"
+    assert run.ledger.calls_for(key) == 2, "the crashed step must run again (at least once)"
+    assert run.ledger.work_keys() == [key, "once-1:ship"]  # deduplicated downstream: once each
+
+
+def test_a_crashed_workers_lock_makes_redeliveries_wait_until_it_expires(redis_db: Any) -> None:
+    plan = Plan("held", (Act("a"), Act("b")))
+    run = make_run(redis_db, plan, "before_step", 1)
+    eid = run.runtime.start(plan.name, plan.input, "held-1")
+    run.eid = eid
+    first = run.dispatcher.pop()
+    assert first is not None
+    run.faults.active = True
+    with pytest.raises(Crash):
+        run.runtime.advance(first.message)
+    run.faults.active = False
+    held = run.store.client.pttl(lock_key(eid, ""))
+    assert 0 < held <= HELD_MS, "the dead worker's lock is still held (until its TTL)"
+    assert run.runtime.advance(first.message).kind == "busy"  # → 5xx, QStash retries later
+    assert run.ledger.calls == []  # nothing ran twice while the lock was held
+    deadline = time.monotonic() + 5
+    while run.store.client.exists(lock_key(eid, "")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert run.runtime.advance(first.message).kind == "advanced"
+    run.dispatcher.drain(run.runtime)
+    assert run.record()["status"] == "succeeded"
+
+
+def test_crash_while_publishing_the_first_message_of_start(redis_db: Any) -> None:
+    """``start`` crashed after publishing (outbox not cleared): a retried start with the same id
+    re-publishes, creates nothing twice, and the execution runs once."""
+    plan = Plan("first", (Act("a"),))
+    run = make_run(redis_db, plan)
+    publish = run.dispatcher.publish
+
+    def publish_then_die(outgoing: Any) -> None:
+        publish(outgoing)  # the first message is out ...
+        raise Crash("start")  # ... and the process dies before the outbox is cleared
+
+    run.dispatcher.publish = publish_then_die  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        run.runtime.start(plan.name, plan.input, "first-1")
+    run.dispatcher.publish = publish  # type: ignore[method-assign]
+    assert len(run.store.outbox("first-1")) == 1
+    assert run.runtime.start(plan.name, plan.input, "first-1") == "first-1"
+    run.eid = "first-1"
+    run.dispatcher.drain(run.runtime)
+    assert run.record()["status"] == "succeeded"
+    assert run.ledger.work_keys() == ["first-1:a"]
+    assert len([h for h in run.runtime.history("first-1") if h.get("event") == "started"]) == 1
+
+
+def test_a_finished_execution_leaves_the_active_index_even_after_a_crash(redis_db: Any) -> None:
+    """A crash after the final checkpoint (before the in-process "finished" bookkeeping) must not
+    leave the execution in ``hf:active`` forever: ``recover`` scans that index on every sweep."""
+    plan = Plan("tidy", (Act("a"), Act("b")))
+    base = drive(make_run(redis_db, plan), plan, "tidy-base")
+    last = base.faults.counts["after_checkpoint"]
+    run = drive(make_run(redis_db, plan, "after_checkpoint", last), plan, "tidy-1")
+    assert run.record()["status"] == "succeeded"
+    run.runtime.recover(older_than_s=0)
+    assert "tidy-1" not in run.store.active(), "a succeeded execution is still listed as active"
+
+
+# ------------------------------------------------------------- lock expiry and fencing (real time)
+
+
+class ShortLockStore(CrashStore):
+    """Branch locks live ``lock_ms`` (real milliseconds) instead of the step timeout plus a margin."""
+
+    lock_ms = 300
+
+    def run(self, name: str, execution_id: str, args: dict[str, Any], branch: str | None = None) -> dict:
+        if name == "begin":
+            args["lock_ms"] = self.lock_ms
+        return super().run(name, execution_id, args, branch)
+
+
+class Stall:
+    """A fault hook that makes the worker running on one chosen thread stall at ``point`` until told
+    to go on (the process hangs: GC pause, a frozen container) — every other thread passes."""
+
+    def __init__(self, point: str) -> None:
+        self.point = point
+        self.stalled_thread: int | None = None
+        self.reached = threading.Event()
+        self.go_on = threading.Event()
+
+    def __call__(self, point: str, message: Message) -> None:
+        if point == self.point and threading.get_ident() == self.stalled_thread:
+            self.reached.set()
+            assert self.go_on.wait(30), "the test never released the stalled worker"
+
+
+def _short_lock_run(redis_db: Any, plan: Plan, stall: Stall) -> Run:
+    run = make_run(redis_db, plan)
+    store = ShortLockStore(redis_db)
+    run.store = store
+    run.runtime.store = store
+    run.runtime.faults = stall
+    return run
+
+
+def _wait_lock_gone(store: Store, eid: str, branch: str = "") -> None:
+    deadline = time.monotonic() + 10
+    while store.client.exists(lock_key(eid, branch)):
+        assert time.monotonic() < deadline, "the lock never expired"
+        time.sleep(0.01)
+
+
+def _deliver_in_thread(run: Run, message: Message, stall: Stall) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def work() -> None:
+        stall.stalled_thread = threading.get_ident()
+        try:
+            out.append(run.runtime.advance(message))
+        except BaseException as exc:  # surfaced by the test
+            out.append(exc)
+
+    thread = threading.Thread(target=work, name="stalled-worker", daemon=True)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.parametrize("point", ["before_step", "after_step"])
+def test_a_worker_whose_lock_expired_cannot_overwrite_the_newer_checkpoint(redis_db: Any, point: str) -> None:
+    """Two real threads, a real lock TTL: worker A stalls mid-node past its lock; worker B gets the
+    redelivery, takes the lock, runs the step and checkpoints; A wakes up and its checkpoint is
+    refused (fencing) — the execution advances exactly once and keeps B's result."""
+    plan = Plan("fenced", (Act("pay", comp=True), Act("ship")))
+    stall = Stall(point)
+    run = _short_lock_run(redis_db, plan, stall)
+    eid = run.runtime.start(plan.name, plan.input, f"fenced-{point}")
+    run.eid = eid
+    first = run.dispatcher.pop()
+    assert first is not None
+    thread, out_a = _deliver_in_thread(run, first.message, stall)
+    assert stall.reached.wait(10)
+    _wait_lock_gone(run.store, eid)  # A is still "running"; its lock has expired
+
+    b = run.runtime.advance(first.message)  # the dispatcher's redelivery, on this thread
+    assert b.kind == "advanced"
+    branch_after_b = run.store.branches_one(eid, "")
+    stall.go_on.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    (a,) = out_a
+    assert not isinstance(a, BaseException), a
+    assert a.kind == "stale", "the late worker's checkpoint must be refused"
+    assert run.store.branches_one(eid, "") == branch_after_b, "the late worker changed the branch"
+    assert not run.store.client.exists(lock_key(eid, "")), "the late worker must not hold or free B's lock"
+
+    run.dispatcher.drain(run.runtime)
+    rec = run.record()
+    assert rec["status"] == "succeeded"
+    assert [(t["step"], t["phase"]) for t in rec["trace"]] == [("pay", "run"), ("ship", "run")]
+    assert run.ledger.work_keys() == [f"{eid}:pay", f"{eid}:ship"]
+    assert run.ledger.calls_for(f"{eid}:pay") == 2  # both workers ran it: at least once, applied once
+    assert run.store.client.llen(f"hf:{{{eid}}}:c") == 1, "one compensation registered, not two"
+
+
+def test_a_worker_whose_lock_expired_while_nobody_else_came_does_not_lose_the_execution(
+    redis_db: Any,
+) -> None:
+    """Guarantee 2 with a slow worker: A stalls past its lock TTL but no redelivery happens in the
+    meantime (nobody else advanced: ``seq`` is unchanged). A's late checkpoint may be refused, but
+    then the delivery must not be acknowledged as done ("stale") — nothing else would ever advance
+    the execution: the outbox is empty and the branch is not parked, so neither a redelivery nor
+    ``recover`` brings it back."""
+    plan = Plan("slow", (Act("pay"), Act("ship")))
+    stall = Stall("after_step")
+    run = _short_lock_run(redis_db, plan, stall)
+    eid = run.runtime.start(plan.name, plan.input, "slow-1")
+    run.eid = eid
+    first = run.dispatcher.pop()
+    assert first is not None
+    thread, out_a = _deliver_in_thread(run, first.message, stall)
+    assert stall.reached.wait(10)
+    _wait_lock_gone(run.store, eid)
+    stall.go_on.set()
+    thread.join(10)
+    (a,) = out_a
+    acknowledged = not isinstance(a, BaseException) and a.kind in ("advanced", "stale", "finished")
+    if not acknowledged:  # busy / an exception → 5xx → the dispatcher redelivers
+        heapq.heappush(run.dispatcher.queue, (float("-inf"), -1, first))
+    run.dispatcher.drain(run.runtime)
+    run.runtime.recover(older_than_s=0)
+    run.dispatcher.drain(run.runtime)
+    rec = run.record()
+    assert rec["status"] == "succeeded", (
+        f"the execution is stuck at {rec['current']} after the slow worker's delivery was answered "
+        f"{getattr(a, 'kind', a)!r}"
+    )
