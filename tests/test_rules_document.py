@@ -9,9 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsl import checks as checks_module
 from dsl.checks import CheckContext
+from dsl.checks.input_schema import KEYWORDS as KEYWORDS_FOR_FUZZ
 from dsl.diagnostics import Diagnostic
 from dsl.validate import rules, validate_text
 
@@ -374,6 +377,53 @@ def test_valid_input_schema_passes() -> None:
             action: x.y
     """
     assert found(text) == []
+
+
+def test_every_metaschema_keyword_is_checked_by_the_fast_path_or_left_to_jsonschema() -> None:
+    import jsonschema_specifications
+
+    from dsl.checks import input_schema as m
+
+    keywords: set[str] = set()
+    for uri in jsonschema_specifications.REGISTRY:
+        if "2020-12" in uri:
+            keywords |= set(jsonschema_specifications.REGISTRY[uri].contents.get("properties", {}))
+    handled = {*m._PLAIN_VALUES, *m._SCHEMA_MAPS, *m._SCHEMA_ONE, *m._SCHEMA_LISTS}
+    deferred = {k for k in keywords - handled if k.startswith("$") or k in m.KEYWORDS}
+    assert keywords - handled == deferred
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 3),
+    st.floats(-1, 2),
+    st.sampled_from(["", "x", "string", "integr"]),
+    st.lists(st.sampled_from(["a", "a", "string", "null"]), max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.dictionaries(st.sampled_from(sorted(KEYWORDS_FOR_FUZZ)), _VALUES, max_size=4),
+        lambda inner: st.one_of(
+            st.dictionaries(st.sampled_from(sorted(KEYWORDS_FOR_FUZZ)), inner | _VALUES, max_size=4),
+            st.dictionaries(
+                st.sampled_from(["properties", "$defs"]), st.dictionaries(st.text(max_size=2), inner)
+            ),
+            st.dictionaries(st.sampled_from(["allOf", "anyOf", "prefixItems"]), st.lists(inner, max_size=2)),
+        ),
+        max_leaves=8,
+    )
+)
+def test_the_fast_metaschema_check_never_passes_an_invalid_schema(schema: dict) -> None:
+    from jsonschema import Draft202012Validator
+
+    from dsl.checks.input_schema import _plainly_valid
+
+    if _plainly_valid(schema):
+        assert Draft202012Validator(Draft202012Validator.META_SCHEMA).is_valid(schema), schema
 
 
 # ------------------------------------------------------------------------------------ input-reference

@@ -81,6 +81,7 @@ KEYWORDS = frozenset(
         "readOnly",
         "writeOnly",
         "examples",
+        "dependencies",  # pre-2019 spelling the 2020-12 metaschema still checks
     }
 )
 
@@ -321,7 +322,8 @@ def check_input_schema(ctx: CheckContext) -> Iterator[Diagnostic]:
     if not isinstance(schema, Mapping):
         return  # absent, or not a mapping: the workflow schema reports the latter
     seen: set[tuple[JsonPath, str]] = set()
-    for error in _meta_validator().iter_errors(schema):
+    errors = () if _plainly_valid(schema) else _meta_validator().iter_errors(schema)
+    for error in errors:
         rel = tuple(error.absolute_path)
         path: JsonPath = ("input", *rel)
         message = _meta_message(rel, error)
@@ -365,6 +367,87 @@ def check_input_schema(ctx: CheckContext) -> Iterator[Diagnostic]:
                         (*path, "patternProperties", pattern),
                         key=True,
                     )
+
+
+# A conservative fast path for the metaschema check: the keywords below are checked exactly as the
+# 2020-12 metaschema would; a schema using anything else (or any doubtful value) goes to jsonschema.
+def _is_int(x: Any) -> bool:
+    return type(x) is int
+
+
+def _is_num(x: Any) -> bool:
+    return type(x) in (int, float)
+
+
+def _is_str_list(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(i, str) for i in x) and len(set(x)) == len(x)
+
+
+def _non_negative(x: Any) -> bool:
+    return _is_int(x) and x >= 0
+
+
+_PLAIN_VALUES: dict[str, Any] = {
+    **dict.fromkeys(
+        ("title", "description", "$comment", "pattern", "format", "$schema"),
+        lambda x: isinstance(x, str),
+    ),
+    **dict.fromkeys(("contentEncoding", "contentMediaType"), lambda x: isinstance(x, str)),
+    **dict.fromkeys(("default", "const"), lambda x: True),
+    "examples": lambda x: isinstance(x, list),
+    "enum": lambda x: isinstance(x, list),
+    **dict.fromkeys(("uniqueItems", "readOnly", "writeOnly", "deprecated"), lambda x: isinstance(x, bool)),
+    **dict.fromkeys(
+        (
+            "minLength",
+            "maxLength",
+            "minItems",
+            "maxItems",
+            "minProperties",
+            "maxProperties",
+            "minContains",
+            "maxContains",
+        ),
+        _non_negative,
+    ),
+    **dict.fromkeys(("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"), _is_num),
+    "multipleOf": lambda x: _is_num(x) and x > 0,
+    "required": _is_str_list,
+    "dependentRequired": lambda x: isinstance(x, dict) and all(_is_str_list(v) for v in x.values()),
+    "type": lambda x: (
+        (isinstance(x, str) and x in JSON_TYPES)
+        or (_is_str_list(x) and bool(x) and all(t in JSON_TYPES for t in x))
+    ),
+}
+
+
+def _plainly_valid(schema: Any, depth: int = 0) -> bool:
+    """True only when ``schema`` is certainly valid 2020-12 JSON Schema (False = ask jsonschema)."""
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, dict) or depth > 64:
+        return False
+    for key, value in schema.items():
+        if key in _PLAIN_VALUES:
+            if not _PLAIN_VALUES[key](value):
+                return False
+        elif key in _SCHEMA_MAPS:
+            if not isinstance(value, dict) or not all(_plainly_valid(v, depth + 1) for v in value.values()):
+                return False
+        elif key in _SCHEMA_ONE:
+            if not _plainly_valid(value, depth + 1):
+                return False
+        elif key in _SCHEMA_LISTS:
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(_plainly_valid(v, depth + 1) for v in value)
+            ):
+                return False
+        elif key.startswith("$") or key in KEYWORDS:
+            return False  # $ref, $dynamicRef, $vocabulary, ...: let jsonschema judge
+        # any other key is an annotation the metaschema allows
+    return True
 
 
 def _regex_problem(pattern: str) -> str | None:

@@ -97,7 +97,7 @@ def check_syntax(ctx: CheckContext) -> Iterator[Diagnostic]:
             yield ctx.diag(
                 "template-syntax", "error", site.error.message, site.path, offset=site.error.offset or 0
             )
-        elif "{%" in site.source:
+        elif "{%" in site.source and _LOADER_TAG.search(site.source):
             for message, offset in _statement_problems(site.source):
                 yield ctx.diag("template-syntax", "error", message, site.path, offset=offset)
 
@@ -132,6 +132,8 @@ def check_tests(ctx: CheckContext) -> Iterator[Diagnostic]:
     for site in rendered_sites(ctx):
         if site.parsed is None or " is " not in site.source:
             continue
+        if all(name in known for name in _TEST_WORD.findall(site.source)):
+            continue  # every word after `is` is a known test: no need to parse again
         for name in _tests_used(site.source):
             if name in known:
                 continue
@@ -160,6 +162,8 @@ def _tests_used(source: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t.name for t in tree.find_all(nodes.Test)))
 
 
+_LOADER_TAG = re.compile(r"\{%[-+]?\s*(include|extends|import|from)\b")
+_TEST_WORD = re.compile(r"\bis\s+(?:not\s+)?([A-Za-z_]\w*)")
 _LOADER_TAGS = {"Include": "include", "Extends": "extends", "Import": "import", "FromImport": "from"}
 
 
