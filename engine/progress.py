@@ -313,18 +313,19 @@ class Tracker:
 
 
 def _park_detail(entry: dict[str, Any]) -> str:
-    """What a parked step waits for (the park entry carries the wait's kind and, for events, its key)."""
-    wait = entry.get("wait")
-    if wait == "event" or entry.get("key"):
-        name, key = entry.get("event_name") or entry.get("name") or "", entry.get("key") or ""
-        detail = f"for event {name} key={key}".replace("event  ", "event ")
-        return detail + f"  (send it: hopflow notify {name or 'EVENT'} --key {key} --data JSON)"
-    if wait == "until":
-        return "until " + entry["until"] if entry.get("until") else "until its time (wait.until)"
-    if wait == "for":
-        return f"for {entry['ms']} ms" if entry.get("ms") else "for its delay (wait.for)"
-    if entry.get("child"):
-        return f"for child execution {entry['child']}"
+    """What a parked step waits for. Park entries carry the wait's info as ``wait_<key>`` fields
+    (``wait_wait``: for/until/event, ``wait_event``, ``wait_key``, ``wait_child``)."""
+    info = {k[5:]: v for k, v in entry.items() if k.startswith("wait_")}
+    kind = info.get("wait")
+    if kind == "event":
+        name, key = info.get("event", "EVENT"), info.get("key", "")
+        return f"for event {name} key={key}  (send it: hopflow notify {name} --key {key} --data JSON)"
+    if kind == "until":
+        return f"until {info['until']}" if info.get("until") else "until its time (wait.until)"
+    if kind == "for":
+        return f"for {info['ms']} ms" if info.get("ms") else "for its delay (wait.for)"
+    if info.get("child"):
+        return f"for child execution {info['child']}"
     rest = {k: v for k, v in entry.items() if k not in ("id", "event", "time", "step", "branch")}
     return ", ".join(f"{k}={v}" for k, v in rest.items())
 
