@@ -422,7 +422,9 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
             "on: unsigned webhook calls and API calls without a key are accepted from loopback clients",
             "unset HOPFLOW_DEV_INSECURE anywhere but on your own machine",
         )
-    elif lowered not in _FALSE:
+    elif lowered in _FALSE:
+        ok("HOPFLOW_DEV_INSECURE", "off")
+    else:
         error(
             "HOPFLOW_DEV_INSECURE", "must be 1 or 0", "set HOPFLOW_DEV_INSECURE=1 (development) or unset it"
         )
@@ -431,9 +433,26 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
     workflows = _env_value(env, "HOPFLOW_WORKFLOWS")
     if workflows is not None:
         values["workflows_dir"] = workflows
+        if os.path.isdir(workflows):
+            ok("HOPFLOW_WORKFLOWS", f"set ({workflows})")
+        else:
+            warn(
+                "HOPFLOW_WORKFLOWS",
+                f"{workflows} is not a folder here: starting executions will fail",
+                "set HOPFLOW_WORKFLOWS to the folder of your *.yaml workflows (relative to the working "
+                "directory)",
+            )
+    else:
+        ok(
+            "HOPFLOW_WORKFLOWS",
+            f"unset: ./{DEFAULT_WORKFLOWS_DIR} for the ASGI entry point (`serve --workflows`)",
+        )
     actions = _env_value(env, "HOPFLOW_ACTIONS")
     if actions is not None:
         values["actions"] = actions
+        ok("HOPFLOW_ACTIONS", f"set ({actions})")
+    else:
+        ok("HOPFLOW_ACTIONS", "unset: actions are imported by their module.attribute name on first use")
     max_body = _env_value(env, "HOPFLOW_MAX_BODY_BYTES")
     if max_body is not None:
         if not max_body.isdigit() or not 1024 <= int(max_body) <= 64 * 1_048_576:
@@ -444,6 +463,9 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
             )
         else:
             values["max_body_bytes"] = int(max_body)
+            ok("HOPFLOW_MAX_BODY_BYTES", f"{int(max_body)} bytes")
+    else:
+        ok("HOPFLOW_MAX_BODY_BYTES", f"unset: {DEFAULT_MAX_BODY_BYTES} bytes (1 MiB)")
 
     # --- cross-checks
     if token is None and not values.get("verify_keys") and not values.get("dev_insecure"):
