@@ -158,7 +158,9 @@ class Interpreter:
             raise
         written = rt.store.run("checkpoint", eid, ops, branch=msg.branch)
         if not written.get("ok"):
-            return Advance("stale", eid), None  # fenced out: a newer worker owns this branch now
+            if written.get("why") == "lock":  # lock expired, nobody advanced: redeliver to retry
+                return Advance("busy", eid), None
+            return Advance("stale", eid), None  # fenced out: a newer worker advanced this branch
         rt.fault("after_checkpoint", msg)
         for callback in run.after:
             callback()

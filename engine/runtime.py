@@ -113,14 +113,21 @@ class Runtime:
         now = self.clock.now()
         count = 0
         for eid in self.store.active():
-            if not self.store.exists(eid):
+            status = self.store.status(eid)
+            if status is None:
                 self.store.remove_active(eid)
                 continue
             redriven = False
-            old = [(i, o) for i, o, at in self.store.outbox(eid) if now - at >= older_than_s]
+            entries = self.store.outbox(eid)
+            old = [(i, o) for i, o, at in entries if now - at >= older_than_s]
             if old:
                 self._flush(eid, old)
                 redriven = True
+            if status in TERMINAL:
+                if len(old) == len(entries):  # crashed after its final checkpoint: tidy up now
+                    self.finished(eid)
+                count += redriven
+                continue
             for branch, seq in self.store.parked(eid).items():
                 if self._rewake(eid, branch, int(seq)):
                     redriven = True

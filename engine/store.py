@@ -246,6 +246,9 @@ class Store:
         raw = self._call(self.client.hgetall, base(execution_id) + "v")
         return {text(k): json.loads(text(v)) for k, v in raw.items()}
 
+    def status(self, execution_id: str) -> str | None:
+        return text(self._call(self.client.hget, header_key(execution_id), "status"))
+
     def exists(self, execution_id: str) -> bool:
         return bool(self._call(self.client.exists, header_key(execution_id)))
 

@@ -339,3 +339,24 @@ def test_unknown_execution_and_missing_graph(harness: Any, redis_db: Any) -> Non
     fresh = Runtime(Store(redis_db), h.dispatcher, Catalog(), clock=h.clock)
     with pytest.raises(GraphMissing):
         fresh.advance(h.dispatcher.pop().message)
+
+
+def test_a_lock_lost_without_a_newer_worker_is_redelivered_not_acknowledged(
+    harness: Any, redis_db: Any
+) -> None:
+    count = Counter()
+    h = harness(LINEAR, actions={"count": count})
+    eid = h.start("lin")
+    message = h.dispatcher.pop().message
+
+    def expire(point: str, msg: Any) -> None:
+        if point == "after_step":
+            h.runtime.faults = None
+            redis_db.delete(lock_key(eid, ""))  # expired; nobody else came
+
+    h.runtime.faults = expire
+    assert h.runtime.advance(message).kind == "busy"  # refused, and not acknowledged
+    assert h.runtime.advance(message).kind == "advanced"  # the redelivery runs the step again
+    h.drain()
+    assert h.runtime.record(eid)["status"] == "succeeded"
+    assert count.calls == ["a", "a", "b"]

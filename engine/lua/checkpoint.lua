@@ -3,9 +3,11 @@
 -- KEYS: header, branch, lock.
 -- A: eid, branch, seq, token, now, hmax, ancestors, outputs, vars, comp_push, comp_pop, hset, hdel,
 --    bset, bdel, history, consumed, msgs, park, self_node, fanout, finish_branch, output_from_last
-if redis.call('GET', KEYS[3]) ~= A.token then return result({ok = false, why = 'lock'}) end
+-- seq first: "someone else advanced" (the caller's work is superseded) differs from "my lock
+-- expired but nobody advanced" (the caller must not acknowledge: the message has to come back)
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '-1')
 if seq ~= A.seq then return result({ok = false, why = 'seq'}) end
+if redis.call('GET', KEYS[3]) ~= A.token then return result({ok = false, why = 'lock'}) end
 local newseq = seq + 1
 local eid = A.eid
 
