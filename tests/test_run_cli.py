@@ -434,4 +434,4 @@ def test_unknown_executions_and_bad_ids(project: Path) -> None:
 def test_recover_on_an_empty_store(project: Path) -> None:
     proc = hopflow("recover", cwd=project)
     assert proc.returncode == 0
-    assert proc.stdout.strip() == "re-published 0 outbox message(s)"
+    assert proc.stdout.strip() == "re-drove 0 execution(s)"

@@ -462,7 +462,8 @@ def resume(
 @click.option("--workflows", metavar="DIR", help="Folder of workflows (child workflows, compensations).")
 @_guard
 def recover(older_than: float, drive: bool, actions: tuple[str, ...], workflows: str | None) -> None:
-    """Re-publish the outboxes of executions that look stuck (a crash between checkpoint and publish).
+    """Re-drive executions that look stuck: re-publish old outboxes (a crash between checkpoint and
+    publish) and re-wake waits whose resuming message was lost.
 
     Safe to run at any time: messages are deduplicated and stale ones are acknowledged without effect.
     """
@@ -479,7 +480,7 @@ def recover(older_than: float, drive: bool, actions: tuple[str, ...], workflows:
         count = runtime.recover(older_than_s=older_than)
     except RuntimeProblem as exc:
         fail_exit("recover", exc.message)
-    click.echo(f"re-published {count} outbox message(s)")
+    click.echo(f"re-drove {count} execution(s)")
     if drive:
         dispatcher.run_until(dispatcher.idle)
         click.echo(f"delivered {dispatcher.stats.delivered} message(s)")
