@@ -456,3 +456,83 @@ def test_chaining_cheap_nodes_in_one_call(harness: Any) -> None:
     assert r["status"] == "succeeded" and r["output"] == 2
     assert [t["step"] for t in r["trace"]] == ["a", "b", "c", "d"]
     assert h.store.outbox(eid) == []
+
+
+@pytest.fixture
+def http_server() -> Any:
+    """A tiny real HTTP server on 127.0.0.1: /json, /text, /busy (503 + Retry-After once)."""
+    import json as _json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[dict[str, Any]] = []
+    state = {"busy": 1}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = _json.loads(self.rfile.read(length) or b"null")
+            seen.append({"path": self.path, "key": self.headers.get("Idempotency-Key"), "body": body})
+            if self.path == "/busy" and state["busy"]:
+                state["busy"] -= 1
+                self._send(503, b"later", "text/plain", {"Retry-After": "9"})
+            elif self.path in ("/json", "/busy"):
+                self._send(
+                    200, _json.dumps({"echo": body, "tables": [{"id": 7}]}).encode(), "application/json"
+                )
+            else:
+                self._send(200, b"plain words", "text/plain")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_steps_default_outputs_keys_and_retry_after(
+    harness: Any, http_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, seen = http_server
+    monkeypatch.setenv("HF_TEST_BASE", url)
+    h = harness("""
+        name: web
+        env: [HF_TEST_BASE]
+        input: {type: object}
+        steps:
+          - id: search
+            http:
+              method: POST
+              url: "{{ env.HF_TEST_BASE }}/json"
+              json: {party: "{{ input.party }}"}
+          - id: words
+            http: {method: POST, url: "{{ env.HF_TEST_BASE }}/text", json: {}}
+          - id: busy
+            http: {method: POST, url: "{{ env.HF_TEST_BASE }}/busy", json: {}}
+            retry: {max_attempts: 2, interval: 1s, jitter: none}
+            output: "{{ result.status }}"
+          - id: done
+            succeed:
+              output: {table: "{{ steps.search.output.tables[0].id }}", words: "{{ steps.words.output }}",
+                       busy: "{{ steps.busy.output }}", party: "{{ steps.search.output.echo.party }}"}
+    """)
+    eid = h.start("web", {"party": 4})
+    h.drain()
+    r = h.runtime.record(eid)
+    assert r["status"] == "succeeded", r
+    assert r["output"] == {"table": 7, "words": "plain words", "busy": 200, "party": 4}
+    assert [s["key"] for s in seen] == [f"{eid}:search", f"{eid}:words", f"{eid}:busy", f"{eid}:busy"]
+    assert [o.delay_ms for o in h.dispatcher.published if o.delay_ms] == [9000]  # Retry-After > 1s
