@@ -116,6 +116,15 @@ def test_folders_recurse_sorted_skip_hidden_and_other_files(files: Path) -> None
     assert result.stderr == "2 errors, 1 warning in 4 files\n"
 
 
+def test_worker_processes_give_the_same_report(files: Path) -> None:
+    for i in range(5):
+        (files / f"copy{i}.yaml").write_text(BROKEN)
+    one = run("validate", "--jobs", "1", str(files))
+    two = run("validate", "--jobs", "2", str(files))
+    assert (one.exit_code, one.stdout, one.stderr) == (two.exit_code, two.stdout, two.stderr)
+    assert one.stderr == "12 errors, 1 warning in 8 files\n"
+
+
 def test_json_format(files: Path) -> None:
     result = run("validate", "--format", "json", str(files / "broken.yaml"), str(files / "clean.yaml"))
     data = json.loads(result.stdout)

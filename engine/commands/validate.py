@@ -152,9 +152,17 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="text: FILE:LINE:COL lines with the source and a caret; json; github (Actions annotations); sarif.",
 )
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Worker processes; 0 = one per CPU (up to 8) when there are 32 files or more, else 1.",
+)
 @_budget_option
 @_guard
-def validate(paths: tuple[str, ...], fmt: str, strict: bool, time_budget: int | None) -> None:
+def validate(paths: tuple[str, ...], fmt: str, strict: bool, jobs: int, time_budget: int | None) -> None:
     """Check workflow files, and every *.yaml/*.yml file in folders, without running anything.
 
     Exit 0 when clean (warnings allowed unless --strict), 1 when there are errors, 2 on usage errors.
@@ -162,7 +170,7 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool, time_budget: int | 
     _check_exists("validate", paths)
     budget = _resolve_budget("validate", time_budget)
 
-    from dsl.validate import expand, validate_path
+    from dsl.validate import auto_jobs, expand, iter_results
 
     files = expand(paths)
     if not files:
@@ -170,8 +178,8 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool, time_budget: int | 
         _usage_exit("validate", f"no .yaml or .yml files in {where}")
 
     results: list[Result] = []
-    for file in files:
-        result = validate_path(file, time_budget_ms=budget)
+    workers = jobs if jobs > 0 else auto_jobs(len(files))
+    for result in iter_results(files, time_budget_ms=budget, jobs=workers):
         results.append(result)
         if fmt == "text" and result.diagnostics:
             _emit(_text([result]))
