@@ -391,3 +391,35 @@ def test_cancelling_the_parent_cancels_a_running_child(harness: Any) -> None:
     h.drain()
     assert h.runtime.record(eid)["status"] == "cancelled"
     assert h.runtime.record(child)["status"] == "cancelled"
+
+
+def test_a_workflow_compensation_runs_a_child_and_waits_for_it(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: refund
+        input: {type: object, required: [charge]}
+        steps:
+          - id: undo
+            action: rec
+            with: {name: "refund {{ input.charge }}"}
+        """,
+        """
+        name: shop
+        steps:
+          - id: charge
+            action: rec
+            with: {name: charge, id: C9}
+            compensate:
+              workflow: {name: refund, input: {charge: "{{ steps.charge.output.id }}"}}
+          - id: boom
+            fail: {error: Broken}
+        """,
+        actions={"rec": rec},
+    )
+    eid = h.start("shop")
+    h.drain()
+    r = h.runtime.record(eid)
+    assert r["status"] == "compensated", r
+    assert rec.calls == ["charge", "refund C9"]
+    assert comp_steps(r["trace"]) == ["charge"]
