@@ -11,6 +11,7 @@ nodes in flight stay at the bottom with their elapsed time).
 
 from __future__ import annotations
 
+import datetime as _dt
 import threading
 import time
 from collections.abc import Callable
@@ -195,12 +196,14 @@ class Tracker:
         read_history: HistoryReader,
         parent_of: Callable[[str], str | None],
         workflow_of: Callable[[str], str] = lambda eid: "",
+        due_of: Callable[[str], float | None] = lambda eid: None,
     ) -> None:
         self.root = root
         self.renderer = renderer
         self.read_history = read_history
         self.parent_of = parent_of
         self.workflow_of = workflow_of
+        self.due_of = due_of
         self._cursor: dict[str, str | None] = {root: None}
         self._depth: dict[str, int] = {root: 0}
         self._unrelated: set[str] = set()
@@ -291,7 +294,12 @@ class Tracker:
                 detail=f"attempt {entry.get('attempt')} in {_fmt_ms(delay)}",
             )
         if event == "park":
-            return Line("waiting", step, depth, branch=branch, detail=_park_detail(entry))
+            detail = _park_detail(entry)
+            if entry.get("wait_wait") in ("for", "until"):
+                due = self.due_of(eid)
+                if due is not None:
+                    detail = "until " + _dt.datetime.fromtimestamp(due, _dt.UTC).isoformat(timespec="seconds")
+            return Line("waiting", step, depth, branch=branch, detail=detail)
         if event == "compensating":
             return Line("compensating", "saga", depth, detail=f"after {entry.get('error') or 'a failure'}")
         if event == "finished":

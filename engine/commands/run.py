@@ -191,6 +191,7 @@ def drive(
         read_history=history_reader(runtime),
         parent_of=parent_reader(runtime),
         workflow_of=workflow_reader(runtime),
+        due_of=dispatcher.due_for,
     )
     dispatcher.deliver = in_process_delivery(runtime, observer=tracker.observe)
     try:

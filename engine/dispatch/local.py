@@ -240,6 +240,13 @@ class LocalDispatcher:
         due = self.redis.zrangebyscore(self.key_due, "-inf", self._now_ms(), start=0, num=1)
         return not due
 
+    def due_for(self, execution_id: str) -> float | None:
+        """Unix seconds of the earliest scheduled message of one execution (progress display)."""
+        best: float | None = None
+        for _member, score in self.redis.zscan_iter(self.key_due, match=f"{execution_id}:*", count=500):
+            best = score if best is None else min(best, score)
+        return None if best is None else best / 1000
+
     def next_due(self) -> float | None:
         """Unix seconds of the earliest scheduled message, or None."""
         first = self.redis.zrange(self.key_due, 0, 0, withscores=True)
