@@ -326,7 +326,7 @@ def test_fast_forward_makes_a_two_hour_wait_instant(project: Path) -> None:
     record = record_of(proc)
     assert [t["step"] for t in record["trace"]] == ["nap", "after"]
     assert record["output"]["args"] == {"woke": True}
-    waiting = [line.split() for line in proc.stderr.splitlines() if line.startswith("nap ")][0]
+    waiting = next(line.split() for line in proc.stderr.splitlines() if line.startswith("nap "))
     assert waiting[:3] == ["nap", "waiting", "until"]  # progress shows when the wait ends
 
 
