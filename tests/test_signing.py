@@ -95,31 +95,33 @@ def test_token_signed_with_next_key_is_accepted_and_unconfigured_key_is_not() ->
         verify_qstash(pyjwt_token(NEXT), BODY, URL, [CURRENT])
 
 
+# built when the test runs, not at import: the time claims are relative to "now", and a
+# collected-then-delayed run (xdist, a slow machine) must not turn "not yet valid" into valid
 CASES = {
-    "valid": (pyjwt_token(), BODY, URL, True),
-    "valid, unpadded body hash": (pyjwt_token(body_claim=body_hash_b64url(BODY)), BODY, URL, True),
-    "tampered body": (pyjwt_token(), BODY.replace(b"3", b"4"), URL, False),
-    "empty body": (pyjwt_token(), b"", URL, False),
-    "wrong url": (pyjwt_token(), BODY, URL + "x", False),
-    "other host": (pyjwt_token(), BODY, "https://evil.example.com/v1/step", False),
-    "expired": (pyjwt_token(exp_in=-60, nbf_in=-360), BODY, URL, False),
-    "not yet valid": (pyjwt_token(nbf_in=60, exp_in=360), BODY, URL, False),
-    "wrong key": (pyjwt_token(OTHER), BODY, URL, False),
-    "wrong issuer": (pyjwt_token(iss="Mallory"), BODY, URL, False),
-    "HS512": (pyjwt_token(algorithm="HS512"), BODY, URL, False),
-    "alg none, no signature": (
+    "valid": lambda: (pyjwt_token(), BODY, URL, True),
+    "valid, unpadded body hash": lambda: (pyjwt_token(body_claim=body_hash_b64url(BODY)), BODY, URL, True),
+    "tampered body": lambda: (pyjwt_token(), BODY.replace(b"3", b"4"), URL, False),
+    "empty body": lambda: (pyjwt_token(), b"", URL, False),
+    "wrong url": lambda: (pyjwt_token(), BODY, URL + "x", False),
+    "other host": lambda: (pyjwt_token(), BODY, "https://evil.example.com/v1/step", False),
+    "expired": lambda: (pyjwt_token(exp_in=-60, nbf_in=-360), BODY, URL, False),
+    "not yet valid": lambda: (pyjwt_token(nbf_in=60, exp_in=360), BODY, URL, False),
+    "wrong key": lambda: (pyjwt_token(OTHER), BODY, URL, False),
+    "wrong issuer": lambda: (pyjwt_token(iss="Mallory"), BODY, URL, False),
+    "HS512": lambda: (pyjwt_token(algorithm="HS512"), BODY, URL, False),
+    "alg none, no signature": lambda: (
         forge({"alg": "none", "typ": "JWT"}, jwt.decode(pyjwt_token(), CURRENT, algorithms=["HS256"],
                                                          options={"verify_sub": False})),
         BODY, URL, False),
-    "garbage": ("not.a.jwt", BODY, URL, False),
-    "two parts": ("abc.def", BODY, URL, False),
-    "empty": ("", BODY, URL, False),
+    "garbage": lambda: ("not.a.jwt", BODY, URL, False),
+    "two parts": lambda: ("abc.def", BODY, URL, False),
+    "empty": lambda: ("", BODY, URL, False),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_verdicts_match_the_official_receiver(name: str) -> None:
-    token, body, url, expected = CASES[name]
+    token, body, url, expected = CASES[name]()
     assert sdk_accepts(token, body, url) is expected
     assert ours_accepts(token, body, url) is expected
 
