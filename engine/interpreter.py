@@ -319,12 +319,12 @@ class NodeRun:
     def timeout_s(self, timeout_ms: int | None) -> float:
         return (timeout_ms / 1000) if timeout_ms else self.rt.time_budget_s
 
-    def step_context(self, step: str, timeout_s: float, suffix: str = "") -> StepContext:
+    def step_context(self, step: str, timeout_s: float) -> StepContext:
         return StepContext(
             execution_id=self.eid,
             step=step,
             attempt=self.attempt,
-            idempotency_key=f"{self.eid}:{self.step_path(step)}{suffix}",
+            idempotency_key=f"{self.eid}:{self.step_path(step)}",
             deadline=self.now + timeout_s,
             branch=self.branch,
             workflow=self.graph.name,

@@ -16,6 +16,7 @@ the step's own output (``steps.ID.output``, the item's own for foreach items) in
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.context import build_scope, output_field, render_value
@@ -123,16 +124,16 @@ def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: di
     config = render_value(comp.config, scope, step=step)
     timeout = run.timeout_s(comp.timeout_ms)
     path = f"{branch}/{step}" if branch else step
+    ctx = replace(
+        run.step_context(step, timeout), idempotency_key=f"{run.eid}:{path}:compensate", branch=branch
+    )
     if comp.kind == "http":
         from engine.steps import http
 
-        ctx = run.step_context(step, timeout, ":compensate")
-        ctx = _with_key(ctx, f"{run.eid}:{path}:compensate")
         return http.execute(config, ctx, timeout_s=timeout)
     if comp.kind == "action":
         from engine.steps import action
 
-        ctx = _with_key(run.step_context(step, timeout), f"{run.eid}:{path}:compensate")
         return action.execute(
             config["name"], config.get("with") or {}, ctx, timeout_s=timeout, registry=run.rt.actions
         )
@@ -159,9 +160,3 @@ def _reads_vars(run: NodeRun, step: str) -> bool:
         ref.path[:1] == ("compensate",) and any(n.split(".")[0] == "vars" for n in ref.names)
         for ref in run.graph.nodes[step].templates
     )
-
-
-def _with_key(ctx: Any, key: str) -> Any:
-    from dataclasses import replace
-
-    return replace(ctx, idempotency_key=key)

@@ -15,10 +15,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.keys: dict[str, str] = {}
         self.fail_on: dict[str, int] = {}
 
     def __call__(self, ctx: Any, name: str, **extra: Any) -> Any:
         self.calls.append(name)
+        self.keys[name] = ctx.idempotency_key
         left = self.fail_on.get(name, 0)
         if left:
             self.fail_on[name] = left - 1
@@ -245,6 +247,9 @@ def test_foreach_item_compensations_see_their_own_item_outputs(harness: Any) -> 
         "release b-1 (b)",
         "release a-0 (a)",
     ]
+    eid = r["execution_id"]
+    assert rec.keys["reserve b"] == f"{eid}:loop/1/reserve"
+    assert rec.keys["release b-1 (b)"] == f"{eid}:loop/1/reserve:compensate"
 
 
 def test_nested_compensation_order(harness: Any) -> None:
