@@ -104,8 +104,17 @@ class LiveProgress:
         self.console = Console(file=stream, highlight=False)
         self._active: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
+        import sys
+
+        # prints from actions go above the live area; stdout is left alone when it must stay pure
+        # (``--json`` puts progress on stderr and the record on stdout)
         self._live = Live(
-            self, console=self.console, refresh_per_second=8, transient=True, redirect_stdout=False
+            self,
+            console=self.console,
+            refresh_per_second=8,
+            transient=True,
+            redirect_stdout=stream is sys.stdout,
+            redirect_stderr=True,
         )
         self._live.start()
 
