@@ -333,3 +333,70 @@ def test_duplicate_join_messages_join_once(harness: Any) -> None:
     assert r["status"] == "succeeded"
     stale = Message(eid, "both", 2, "")
     assert h.runtime.advance(stale).kind in ("stale", "finished")
+
+
+def test_a_failing_item_stops_queued_items_and_is_catchable(harness: Any) -> None:
+    seen: list[int] = []
+
+    def work(ctx: Any, n: int) -> int:
+        seen.append(n)
+        if n == 2:
+            raise ValueError("two is bad")
+        return n
+
+    h = harness(
+        """
+        name: items
+        input: {type: object}
+        steps:
+          - id: loop
+            foreach:
+              items: "{{ input.xs }}"
+              as: n
+              concurrency: 2
+              steps:
+                - id: work
+                  action: work
+                  with: {n: "{{ n }}"}
+            catch:
+              - errors: [action.ValueError]
+                goto: handled
+          - id: fine
+            succeed: {output: all good}
+          - id: handled
+            succeed: {output: "{{ error.message }}"}
+        """,
+        actions={"work": work},
+    )
+    r = h.run("items", {"xs": [1, 2, 3, 4, 5, 6]})
+    assert r["output"] == "two is bad"
+    assert 2 in seen and len(seen) <= 3  # items after the failure were never started
+
+
+def test_an_outer_failure_wakes_and_stops_a_nested_parked_branch(harness: Any) -> None:
+    h = harness("""
+        name: deep
+        steps:
+          - id: outer
+            parallel:
+              branches:
+                - steps:
+                    - id: inner
+                      parallel:
+                        branches:
+                          - steps:
+                              - id: nap
+                                wait: {for: 30d}
+                              - id: never
+                                set: {x: 1}
+                - steps:
+                    - id: bad
+                      fail: {error: Broken}
+    """)
+    eid = h.start("deep")
+    t0 = h.clock.now()
+    h.drain(until=lambda: h.runtime.record(eid)["status"] != "running")
+    r = h.runtime.record(eid)
+    assert r["status"] == "failed" and r["error"]["name"] == "Broken"
+    assert h.clock.now() - t0 < 3600  # the 30-day nap was woken, not waited out
+    assert "never" not in [t["step"] for t in r["trace"]]
