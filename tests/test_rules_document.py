@@ -466,7 +466,14 @@ def test_subscript_spelling_is_checked_too() -> None:
 
 
 def test_declared_input_passes() -> None:
-    for expr in ("input.user.email", "input.n + 1", "input['user']['email']", "input.user | tojson"):
+    for expr in (
+        "input.user.email",
+        "input.n + 1",
+        "input['user']['email']",
+        "input.user | tojson",
+        "input.user.items() | list",
+        "input.user.get('email')",
+    ):
         assert found(CLOSED.replace("EXPR", expr)) == [], expr
 
 

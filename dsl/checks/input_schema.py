@@ -125,6 +125,7 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "number": (int, float),
     "boolean": (bool,),
     "array": (list,),
+    "object": (dict,),
     "null": (),
 }
 _ARTICLE = {"array": "an array", "integer": "an integer", "object": "an object"}
@@ -522,8 +523,8 @@ def _check_ref(ctx: CheckContext, nav: _Schema, site: TemplateSite, ref: Referen
         if status == "declared":
             current = children
             continue
-        if status == "unknown":
-            return
+        if status == "unknown" or _has_attribute(frozenset({"object"}), part):
+            return  # nothing to check against, or a mapping method such as `input.x.items()`
         hint = did_you_mean(part, nav.names(current))
         where = "the input schema" if i == 0 else f"{dotted} in the input schema"
         if status == "closed":
