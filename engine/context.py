@@ -139,12 +139,23 @@ def build_scope(
         input=input,
         steps={sid: {"output": value} for sid, value in steps.items()},
         vars=dict(vars),
-        env={name: os.environ[name] for name in graph.env if name in os.environ},
+        env=_Env({name: os.environ[name] for name in graph.env if name in os.environ}),
         execution={"id": execution_id, "workflow": graph.name, "started_at": iso(started_at)},
     )
     if error is not None:
         scope["error"] = dict(error)
     return scope
+
+
+class _Env(dict[str, str]):
+    """Declared variables; reading one that is unset says so, instead of Jinja's "no attribute"."""
+
+    def __missing__(self, name: str) -> Any:
+        from jinja2 import StrictUndefined  # `is defined` stays false; any other use fails with the hint
+
+        return StrictUndefined(
+            hint=f"environment variable {name} is declared under `env:` but not set where this worker runs"
+        )
 
 
 def render_value(value: Any, scope: Mapping[str, Any], *, step: str | None = None) -> Any:

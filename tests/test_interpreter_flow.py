@@ -370,6 +370,30 @@ def test_env_reads_only_declared_names_at_render_time(harness: Any, monkeypatch:
     assert "s3cret" not in str(h.runtime.history(eid))
 
 
+def test_a_declared_but_unset_env_name_fails_with_a_clear_template_error(
+    harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_TEST_UNSET", raising=False)
+    h = harness(
+        """
+        name: unset
+        env: [HF_TEST_UNSET]
+        steps:
+          - id: probe
+            set: {known: "{{ env.HF_TEST_UNSET is defined }}"}
+          - id: use
+            set: {api: "{{ env.HF_TEST_UNSET }}/x"}
+    """
+    )
+    eid = h.start("unset")
+    h.drain()
+    r = h.runtime.record(eid)
+    assert r["status"] == "failed"
+    assert r["error"]["name"] == "template" and r["error"]["step"] == "use"
+    assert "HF_TEST_UNSET is declared under `env:` but not set" in r["error"]["message"]
+    assert [t["step"] for t in r["trace"] if t["status"] == "ok"] == ["probe"]
+
+
 def test_execution_scope_and_datetime_results(harness: Any) -> None:
     h = harness("""
         name: scope
