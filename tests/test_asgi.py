@@ -685,3 +685,85 @@ def test_the_module_level_app_builds_itself_from_the_environment(
         while client.get(f"/v1/executions/{eid}", headers=AUTH).json()["status"] != "succeeded":
             assert time.monotonic() < deadline, "the local dispatcher did not deliver"
             time.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------- busy deliveries
+
+
+def test_a_busy_qstash_delivery_is_republished_for_later(harness: Any, redis_db: Any) -> None:
+    import time
+
+    from engine.dispatch.qstash import QStashDispatcher
+    from engine.qstash_dev import start_dev_server
+    from engine.signing import sign_qstash
+    from engine.store import lock_key
+
+    h = harness(GREET)
+    eid = h.start("greet", {"name": "ivy"})
+    message = h.dispatcher.pop().message
+    with start_dev_server() as dev:
+        h.runtime.dispatcher = QStashDispatcher(dev.token, dev.url, PUBLIC + "/v1/step")
+        cfg = config(qstash_current_signing_key=dev.current_signing_key)
+        redis_db.set(lock_key(eid, ""), "another-worker", px=60_000)  # someone is running this branch
+        frozen = time.time()  # the app's clock: both deliveries below fall in the same second
+        with TestClient(create_app(h.runtime, config=cfg, now=lambda: frozen)) as client:
+            body = message.to_json()
+            token = sign_qstash(body, PUBLIC + "/v1/step", dev.current_signing_key, now=frozen)
+            before = frozen
+            r = client.post("/v1/step", content=body, headers={"Upstash-Signature": token})
+            assert r.status_code == 200 and r.json()["result"] == "busy"
+            accepted = [e for e in dev.server.events() if e["event"] == "accepted"]
+            assert len(accepted) == 1 and accepted[0]["url"] == PUBLIC + "/v1/step"
+            assert accepted[0]["not_before"] >= before + 1  # a copy, a little later
+            # the same delivery again within the second: deduplicated, not a storm of copies
+            client.post("/v1/step", content=body, headers={"Upstash-Signature": token})
+            assert len([e for e in dev.server.events() if e["event"] == "accepted"]) == 1
+        h.runtime.dispatcher.close()
+    assert h.runtime.record(eid)["trace"] == []  # nothing ran while the branch was held
+
+
+# ---------------------------------------------------------------------------------------- client
+
+
+def test_the_client_speaks_the_api(harness: Any) -> None:
+    from engine.client import ClientError, HopflowClient
+    from engine.qstash_dev import serve_in_thread
+
+    h = harness(GREET)
+    with serve_in_thread(create_app(h.runtime, config=config())) as url:
+        with HopflowClient(url, API_KEY) as hop:
+            assert "secret" not in repr(hop) and API_KEY not in repr(hop)
+            eid = hop.start("greet", {"name": "jo"}, execution_id="client-1")
+            assert eid == "client-1" and hop.status(eid)["status"] == "running"
+            h.drain()
+            assert hop.notify("greet.ok", "jo", {"ok": 1}) == 1
+            h.drain()
+            assert hop.record(eid)["output"] == {"greeting": "Hello jo", "ok": {"ok": 1}}
+            assert any(e.get("event") == "started" for e in hop.history(eid))
+            assert hop.notify("greet.ok", "nobody") == 0
+            hop.start("greet", {"name": "kit"}, execution_id="client-2")
+            assert hop.cancel("client-2", compensate=False)["compensate"] is False
+            assert hop.health()["status"] == "ok"
+
+            with pytest.raises(ClientError) as caught:
+                hop.start("nope", {})
+            assert (
+                caught.value.status == 404
+                and caught.value.code == 2
+                and "unknown workflow" in str(caught.value)
+            )
+            with pytest.raises(ClientError) as caught:
+                hop.start("greet", {"name": 3})
+            assert caught.value.code == 2 and caught.value.lines[1] == "  /name: 3 is not of type 'string'"
+            with pytest.raises(ClientError) as caught:
+                hop.status("missing")
+            assert caught.value.status == 404 and caught.value.code == 1
+        with HopflowClient(url, "wrong-key") as hop, pytest.raises(ClientError) as caught:
+            hop.status("client-1")
+        assert caught.value.status == 401 and "HOPFLOW_API_KEY" in str(caught.value)
+        assert "wrong-key" not in str(caught.value)
+    with HopflowClient(url, API_KEY, timeout_s=2) as hop, pytest.raises(ClientError) as caught:
+        hop.status("client-1")  # the server is gone
+    assert caught.value.status is None and "cannot reach" in str(caught.value)
+    with pytest.raises(ClientError):
+        HopflowClient("localhost:8000", API_KEY)

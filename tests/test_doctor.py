@@ -400,3 +400,42 @@ def test_json_output_and_no_secret_anywhere(dev: Any, redis_url: str, clean_env:
     assert {f["variable"] for f in data["findings"]} == set(VARIABLES)
     for secret in (dev.token, dev.current_signing_key, dev.next_signing_key, API_KEY, PAIR.private_key):
         assert secret not in result.output
+
+
+# ------------------------------------------------------------------------- keys and serve refusals
+
+
+def test_generated_keys_pass_the_doctor(clean_env: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    lines = runner.invoke(cli, ["keys", "generate"]).output.splitlines()
+    env = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert set(env) == {"HOPFLOW_SIGNING_KEY", "HOPFLOW_VERIFY_KEYS"}
+    (api_line,) = runner.invoke(cli, ["keys", "api-key"]).output.splitlines()
+    name, api_key = api_line.split("=", 1)
+    assert name == "HOPFLOW_API_KEY" and len(api_key) >= 32
+    issues = run_checks({**env, "HOPFLOW_API_KEY": api_key}, network=False)
+    assert not [i for i in issues if i.severity in ("error", "warning")], issues
+    data = json.loads(runner.invoke(cli, ["keys", "generate", "--json"]).output)
+    assert data["verify_key"].startswith("hopflow_pk_") and len(data["key_id"]) == 8
+
+
+def test_serve_refuses_a_bad_configuration(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("HOPFLOW_API_KEY", "short")
+    clean_env.setenv("HOPFLOW_TIME_BUDGET", "never")
+    result = CliRunner().invoke(cli, ["serve", "--workflows", "."])
+    assert result.exit_code == 1
+    assert "hopflow serve: the configuration has errors" in result.output
+    assert "HOPFLOW_API_KEY: too short" in result.output and "HOPFLOW_TIME_BUDGET" in result.output
+    assert "short" not in result.output.replace("too short", "")
+
+
+def test_serve_refuses_a_missing_folder_and_invalid_workflows(
+    clean_env: pytest.MonkeyPatch, tmp_path: Any, redis_url: str
+) -> None:
+    clean_env.setenv("REDIS_URL", redis_url)
+    result = CliRunner().invoke(cli, ["serve", "--workflows", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "not a folder" in result.output
+    (tmp_path / "bad.yaml").write_text("name: bad\nsteps:\n  - id: a\n    set: {x: 1}\n    next: nowhere\n")
+    result = CliRunner().invoke(cli, ["serve", "--workflows", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "invalid workflows in" in result.output and "bad.yaml:5:" in result.output

@@ -362,3 +362,48 @@ def test_a_webhook_that_keeps_failing_ends_dead_through_the_dlq(redis_socket: st
         assert any(e.get("event") == "dead" for e in history)
         attempts = [r for r in s.recorded if json.loads(r.body).get("execution_id") == "doomed"]
         assert len(attempts) == 3  # the first delivery and QStash's two retries
+
+
+def test_the_local_dispatcher_delivers_over_http_signed_with_ed25519(redis_socket: str, demo: Any) -> None:
+    """No QStash: the app's own delivery loop POSTs each message to the webhook, signed with Ed25519."""
+    import redis
+
+    from engine.asgi import build_runtime, create_app
+    from engine.catalog import Catalog
+    from engine.signing import generate_ed25519_keypair
+
+    pair = generate_ed25519_keypair()
+    client = redis.Redis(unix_socket_path=redis_socket, db=5)
+    client.flushdb()
+    seen: list[Recorded] = []
+    holder: dict[str, Any] = {}
+
+    def make_app(url: str) -> Any:
+        config = Config(
+            api_key=API_KEY, public_url=url, signing_key=pair.private_key, verify_keys=(pair.public_key,)
+        )
+        runtime = build_runtime(config, redis=client, catalog=Catalog.from_directory(WORKFLOWS))
+        holder["runtime"] = runtime
+        app = create_app(runtime, config=config, run_local_dispatcher=True)
+
+        async def spy(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] == "/v1/step":
+                seen.append(
+                    Recorded(
+                        scope["path"], {k.decode().lower(): v.decode() for k, v in scope["headers"]}, b""
+                    )
+                )
+            await app(scope, receive, send)
+
+        return spy
+
+    with serve(make_app) as url, httpx.Client(timeout=30) as http:
+        s = Stack(url, None, holder["runtime"], http)
+        eid = s.start("onboarding", example_input("onboarding"), "ed-onboarding")
+        record = s.wait(eid)
+        expect("onboarding", record, demo, eid)
+        unsigned = http.post(f"{url}/v1/step", json={"execution_id": eid, "node": "x", "seq": 1})
+        assert unsigned.status_code == 401
+    assert len(seen) >= 8  # every node of onboarding and of its child, over HTTP
+    assert all(r.headers["hopflow-signature"].startswith("t=") for r in seen[:-1])
+    client.close()
