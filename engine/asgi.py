@@ -680,6 +680,12 @@ class HopflowApp:
                     )
                 compensate = data["compensate"]
         runtime = await self._runtime_async()
+        before = await self._record_call(runtime.record, eid)
+        if before.get("status") != "running":
+            raise Problem(
+                "conflict",
+                f"execution {eid!r} is {before.get('status')}: only a running execution can be cancelled",
+            )
         await self._record_call(runtime.cancel, eid, compensate=compensate)
         record = await self._record_call(runtime.record, eid)
         return _json({"execution_id": eid, "status": record.get("status"), "compensate": compensate}, 202)
@@ -717,9 +723,10 @@ class HopflowApp:
         except Exception as exc:
             log.warning("healthz: Redis ping failed: %s", type(exc).__name__)
             checks["redis"] = "unreachable"
-        if self.config.dispatcher_kind == "local" and self._should_run_local():
+        checks["dispatcher"] = _dispatcher_kind(getattr(runtime, "dispatcher", None))
+        if checks["dispatcher"] == "local" and self._should_run_local():
             checks["dispatcher"] = "local (running)" if self.local_dispatcher_started else "local (stopped)"
-        ok = checks["redis"] == "ok" and not checks["dispatcher"].endswith("(stopped)")
+        ok = checks["redis"] == "ok" and checks["dispatcher"] not in ("missing", "local (stopped)")
         if not ok:
             raise Problem(
                 "unavailable",
@@ -730,6 +737,13 @@ class HopflowApp:
 
     async def openapi(self, request: Request) -> Response:
         return _json(openapi_document(self.config.public_url))
+
+
+def _dispatcher_kind(dispatcher: Any) -> str:
+    if dispatcher is None:
+        return "missing"
+    name = type(dispatcher).__name__
+    return {"QStashDispatcher": "qstash", "LocalDispatcher": "local"}.get(name, name)
 
 
 def _ping(runtime: Any) -> None:
@@ -974,6 +988,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         "202": _json_body("Cancelled", "Cancellation requested"),
                         "400": _problem_ref("Malformed JSON"),
                         "404": _problem_ref("Unknown execution"),
+                        "409": _problem_ref("The execution is not running (already over, or compensating)"),
                         "422": _problem_ref("Invalid body"),
                         **api_errors,
                     },

@@ -202,6 +202,17 @@ def test_cancel_compensates_by_default(api: Api) -> None:
     assert api.released == ["r1"]
 
 
+def test_only_a_running_execution_can_be_cancelled(api: Api) -> None:
+    eid = api.start("book", {})
+    api.deliver_all()
+    api.client.post(f"/v1/executions/{eid}/cancel", headers=AUTH)
+    api.deliver_all()
+    before = keyspace(api.redis)
+    doc = assert_problem(api.client.post(f"/v1/executions/{eid}/cancel", headers=AUTH), 409, "conflict")
+    assert "is cancelled" in doc["detail"]
+    assert keyspace(api.redis) == before
+
+
 def test_cancel_without_compensation(api: Api) -> None:
     eid = api.start("book", {})
     api.deliver_all()
@@ -267,7 +278,7 @@ def test_failure_callback_for_an_unknown_execution_is_acknowledged(api: Api) -> 
 def test_healthz(api: Api) -> None:
     r = api.client.get("/healthz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "checks": {"dispatcher": "local", "redis": "ok"}}
+    assert r.json() == {"status": "ok", "checks": {"dispatcher": "QueueDispatcher", "redis": "ok"}}
 
 
 # ------------------------------------------------------------------- the webhook's refusals (489)
