@@ -127,7 +127,7 @@ def _emit(text: str, err: bool = False) -> None:
 
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A closed pipe (``hopflow validate . | head``) ends quietly instead of with a traceback."""
+    """A closed pipe (``hopflow validate . | head``) or Ctrl-C ends quietly, not with a traceback."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -137,6 +137,9 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("hopflow: interrupted", err=True)
+            sys.exit(130)
 
     return run
 
