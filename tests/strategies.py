@@ -9,11 +9,11 @@ only in ``output`` templates, and ``input.X`` with types matching the generated 
 
 Usage::
 
-    from tests.strategies import workflows, workflow_texts
+    from strategies import workflows, workflow_texts   # tests/ is on sys.path under pytest
     @given(workflows())            # dicts
     @given(workflow_texts())       # YAML text
 
-    from tests.strategies import generate
+    from strategies import generate
     doc = generate(random.Random(7), steps=40)   # no Hypothesis, for bench/
 """
 
