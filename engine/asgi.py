@@ -382,7 +382,7 @@ class HopflowApp:
         except Problem:
             raise
         except Exception as exc:
-            log.error("cannot build the runtime: %s: %s", type(exc).__name__, exc)
+            log.error("cannot build the runtime: %s: %s", type(exc).__name__, self.config.redact(str(exc)))
             raise Problem(
                 "misconfigured",
                 "the runtime could not be started; the server log says why "
@@ -399,10 +399,10 @@ class HopflowApp:
         try:
             return await run_in_threadpool(fn, *args, **kwargs)
         except StoreUnavailable as exc:
-            log.warning("store unavailable: %s", exc.message)
+            log.warning("store unavailable: %s", self.config.redact(exc.message))
             raise Problem("unavailable", "Redis is unreachable; try again later") from None
         except DispatchError as exc:
-            log.warning("dispatch failed: %s", exc)
+            log.warning("dispatch failed: %s", self.config.redact(str(exc)))
             raise Problem(
                 "unavailable",
                 "the dispatcher could not publish; the outbox is kept and "
@@ -418,7 +418,14 @@ class HopflowApp:
             except Problem:
                 raise
             except Exception:
-                log.exception("unhandled error in %s %s", request.method, route_path(request))
+                import traceback
+
+                log.error(
+                    "unhandled error in %s %s\n%s",
+                    request.method,
+                    route_path(request),
+                    self.config.redact(traceback.format_exc()),
+                )
                 raise Problem(
                     "internal", "an unexpected error occurred; the server log has details"
                 ) from None

@@ -165,6 +165,26 @@ class Config:
 
     __str__ = __repr__
 
+    def redact(self, text: str) -> str:
+        """``text`` with every configured secret replaced by its fingerprint (and REDIS_URL's password)."""
+        for secret in (
+            self.qstash_token,
+            self.qstash_current_signing_key,
+            self.qstash_next_signing_key,
+            self.api_key,
+            self.signing_key,
+        ):
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, fingerprint(secret))
+        if self.redis_url:
+            try:
+                password = urlsplit(self.redis_url).password
+            except ValueError:
+                password = None
+            if password:
+                text = text.replace(password, "***")
+        return text
+
     @property
     def qstash_keys(self) -> list[str]:
         """Current, then next: the order :func:`engine.signing.verify_qstash` tries them."""

@@ -448,3 +448,20 @@ def test_the_api_key_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatc
     with target.client() as c:
         c.get(f"/v1/executions/{target.eid}", headers={"Authorization": "Bearer nope"})
     assert (b"nope", API_KEY.encode()) in seen
+
+
+def test_an_unexpected_error_is_a_500_without_details_and_a_redacted_log(
+    harness: Any, redis_db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = Target(harness, redis_db)
+
+    def broken(message: Any) -> Any:
+        raise RuntimeError(f"bug while holding {API_KEY} and {CURRENT}")
+
+    t.h.runtime.advance = broken
+    with caplog.at_level(logging.ERROR, logger="hopflow.asgi"), t.client() as c:
+        r = c.post("/v1/step", content=t.body, headers=ed_header(t.body))
+    assert r.status_code == 500 and r.json()["type"].endswith("/internal")
+    assert "bug" not in r.text and API_KEY not in r.text
+    assert "RuntimeError: bug while holding sha256:" in caplog.text  # the traceback, redacted
+    assert API_KEY not in caplog.text and CURRENT not in caplog.text
