@@ -778,3 +778,41 @@ def test_the_client_speaks_the_api(harness: Any) -> None:
     assert caught.value.status is None and "cannot reach" in str(caught.value)
     with pytest.raises(ClientError):
         HopflowClient("localhost:8000", API_KEY)
+
+
+def test_the_bound_is_enforced_while_the_body_streams_over_a_real_socket(harness: Any) -> None:
+    """A client streaming an endless chunked body gets its 413 after about the bound, not at the end."""
+    import select
+    import socket
+
+    from engine.qstash_dev import serve_in_thread
+
+    h = harness(GREET)
+    with serve_in_thread(create_app(h.runtime, config=config())) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/executions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                + f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n\r\n".encode()
+            )
+            chunk = b" " * 65536
+            sent = 0
+            answered = False
+            while sent < 64 * 1_048_576:  # the client would go on for 64 MiB
+                try:
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                except OSError:  # the server closed the connection after answering
+                    answered = True
+                    break
+                sent += len(chunk)
+                if select.select([sock], [], [], 0)[0]:
+                    answered = True
+                    break
+            assert answered and sent < 8 * 1_048_576, sent  # cut off near the bound, not after 64 MiB
+            try:
+                reply = sock.recv(65536).decode(errors="replace")
+            except ConnectionResetError:  # the server closed with our unread chunks pending: fine
+                reply = ""
+    if reply:
+        assert reply.startswith("HTTP/1.1 413"), reply[:200]
+        assert "application/problem+json" in reply
