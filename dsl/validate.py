@@ -20,6 +20,7 @@ from dsl.source import Document, LoadError, loads
 
 if TYPE_CHECKING:
     from dsl.graph import Graph
+    from dsl.workspace import Links
 
 DEFAULT_TIME_BUDGET_MS = 7500
 SUFFIXES = (".yaml", ".yml")
@@ -42,6 +43,7 @@ class Result:
     diagnostics: tuple[Diagnostic, ...]
     graph: Graph | None = None
     text: str | None = field(default=None, repr=False, compare=False)
+    links: Links | None = field(default=None, repr=False, compare=False)  # for the cross-file checks
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -69,9 +71,10 @@ def rules() -> dict[str, str]:
     """Every rule name the validator can report, with its one-line description."""
     from dsl.checks import RULES, all_checks
     from dsl.schema import RULES as SCHEMA_RULES
+    from dsl.workspace import RULES as WORKSPACE_RULES
 
     all_checks()
-    return {**PIPELINE_RULES, **SCHEMA_RULES, **RULES}
+    return {**PIPELINE_RULES, **SCHEMA_RULES, **RULES, **WORKSPACE_RULES}
 
 
 def validate_text(
@@ -145,7 +148,9 @@ def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGE
     ok = not any(d.is_error for d in diagnostics)
     if graph is not None and not graph.hash:
         graph = graph.with_hash()
-    return Result(doc.file, doc, diagnostics, graph if ok else None, doc.text)
+    from dsl.workspace import links_of
+
+    return Result(doc.file, doc, diagnostics, graph if ok else None, doc.text, links_of(doc))
 
 
 def _internal(doc: Document, where: str, exc: Exception) -> Diagnostic:
@@ -284,4 +289,30 @@ def _warm_up() -> None:
 def _report(file: Path, *, time_budget_ms: int) -> Result:
     result = validate_path(file, time_budget_ms=time_budget_ms)
     text = result.text if result.diagnostics else None
-    return Result(result.file, None, result.diagnostics, None, text)
+    return Result(result.file, None, result.diagnostics, None, text, result.links)
+
+
+def cross_file(results: Iterable[Result]) -> list[Result]:
+    """The folder-level problems (see :mod:`dsl.workspace`) as extra results, one per file concerned;
+    the source text comes along so they render with their source line."""
+    from dsl.workspace import check
+
+    results = list(results)
+    found = check([(r.file, r.links) for r in results])
+    by_file: dict[str, list[Diagnostic]] = {}
+    for d in found:
+        by_file.setdefault(d.position.file, []).append(d)
+    out = []
+    for r in results:
+        if r.file in by_file:
+            out.append(Result(r.file, r.doc, tuple(sort(by_file.pop(r.file))), None, r.text or _text_of(r)))
+    return out
+
+
+def _text_of(result: Result) -> str | None:
+    if result.doc is not None:
+        return result.doc.text
+    try:
+        return Path(result.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None

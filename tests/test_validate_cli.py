@@ -117,12 +117,21 @@ def test_folders_recurse_sorted_skip_hidden_and_other_files(files: Path) -> None
 
 
 def test_worker_processes_give_the_same_report(files: Path) -> None:
-    for i in range(5):
-        (files / f"copy{i}.yaml").write_text(BROKEN)
+    for i in range(5):  # distinct names: a shared name would be a (folder-level) error of its own
+        (files / f"copy{i}.yaml").write_text(BROKEN.replace("name: broken", f"name: broken{i}"))
     one = run("validate", "--jobs", "1", str(files))
     two = run("validate", "--jobs", "2", str(files))
     assert (one.exit_code, one.stdout, one.stderr) == (two.exit_code, two.stdout, two.stderr)
     assert one.stderr == "12 errors, 1 warning in 8 files\n"
+
+
+def test_worker_processes_report_folder_level_problems_too(files: Path) -> None:
+    for i in range(2):
+        (files / f"copy{i}.yaml").write_text(BROKEN)  # the same name as broken.yaml
+    one = run("validate", "--jobs", "1", str(files))
+    two = run("validate", "--jobs", "2", str(files))
+    assert (one.exit_code, one.stdout, one.stderr) == (two.exit_code, two.stdout, two.stderr)
+    assert one.stdout.count("[duplicate-workflow-name]") == 2
 
 
 def test_json_format(files: Path) -> None:

@@ -102,7 +102,7 @@ def summary(results: Sequence[Result]) -> str:
     """``2 errors, 1 warning in 7 files`` (or ``no problems in 7 files``)."""
     errors = sum(len(r.errors) for r in results)
     warnings = sum(len(r.warnings) for r in results)
-    files = _plural(len(results), "file")
+    files = _plural(len({r.file for r in results}), "file")
     if not errors and not warnings:
         return f"no problems in {files}"
     return f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')} in {files}"
@@ -191,6 +191,17 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool, jobs: int, time_bud
 
             _emit(render_github(result.diagnostics))
 
+    from dsl.validate import cross_file
+
+    extra = cross_file(results)  # folder-level problems, known only once every file is read
+    for result in extra:
+        if fmt == "text":
+            _emit(_text([result]))
+        elif fmt == "github":
+            from dsl.diagnostics import render_github
+
+            _emit(render_github(result.diagnostics))
+    results.extend(extra)
     diagnostics: list[Diagnostic] = [d for r in results for d in r.diagnostics]
     if fmt == "json":
         from dsl.diagnostics import render_json
