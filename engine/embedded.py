@@ -165,7 +165,8 @@ def embedded_runtime(
     ``actions`` is the ``--actions`` value (modules or ``.py`` files), imported now. With
     ``fast_forward`` the clock is virtual and the dispatcher jumps it over waits when nothing else is
     runnable. The dispatcher's
-    ``deliver`` advances the runtime in-process; ``on_dead`` marks the execution ``dead``.
+    ``deliver`` advances the runtime in-process; ``on_dead`` marks the execution ``dead``; its
+    ``complete`` (bound by the runtime) completes offloaded calls in-process.
     """
     from engine.actions import REGISTRY, load_modules
     from engine.catalog import Catalog
@@ -210,6 +211,28 @@ def _env_budget() -> float:
                 f"HOPFLOW_TIME_BUDGET={raw!r} is not a number of seconds or a duration"
             ) from None
     return 7.5
+
+
+def in_process_completion(runtime: Runtime) -> Callable[[Message, Any], None]:
+    """``complete`` for the local dispatcher: the answer to an offloaded call goes to
+    ``runtime.complete_offloaded`` in this process (the same Redis, so any worker may complete it).
+
+    A branch that stays busy is tried again shortly without counting an attempt; an execution or
+    graph that no longer exists can never be completed, so that answer is dropped with a log line.
+    """
+    from engine.dispatch.local import Redeliver
+    from engine.errors import GraphMissing, UnknownExecution
+
+    def complete(message: Message, result: Any) -> None:
+        try:
+            outcome = runtime.complete_offloaded(message, result)
+        except (UnknownExecution, GraphMissing) as exc:
+            log.error("dropping the answer to offloaded call %s: %s", message.dedup_id, exc.message)
+            return
+        if outcome.kind == "busy":
+            raise Redeliver(0.2)
+
+    return complete
 
 
 def in_process_delivery(

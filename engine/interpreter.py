@@ -7,11 +7,17 @@ the published outbox entries. The graph comes from an in-process cache keyed by 
 
 Crash-injection hooks: ``Runtime(faults=f)`` calls ``f(point, message)`` at ``before_step``,
 ``after_step``, ``after_checkpoint`` and ``after_publish``; raising from it simulates a crash there.
+
+Offloaded ``http`` steps (``offload: true``, :mod:`engine.steps.offload`) park their branch with the
+rendered request recorded in the checkpoint (``hf:{E}:oc``); after the checkpoint the request goes to
+the dispatcher's ``call`` and its record is cleared, like the outbox. :meth:`Interpreter.complete` is
+the way back in: the answer, fenced on the parked ``seq``, continues the step like an inline response.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -37,16 +43,22 @@ from engine.decide import (
 )
 from engine.errors import UnknownExecution
 from engine.model import Message, Outgoing, Status, StepContext, StepError, StepFailure
-from engine.store import outbox_entries
+from engine.store import call_entries, outbox_entries
 
 if TYPE_CHECKING:
+    from engine.dispatch import OffloadRequest
     from engine.runtime import Runtime
+    from engine.steps.offload import Completion
+
+log = logging.getLogger("hopflow.interpreter")
 
 HFIELDS = ("status", "input", "started_at", "deadline", "stop", "parent", "comp_ran", "error")
 CHEAP = frozenset({"set", "switch", "succeed", "fail"})
 COMPENSATE = "$compensate"
 TIMEOUT = "$timeout"
 LOCK_MARGIN_MS = 10_000
+HIDDEN_PARK_KEYS = frozenset({"token", "id", "at", "expect"})  # park info kept out of history lines
+BUSY_WAIT_S = 2.0  # how long a completion waits for a branch another delivery holds right now
 
 
 @dataclass(frozen=True)
@@ -87,8 +99,29 @@ class Interpreter:
     # ------------------------------------------------------------------------------------ advance
 
     def advance(self, message: Message) -> Advance:
+        return self._advance(message, None)
+
+    def complete(self, message: Message, callback: Any, *, failure: bool = False) -> Advance:
+        """The answer to an offloaded call for the step parked at ``message`` (its ``seq``): continue
+        that step as if it had made the call inline. Stale or duplicate answers change nothing; a
+        branch busy right now (its timeout message, a concurrent duplicate) is waited for briefly."""
+        from engine.steps.offload import Completion
+
+        node = message.node.split("#", 1)[0]
+        target = Message(message.execution_id, node, message.seq, message.branch)
+        completion = Completion(callback, failure)
+        deadline = time.monotonic() + BUSY_WAIT_S
+        delay = 0.02
+        while True:
+            result = self._advance(target, completion)
+            if result.kind != "busy" or time.monotonic() >= deadline:
+                return result
+            time.sleep(delay)
+            delay = min(0.25, delay * 2)
+
+    def _advance(self, message: Message, completion: Completion | None) -> Advance:
         started = time.monotonic()
-        result, chained = self.one(message)
+        result, chained = self.one(message, completion)
         nodes, published = result.nodes, result.published
         while chained is not None:
             entry_id, outgoing = chained
@@ -105,7 +138,9 @@ class Interpreter:
             published += nxt.published
         return Advance(result.kind, result.execution_id, result.status, nodes, published)
 
-    def one(self, msg: Message) -> tuple[Advance, tuple[str, Outgoing] | None]:
+    def one(
+        self, msg: Message, completion: Completion | None = None
+    ) -> tuple[Advance, tuple[str, Outgoing] | None]:
         rt = self.rt
         eid = msg.execution_id
         if msg.node == TIMEOUT:
@@ -122,6 +157,8 @@ class Interpreter:
         wanted = var_names(graph, node.id) if node is not None else ()
         token = secrets.token_hex(12)
         own = node.timeout_ms if node is not None and node.kind in ("http", "action") else None
+        if node is not None and node.kind == "http" and node.config.get("offload"):
+            own = None  # the call is made elsewhere: this delivery only hands it over (or judges it)
         timeout_ms = own or int(rt.time_budget_s * 1000)  # a wait's timeout is not time spent here
         begin = rt.store.run(
             "begin",
@@ -146,15 +183,21 @@ class Interpreter:
             raise UnknownExecution(eid)
         if kind in ("stale", "finished"):
             published = self.flush(eid, outbox_entries(begin.get("outbox")))
+            if kind == "stale":
+                self.hand_off(eid, call_entries(begin.get("calls")))
             return Advance(kind, eid, begin.get("status"), 0, published), None
         if kind == "busy":
             return Advance("busy", eid), None
 
-        run = NodeRun(rt, graph, node, msg, begin, token, fields)
+        run = NodeRun(rt, graph, node, msg, begin, token, fields, completion)
         try:
             ops = run.execute()
-        except BaseException:
+        except BaseException as exc:
             rt.store.unlock(eid, msg.branch, token)
+            from engine.steps.offload import NotCurrent
+
+            if isinstance(exc, NotCurrent):  # not the answer (or timeout) the parked step waits for
+                return Advance("stale", eid), None
             raise
         written = rt.store.run("checkpoint", eid, ops, branch=msg.branch)
         if not written.get("ok"):
@@ -168,6 +211,8 @@ class Interpreter:
         chained = self.chain_candidate(graph, msg, entries)
         to_publish = [e for e in entries if chained is None or e[0] != chained[0]]
         published = self.flush(eid, to_publish, msg)
+        if written.get("called") and run.call is not None:
+            self.hand_off(eid, [run.call])
         return Advance("advanced", eid, run.status, 1, published), chained
 
     def chain_candidate(
@@ -202,6 +247,38 @@ class Interpreter:
         self.rt.store.clear_outbox(eid, [i for i, _ in entries])
         return len(entries)
 
+    def hand_off(self, eid: str, calls: list[OffloadRequest]) -> int:
+        """Give recorded offloaded calls to the dispatcher, then clear their records (a crash in
+        between hands them over again: ``call`` is idempotent per dedup id)."""
+        if not calls:
+            return 0
+        from engine.dispatch import CallRejected
+
+        call = getattr(self.rt.dispatcher, "call", None)
+        for request in calls:
+            if call is None:
+                log.warning(
+                    "%s cannot make offloaded calls: step %s of %s waits for "
+                    "Runtime.complete_offloaded from elsewhere, or its timeout",
+                    type(self.rt.dispatcher).__name__,
+                    request.message.node,
+                    eid,
+                )
+            else:
+                try:
+                    call(request)
+                except CallRejected as exc:
+                    from engine.dispatch import CallResult
+
+                    self.rt.store.clear_call(eid, request.dedup_id)
+                    self.complete(
+                        request.message,
+                        CallResult(0, error="http.request", detail=f"the dispatcher refused the call: {exc}"),
+                    )
+                    continue
+            self.rt.store.clear_call(eid, request.dedup_id)
+        return len(calls)
+
     @staticmethod
     def reads(graph: Graph, node: Node | None, branch: str) -> list[tuple[str, str]]:
         """(step id, output field) pairs a node needs: its own reads, plus the workflow's `output`
@@ -227,11 +304,14 @@ class NodeRun:
         begin: dict[str, Any],
         token: str,
         fields: list[tuple[str, str]],
+        completion: Completion | None = None,
     ) -> None:
         self.rt = rt
         self.graph = graph
         self.node = node
         self.msg = msg
+        self.completion = completion
+        self.call: OffloadRequest | None = None
         self.begin = begin
         self.eid = msg.execution_id
         self.branch = msg.branch
@@ -377,9 +457,19 @@ class NodeRun:
     def child_state(self, child: str) -> tuple[str | None, Any, dict | None]:
         return self.rt.child_state(child)
 
+    def offload(self, request: OffloadRequest) -> None:
+        """Record an offloaded call in this checkpoint; it is handed over once the checkpoint holds."""
+        self.call = request
+        body = dict(request.to_dict(), at=self.now)
+        self.ops["call"] = {"id": request.dedup_id, "body": dumps(body)}
+
     # ------------------------------------------------------------------------------------ execute
 
     def execute(self) -> dict[str, Any]:
+        if self.completion is not None and not self.awaits_call():
+            from engine.steps.offload import NotCurrent
+
+            raise NotCurrent()
         stop = loads(self.header.get("stop"))
         abort = next((loads(a) for a in self.begin.get("aborts") or [] if a), None)
         if self.phase == "compensate":
@@ -402,12 +492,25 @@ class NodeRun:
         self.apply(outcome)
         return self.ops
 
+    def awaits_call(self) -> bool:
+        """Whether this branch is parked on an offloaded call (so an answer may complete it)."""
+        if self.phase != "park" or self.node is None or self.node.kind != "http":
+            return False
+        return (loads(self.b.get("park")) or {}).get("wait") == "offload"
+
     def run_phase(self) -> Outcome:
         node = self.node
         assert node is not None
         try:
             if self.phase == "park":
-                return self.rt.step_module(node.kind).resume(node, self, loads(self.b.get("park")) or {})
+                info = loads(self.b.get("park")) or {}
+                if node.kind == "http":
+                    from engine.steps import offload
+
+                    if info.get("at") is not None:  # the call's whole time, not this delivery's
+                        self.started -= max(0.0, self.now - float(info["at"]))
+                    return offload.resume(node, self, info)
+                return self.rt.step_module(node.kind).resume(node, self, info)
             if self.phase == "join":
                 results = {int(k): json.loads(v) for k, v in _flat_map(self.begin.get("results")).items()}
                 abort = loads(self.b.get("abort"))
@@ -420,6 +523,10 @@ class NodeRun:
             return Failed(failure.error)
 
     def run_kind(self, node: Node) -> Outcome:
+        if node.kind == "http" and node.config.get("offload"):
+            from engine.steps import offload
+
+            return offload.run(node, self)
         if node.kind == "http":
             from engine.steps import http
 
@@ -601,7 +708,7 @@ class NodeRun:
                     "not_before": outcome.not_before,
                 }
             )
-        detail = {f"wait_{k}": v for k, v in outcome.info.items() if k != "token"}
+        detail = {f"wait_{k}": v for k, v in outcome.info.items() if k not in HIDDEN_PARK_KEYS}
         self.history(event="park", step=node.id, **detail)
 
     def fan_out(self, outcome: FanOut) -> None:

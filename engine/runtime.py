@@ -59,6 +59,11 @@ class Runtime:
         self.interpreter = Interpreter(self)
         self._modules: dict[str, Any] = {}
         self._validators: dict[str, Any] = {}
+        if getattr(dispatcher, "complete", False) is None:
+            # a local dispatcher makes offloaded calls itself: their answers come back in-process
+            from engine.embedded import in_process_completion
+
+            dispatcher.complete = in_process_completion(self)
 
     # ------------------------------------------------------------------------------- public API
 
@@ -69,6 +74,17 @@ class Runtime:
 
     def advance(self, message: Message) -> Advance:
         return self.interpreter.advance(message)
+
+    def complete_offloaded(self, message: Message, callback: Any, *, failure: bool = False) -> Advance:
+        """The answer to an ``offload: true`` http call: completes the step parked at ``message``
+        (execution, node, the parked ``seq``, branch) like an inline response — a status in ``expect``
+        (default 2xx) succeeds with ``{status, headers, json, text}``, anything else fails with
+        ``http.<status>`` (``http.connect`` when there was no response) through retry/catch/saga.
+        ``callback`` is a :class:`~engine.dispatch.qstash.QStashCallback` or a
+        :class:`~engine.dispatch.CallResult`; ``failure`` marks QStash's failure callback. A stale,
+        duplicate or out-of-place answer changes nothing (kind ``stale``/``finished``); ``busy`` means
+        the branch stayed locked by another delivery (the caller should deliver it again later)."""
+        return self.interpreter.complete(message, callback, failure=failure)
 
     def cancel(self, execution_id: str, *, compensate: bool = True) -> None:
         """Stop every branch at its next node boundary; compensate (unless told not to); ``cancelled``."""
@@ -122,6 +138,10 @@ class Runtime:
             old = [(i, o) for i, o, at in entries if now - at >= older_than_s]
             if old:
                 self._flush(eid, old)
+                redriven = True
+            calls = [r for _, r, at in self.store.calls(eid) if now - at >= older_than_s]
+            if calls and status not in TERMINAL:
+                self.interpreter.hand_off(eid, calls)  # offloaded calls recorded, never handed over
                 redriven = True
             if status in TERMINAL:
                 if len(old) == len(entries):  # crashed after its final checkpoint: tidy up now

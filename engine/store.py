@@ -18,11 +18,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsl.graph import Graph
 from engine.errors import GraphMissing, InvalidExecutionId, StoreUnavailable
 from engine.model import Outgoing
+
+if TYPE_CHECKING:
+    from engine.dispatch import OffloadRequest
 
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPTS = ("begin", "checkpoint", "start", "stop", "resume", "dead", "event", "unlock")
@@ -206,6 +209,19 @@ class Store:
         if ids:
             self._call(self.client.hdel, base(execution_id) + "out", *ids)
 
+    def clear_call(self, execution_id: str, call_id: str) -> None:
+        """Forget an offloaded call's record once the dispatcher has it (``hf:{E}:oc``)."""
+        self._call(self.client.hdel, base(execution_id) + "oc", call_id)
+
+    def calls(self, execution_id: str) -> list[tuple[str, OffloadRequest, float]]:
+        """Offloaded calls recorded but not yet handed over: (id, request, recorded at)."""
+        raw = self._call(self.client.hgetall, base(execution_id) + "oc")
+        out = []
+        for k, v in raw.items():
+            data = json.loads(text(v))
+            out.append((text(k), parse_call(data), float(data.get("at") or 0)))
+        return out
+
     # --------------------------------------------------------------------------------------- reads
 
     def header(self, execution_id: str) -> dict[str, str]:
@@ -267,7 +283,7 @@ class Store:
         """Expire every key of a finished execution (retention)."""
         prefix = base(execution_id)
         branches = [text(b) for b in self._call(self.client.smembers, prefix + "bs")]
-        keys = [prefix + s for s in ("h", "o", "v", "c", "x", "out", "p", "bs")]
+        keys = [prefix + s for s in ("h", "o", "v", "c", "x", "out", "oc", "p", "bs")]
         keys += [branch_key(execution_id, b) for b in branches]
         pipe = self.client.pipeline(transaction=False)
         for k in keys:
@@ -291,6 +307,20 @@ def outbox_entries(raw: Any) -> list[tuple[str, Outgoing]]:
     else:
         items = [(raw[i], raw[i + 1]) for i in range(0, len(raw), 2)]
     return [(i, Outgoing.from_dict(json.loads(b))) for i, b in items]
+
+
+def parse_call(data: dict[str, Any]) -> OffloadRequest:
+    from engine.dispatch import OffloadRequest
+
+    return OffloadRequest.from_dict(data)
+
+
+def call_entries(raw: Any) -> list[OffloadRequest]:
+    """A script's ``calls`` (an ``HGETALL`` of ``hf:{E}:oc``, flat or as a map) → the requests."""
+    if not raw:
+        return []
+    values = list(raw.values()) if isinstance(raw, dict) else [raw[i + 1] for i in range(0, len(raw), 2)]
+    return [parse_call(json.loads(text(v))) for v in values]
 
 
 def _strip_none(value: Any) -> Any:

@@ -29,6 +29,13 @@ Guarantees:
 * **Parallel means parallel.** Up to ``workers`` messages are delivered at the same time.
 * **Fast-forward.** With a :class:`~engine.clock.VirtualClock` and ``fast_forward=True``, when
   nothing is due and nothing is being delivered, the clock jumps to the next due time.
+* **Offloaded calls** (``call``, for ``offload: true`` http steps) are queue entries too (body
+  ``{"call": request}``, id = the request's dedup id). Delivering one makes the HTTP request
+  (:func:`engine.steps.offload.perform`, the step's timeout), stores the answer on the entry
+  (``{"call", "result"}``), then hands it to ``complete(message, result)`` — in-process that is
+  ``Runtime.complete_offloaded``. A failed completion is retried from the stored answer without
+  calling again; a crash between making the call and storing its answer makes the call again when
+  the lease expires (at least once: the request's ``Idempotency-Key`` lets the target deduplicate).
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.clock import Clock, SystemClock, VirtualClock
-from engine.dispatch import DispatchError
+from engine.dispatch import CallResult, DispatchError, OffloadRequest
 from engine.model import Message, Outgoing
 
 log = logging.getLogger("hopflow.dispatch")
@@ -54,6 +61,8 @@ DEAD_LIST_MAX = 1000
 
 Deliver = Callable[[Message], None]
 OnDead = Callable[[Message, str], None]
+Complete = Callable[[Message, CallResult], None]
+Perform = Callable[[OffloadRequest], CallResult]
 
 _PUBLISH = """
 local n = 0
@@ -131,6 +140,7 @@ class Stats:
     published: int = 0
     deduplicated: int = 0
     delivered: int = 0
+    calls: int = 0  # offloaded calls made
     retried: int = 0
     redelivered: int = 0
     reclaimed: int = 0  # expired leases taken back (another process crashed or was too slow)
@@ -158,6 +168,8 @@ class LocalDispatcher:
         jitter: bool = True,
         poll_interval_s: float = 1.0,
         fast_forward: bool = False,
+        complete: Complete | None = None,
+        perform: Perform | None = None,
     ) -> None:
         if "{" not in prefix:
             raise ValueError("prefix must contain a {hash tag} so the queue's keys share a cluster slot")
@@ -166,6 +178,8 @@ class LocalDispatcher:
         self.redis = redis
         self.deliver = deliver
         self.on_dead = on_dead
+        self.complete = complete  # where answers to offloaded calls go (a Runtime binds its own)
+        self.perform = perform  # None: engine.steps.offload.perform (httpx)
         self.clock: Clock = clock or SystemClock()
         self.workers = max(1, workers)
         self.lease_ms = int(lease_s * 1000)
@@ -223,6 +237,26 @@ class LocalDispatcher:
         with self._cond:
             self.stats.published += added
             self.stats.deduplicated += len(outgoing) - added
+            self._dirty = True
+            self._cond.notify_all()
+
+    def call(self, request: OffloadRequest) -> None:
+        """Queue an offloaded call durably (deduplicated by ``request.dedup_id``); a delivery worker
+        makes it and hands the answer to ``complete``."""
+        body = json.dumps({"call": request.to_dict()}, separators=(",", ":"))
+        ident = request.dedup_id
+        try:
+            added = int(
+                self._publish_script(
+                    keys=[self.key_due, self.key_leased, self.key_msg, self._key_dedup + ident],
+                    args=[DEDUP_TTL_MS, ident, self._now_ms(), body],
+                )
+            )
+        except Exception as exc:  # the interpreter keeps the call's record and hands it over again
+            raise DispatchError(f"local queue unavailable: {type(exc).__name__}: {exc}") from exc
+        with self._cond:
+            self.stats.published += added
+            self.stats.deduplicated += 1 - added
             self._dirty = True
             self._cond.notify_all()
 
@@ -415,12 +449,20 @@ class LocalDispatcher:
                 self._cond.notify_all()
 
     def _attempt(self, ident: str, body: str, attempts: int) -> None:
+        request: OffloadRequest | None = None
         try:
-            message = Message.from_dict(json.loads(body)["message"])
+            data = json.loads(body)
+            if isinstance(data, dict) and "call" in data:
+                request = OffloadRequest.from_dict(data["call"])
+            else:
+                message = Message.from_dict(data["message"])
         except (ValueError, KeyError, TypeError) as exc:
             log.error("local queue: dropping malformed message %s: %s", ident, exc)
             self._dead_letter(ident, body, f"malformed message: {exc}")
             self._ack(ident)
+            return
+        if request is not None:
+            self._attempt_call(ident, data, request, attempts)
             return
         assert self.deliver is not None
         try:
@@ -448,6 +490,48 @@ class LocalDispatcher:
                 with self._cond:
                     self.stats.retried += 1
                 self._retry(ident, delay, count=True)
+            return
+        with self._cond:
+            self.stats.delivered += 1
+        self._ack(ident)
+
+    def _attempt_call(self, ident: str, data: dict[str, Any], request: OffloadRequest, attempts: int) -> None:
+        """An offloaded call: make it (unless its answer is already stored), then complete it."""
+        stored = data.get("result")
+        if stored is None:
+            perform = self.perform
+            if perform is None:
+                from engine.steps.offload import perform
+            result = perform(request)
+            with self._cond:
+                self.stats.calls += 1
+            entry = json.dumps({"call": data["call"], "result": result.to_dict()}, separators=(",", ":"))
+            try:  # keep the answer: a failed completion must not make the call again
+                self.redis.hset(self.key_msg, ident, entry)
+            except Exception as exc:
+                log.warning("local queue: could not store the answer of %s (%s)", ident, type(exc).__name__)
+        else:
+            result = CallResult.from_dict(stored)
+            entry = json.dumps(data, separators=(",", ":"))
+        try:
+            if self.complete is None:
+                raise RuntimeError("LocalDispatcher.complete is not set (no runtime to complete the call)")
+            self.complete(request.message, result)
+        except Redeliver as again:
+            with self._cond:
+                self.stats.redelivered += 1
+            self._retry(ident, again.delay_s, count=False)
+            return
+        except Exception as exc:
+            self._count_error(type(exc).__name__)
+            reason = f"completing offloaded call failed {attempts} time(s); last: {type(exc).__name__}: {exc}"
+            if attempts >= self.max_attempts:
+                self._give_up(ident, entry, request.message, reason)
+            else:
+                log.warning("local queue: %s; retrying", reason)
+                with self._cond:
+                    self.stats.retried += 1
+                self._retry(ident, self.backoff(attempts), count=True)
             return
         with self._cond:
             self.stats.delivered += 1

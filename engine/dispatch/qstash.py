@@ -32,6 +32,8 @@ from engine.model import Message, MessageError, Outgoing
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import httpx
 
+    from engine.dispatch import OffloadRequest
+
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_MAX_DELAY_S = 7 * 86400  # QStash free plan's maximum delay; paid plans allow more
 NOT_BEFORE_HEADER = "Hopflow-Not-Before"  # what the receiver sees (QStash strips Upstash-Forward-)
@@ -336,6 +338,34 @@ class QStashDispatcher:
             return str(response.json()["messageId"])
         except (ValueError, KeyError, TypeError):
             raise DispatchError("QStash answered the publish without a message id") from None
+
+    def callback_url(self, message: Message, *, failure: bool = False) -> str:
+        """Where QStash reports an offloaded call for the step parked at ``message``:
+        ``<destination>/callback?execution_id=…&node=…&seq=…[&branch=…][&failure=1]`` (the query is the
+        signed JWT's ``sub``, so the receiver can trust it)."""
+        from engine.dispatch import callback_url
+
+        return callback_url(self.destination_url, message, failure=failure)
+
+    def call(self, request: OffloadRequest) -> None:
+        """The :class:`~engine.dispatch.Offloader` capability: :meth:`publish_call` with the request's
+        dedup id and timeout, both callbacks naming the waiting step, and no QStash retries (the step's
+        own ``retry`` decides). A request QStash refuses raises :class:`~engine.dispatch.CallRejected`."""
+        from engine.dispatch import CallRejected
+
+        try:
+            self.publish_call(
+                request.url,
+                request.method,
+                request.headers,
+                request.body,
+                self.callback_url(request.message),
+                failure_callback_url=self.callback_url(request.message, failure=True),
+                dedup_id=request.dedup_id,
+                timeout=request.timeout_s,
+            )
+        except DispatchRejected as exc:
+            raise CallRejected(str(exc)) from None
 
     # --------------------------------------------------------------------------------------- HTTP
 

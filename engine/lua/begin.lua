@@ -13,7 +13,8 @@ if hash then base_node = string.sub(A.node, 1, hash - 1) end
 if seq ~= A.seq or node ~= base_node then
   -- a message from a checkpoint that is being written right now: ask for a redelivery
   if A.seq > seq and redis.call('EXISTS', KEYS[3]) == 1 then return result({kind = 'busy'}) end
-  return result({kind = 'stale', outbox = outbox()})
+  -- offloaded calls recorded but not yet handed over (a crash after a checkpoint): hand them again
+  return result({kind = 'stale', outbox = outbox(), calls = redis.call('HGETALL', BASE .. 'oc')})
 end
 
 local hdr = redis.call('HMGET', KEYS[1], unpack(A.hfields))

@@ -2,7 +2,8 @@
 -- the branch's seq is the one it started from. Also counts joins and starts queued foreach items.
 -- KEYS: header, branch, lock.
 -- A: eid, branch, seq, token, now, hmax, ancestors, outputs, vars, comp_push, comp_pop, hset, hdel,
---    bset, bdel, history, consumed, msgs, park, self_node, fanout, finish_branch, output_from_last
+--    bset, bdel, history, consumed, msgs, park, self_node, fanout, finish_branch, output_from_last,
+--    call ({id, body}: an offloaded call to record in hf:{E}:oc)
 -- seq first: "someone else advanced" (the caller's work is superseded) differs from "my lock
 -- expired but nobody advanced" (the caller must not acknowledge: the message has to come back)
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '-1')
@@ -50,6 +51,20 @@ if A.history then
 end
 if A.consumed then redis.call('HDEL', BASE .. 'out', A.consumed) end
 
+-- offloaded calls: any checkpoint of the branch ends its pending call record (answered, timed out,
+-- halted); a new call is recorded (unless stopping) until the interpreter has handed it over
+local pending = redis.call('HGET', KEYS[2], 'oc')
+if pending then
+  redis.call('HDEL', BASE .. 'oc', pending)
+  redis.call('HDEL', KEYS[2], 'oc')
+end
+local called = false
+if A.call and not stopped then
+  redis.call('HSET', BASE .. 'oc', A.call.id, A.call.body)
+  redis.call('HSET', KEYS[2], 'oc', A.call.id)
+  called = true
+end
+
 -- this branch's own next message(s); a stop flag turns delays into "now"
 local own = false
 if A.msgs then
@@ -79,7 +94,7 @@ local function start_child(parent, pk, pnode, i, entry)
   local cseq = redis.call('HINCRBY', ck, 'seq', 1)
   redis.call('DEL', BASE .. 'l:' .. child)
   local keep = {'node', 'phase', 'attempt', 'pb', 'idx', 'ploc', 'item', 'as', 'error', 'last', 'park',
-                'abort', 'total', 'next', 'fin', 'fk', 'fe', 'fas', 'cloc'}
+                'abort', 'total', 'next', 'fin', 'fk', 'fe', 'fas', 'cloc', 'oc'}
   redis.call('HDEL', ck, unpack(keep))
   redis.call('HSET', ck, 'node', entry, 'phase', 'run', 'attempt', 1, 'pb', parent, 'idx', i,
              'ploc', redis.call('HGET', pk, 'cloc') or '{}')
@@ -149,4 +164,4 @@ if E then
 end
 
 redis.call('DEL', KEYS[3])
-return result({ok = true, seq = newseq})
+return result({ok = true, seq = newseq, called = called})

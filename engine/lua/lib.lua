@@ -51,6 +51,11 @@ local function wake(eid, prefix, except)
       local k = bkey(br)
       local s = redis.call('HINCRBY', k, 'seq', 1)
       local node = redis.call('HGET', k, 'node')
+      local oc = redis.call('HGET', k, 'oc')  -- an offloaded call not yet handed over: never make it
+      if oc then
+        redis.call('HDEL', BASE .. 'oc', oc)
+        redis.call('HDEL', k, 'oc')
+      end
       redis.call('HDEL', BASE .. 'p', br)
       emit(eid, node, s, br, 0, nil)
     end
