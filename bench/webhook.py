@@ -49,6 +49,93 @@ NEXT_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
 API_KEY = "bench-api-key-0123456789abcdef-0123456789"  # >= 32 characters
 FINAL = {"succeeded", "failed", "compensated", "compensation_failed", "cancelled", "dead"}
 
+# --profile: a sampling profiler inside a server process (cProfile sees one thread only, and the
+# webhook's work happens in the threadpool). Every ~0.5 ms it walks every thread's stack; a sample
+# counts when the stack is in the server's own code (BENCH_PROFILE_PREFIXES). At exit it writes
+# inclusive counts per function (file:first line) and the innermost frame (file:line) of each, every
+# 0.5 s and at exit (the bench waits a second before stopping the servers).
+SAMPLER = r"""
+import atexit, collections, json, os, sys, threading, time
+_out = os.environ["BENCH_PROFILE_OUT"]
+_prefixes = tuple(p for p in os.environ["BENCH_PROFILE_PREFIXES"].split(os.pathsep) if p)
+_incl, _leaf, _stat = collections.Counter(), collections.Counter(), {"ticks": 0, "busy": 0}
+_stop, _t0 = threading.Event(), time.monotonic()
+def _sample():
+    me = threading.get_ident()
+    while not _stop.is_set():
+        _stat["ticks"] += 1
+        for tid, frame in sys._current_frames().items():
+            if tid == me:
+                continue
+            stack = []
+            while frame is not None:
+                stack.append(frame)
+                frame = frame.f_back
+            ours = [f for f in stack if f.f_code.co_filename.startswith(_prefixes)]
+            if not ours:
+                continue
+            _stat["busy"] += 1
+            seen = set()
+            for f in ours:
+                key = f"{f.f_code.co_filename}:{f.f_code.co_firstlineno} {f.f_code.co_name}"
+                if key not in seen:
+                    seen.add(key)
+                    _incl[key] += 1
+            leaf = stack[0]
+            _leaf[f"{leaf.f_code.co_filename}:{leaf.f_lineno} {leaf.f_code.co_name}"] += 1
+        time.sleep(0.0005)
+def _dump():
+    data = {**_stat, "wall_s": time.monotonic() - _t0, "incl": _incl.most_common(60),
+            "leaf": _leaf.most_common(30)}
+    with open(_out + ".tmp", "w") as fh:
+        json.dump(data, fh)
+    os.replace(_out + ".tmp", _out)
+def _dumper():  # uvicorn re-raises SIGTERM after its shutdown, so atexit alone is not enough
+    while not _stop.wait(0.5):
+        _dump()
+threading.Thread(target=_sample, daemon=True, name="bench-sampler").start()
+threading.Thread(target=_dumper, daemon=True, name="bench-sampler-dump").start()
+atexit.register(_dump)
+"""
+
+
+def server_argv(app: str, port: int, app_dir: Path | None, profile: bool) -> list[str]:
+    """uvicorn serving ``app`` on loopback (one worker); with ``profile``, the sampler runs inside."""
+    if not profile:
+        where = ["--app-dir", str(app_dir)] if app_dir is not None else []
+        return [
+            sys.executable, "-m", "uvicorn", *where, app, "--host", "127.0.0.1", "--port", str(port),
+            "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+    run = (
+        f"import uvicorn\nuvicorn.run({app!r}, host='127.0.0.1', port={port}, log_level='warning', "
+        f"access_log=False, app_dir={str(app_dir or '')!r})\n"
+    )
+    return [sys.executable, "-c", SAMPLER + run]
+
+
+def print_profile(name: str, path: Path, steps: int) -> None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        print(f"\n(no profile from {name}: {path} missing)")
+        return
+    per_tick_ms = data["wall_s"] * 1000 / max(1, data["ticks"])
+    site = str(Path(__import__("httpx").__file__).parent.parent) + os.sep
+
+    def short(key: str) -> str:
+        return key.replace(str(ROOT) + os.sep, "").replace(site, "")
+
+    print(
+        f"\n--- {name}: sampled {data['ticks']} ticks over {data['wall_s']:.1f}s, {steps} steps served; "
+        f"ms per step on a stack in its own code (inclusive) ---"
+    )
+    for key, count in data["incl"][:22]:
+        print(f"  {count * per_tick_ms / max(1, steps):7.3f} ms  {short(key)}")
+    print(f"--- {name}: innermost frame of those samples (where the time is spent) ---")
+    for key, count in data["leaf"][:14]:
+        print(f"  {count * per_tick_ms / max(1, steps):7.3f} ms  {short(key)}")
+
 
 # ------------------------------------------------------------------------------------- processes
 
@@ -266,6 +353,11 @@ def main() -> int:
     parser.add_argument("--no-peer", action="store_true", help="hopflow only")
     parser.add_argument("--quick", action="store_true", help="one run each, no warm-up run (smoke test)")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up on one run after this")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample both servers' stacks and print where time goes (slower)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in str(args.steps).split(",") if s.strip()]
     if not sizes or min(sizes) < 1 or args.repeat < 1:
@@ -297,7 +389,6 @@ def main() -> int:
         "QSTASH_NEXT_SIGNING_KEY": NEXT_KEY,
     }
     py = sys.executable
-    uvicorn_opts = ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
     try:
         with contextlib.ExitStack() as stack:
             redis_proc = stack.enter_context(
@@ -339,12 +430,22 @@ def main() -> int:
                 "HOPFLOW_API_KEY": API_KEY,
                 "HOPFLOW_WORKFLOWS": str(workflows),
             }
+            peer_env = {**base_env, **qstash_env}
+            if args.profile:
+                site = str(Path(httpx.__file__).resolve().parent.parent)
+                hop_env |= {
+                    "BENCH_PROFILE_OUT": str(logs / "hopflow.profile.json"),
+                    "BENCH_PROFILE_PREFIXES": os.pathsep.join([str(ROOT / "engine"), str(ROOT / "dsl")]),
+                }
+                peer_env |= {
+                    "BENCH_PROFILE_OUT": str(logs / "peer.profile.json"),
+                    "BENCH_PROFILE_PREFIXES": os.pathsep.join(
+                        [str(PEERS), f"{site}{os.sep}upstash_workflow", f"{site}{os.sep}qstash"]
+                    ),
+                }
             hop = stack.enter_context(
                 process(
-                    "hopflow",
-                    [py, "-m", "uvicorn", "engine.asgi:app", "--port", str(hop_port), *uvicorn_opts],
-                    hop_env,
-                    logs,
+                    "hopflow", server_argv("engine.asgi:app", hop_port, None, args.profile), hop_env, logs
                 )
             )
             peer = None
@@ -352,18 +453,8 @@ def main() -> int:
                 peer = stack.enter_context(
                     process(
                         "peer",
-                        [
-                            py,
-                            "-m",
-                            "uvicorn",
-                            "--app-dir",
-                            str(PEERS),
-                            "upstash_peer:app",
-                            "--port",
-                            str(peer_port),
-                            *uvicorn_opts,
-                        ],
-                        {**base_env, **qstash_env},
+                        server_argv("upstash_peer:app", peer_port, PEERS, args.profile),
+                        peer_env,
                         logs,
                     )
                 )
@@ -393,6 +484,8 @@ def main() -> int:
                     ours.append(run_hopflow(http, rdb, hop_url, names[n], n, args.timeout))
                     if peer is not None:
                         theirs.append(run_peer(http, dev_url, peer_url, n, args.timeout))
+                if args.profile:
+                    time.sleep(1.2)  # the samplers write their counts every 0.5 s
                 results.append(
                     (
                         Summary("hopflow (engine.asgi)", n, ours),
@@ -403,7 +496,6 @@ def main() -> int:
         print(f"bench/webhook.py: {exc}", file=sys.stderr)
         print(f"(logs kept in {logs})", file=sys.stderr)
         return 1
-    shutil.rmtree(tmp, ignore_errors=True)
 
     print()
     print(HEADER)
@@ -425,6 +517,13 @@ def main() -> int:
         "Both sides: one uvicorn worker, loopback, same qstash-dev process (peer via its workflow-run "
         "extension, bench/peers/qstash_workflow.py)."
     )
+    if args.profile:
+        served = (0 if args.quick else 3) + sum(n * repeat for n in sizes)
+        print("\n(profiled run: the sampler slows both servers; use the table above only for the profile)")
+        print_profile("hopflow", logs / "hopflow.profile.json", served)
+        if not args.no_peer:
+            print_profile("peer", logs / "peer.profile.json", served)
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
