@@ -606,7 +606,13 @@ class HopflowApp:
             result = await self._call(complete, message, callback, failure=params.get("failure") == "1")
         except (UnknownExecution, GraphMissing) as exc:
             raise non_retryable(exc.message) from None
-        return _json({"result": getattr(result, "kind", str(result)), "execution_id": message.execution_id})
+        kind = getattr(result, "kind", str(result))
+        if kind == "busy":
+            # the branch is locked by another delivery; QStash makes callbacks, so only it can repeat one
+            raise Problem(
+                "unavailable", "the step is busy; deliver the callback again", headers={"Retry-After": "1"}
+            )
+        return _json({"result": kind, "execution_id": message.execution_id})
 
     # ------------------------------------------------------------------------------------ the API
 
