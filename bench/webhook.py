@@ -7,7 +7,8 @@ Starts, each as its own process on 127.0.0.1 (random ports, temporary folder, al
   workflow-run feature the SDK needs (see that file; hopflow's messages do not use it);
 * hopflow: ``uvicorn engine.asgi:app`` configured for QStash (JWT verified on every delivery);
 * the peer: ``bench/peers/upstash_peer.py``, the official ``upstash-workflow`` SDK (Starlette),
-  verifying the JWT of every delivery with the same signing keys.
+  verifying the JWT of every delivery with the same signing keys; and a second copy of it with one
+  SDK inefficiency patched out (a TLS context built on every call), labelled as such.
 
 Then runs an N-step linear workflow on each, one execution at a time, interleaved:
 hopflow ``set`` steps (one literal each) vs ``context.run("step-i", noop)``. Timing: from just
@@ -16,7 +17,8 @@ peer: the route function ran past its last step), and the gaps between consecuti
 step's start time as recorded by the app: hopflow's history, the peer's noop). Nothing is timed
 by assertion; the table is printed.
 
-    python bench/webhook.py [--steps 100] [--repeat 3] [--no-peer] [--quick]
+    python bench/webhook.py [--steps 100] [--repeat 3] [--no-peer] [--no-patched-peer] [--profile]
+                            [--quick]
 """
 
 from __future__ import annotations
@@ -346,17 +348,35 @@ HEADER = (
 # ----------------------------------------------------------------------------------------- main
 
 
+@dataclass
+class Peer:
+    """One server process of the peer SDK (shipped, or with the TLS-context patch)."""
+
+    key: str
+    label: str
+    env: dict[str, str]
+    port: int = 0
+    proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", default="100", help="N, or several: 50,200 (default 100)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per stack and N (default 3)")
     parser.add_argument("--no-peer", action="store_true", help="hopflow only")
+    parser.add_argument(
+        "--no-patched-peer", action="store_true", help="only the SDK as shipped, not the TLS-patched row"
+    )
     parser.add_argument("--quick", action="store_true", help="one run each, no warm-up run (smoke test)")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up on one run after this")
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="sample both servers' stacks and print where time goes (slower)",
+        help="sample the servers' stacks and print where time goes (slower)",
     )
     args = parser.parse_args()
     sizes = [int(s) for s in str(args.steps).split(",") if s.strip()]
@@ -377,121 +397,95 @@ def main() -> int:
         (workflows / f"{name}.yaml").write_text(linear_yaml(name, n))
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("HOPFLOW_", "QSTASH_", "REDIS_"))}
+    base_env.pop("PEER_REUSE_SSL", None)
     base_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), base_env.get("PYTHONPATH")) if p)
-    redis_port, dev_port, hop_port, peer_port = (free_port() for _ in range(4))
+    redis_port, dev_port, hop_port = (free_port() for _ in range(3))
     dev_url = f"http://127.0.0.1:{dev_port}"
     hop_url = f"http://127.0.0.1:{hop_port}"
-    peer_url = f"http://127.0.0.1:{peer_port}"
     qstash_env = {
         "QSTASH_URL": dev_url,
         "QSTASH_TOKEN": TOKEN,
         "QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY,
         "QSTASH_NEXT_SIGNING_KEY": NEXT_KEY,
     }
-    py = sys.executable
+    peers: list[Peer] = []
+    if not args.no_peer:
+        peers.append(Peer("peer", "peer (upstash-workflow 2.0.0)", {**base_env, **qstash_env}))
+        if not args.no_patched_peer:
+            peers.append(
+                Peer(
+                    "peer-tls",
+                    "peer, TLS context reused (patched)",
+                    {**base_env, **qstash_env, "PEER_REUSE_SSL": "1"},
+                )
+            )
+    hop_env = {
+        **base_env,
+        **qstash_env,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "HOPFLOW_PUBLIC_URL": hop_url,
+        "HOPFLOW_API_KEY": API_KEY,
+        "HOPFLOW_WORKFLOWS": str(workflows),
+    }
+    if args.profile:
+        site = str(Path(httpx.__file__).resolve().parent.parent)
+        hop_env |= {
+            "BENCH_PROFILE_OUT": str(logs / "hopflow.profile.json"),
+            "BENCH_PROFILE_PREFIXES": os.pathsep.join([str(ROOT / "engine"), str(ROOT / "dsl")]),
+        }
+        for peer in peers:
+            peer.env |= {
+                "BENCH_PROFILE_OUT": str(logs / f"{peer.key}.profile.json"),
+                "BENCH_PROFILE_PREFIXES": os.pathsep.join(
+                    [str(PEERS), f"{site}{os.sep}upstash_workflow", f"{site}{os.sep}qstash"]
+                ),
+            }
+    redis_argv = [
+        redis_server_binary(), "--bind", "127.0.0.1", "--port", str(redis_port), "--dir", str(tmp),
+        "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+    ]  # fmt: skip
+    results: dict[int, dict[str, Summary]] = {}
     try:
         with contextlib.ExitStack() as stack:
-            redis_proc = stack.enter_context(
-                process(
-                    "redis",
-                    [
-                        redis_server_binary(),
-                        "--bind",
-                        "127.0.0.1",
-                        "--port",
-                        str(redis_port),
-                        "--dir",
-                        str(tmp),
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "yes",
-                        "--appendfsync",
-                        "everysec",
-                    ],
-                    base_env,
-                    logs,
-                )
-            )
+            redis_proc = stack.enter_context(process("redis", redis_argv, base_env, logs))
             wait_redis(redis_proc, redis_port)
-            dev = stack.enter_context(
-                process(
-                    "qstash-dev",
-                    [py, str(PEERS / "qstash_workflow.py"), "--port", str(dev_port), "--quiet"],
-                    base_env,
-                    logs,
-                )
-            )
-            hop_env = {
-                **base_env,
-                **qstash_env,
-                "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-                "HOPFLOW_PUBLIC_URL": hop_url,
-                "HOPFLOW_API_KEY": API_KEY,
-                "HOPFLOW_WORKFLOWS": str(workflows),
-            }
-            peer_env = {**base_env, **qstash_env}
-            if args.profile:
-                site = str(Path(httpx.__file__).resolve().parent.parent)
-                hop_env |= {
-                    "BENCH_PROFILE_OUT": str(logs / "hopflow.profile.json"),
-                    "BENCH_PROFILE_PREFIXES": os.pathsep.join([str(ROOT / "engine"), str(ROOT / "dsl")]),
-                }
-                peer_env |= {
-                    "BENCH_PROFILE_OUT": str(logs / "peer.profile.json"),
-                    "BENCH_PROFILE_PREFIXES": os.pathsep.join(
-                        [str(PEERS), f"{site}{os.sep}upstash_workflow", f"{site}{os.sep}qstash"]
-                    ),
-                }
-            hop = stack.enter_context(
-                process(
-                    "hopflow", server_argv("engine.asgi:app", hop_port, None, args.profile), hop_env, logs
-                )
-            )
-            peer = None
-            if not args.no_peer:
-                peer = stack.enter_context(
-                    process(
-                        "peer",
-                        server_argv("upstash_peer:app", peer_port, PEERS, args.profile),
-                        peer_env,
-                        logs,
-                    )
-                )
+            dev_argv = [sys.executable, str(PEERS / "qstash_workflow.py"), "--port", str(dev_port), "--quiet"]
+            dev = stack.enter_context(process("qstash-dev", dev_argv, base_env, logs))
+            hop_argv = server_argv("engine.asgi:app", hop_port, None, args.profile)
+            hop = stack.enter_context(process("hopflow", hop_argv, hop_env, logs))
+            for peer in peers:
+                peer.port = free_port()
+                argv = server_argv("upstash_peer:app", peer.port, PEERS, args.profile)
+                peer.proc = stack.enter_context(process(peer.key, argv, peer.env, logs))
             wait_http(dev, f"{dev_url}/v2/keys")
             wait_http(hop, f"{hop_url}/healthz")
-            if peer is not None:
-                wait_http(peer, f"{peer_url}/timings/ready")
+            for peer in peers:
+                assert peer.proc is not None
+                wait_http(peer.proc, f"{peer.url}/timings/ready")
 
             http = stack.enter_context(httpx.Client(timeout=30.0, trust_env=False))
             rdb = redis.Redis(host="127.0.0.1", port=redis_port, decode_responses=True)
             print(
                 f"loopback: redis-server :{redis_port}, qstash-dev :{dev_port}, hopflow :{hop_port}"
-                + (f", peer :{peer_port}" if peer else "")
+                + "".join(f", {p.key} :{p.port}" for p in peers)
                 + f"; {os.cpu_count()} CPUs; every delivery carries a JWT that the receiver verifies",
                 flush=True,
             )
             if not args.quick:  # first calls compile the catalog, import lazily, open connections
                 run_hopflow(http, rdb, hop_url, names[3], 3, args.timeout)
-                if peer is not None:
-                    run_peer(http, dev_url, peer_url, 3, args.timeout)
+                for peer in peers:
+                    run_peer(http, dev_url, peer.url, 3, args.timeout)
 
-            results: list[tuple[Summary, Summary | None]] = []
             for n in sizes:
-                ours: list[Run] = []
-                theirs: list[Run] = []
-                for _ in range(repeat):  # interleaved, so machine noise hits both alike
-                    ours.append(run_hopflow(http, rdb, hop_url, names[n], n, args.timeout))
-                    if peer is not None:
-                        theirs.append(run_peer(http, dev_url, peer_url, n, args.timeout))
-                if args.profile:
-                    time.sleep(1.2)  # the samplers write their counts every 0.5 s
-                results.append(
-                    (
-                        Summary("hopflow (engine.asgi)", n, ours),
-                        Summary("peer (upstash-workflow 2.0.0)", n, theirs) if peer is not None else None,
-                    )
-                )
+                runs: dict[str, list[Run]] = {"hopflow": [], **{p.key: [] for p in peers}}
+                for _ in range(repeat):  # interleaved, so machine noise hits every stack alike
+                    runs["hopflow"].append(run_hopflow(http, rdb, hop_url, names[n], n, args.timeout))
+                    for peer in peers:
+                        runs[peer.key].append(run_peer(http, dev_url, peer.url, n, args.timeout))
+                results[n] = {"hopflow": Summary("hopflow (engine.asgi)", n, runs["hopflow"])}
+                results[n] |= {p.key: Summary(p.label, n, runs[p.key]) for p in peers}
+            if args.profile:
+                time.sleep(1.2)  # the samplers write their counts every 0.5 s
     except SystemExit as exc:
         print(f"bench/webhook.py: {exc}", file=sys.stderr)
         print(f"(logs kept in {logs})", file=sys.stderr)
@@ -500,29 +494,32 @@ def main() -> int:
     print()
     print(HEADER)
     print("-" * len(HEADER))
-    for ours_s, theirs_s in results:
-        print(ours_s.row())
-        if theirs_s is not None:
-            print(theirs_s.row())
-    if any(t is not None for _, t in results):
+    for by_stack in results.values():
+        for summary in by_stack.values():
+            print(summary.row())
+    if peers:
         print()
-        for ours_s, theirs_s in results:
-            if theirs_s is not None:
+        for n, by_stack in results.items():
+            ours = by_stack["hopflow"]
+            for peer in peers:
+                theirs = by_stack[peer.key]
+                name = "peer" if peer.key == "peer" else "patched peer"
                 print(
-                    f"N={ours_s.steps}: hopflow/peer = {ours_s.rate / theirs_s.rate:.2f}x steps/s "
-                    f"(median runs; best runs {ours_s.best_rate / theirs_s.best_rate:.2f}x)"
+                    f"N={n}: hopflow/{name} = {ours.rate / theirs.rate:.2f}x steps/s "
+                    f"(median runs; best runs {ours.best_rate / theirs.best_rate:.2f}x)"
                 )
     print(
         "\nsteps/s = N / (start request -> run over); p50/p95/max = gap between consecutive step starts.\n"
-        "Both sides: one uvicorn worker, loopback, same qstash-dev process (peer via its workflow-run "
-        "extension, bench/peers/qstash_workflow.py)."
+        "Every stack: one uvicorn worker, loopback, the same qstash-dev process (the peers through its "
+        "workflow-run\nextension, bench/peers/qstash_workflow.py). The patched peer is NOT the SDK as "
+        "shipped: see bench/README.md."
     )
     if args.profile:
         served = (0 if args.quick else 3) + sum(n * repeat for n in sizes)
-        print("\n(profiled run: the sampler slows both servers; use the table above only for the profile)")
+        print("\n(profiled run: the sampler slows the servers; use the table above only for the profile)")
         print_profile("hopflow", logs / "hopflow.profile.json", served)
-        if not args.no_peer:
-            print_profile("peer", logs / "peer.profile.json", served)
+        for peer in peers:
+            print_profile(peer.label, logs / f"{peer.key}.profile.json", served)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -53,4 +53,5 @@ def test_webhook_bench_prints_its_table() -> None:
     assert "hopflow (engine.asgi)" in out
     if peer:
         assert "peer (upstash-workflow" in out
-        assert "hopflow/peer = " in out
+        assert "peer, TLS context reused (patched)" in out
+        assert "hopflow/peer = " in out and "hopflow/patched peer = " in out
