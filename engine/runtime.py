@@ -124,8 +124,9 @@ class Runtime:
         self._flush(execution_id, outbox_entries(found.get("out")))
 
     def recover(self, older_than_s: float = 60) -> int:
-        """Re-publish outboxes older than the bound, and wake waits whose event or child arrived
-        while the resuming message was lost. Returns how many executions were re-driven."""
+        """Re-publish outboxes older than the bound, hand over offloaded calls recorded but never
+        handed to the dispatcher, and wake waits whose event or child arrived while the resuming
+        message was lost. Returns how many executions were re-driven."""
         now = self.clock.now()
         count = 0
         for eid in self.store.active():
