@@ -445,6 +445,7 @@ def main() -> int:
         "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
     ]  # fmt: skip
     results: dict[int, dict[str, Summary]] = {}
+    traffic: dict[int, dict[str, tuple[int, int]]] = {}  # N → stack → (messages, body bytes) per run
     try:
         with contextlib.ExitStack() as stack:
             redis_proc = stack.enter_context(process("redis", redis_argv, base_env, logs))
@@ -479,9 +480,22 @@ def main() -> int:
             for n in sizes:
                 runs: dict[str, list[Run]] = {"hopflow": [], **{p.key: [] for p in peers}}
                 for _ in range(repeat):  # interleaved, so machine noise hits every stack alike
+                    before = http.get(f"{dev_url}/bench/stats").json()
                     runs["hopflow"].append(run_hopflow(http, rdb, hop_url, names[n], n, args.timeout))
+                    middle = http.get(f"{dev_url}/bench/stats").json()
                     for peer in peers:
                         runs[peer.key].append(run_peer(http, dev_url, peer.url, n, args.timeout))
+                    after = http.get(f"{dev_url}/bench/stats").json()
+                    traffic[n] = {
+                        "hopflow": (
+                            middle["other_messages"] - before["other_messages"],
+                            middle["other_bytes"] - before["other_bytes"],
+                        ),
+                        "peer": (
+                            (after["workflow_messages"] - middle["workflow_messages"]) // max(1, len(peers)),
+                            (after["workflow_bytes"] - middle["workflow_bytes"]) // max(1, len(peers)),
+                        ),
+                    }
                 results[n] = {"hopflow": Summary("hopflow (engine.asgi)", n, runs["hopflow"])}
                 results[n] |= {p.key: Summary(p.label, n, runs[p.key]) for p in peers}
             if args.profile:
@@ -508,6 +522,13 @@ def main() -> int:
                     f"N={n}: hopflow/{name} = {ours.rate / theirs.rate:.2f}x steps/s "
                     f"(median runs; best runs {ours.best_rate / theirs.best_rate:.2f}x)"
                 )
+    print("\nQStash traffic of one run (messages published, bytes of the bodies QStash delivers):")
+    for n, by_stack in traffic.items():
+        line = f"  N={n}: hopflow {by_stack['hopflow'][0]} messages, {by_stack['hopflow'][1] / 1024:.1f} KiB"
+        if peers:
+            messages, size = by_stack["peer"]
+            line += f"; peer {messages} workflow messages (+1 trigger), {size / 1024:.1f} KiB"
+        print(line)
     print(
         "\nsteps/s = N / (start request -> run over); p50/p95/max = gap between consecutive step starts.\n"
         "Every stack: one uvicorn worker, loopback, the same qstash-dev process (the peers through its "

@@ -17,7 +17,8 @@ the peer against it (first failure: "Couldn't get workflow id from header", 500 
 4. ``DELETE /v2/workflows/runs/{id}?cancel=false`` (the SDK's cleanup after the last step) answers
    2xx; otherwise the final call fails with 500 and is retried until the DLQ.
 
-This module adds exactly that, as a subclass that changes nothing for messages without workflow
+This module adds exactly that (plus ``GET /bench/stats``: messages and body bytes accepted, for the
+bench's table), as a subclass that changes nothing for messages without workflow
 headers (hopflow's messages go through the unchanged code paths). The delivered array is built when
 the message is accepted rather than when it is delivered; for the linear workflows the bench runs
 (one step in flight per run) the two are the same. Not implemented: ``Upstash-Workflow-CallType``
@@ -55,10 +56,11 @@ class WorkflowDevServer(qstash_dev.QStashDevServer):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.runs: dict[str, list[dict[str, str]]] = {}  # run id → [initial, step, step, ...]
-        self.workflow_messages = 0
+        self.stats = {"workflow_messages": 0, "workflow_bytes": 0, "other_messages": 0, "other_bytes": 0}
         self.app.router.routes.insert(
             0, Route("/v2/workflows/runs/{run_id}", self._delete_run, methods=["DELETE"])
         )
+        self.app.router.routes.insert(0, Route("/bench/stats", self._stats, methods=["GET"]))
 
     def _parse(self, destination: str, headers: Mapping[str, str], body: bytes, caller_ip: str) -> Any:
         msg = super()._parse(destination, headers, body, caller_ip)
@@ -82,9 +84,17 @@ class WorkflowDevServer(qstash_dev.QStashDevServer):
                 self.runs[run_id].append(entry)
             msg.body = json.dumps(self.runs[run_id], separators=(",", ":")).encode()
             msg.forward["Upstash-Workflow-RunId"] = run_id
-            self.workflow_messages += 1
+            self.stats["workflow_messages"] += 1
+            self.stats["workflow_bytes"] += len(msg.body)
+        else:
+            self.stats["other_messages"] += 1
+            self.stats["other_bytes"] += len(msg.body)
         result: dict[str, Any] = super()._accept(msg)
         return result
+
+    async def _stats(self, request: Request) -> Response:
+        """Messages accepted and the bytes of their (delivered) bodies, workflow runs vs the rest."""
+        return JSONResponse(self.stats)
 
     async def _delete_run(self, request: Request) -> Response:
         if not self._authorized(request):
