@@ -10,8 +10,9 @@ appears in an error or a ``repr``.
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import httpx
@@ -20,8 +21,13 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 class ClientError(Exception):
     """An operation failed. ``status`` is the HTTP status (None: no answer); ``problem`` the document.
 
+    ``kind`` says what went wrong: the problem's slug (``unauthorized``, ``invalid-input``,
+    ``unknown-execution``…) for an answer with a problem document; ``unreachable`` or ``timeout``
+    when the server did not answer; ``usage`` when the client was given an unusable URL or API key
+    (nothing was sent); ``""`` otherwise (an answer that is not a problem document).
     ``code`` is the CLI exit code (2: the request itself was wrong — unknown workflow, invalid input
-    or id; 1: anything else) and ``lines`` the lines to print, like ``operate.BackendError``.
+    or id, unusable URL or key; 1: anything else) and ``lines`` the lines to print, like
+    ``operate.BackendError``.
     """
 
     def __init__(
@@ -30,14 +36,19 @@ class ClientError(Exception):
         status: int | None = None,
         problem: dict[str, Any] | None = None,
         lines: list[str] | None = None,
+        *,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.problem = problem or {}
         self.lines = lines or [message]
-        kind = str(self.problem.get("type", "")).rsplit("/", 1)[-1]
-        self.code = 2 if status in (400, 413, 422) or kind == "unknown-workflow" else 1
+        slug = str(self.problem.get("type", "")).rsplit("/", 1)[-1]
+        self.kind = kind if kind is not None else slug
+        self.code = (
+            2 if status in (400, 413, 422) or slug == "unknown-workflow" or self.kind == "usage" else 1
+        )
 
 
 class HopflowClient:
@@ -52,16 +63,34 @@ class HopflowClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         url = url or os.environ.get("HOPFLOW_URL")
-        if not url or not url.startswith(("http://", "https://")):
-            raise ClientError("the server URL must be an absolute http(s) URL (--url or HOPFLOW_URL)")
+        if not url or not _is_http_url(url):
+            # the value is not echoed: a key pasted into the wrong option must not be printed
+            raise ClientError(
+                "the server URL must be an absolute http(s) URL such as http://127.0.0.1:8000 "
+                "(--url or HOPFLOW_URL)",
+                kind="usage",
+            )
         self.url = url.rstrip("/")
-        self._api_key = api_key if api_key is not None else os.environ.get("HOPFLOW_API_KEY")
+        key = api_key if api_key is not None else os.environ.get("HOPFLOW_API_KEY")
+        key = (key or "").strip() or None  # a trailing newline from a key file is not part of it
+        if key is not None and not _HEADER_SAFE.fullmatch(key):
+            raise ClientError(
+                "the API key contains characters an HTTP header cannot carry "
+                "(check HOPFLOW_API_KEY / --api-key)",
+                kind="usage",
+            )
+        self._api_key = key
         self.timeout_s = timeout_s
         self._transport = transport
         self._client: httpx.Client | None = None
 
     def __repr__(self) -> str:
-        return f"HopflowClient(url={self.url!r})"
+        return f"HopflowClient(url={self.shown_url!r})"
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as errors show it: without user info, query or fragment."""
+        return _shown(self.url)
 
     # ------------------------------------------------------------------------------- operations
 
@@ -113,9 +142,13 @@ class HopflowClient:
         try:
             response = self._http().request(method, self.url + path, json=body, headers=headers)
         except httpx.TimeoutException:
-            raise ClientError(f"{self.url} did not answer within {self.timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach {self.url} ({type(exc).__name__})") from None
+            raise ClientError(
+                f"{self.shown_url} did not answer within {self.timeout_s:g} s", kind="timeout"
+            ) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise ClientError(
+                f"cannot reach {self.shown_url} ({self._redact(_reason(exc))})", kind="unreachable"
+            ) from None
         if response.is_success:
             try:
                 return response.json()
@@ -124,7 +157,16 @@ class HopflowClient:
                     f"{method} {path}: the server answered {response.status_code} without JSON",
                     response.status_code,
                 ) from None
-        raise _error(method, path, response)
+        error = _error(method, path, response, sent_key=bool(auth and self._api_key))
+        error.message = self._redact(error.message)
+        error.lines = [self._redact(line) for line in error.lines]
+        error.args = (error.message,)
+        raise error
+
+    def _redact(self, text: str) -> str:
+        """Belt and braces: the key is never sent back by hopflow, but nothing echoes it either."""
+        key = self._api_key
+        return text.replace(key, "***") if key and len(key) >= 4 else text
 
     def close(self) -> None:
         if self._client is not None:
@@ -138,11 +180,42 @@ class HopflowClient:
         self.close()
 
 
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a bearer token may hold
+
+
 def _segment(value: str) -> str:
     return quote(str(value), safe="")
 
 
-def _error(method: str, path: str, response: httpx.Response) -> ClientError:
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _shown(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _reason(exc: Exception) -> str:
+    """``[Errno 111] Connection refused`` → ``connection refused``; the exception's name otherwise."""
+    lines = str(exc).strip().splitlines()
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", lines[0]).strip() if lines else ""
+    if not text:
+        return type(exc).__name__
+    text = text[0].lower() + text[1:]
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def _error(method: str, path: str, response: httpx.Response, *, sent_key: bool = True) -> ClientError:
     try:
         problem = response.json()
     except ValueError:
@@ -158,5 +231,9 @@ def _error(method: str, path: str, response: httpx.Response) -> ClientError:
         if isinstance(error, dict):
             lines.append(f"  {error.get('path') or '/'}: {error.get('message')}")
     if response.status_code == 401:
-        lines[0] += " (set --api-key or HOPFLOW_API_KEY)"
+        lines[0] = (
+            "the API key was refused (HOPFLOW_API_KEY / --api-key)"
+            if sent_key
+            else "the server needs an API key (HOPFLOW_API_KEY / --api-key)"
+        )
     return ClientError(lines[0], response.status_code, problem, lines)

@@ -1,12 +1,14 @@
 """``hopflow start / status / history / cancel / notify``: the HTTP API's operations from the shell.
 
-Each command talks to a :class:`Backend`. Today that is :class:`LocalBackend` — the same store that
-``hopflow run`` uses (``REDIS_URL``, else the embedded Redis under ``.hopflow/``). A remote backend
-(``--url``/``--api-key`` against ``hopflow serve``) only has to implement the same five methods and
-be returned by :func:`backend_from_options`; the commands do not change.
+Each command talks to a :class:`Backend` chosen by :func:`backend_from_options`:
+:class:`LocalBackend` — the same store that ``hopflow run`` uses (``REDIS_URL``, else the embedded
+Redis under ``.hopflow/``) — or, with ``--url`` / ``HOPFLOW_URL``, :class:`RemoteBackend`, which
+calls a server's HTTP API (``hopflow serve`` or any deployment) with ``--api-key`` /
+``HOPFLOW_API_KEY``. The commands print the same things either way.
 
-Exit codes: 0 done; 1 the operation failed (unknown execution, not resumable, store down);
-2 usage errors (bad JSON, invalid input, unknown workflow).
+Exit codes: 0 done; 1 the operation failed (unknown execution, not cancellable, store or server
+unreachable, API key refused); 2 usage errors (bad JSON, invalid input, unknown workflow, an option
+that only works on the local store given with ``--url``).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class Backend(Protocol):
     def start(self, workflow: str, input: Any, execution_id: str | None) -> str: ...
     def record(self, execution_id: str) -> dict[str, Any]: ...
     def history(self, execution_id: str) -> list[dict[str, Any]]: ...
-    def cancel(self, execution_id: str) -> None: ...
+    def cancel(self, execution_id: str, compensate: bool = True) -> None: ...
     def notify(self, event: str, key: str, data: Any) -> int: ...
 
 
@@ -142,18 +144,107 @@ class LocalBackend:
         self._known(execution_id)
         return list(self._call(self.runtime().history, execution_id))
 
-    def cancel(self, execution_id: str) -> None:
+    def cancel(self, execution_id: str, compensate: bool = True) -> None:
         self._known(execution_id)
-        self._call(self.runtime().cancel, execution_id)
+        self._call(lambda: self.runtime().cancel(execution_id, compensate=compensate))
 
     def notify(self, event: str, key: str, data: Any) -> int:
         return int(self._call(self.runtime().notify, event, key, data))
 
 
+UNREACHABLE_HINT = "is `hopflow serve` running there? check --url / HOPFLOW_URL"
+
+
+class RemoteBackend:
+    """A hopflow server's HTTP API (``hopflow serve``, or a deployment) through :class:`HopflowClient`.
+
+    Every :class:`~engine.client.ClientError` becomes a :class:`BackendError` whose lines read like
+    the local backend's (invalid input: one ``input/PATH: message`` line per schema error), so the
+    CLI prints the same thing whichever store it talks to. Nothing here touches the local store, and
+    the API key appears in no message.
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout_s: float = 30.0) -> None:
+        from engine.client import ClientError, HopflowClient
+
+        try:
+            self.client = HopflowClient(url, api_key, timeout_s=timeout_s)
+        except ClientError as exc:
+            raise self._error(exc) from None
+        self.url = self.client.shown_url
+
+    def _error(self, exc: Any) -> BackendError:
+        kind, status = exc.kind, exc.status
+        if kind in ("unreachable", "timeout"):
+            return BackendError(f"{exc.message}: {UNREACHABLE_HINT}", 1)
+        if kind == "invalid-input":
+            errors = [e for e in exc.problem.get("errors") or [] if isinstance(e, dict)]
+            return BackendError(exc.message, 2, input_errors(errors) or [exc.message])
+        if kind == "not-found" or (status is not None and not exc.problem and status in (404, 405)):
+            # a route the server does not have: --url is not a hopflow server's base URL
+            return BackendError(
+                f"{exc.message} (is {self.url} the base URL of a hopflow server? check --url)", 1
+            )
+        return BackendError(exc.message, exc.code, list(exc.lines))
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from engine.client import ClientError
+
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            raise self._error(exc) from None
+
+    @staticmethod
+    def _check_id(execution_id: str) -> None:
+        """The local store's rule, so a malformed id is a usage error (2) here too, not a 404."""
+        from engine.errors import InvalidExecutionId
+        from engine.store import check_execution_id
+
+        try:
+            check_execution_id(execution_id)
+        except InvalidExecutionId as exc:
+            raise BackendError(exc.message, 2) from None
+
+    def start(self, workflow: str, input: Any, execution_id: str | None) -> str:
+        if execution_id is not None:
+            self._check_id(execution_id)
+        return str(self._call(self.client.start, workflow, input, execution_id))
+
+    def record(self, execution_id: str) -> dict[str, Any]:
+        self._check_id(execution_id)
+        return dict(self._call(self.client.status, execution_id))
+
+    def history(self, execution_id: str) -> list[dict[str, Any]]:
+        self._check_id(execution_id)
+        return list(self._call(self.client.history, execution_id))
+
+    def cancel(self, execution_id: str, compensate: bool = True) -> None:
+        self._check_id(execution_id)
+        self._call(self.client.cancel, execution_id, compensate=compensate)
+
+    def notify(self, event: str, key: str, data: Any) -> int:
+        return int(self._call(self.client.notify, event, key, data))
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def backend_from_options(
-    command: str, workflows: str | None = None, actions: tuple[str, ...] = ()
+    command: str,
+    workflows: str | None = None,
+    actions: tuple[str, ...] = (),
+    *,
+    url: str | None = None,
+    api_key: str | None = None,
 ) -> Backend:
-    """The backend the options ask for (today: always the local store)."""
+    """:class:`RemoteBackend` when a URL is given (``--url``/``HOPFLOW_URL``), else the local store.
+
+    Raises :class:`BackendError` (code 2) for an unusable URL or API key; run it under
+    :func:`guarded`.
+    """
+    if url:
+        return RemoteBackend(url, api_key)
     return LocalBackend(command, workflows, actions)
 
 
@@ -214,7 +305,70 @@ def workflows_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--workflows", metavar="DIR", help="Folder of workflows (default: ./workflows).")(fn)
 
 
+def remote_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--url`` / ``--api-key``: talk to a server's HTTP API instead of the local store.
+
+    The key is read from the environment like any option but never shown: ``show_envvar`` names the
+    variable in ``--help``, and no default is displayed.
+    """
+    fn = click.option(
+        "--api-key",
+        "api_key",
+        envvar="HOPFLOW_API_KEY",
+        show_envvar=True,
+        show_default=False,
+        metavar="KEY",
+        help="The server's API key, with --url. Prefer the environment variable: a command line is "
+        "visible to other users of the machine.",
+    )(fn)
+    return click.option(
+        "--url",
+        envvar="HOPFLOW_URL",
+        show_envvar=True,
+        metavar="URL",
+        help="Base URL of a hopflow server (`hopflow serve`, or a deployment): use its HTTP API "
+        "instead of the local store. --url '' forces the local store.",
+    )(fn)
+
+
+def _given(name: str) -> bool:
+    """Whether the user set parameter ``name`` (on the command line or through its variable)."""
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def check_remote(command: str, url: str | None, local_only: dict[str, str]) -> None:
+    """Usage errors (exit 2, one line) for options that cannot go with (or without) ``--url``.
+
+    ``local_only`` maps parameter names to how the user spells them (``{"wait": "--wait"}``).
+    """
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    if not url:
+        if ctx.get_parameter_source("api_key") == ParameterSource.COMMANDLINE:
+            usage_exit(command, "--api-key is for a server: give its --url too (or set HOPFLOW_URL)")
+        return
+    given = [spelling for name, spelling in local_only.items() if _given(name)]
+    if not given:
+        return
+    via = (
+        "HOPFLOW_URL set (unset it, or pass --url '' to use the local store)"
+        if ctx.get_parameter_source("url") == ParameterSource.ENVIRONMENT
+        else "--url"
+    )
+    what = given[0] if len(given) == 1 else ", ".join(given[:-1]) + " and " + given[-1]
+    verb = "works" if len(given) == 1 else "work"
+    usage_exit(command, f"{what} only {verb} on the local store, not with {via}")
+
+
 # -------------------------------------------------------------------------------------- commands
+
+
+def _looks_like_file(workflow: str) -> bool:
+    return workflow.endswith((".yaml", ".yml")) or "/" in workflow or "\\" in workflow
 
 
 @click.command("start", context_settings=CONTEXT)
@@ -232,6 +386,7 @@ def workflows_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @live_option
+@remote_options
 @_guard
 def start(
     workflow: str,
@@ -242,18 +397,35 @@ def start(
     wait: bool,
     as_json: bool,
     progress: str,
+    url: str | None,
+    api_key: str | None,
 ) -> None:
-    """Start an execution of WORKFLOW (a name in --workflows, or a .yaml file) and print its id.
+    """Start an execution of WORKFLOW and print its id.
 
-    Without --wait the first message waits in the local queue for a worker (`hopflow serve`, or any
-    `hopflow run`/`resume` on the same store).
+    Locally, WORKFLOW is a name in --workflows or a .yaml file, and without --wait the first message
+    waits in the local queue for a worker (`hopflow serve`, or any `hopflow run`/`resume` on the same
+    store). With --url, WORKFLOW is the name of a workflow the server has, and the server runs it.
     """
+    check_remote(
+        "start",
+        url,
+        {"wait": "--wait", "actions": "--actions", "workflows": "--workflows", "progress": "--progress"},
+    )
+    if url and _looks_like_file(workflow):
+        usage_exit(
+            "start",
+            f"with --url, WORKFLOW is the name of a workflow the server has, not a file ({workflow}); "
+            "give its `name:`",
+        )
     payload = parse_json_option("start", "--input", input_, default={})
-    backend = LocalBackend("start", workflows, actions)
+    backend = guarded(
+        "start", lambda: backend_from_options("start", workflows, actions, url=url, api_key=api_key)
+    )
     eid = guarded("start", lambda: backend.start(workflow, payload, execution_id))
     if not wait:
         click.echo(json.dumps({"execution_id": eid}) if as_json else eid)
         return
+    assert isinstance(backend, LocalBackend)  # --wait with --url is refused above
     runtime = backend.runtime()
     record = drive(
         "start",
@@ -272,10 +444,12 @@ def start(
 @click.command("status", context_settings=CONTEXT)
 @click.argument("execution_id", metavar="EXEC")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
+@remote_options
 @_guard
-def status(execution_id: str, as_json: bool) -> None:
+def status(execution_id: str, as_json: bool, url: str | None, api_key: str | None) -> None:
     """Show an execution: status, current node(s), output or error, timestamps, trace."""
-    backend = backend_from_options("status")
+    check_remote("status", url, {})
+    backend = guarded("status", lambda: backend_from_options("status", url=url, api_key=api_key))
     record = guarded("status", lambda: backend.record(execution_id))
     if as_json:
         click.echo(json.dumps(record, ensure_ascii=False, default=str))
@@ -286,10 +460,12 @@ def status(execution_id: str, as_json: bool) -> None:
 @click.command("history", context_settings=CONTEXT)
 @click.argument("execution_id", metavar="EXEC")
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as a JSON list.")
+@remote_options
 @_guard
-def history(execution_id: str, as_json: bool) -> None:
+def history(execution_id: str, as_json: bool, url: str | None, api_key: str | None) -> None:
     """Show the event history of an execution, oldest first."""
-    backend = backend_from_options("history")
+    check_remote("history", url, {})
+    backend = guarded("history", lambda: backend_from_options("history", url=url, api_key=api_key))
     entries = guarded("history", lambda: backend.history(execution_id))
     if as_json:
         click.echo(json.dumps(entries, ensure_ascii=False, default=str))
@@ -299,20 +475,52 @@ def history(execution_id: str, as_json: bool) -> None:
 
 @click.command("cancel", context_settings=CONTEXT)
 @click.argument("execution_id", metavar="EXEC")
+@click.option(
+    "--no-compensate",
+    is_flag=True,
+    help="Stop without undoing what the execution did (its compensations do not run).",
+)
 @workflows_option
 @actions_option
 @click.option("--wait", is_flag=True, help="Deliver here until the cancellation (and compensation) is done.")
 @click.option("--json", "as_json", is_flag=True, help="With --wait: print the final record as JSON.")
+@remote_options
 @_guard
 def cancel(
-    execution_id: str, workflows: str | None, actions: tuple[str, ...], wait: bool, as_json: bool
+    execution_id: str,
+    no_compensate: bool,
+    workflows: str | None,
+    actions: tuple[str, ...],
+    wait: bool,
+    as_json: bool,
+    url: str | None,
+    api_key: str | None,
 ) -> None:
-    """Cancel an execution: it stops at its next node boundary and compensates what it did."""
-    backend = LocalBackend("cancel", workflows or (default_workflows_dir() if wait else None), actions)
-    guarded("cancel", lambda: backend.cancel(execution_id))
+    """Cancel an execution: it stops at its next node boundary and compensates what it did.
+
+    With --url, only a running execution can be cancelled (the server answers that one that is over
+    or compensating cannot be).
+    """
+    check_remote(
+        "cancel",
+        url,
+        {"wait": "--wait", "actions": "--actions", "workflows": "--workflows", "as_json": "--json"},
+    )
+    backend = guarded(
+        "cancel",
+        lambda: backend_from_options(
+            "cancel",
+            workflows or (default_workflows_dir() if wait else None),
+            actions,
+            url=url,
+            api_key=api_key,
+        ),
+    )
+    guarded("cancel", lambda: backend.cancel(execution_id, compensate=not no_compensate))
     if not wait:
         click.echo(f"cancellation of {execution_id} requested")
         return
+    assert isinstance(backend, LocalBackend)  # --wait with --url is refused above
     record = drive(
         "cancel",
         backend.runtime(),
@@ -331,13 +539,17 @@ def cancel(
 @click.option("--key", required=True, help="The key the waiting step expects.")
 @click.option("--data", metavar="JSON|@FILE", help="The event's data (JSON text, @file, @-); default null.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@remote_options
 @_guard
-def notify(event: str, key: str, data: str | None, as_json: bool) -> None:
+def notify(
+    event: str, key: str, data: str | None, as_json: bool, url: str | None, api_key: str | None
+) -> None:
     """Deliver EVENT with KEY to the executions waiting for it (or keep it 7 days for the first)."""
+    check_remote("notify", url, {})
     payload = parse_json_option("notify", "--data", data, default=None)
     if not event.strip():
         usage_exit("notify", "EVENT must not be empty")
-    backend = backend_from_options("notify")
+    backend = guarded("notify", lambda: backend_from_options("notify", url=url, api_key=api_key))
     resumed = guarded("notify", lambda: backend.notify(event, key, payload))
     if as_json:
         click.echo(json.dumps({"resumed": resumed}))
@@ -347,4 +559,12 @@ def notify(event: str, key: str, data: str | None, as_json: bool) -> None:
         click.echo(f"no execution is waiting for {event} {key!r}; the event is kept for 7 days")
 
 
-__all__ = ["Backend", "BackendError", "LocalBackend", "backend_from_options", "core", "fail_exit"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "LocalBackend",
+    "RemoteBackend",
+    "backend_from_options",
+    "core",
+    "fail_exit",
+]
