@@ -58,7 +58,10 @@ MAX_RETRY_DELAY_S = 86400.0  # QStash caps every retry delay (and Retry-After) a
 MAX_RETRIES_ACCEPTED = 100
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
 RETRY_AFTER_HEADERS = (
-    "retry-after", "x-ratelimit-reset", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
+    "retry-after",
+    "x-ratelimit-reset",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
 )
 
 log = logging.getLogger("hopflow.qstash_dev")
@@ -322,8 +325,17 @@ class QStashDevServer:
         return True
 
     def _event(self, kind: str, msg: _Message, **extra: Any) -> None:
-        self._events.append({"event": kind, "message_id": msg.id, "url": msg.url, "kind": msg.kind,
-                             "retried": msg.retried, "time": time.time(), **extra})
+        self._events.append(
+            {
+                "event": kind,
+                "message_id": msg.id,
+                "url": msg.url,
+                "kind": msg.kind,
+                "retried": msg.retried,
+                "time": time.time(),
+                **extra,
+            }
+        )
 
     # ---------------------------------------------------------------------------------- lifecycle
 
@@ -382,26 +394,39 @@ class QStashDevServer:
                 await asyncio.sleep(0.1)
 
     def _delivery_headers(self, msg: _Message) -> dict[str, str]:
-        reserved = {"content-type", "user-agent", "upstash-message-id", "upstash-retried",
-                    "upstash-signature", "upstash-caller-ip", "host", "content-length"}
+        reserved = {
+            "content-type",
+            "user-agent",
+            "upstash-message-id",
+            "upstash-retried",
+            "upstash-signature",
+            "upstash-caller-ip",
+            "host",
+            "content-length",
+        }
         headers = {k: v for k, v in msg.forward.items() if k.lower() not in reserved}
         if msg.content_type:
             headers["Content-Type"] = msg.content_type
-        headers.update({
-            "User-Agent": "Upstash-QStash",
-            "Upstash-Message-Id": msg.id,
-            "Upstash-Retried": str(msg.retried),
-            "Upstash-Caller-Ip": msg.caller_ip,
-            "Upstash-Signature": sign_qstash(msg.body, msg.url, self.current_signing_key,
-                                             ttl_s=self.signature_ttl_s),
-        })
+        headers.update(
+            {
+                "User-Agent": "Upstash-QStash",
+                "Upstash-Message-Id": msg.id,
+                "Upstash-Retried": str(msg.retried),
+                "Upstash-Caller-Ip": msg.caller_ip,
+                "Upstash-Signature": sign_qstash(
+                    msg.body, msg.url, self.current_signing_key, ttl_s=self.signature_ttl_s
+                ),
+            }
+        )
         return headers
 
     async def _send(self, msg: _Message, headers: dict[str, str]) -> _Reply | None:
         assert self._client is not None
         try:
             response = await self._client.request(
-                msg.method, msg.url, headers=headers,
+                msg.method,
+                msg.url,
+                headers=headers,
                 content=msg.body if msg.method not in ("GET", "HEAD") else None,
                 timeout=msg.timeout_s or self.delivery_timeout_s,
             )
@@ -419,10 +444,14 @@ class QStashDevServer:
             copies = 2 if self.duplicate else 1
             replies = await asyncio.gather(*(self._send(msg, headers) for _ in range(copies)))
             reply = replies[0]
-            dropped = reply is not None and self.drop_response_rate > 0 and (
-                self._rng.random() < self.drop_response_rate)
-            self._event("attempt", msg, status=reply.status if reply else None, dropped=dropped,
-                        copies=copies)
+            dropped = (
+                reply is not None
+                and self.drop_response_rate > 0
+                and (self._rng.random() < self.drop_response_rate)
+            )
+            self._event(
+                "attempt", msg, status=reply.status if reply else None, dropped=dropped, copies=copies
+            )
             if msg.cancelled:
                 return
             retry_after: float | None = None
@@ -470,8 +499,9 @@ class QStashDevServer:
             self._accept(self._callback_message(msg, msg.last, "failure-callback", dlq_id=dlq_id))
         self._finish(msg, "dlq", dlq_id=dlq_id, status=msg.last.status if msg.last else None)
 
-    def _callback_message(self, msg: _Message, reply: _Reply | None, kind: str,
-                          dlq_id: str | None = None) -> _Message:
+    def _callback_message(
+        self, msg: _Message, reply: _Reply | None, kind: str, dlq_id: str | None = None
+    ) -> _Message:
         payload: dict[str, Any] = {
             "status": reply.status if reply else 0,
             "header": reply.headers if reply else {},
@@ -521,11 +551,13 @@ class QStashDevServer:
         callback_forward: dict[str, str] = {}
         failure_forward: dict[str, str] = {}
         for name, value in headers.items():
-            for prefix, target in (("upstash-failure-callback-forward-", failure_forward),
-                                   ("upstash-callback-forward-", callback_forward),
-                                   ("upstash-forward-", forward)):
+            for prefix, target in (
+                ("upstash-failure-callback-forward-", failure_forward),
+                ("upstash-callback-forward-", callback_forward),
+                ("upstash-forward-", forward),
+            ):
                 if name.startswith(prefix) and len(name) > len(prefix):
-                    target[name[len(prefix):]] = value
+                    target[name[len(prefix) :]] = value
                     break
 
         not_before = now
@@ -572,8 +604,9 @@ class QStashDevServer:
             callback_forward=callback_forward,
             failure_callback_forward=failure_forward,
             callback_retries=_int_header(headers, "upstash-callback-retries", 0, MAX_RETRIES_ACCEPTED),
-            failure_callback_retries=_int_header(headers, "upstash-failure-callback-retries", 0,
-                                                 MAX_RETRIES_ACCEPTED),
+            failure_callback_retries=_int_header(
+                headers, "upstash-failure-callback-retries", 0, MAX_RETRIES_ACCEPTED
+            ),
             callback_method=_method(headers, "upstash-callback-method"),
             failure_callback_method=_method(headers, "upstash-failure-callback-method"),
             timeout_s=timeout_s,
@@ -745,8 +778,18 @@ class QStashDevServer:
         if entry is None:
             return self._error(404, "DLQ message not found")
         now = time.time()
-        fresh = replace(entry.message, id=_new_id("msg"), retried=0, not_before=now, created_at=now,
-                        due=0.0, in_flight=False, cancelled=False, last=None, dedup_id=None)
+        fresh = replace(
+            entry.message,
+            id=_new_id("msg"),
+            retried=0,
+            not_before=now,
+            created_at=now,
+            due=0.0,
+            in_flight=False,
+            cancelled=False,
+            last=None,
+            dedup_id=None,
+        )
         return JSONResponse(self._accept(fresh))
 
     async def _keys(self, request: Request) -> Response:
@@ -763,8 +806,9 @@ def _new_id(prefix: str) -> str:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: Any, *, host: str = DEFAULT_HOST, port: int = 0,
-                    startup_timeout_s: float = 10.0) -> Iterator[str]:
+def serve_in_thread(
+    app: Any, *, host: str = DEFAULT_HOST, port: int = 0, startup_timeout_s: float = 10.0
+) -> Iterator[str]:
     """Serve an ASGI app with uvicorn in a daemon thread; yield its base URL (random port by default)."""
     import uvicorn
 
@@ -772,8 +816,9 @@ def serve_in_thread(app: Any, *, host: str = DEFAULT_HOST, port: int = 0,
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
-                              name=f"uvicorn-{sock.getsockname()[1]}")
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{sock.getsockname()[1]}"
+    )
     thread.start()
     try:
         deadline = time.monotonic() + startup_timeout_s
@@ -809,14 +854,18 @@ class RunningDevServer:
 
     def env(self) -> dict[str, str]:
         """The environment a hopflow process needs to use this server."""
-        return {"QSTASH_URL": self.url, "QSTASH_TOKEN": self.token,
-                "QSTASH_CURRENT_SIGNING_KEY": self.current_signing_key,
-                "QSTASH_NEXT_SIGNING_KEY": self.next_signing_key}
+        return {
+            "QSTASH_URL": self.url,
+            "QSTASH_TOKEN": self.token,
+            "QSTASH_CURRENT_SIGNING_KEY": self.current_signing_key,
+            "QSTASH_NEXT_SIGNING_KEY": self.next_signing_key,
+        }
 
 
 @contextlib.contextmanager
-def start_dev_server(server: QStashDevServer | None = None, *, host: str = DEFAULT_HOST, port: int = 0,
-                     **options: Any) -> Iterator[RunningDevServer]:
+def start_dev_server(
+    server: QStashDevServer | None = None, *, host: str = DEFAULT_HOST, port: int = 0, **options: Any
+) -> Iterator[RunningDevServer]:
     """Run a dev server in-process on ``host`` (loopback) and a random port; stop it on exit."""
     instance = server or QStashDevServer(**options)
     with serve_in_thread(instance.app, host=host, port=port) as url:
@@ -824,27 +873,41 @@ def start_dev_server(server: QStashDevServer | None = None, *, host: str = DEFAU
 
 
 def banner(server: QStashDevServer, url: str) -> str:
-    return "\n".join([
-        f"QStash dev server listening on {url}",
-        "Use these in your environment:",
-        f"  QSTASH_URL={url}",
-        f"  QSTASH_TOKEN={server.token}",
-        f"  QSTASH_CURRENT_SIGNING_KEY={server.current_signing_key}",
-        f"  QSTASH_NEXT_SIGNING_KEY={server.next_signing_key}",
-    ])
+    return "\n".join(
+        [
+            f"QStash dev server listening on {url}",
+            "Use these in your environment:",
+            f"  QSTASH_URL={url}",
+            f"  QSTASH_TOKEN={server.token}",
+            f"  QSTASH_CURRENT_SIGNING_KEY={server.current_signing_key}",
+            f"  QSTASH_NEXT_SIGNING_KEY={server.next_signing_key}",
+        ]
+    )
 
 
-def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, quiet: bool = False,
-        log_level: str = "info", **options: Any) -> None:
+def run(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    quiet: bool = False,
+    log_level: str = "info",
+    **options: Any,
+) -> None:
     """Serve a dev server in the foreground until interrupted (``hopflow qstash-dev``)."""
     import uvicorn
 
     server = QStashDevServer(**options)
     if not quiet:
         print(banner(server, f"http://{host}:{port}"), flush=True)
-        knobs = [f"{k}={v}" for k, v in (("duplicate", server.duplicate),
-                                         ("reorder_window_s", server.reorder_window_s),
-                                         ("drop_response_rate", server.drop_response_rate)) if v]
+        knobs = [
+            f"{k}={v}"
+            for k, v in (
+                ("duplicate", server.duplicate),
+                ("reorder_window_s", server.reorder_window_s),
+                ("drop_response_rate", server.drop_response_rate),
+            )
+            if v
+        ]
         if knobs:
             print("Fault injection on: " + ", ".join(knobs), flush=True)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO))
@@ -863,10 +926,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-delay", type=parse_duration, default=None, help="plan's maximum delay, e.g. 7d")
     p.add_argument("--dedup-window", type=parse_duration, default=600.0)
     p.add_argument("--duplicate", action="store_true", help="send every delivery twice")
-    p.add_argument("--reorder-window", type=parse_duration, default=0.0,
-                   help="random extra delay per message, e.g. 500ms")
-    p.add_argument("--drop-responses", type=float, default=0.0, metavar="RATE",
-                   help="fraction of responses to pretend lost (delivered, then retried)")
+    p.add_argument(
+        "--reorder-window",
+        type=parse_duration,
+        default=0.0,
+        help="random extra delay per message, e.g. 500ms",
+    )
+    p.add_argument(
+        "--drop-responses",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="fraction of responses to pretend lost (delivered, then retried)",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
     return p
@@ -874,11 +946,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    run(args.host, args.port, quiet=args.quiet, token=args.token,
-        current_signing_key=args.current_signing_key, next_signing_key=args.next_signing_key,
-        max_retries=args.max_retries, backoff_scale=args.backoff_scale, max_delay_s=args.max_delay,
-        dedup_window_s=args.dedup_window, duplicate=args.duplicate, reorder_window_s=args.reorder_window,
-        drop_response_rate=args.drop_responses, seed=args.seed)
+    run(
+        args.host,
+        args.port,
+        quiet=args.quiet,
+        token=args.token,
+        current_signing_key=args.current_signing_key,
+        next_signing_key=args.next_signing_key,
+        max_retries=args.max_retries,
+        backoff_scale=args.backoff_scale,
+        max_delay_s=args.max_delay,
+        dedup_window_s=args.dedup_window,
+        duplicate=args.duplicate,
+        reorder_window_s=args.reorder_window,
+        drop_response_rate=args.drop_responses,
+        seed=args.seed,
+    )
     return 0
 
 

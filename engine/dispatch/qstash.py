@@ -223,8 +223,13 @@ class QStashDispatcher:
             destination_url = public.rstrip("/") + "/v1/step"
         if failure_callback_url is None:
             failure_callback_url = _with_query(destination_url, FAILURE_CALLBACK_QUERY)
-        return cls(token, env.get("QSTASH_URL") or DEFAULT_QSTASH_URL, destination_url,
-                   failure_callback_url=failure_callback_url, **options)
+        return cls(
+            token,
+            env.get("QSTASH_URL") or DEFAULT_QSTASH_URL,
+            destination_url,
+            failure_callback_url=failure_callback_url,
+            **options,
+        )
 
     # ---------------------------------------------------------------------------------- publishing
 
@@ -232,8 +237,9 @@ class QStashDispatcher:
         """Hand every message to QStash, or raise DispatchError. Idempotent per dedup id."""
         self._publish(outgoing)
 
-    def defer_if_early(self, message: Message, headers: Mapping[str, str], now: float | None = None,
-                       skew_s: float = 1.0) -> bool:
+    def defer_if_early(
+        self, message: Message, headers: Mapping[str, str], now: float | None = None, skew_s: float = 1.0
+    ) -> bool:
         """Re-publish a chained-delay delivery that arrived before its target; True if it did.
 
         The receiver acknowledges (2xx) a deferred delivery and does not run the node.
@@ -257,10 +263,14 @@ class QStashDispatcher:
             return
         for start in range(0, len(entries), self.batch_size):
             chunk = entries[start : start + self.batch_size]
-            batch = [{"destination": self.destination_url, "headers": h, "body": b.decode()}
-                     for h, b in chunk]
-            self._request("/v2/batch", json.dumps(batch, separators=(",", ":")).encode(),
-                          {"Content-Type": "application/json"})
+            batch = [
+                {"destination": self.destination_url, "headers": h, "body": b.decode()} for h, b in chunk
+            ]
+            self._request(
+                "/v2/batch",
+                json.dumps(batch, separators=(",", ":")).encode(),
+                {"Content-Type": "application/json"},
+            )
 
     def _entry(self, o: Outgoing, now: float, suffix: str) -> tuple[dict[str, str], bytes]:
         dedup = o.dedup_id + suffix
@@ -386,8 +396,11 @@ class QStashDispatcher:
         for attempt in range(self.max_attempts):
             wait = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
             try:
-                response = client.post(self.base_url + path, content=body,
-                                       headers={**headers, "Authorization": f"Bearer {self._token}"})
+                response = client.post(
+                    self.base_url + path,
+                    content=body,
+                    headers={**headers, "Authorization": f"Bearer {self._token}"},
+                )
             except httpx.TimeoutException:
                 problem = "QStash did not answer in time"
             except httpx.TransportError as exc:
