@@ -341,6 +341,26 @@ def test_answers_that_do_not_name_the_parked_step_are_ignored(harness: Any, targ
     assert o.run(eid)["status"] == "succeeded"
 
 
+def test_an_answer_for_a_branch_locked_by_another_delivery_is_busy_then_completes(
+    harness: Any, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.interpreter
+
+    monkeypatch.setattr(engine.interpreter, "BUSY_WAIT_S", 0.1)
+    o = Offloading(harness, EXPORT)
+    eid = o.h.start("export", {"target": target.url})
+    o.deliver_next()
+    (request,) = o.calls
+    answer = perform(request)
+    lock = f"hf:{{{eid}}}:l:"
+    o.h.store.client.set(lock, "another-delivery", px=60_000)  # e.g. its timeout message right now
+    history = o.runtime.history(eid)
+    assert o.runtime.complete_offloaded(request.message, answer).kind == "busy"
+    assert o.runtime.history(eid) == history  # nothing written: the caller must deliver it again
+    o.h.store.client.delete(lock)
+    assert o.runtime.complete_offloaded(request.message, answer).kind == "advanced"
+
+
 def test_a_failure_callback_without_a_response_fails_the_step_with_http_connect(harness: Any) -> None:
     from engine.dispatch.qstash import parse_callback
 
@@ -595,6 +615,50 @@ def test_the_local_dispatcher_makes_offloaded_calls_end_to_end(redis_db: Any, ta
     assert dispatcher.stats.calls == 3
     assert len(target.seen("accepted")) == 1 and len(target.seen("broken")) == 2
     assert {r["headers"]["idempotency-key"] for r in target.seen("broken")} == {f"{eid}:flaky"}
+
+
+def test_hopflow_run_poll_export_goes_through_the_local_offload_path(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        k: v for k, v in os.environ.items() if not k.endswith("_API") and k not in ("DEMO_FAIL", "REDIS_URL")
+    }
+
+    def hopflow(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    wf = root / "workflows"
+    run = hopflow(
+        "run",
+        str(wf / "poll-export.yaml"),
+        "--input",
+        f"@{wf / 'poll-export.input.json'}",
+        "--actions",
+        str(wf / "demo.py"),
+        "--fast-forward",
+        "--json",
+    )
+    assert run.returncode == 0, run.stderr
+    record = json.loads(run.stdout.strip().splitlines()[-1])
+    assert record["status"] == "succeeded" and record["output"]["url"].endswith(".csv")
+    history = hopflow("history", record["execution_id"], "--json")
+    assert history.returncode == 0, history.stderr
+    entries = json.loads(history.stdout)
+    entries = entries["events"] if isinstance(entries, dict) else entries
+    parks = [e for e in entries if e.get("event") == "park" and e.get("step") == "start_export"]
+    assert [p.get("wait_wait") for p in parks] == ["offload"]
+    assert parks[0]["wait_call"].startswith("POST http://127.0.0.1:")
 
 
 class Crash(BaseException):
