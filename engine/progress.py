@@ -343,6 +343,8 @@ def _park_detail(entry: dict[str, Any]) -> str:
         return f"for {info['ms']} ms" if info.get("ms") else "for its delay (wait.for)"
     if info.get("child"):
         return f"for child execution {info['child']}"
+    if kind == "offload":
+        return f"for the offloaded call {info['call']}" if info.get("call") else "for its offloaded call"
     rest = {k: v for k, v in entry.items() if k not in ("id", "event", "time", "step", "branch")}
     return ", ".join(f"{k}={v}" for k, v in rest.items())
 
