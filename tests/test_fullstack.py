@@ -263,12 +263,18 @@ def expect(name: str, record: dict[str, Any], demo: Any, eid: str) -> None:
 EXAMPLES = sorted(p.stem for p in WORKFLOWS.glob("*.yaml"))
 
 
-def run_examples(s: Stack, demo: Any, prefix: str) -> dict[str, dict[str, Any]]:
-    """Start every example (approval through its event), wait for all, check each; the records."""
+def run_examples(
+    s: Stack, demo: Any, prefix: str, inputs: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Start every example (approval through its event), wait for all, check each; the records.
+
+    Stacks compared with each other must get the same ``inputs``: the examples' times are computed
+    from "now", and two stacks computing them a second apart would (rightly) produce other ids."""
+    inputs = inputs or {name: example_input(name) for name in EXAMPLES}
     ids = {name: f"{prefix}-{name}" for name in EXAMPLES}
     for name in EXAMPLES:
         if name != "approval":
-            s.start(name, example_input(name), ids[name])
+            s.start(name, inputs[name], ids[name])
     approval = ids["approval"]
     # the approval is published through QStash with the official SDK: a start delivered at least once
     from qstash import QStash
@@ -277,7 +283,7 @@ def run_examples(s: Stack, demo: Any, prefix: str) -> dict[str, dict[str, Any]]:
     sdk.message.publish_json(
         url=f"{s.url}/v1/executions",
         headers=AUTH,
-        body={"workflow": "approval", "input": example_input("approval"), "id": approval},
+        body={"workflow": "approval", "input": inputs["approval"], "id": approval},
     )
     parked = s.wait(
         approval,
@@ -300,7 +306,11 @@ def test_every_example_runs_to_its_end_and_faults_change_nothing(redis_socket: s
         stack(redis_socket, db=2, duplicate=True, reorder_window_s=0.3, seed=7) as faulty,
         ThreadPoolExecutor(2) as pool,
     ):
-        both = [pool.submit(run_examples, plain, demo, "ex"), pool.submit(run_examples, faulty, demo, "ex")]
+        inputs = {name: example_input(name) for name in EXAMPLES}
+        both = [
+            pool.submit(run_examples, plain, demo, "ex", inputs),
+            pool.submit(run_examples, faulty, demo, "ex", inputs),
+        ]
         clean, noisy = (f.result() for f in both)
         assert {n: (r["status"], r["output"]) for n, r in clean.items()} == {
             n: (r["status"], r["output"]) for n, r in noisy.items()
