@@ -198,6 +198,15 @@ class Ledger:
         self.apply("undo", ctx.idempotency_key)
         return None
 
+    def only(self, execution_id: str) -> Ledger:
+        """The part of the ledger one execution produced (its keys start with ``<id>:``)."""
+        prefix = f"{execution_id}:"
+        view = Ledger()
+        view.calls = [c for c in self.calls if c[1].startswith(prefix)]
+        view.applied = {k: n for k, n in self.applied.items() if k.startswith(prefix)}
+        view.order = [k for k in self.order if k.startswith(prefix)]
+        return view
+
     def actions(self) -> dict[str, Any]:
         return {"t.work": self.work, "t.undo": self.undo}
 
