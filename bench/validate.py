@@ -53,6 +53,10 @@ def generate(folder: Path, files: int, steps: int, seed: int = 1) -> list[Path]:
         text += strategies.to_yaml(strategies.generate(rng, steps=steps))
         path.write_text(text, encoding="utf-8")
         paths.append(path)
+    for name in strategies.CHILD_WORKFLOWS:  # what the generated files call, so the folder is valid
+        path = folder / f"child-{name}.yaml"
+        path.write_text(strategies.child_workflow(name), encoding="utf-8")
+        paths.append(path)
     return paths
 
 

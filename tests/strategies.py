@@ -29,6 +29,16 @@ import yaml
 T = TypeVar("T")
 
 
+
+# the child workflows generated files call; a folder of generated files needs them beside it
+CHILD_WORKFLOWS = ("child-a", "billing.invoice", "notify", "undo-things")
+
+
+def child_workflow(name: str) -> str:
+    """A minimal workflow called ``name``, to stand beside generated callers."""
+    return f"name: {name}\nsteps:\n  - id: done\n    succeed: {{}}\n"
+
+
 class Choices(Protocol):
     """Where the generator's randomness comes from (Hypothesis draws, or a seeded Random)."""
 
@@ -430,7 +440,7 @@ class Builder:
         elif kind == "set":
             step["set"] = {name: self.template(env, native=c.chance(0.5)) for name in slot.sets}
         elif kind == "workflow":
-            step["workflow"] = {"name": c.choice(("child-a", "billing.invoice", "notify"))}
+            step["workflow"] = {"name": c.choice(CHILD_WORKFLOWS[:3])}
             if c.chance(0.7):
                 step["workflow"]["input"] = {"user": self.template(env), "n": c.integer(0, 5)}
         elif kind == "succeed":
@@ -546,7 +556,7 @@ class Builder:
         else:
             out = {
                 "workflow": {
-                    "name": "undo-things",
+                    "name": CHILD_WORKFLOWS[3],
                     "input": {"ref": "{{ steps." + env.steps[-1] + ".output }}"},
                 }
             }
