@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +100,9 @@ class Run:
         return self.runtime.record(self.eid)
 
 
-def make_run(redis_db: Any, plan: Plan, point: str | None = None, nth: int = 0) -> Run:
+def make_run(
+    redis_db: Any, plan: Plan, point: str | None = None, nth: int = 0, texts: list[str] | None = None
+) -> Run:
     clock = VirtualClock()
     dispatcher = QueueDispatcher(clock)
     store = CrashStore(redis_db)
@@ -111,7 +114,7 @@ def make_run(redis_db: Any, plan: Plan, point: str | None = None, nth: int = 0) 
     runtime = Runtime(
         store,
         dispatcher,
-        Catalog.from_texts([plan.yaml()]),
+        Catalog.from_texts(texts or [plan.yaml()]),
         actions=registry,
         clock=clock,
         faults=faults,
@@ -123,6 +126,10 @@ def make_run(redis_db: Any, plan: Plan, point: str | None = None, nth: int = 0) 
 def drive(run: Run, plan: Plan, eid: str, limit: int = 2000) -> Run:
     """Start and deliver until the queue is empty. A crashed or busy delivery is redelivered first."""
     run.eid = run.runtime.start(plan.name, plan.input, eid)
+    return deliver_all(run, limit)
+
+
+def deliver_all(run: Run, limit: int = 2000) -> Run:
     q = run.dispatcher
     while q.queue:
         assert run.deliveries < limit, "no progress"
@@ -138,6 +145,7 @@ def drive(run: Run, plan: Plan, eid: str, limit: int = 2000) -> Run:
             continue
         finally:
             run.faults.active = False
+            q.fail_next = 0  # an armed publish failure that found nothing to publish
         if result.kind == "busy":  # a dead worker's lock: QStash retries a little later
             time.sleep(HELD_MS / 5000)
             heapq.heappush(q.queue, (float("-inf"), -run.deliveries, outgoing))
@@ -234,13 +242,14 @@ OPEN_ENDED = {"parallel_branch_fails"}
 POINTS = ("before_step", "after_step", "after_checkpoint", "after_publish", "publish_error")
 
 
-def _summary(run: Run) -> dict[str, Any]:
+def _summary(run: Run, eid: str | None = None) -> dict[str, Any]:
     """What must not change. Branch runs interleave by completion time (timing, not semantics), so
     the trace is compared per branch in order, and globally as a multiset; the compensation order
     depends on that interleaving and is checked against the actual completion order by ``check``."""
-    rec = run.record()
+    eid = eid or run.eid
+    rec = run.runtime.record(eid)
     per_branch: dict[str, list[tuple[Any, ...]]] = {}
-    for h in run.runtime.history(run.eid):
+    for h in run.runtime.history(eid):
         if h.get("phase") in ("run", "skip"):
             item = (h.get("step"), h["phase"], h.get("status"), h.get("attempt"))
             per_branch.setdefault(h.get("branch") or "", []).append(item)
@@ -250,8 +259,8 @@ def _summary(run: Run) -> dict[str, Any]:
         "error": rec["error"],
         "trace": sorted(tuple(t.values()) for t in rec["trace"]),
         "per_branch": per_branch,
-        "work": sorted(k.split(":", 1)[1] for k in run.ledger.work_keys()),
-        "undo": sorted(k.split(":", 1)[1] for k in run.ledger.undo_keys()),
+        "work": sorted(k.split(":", 1)[1] for k in run.ledger.only(eid).work_keys()),
+        "undo": sorted(k.split(":", 1)[1] for k in run.ledger.only(eid).undo_keys()),
     }
 
 
@@ -481,3 +490,109 @@ def test_a_worker_whose_lock_expired_while_nobody_else_came_does_not_lose_the_ex
         f"the execution is stuck at {rec['current']} after the slow worker's delivery was answered "
         f"{getattr(a, 'kind', a)!r}"
     )
+
+
+# ------------------------------------------------------------- event waits and child workflows
+
+EVENTS = """
+name: approval
+steps:
+  - id: ask
+    action: t.work
+    with: {step: ask}
+  - id: answer
+    wait: {event: approved, key: "{{ execution.id }}"}
+  - id: after
+    action: t.work
+    with: {step: after}
+  - id: done
+    succeed: {output: "{{ steps.answer.output }}"}
+"""
+
+PARENT = """
+name: parent
+steps:
+  - id: a
+    action: t.work
+    with: {step: a}
+    compensate:
+      action: t.undo
+      with: {step: a}
+  - id: kid
+    workflow: {name: kid, input: {fail: "{{ input.fail }}"}}
+  - id: b
+    action: t.work
+    with: {step: b}
+"""
+
+KID = """
+name: kid
+steps:
+  - id: k1
+    action: t.work
+    with: {step: k1}
+    compensate:
+      action: t.undo
+      with: {step: k1}
+  - id: k2
+    action: t.work
+    with: {step: k2, fatal: "{{ input.fail }}"}
+"""
+
+
+def _event_after_wait(run: Run, eid: str) -> list[str]:
+    run.eid = run.runtime.start("approval", {}, eid)
+    deliver_all(run)
+    assert run.runtime.record(eid)["status"] == "running"
+    assert run.runtime.notify("approved", eid, {"by": "ann"}) == 1
+    deliver_all(run)
+    return [eid]
+
+
+def _event_before_wait(run: Run, eid: str) -> list[str]:
+    assert run.runtime.notify("approved", eid, {"by": "ann"}) == 0  # kept for the wait
+    run.eid = run.runtime.start("approval", {}, eid)
+    deliver_all(run)
+    return [eid]
+
+
+def _child(fail: bool) -> Callable[[Run, str], list[str]]:
+    def scenario(run: Run, eid: str) -> list[str]:
+        run.eid = run.runtime.start("parent", {"fail": fail}, eid)
+        deliver_all(run)
+        headers = [k for k in run.store.client.scan_iter(match=f"hf:{{{eid}.*}}:h")]
+        assert len(headers) == 1, f"{len(headers)} child executions"
+        child = headers[0].decode().split("{", 1)[1].split("}", 1)[0]
+        return [eid, child]
+
+    return scenario
+
+
+SCENARIOS: dict[str, tuple[list[str], Callable[[Run, str], list[str]]]] = {
+    "event_after_wait": ([EVENTS], _event_after_wait),
+    "event_before_wait": ([EVENTS], _event_before_wait),
+    "child_succeeds": ([PARENT, KID], _child(False)),
+    "child_fails": ([PARENT, KID], _child(True)),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+@pytest.mark.parametrize("point", POINTS)
+def test_crashes_around_event_waits_and_child_workflows(redis_db: Any, scenario: str, point: str) -> None:
+    """An event is never lost or consumed twice, and a child is started exactly once, whatever
+    boundary a worker dies at."""
+    texts, play = SCENARIOS[scenario]
+    base = make_run(redis_db, Plan("-", ()), texts=texts)
+    eids = play(base, f"b-{scenario}")
+    expected = [_summary(base, e) for e in eids]
+    assert expected[0]["status"] in ("succeeded", "compensated"), expected[0]
+    passages = base.faults.counts.get("after_checkpoint" if point == "publish_error" else point, 0)
+    assert passages >= 3
+    for nth in range(1, passages + 1):
+        run = make_run(redis_db, Plan("-", ()), point, nth, texts=texts)
+        got_eids = play(run, f"{scenario}-{point}-{nth}")
+        where = f"{scenario}: crash at {point} #{nth} ({run.faults.fired})"
+        assert run.faults.fired, where
+        assert [_summary(run, e) for e in got_eids] == expected, where
+        for e in got_eids:
+            assert run.store.outbox(e) == [], where
