@@ -1,0 +1,431 @@
+"""The OpenAPI 3.1 description of every route, served at ``GET /openapi.json``.
+
+Written by hand next to docs/http-api.md rather than generated: it states the problem documents,
+the 489 of the webhook and the signature schemes, which no generator infers from the handlers.
+``tests/test_asgi.py`` checks that every route is described and that the document validates.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.api import MAX_NAME_CHARS
+from engine.bodies import json_response
+from engine.problems import NON_RETRYABLE_HEADER
+from engine.webhook import CALLBACK_PATH, FAILED_PATH, STEP_PATH
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from engine.asgi import HopflowApp
+
+
+async def serve(hop: HopflowApp, request: Request) -> Response:
+    """``GET /openapi.json`` (no auth)."""
+    return json_response(openapi_document(hop.config.public_url))
+
+
+def _problem_ref(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+
+
+def _json_body(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def openapi_document(server_url: str | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every route (served at ``GET /openapi.json``)."""
+    common = {
+        "413": _problem_ref("The body is larger than the bound (default 1 MiB)"),
+        "500": _problem_ref("Unexpected error or server misconfiguration"),
+        "503": _problem_ref("Redis or the dispatcher is unreachable: retry later"),
+    }
+    api_errors = {"401": _problem_ref("Missing or invalid API key"), **common}
+    webhook_errors = {
+        "400": _problem_ref("Malformed Content-Length"),
+        "401": _problem_ref("Missing, forged, stale or misdirected signature; nothing changed"),
+        "489": {
+            **_problem_ref(
+                "The message can never succeed (malformed, unknown execution, graph "
+                "missing); QStash dead-letters it without retrying"
+            ),
+            "headers": {NON_RETRYABLE_HEADER: {"schema": {"type": "string", "const": "true"}}},
+        },
+        **common,
+    }
+    eid_param = {
+        "name": "execution_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "maxLength": MAX_NAME_CHARS},
+    }
+    signed = [{"qstash": []}, {"ed25519": []}]
+    step_result = _json_body("StepResult", "Handled: advanced, stale, busy, finished or deferred")
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "hopflow",
+            "version": "1",
+            "description": "Webhook and operations API of the hopflow runtime (docs/http-api.md).",
+        },
+        "paths": {
+            STEP_PATH: {
+                "post": {
+                    "operationId": "advanceStep",
+                    "summary": "The webhook: advance one node of an execution",
+                    "security": signed,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}},
+                    },
+                    "responses": {
+                        "200": step_result,
+                        "202": _json_body("StepResult", "A chained delay not yet due: re-published"),
+                        **webhook_errors,
+                    },
+                }
+            },
+            FAILED_PATH: {
+                "post": {
+                    "operationId": "stepFailed",
+                    "summary": "QStash failure callback: the execution becomes dead",
+                    "security": signed,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/QStashCallback"}}
+                        },
+                    },
+                    "responses": {
+                        "200": _json_body("StepResult", "Marked dead, or ignored (unknown execution)"),
+                        **webhook_errors,
+                    },
+                }
+            },
+            CALLBACK_PATH: {
+                "post": {
+                    "operationId": "offloadedCallback",
+                    "summary": "QStash callback with the response of an offloaded http step",
+                    "security": signed,
+                    "parameters": [
+                        {
+                            "name": "execution_id",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {"name": "node", "in": "query", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "seq",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                        {"name": "branch", "in": "query", "required": False, "schema": {"type": "string"}},
+                        {"name": "failure", "in": "query", "required": False, "schema": {"enum": ["1"]}},
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/QStashCallback"}}
+                        },
+                    },
+                    "responses": {
+                        "200": step_result,
+                        "501": _problem_ref("This runtime cannot complete offloaded calls yet"),
+                        **webhook_errors,
+                    },
+                }
+            },
+            "/v1/executions": {
+                "post": {
+                    "operationId": "startExecution",
+                    "summary": "Validate the input, create, dispatch the first node",
+                    "security": [{"apiKey": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/StartRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            **_json_body("Started", "Started (or already existing, for a repeated id)"),
+                            "headers": {"Location": {"schema": {"type": "string"}}},
+                        },
+                        "400": _problem_ref("Malformed JSON"),
+                        "404": _problem_ref("Unknown workflow"),
+                        "422": _problem_ref("Invalid request or input: `errors` lists the schema errors"),
+                        **api_errors,
+                    },
+                }
+            },
+            "/v1/executions/{execution_id}": {
+                "get": {
+                    "operationId": "getExecution",
+                    "summary": "Status, current nodes, output or error, timestamps",
+                    "security": [{"apiKey": []}],
+                    "parameters": [eid_param],
+                    "responses": {
+                        "200": _json_body("Record", "The execution's record"),
+                        "404": _problem_ref("Unknown execution"),
+                        **api_errors,
+                    },
+                }
+            },
+            "/v1/executions/{execution_id}/history": {
+                "get": {
+                    "operationId": "getHistory",
+                    "summary": "The event history, oldest first",
+                    "security": [{"apiKey": []}],
+                    "parameters": [eid_param],
+                    "responses": {
+                        "200": _json_body("History", "The history"),
+                        "404": _problem_ref("Unknown execution"),
+                        **api_errors,
+                    },
+                }
+            },
+            "/v1/executions/{execution_id}/cancel": {
+                "post": {
+                    "operationId": "cancelExecution",
+                    "summary": "Cancel; compensates unless told not to",
+                    "security": [{"apiKey": []}],
+                    "parameters": [eid_param],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/CancelRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "202": _json_body("Cancelled", "Cancellation requested"),
+                        "400": _problem_ref("Malformed JSON"),
+                        "404": _problem_ref("Unknown execution"),
+                        "409": _problem_ref("The execution is not running (already over, or compensating)"),
+                        "422": _problem_ref("Invalid body"),
+                        **api_errors,
+                    },
+                }
+            },
+            "/v1/events/{name}": {
+                "post": {
+                    "operationId": "sendEvent",
+                    "summary": "Resume executions waiting for this event and key "
+                    "(kept 7 days when none waits)",
+                    "security": [{"apiKey": []}],
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "maxLength": MAX_NAME_CHARS},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/EventRequest"}}
+                        },
+                    },
+                    "responses": {
+                        "202": _json_body("EventResult", "Delivered or kept"),
+                        "400": _problem_ref("Malformed JSON"),
+                        "422": _problem_ref("Invalid body"),
+                        **api_errors,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Redis reachable, dispatcher configured",
+                    "security": [],
+                    "responses": {
+                        "200": _json_body("Health", "Ready"),
+                        "503": _problem_ref("Not ready (`checks` says what)"),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1 document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "HOPFLOW_API_KEY"},
+                "qstash": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Upstash-Signature",
+                    "description": "QStash JWT (HS256) over the raw body and HOPFLOW_PUBLIC_URL + path",
+                },
+                "ed25519": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Hopflow-Signature",
+                    "description": "t=<unix>,kid=<key id>,sig=<base64url Ed25519 signature>",
+                },
+            },
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": {"type": "string", "format": "uri"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "instance": {"type": "string"},
+                        "errors": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["path", "message"],
+                                "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+                            },
+                        },
+                    },
+                },
+                "Message": {
+                    "type": "object",
+                    "required": ["execution_id", "node", "seq"],
+                    "properties": {
+                        "execution_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "node": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "seq": {"type": "integer", "minimum": 0},
+                        "branch": {"type": "string"},
+                    },
+                },
+                "QStashCallback": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {
+                        "status": {"type": "integer"},
+                        "body": {"type": "string", "contentEncoding": "base64"},
+                        "sourceBody": {"type": "string", "contentEncoding": "base64"},
+                        "retried": {"type": "integer"},
+                        "maxRetries": {"type": "integer"},
+                        "dlqId": {"type": "string"},
+                    },
+                },
+                "StepResult": {
+                    "type": "object",
+                    "required": ["result"],
+                    "properties": {
+                        "result": {
+                            "enum": ["advanced", "stale", "busy", "finished", "deferred", "dead", "ignored"]
+                        },
+                        "execution_id": {"type": "string"},
+                        "status": {"type": "string"},
+                        "reason": {"type": "string"},
+                    },
+                },
+                "StartRequest": {
+                    "type": "object",
+                    "required": ["workflow"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "workflow": {"type": "string"},
+                        "input": {"description": "checked against the workflow's input schema"},
+                        "id": {"type": "string", "description": "makes start idempotent"},
+                    },
+                },
+                "Started": {
+                    "type": "object",
+                    "required": ["execution_id"],
+                    "properties": {"execution_id": {"type": "string"}, "status_url": {"type": "string"}},
+                },
+                "Record": {
+                    "type": "object",
+                    "required": ["execution_id", "workflow", "status"],
+                    "properties": {
+                        "execution_id": {"type": "string"},
+                        "workflow": {"type": "string"},
+                        "graph": {"type": "string"},
+                        "status": {
+                            "enum": [
+                                "running",
+                                "compensating",
+                                "succeeded",
+                                "failed",
+                                "compensated",
+                                "compensation_failed",
+                                "cancelled",
+                                "dead",
+                            ]
+                        },
+                        "output": {},
+                        "error": {"type": ["object", "null"]},
+                        "trace": {"type": "array", "items": {"type": "object"}},
+                        "current": {"type": "array", "items": {"type": "object"}},
+                        "created_at": {"type": ["string", "null"]},
+                        "updated_at": {"type": ["string", "null"]},
+                    },
+                },
+                "History": {
+                    "type": "object",
+                    "required": ["execution_id", "events"],
+                    "properties": {
+                        "execution_id": {"type": "string"},
+                        "events": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "CancelRequest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"compensate": {"type": "boolean", "default": True}},
+                },
+                "Cancelled": {
+                    "type": "object",
+                    "required": ["execution_id"],
+                    "properties": {
+                        "execution_id": {"type": "string"},
+                        "status": {"type": "string"},
+                        "compensate": {"type": "boolean"},
+                    },
+                },
+                "EventRequest": {
+                    "type": "object",
+                    "required": ["key"],
+                    "additionalProperties": False,
+                    "properties": {"key": {"type": ["string", "integer"]}, "data": {}},
+                },
+                "EventResult": {
+                    "type": "object",
+                    "required": ["event", "key", "resumed"],
+                    "properties": {
+                        "event": {"type": "string"},
+                        "key": {"type": ["string", "integer"]},
+                        "resumed": {"type": "integer"},
+                        "kept": {"type": "boolean"},
+                    },
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["status", "checks"],
+                    "properties": {"status": {"const": "ok"}, "checks": {"type": "object"}},
+                },
+            },
+        },
+    }
+    if server_url:
+        doc["servers"] = [{"url": server_url}]
+    return doc

@@ -1,0 +1,174 @@
+"""The webhook routes the dispatcher calls: advance a node, mark a message dead, complete an offloaded call.
+
+Each reads the raw body (bounded), verifies the delivery signature over those exact bytes, parses
+what it carries and calls the runtime in a worker thread. The answers tell the dispatcher what to do:
+
+* 2xx — handled, including duplicates, stale and busy messages (nothing to retry);
+* 489 + ``Upstash-NonRetryable-Error: true`` — can never succeed (not a message, unknown
+  execution, graph missing): QStash dead-letters it at once;
+* 5xx — transient (Redis or QStash unreachable): retry later.
+
+Contract: docs/http-api.md ("The webhook", "Failure callback", "Offloaded calls").
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from engine.bodies import json_response, read_body
+from engine.problems import Problem, non_retryable
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from engine.asgi import HopflowApp
+    from engine.model import Message
+    from engine.runtime import Runtime
+
+STEP_PATH = "/v1/step"
+FAILED_PATH = "/v1/step/failed"
+CALLBACK_PATH = "/v1/step/callback"
+BUSY_RETRY_S = 2.0  # a busy delivery is re-published this much later (QStash)
+
+log = logging.getLogger("hopflow.asgi")
+
+
+async def step(hop: HopflowApp, request: Request) -> Response:
+    """``POST /v1/step``: advance one node (``?hopflow=failure`` is the failure callback's alias)."""
+    if request.query_params.get("hopflow") == "failure":
+        return await step_failed(hop, request)  # QStashDispatcher.from_env's default callback URL
+    from engine.model import Message, MessageError
+
+    body = await read_body(request, hop.config.max_body_bytes)
+    scheme = hop.verifier.verify(request, body)
+    try:
+        message = Message.from_json(body)
+    except MessageError as exc:
+        raise non_retryable(f"not a hopflow message: {exc}", kind="non-retryable") from None
+    runtime = await hop.runtime_async()
+    dispatcher = runtime.dispatcher
+    if scheme != "ed25519" and hasattr(dispatcher, "defer_if_early"):
+        deferred = await hop.call(dispatcher.defer_if_early, message, dict(request.headers))
+        if deferred:
+            return json_response({"result": "deferred", "execution_id": message.execution_id}, 202)
+    result = await _advance(hop, runtime, message)
+    kind = getattr(result, "kind", str(result))
+    if kind == "busy" and scheme != "ed25519" and hasattr(dispatcher, "defer_if_early"):
+        # another worker holds this branch. Acknowledging alone could lose the message if that
+        # worker died holding the lock (QStash's retry of its delivery may be this very request),
+        # and a 5xx would spend QStash retries: re-publish a copy for a little later instead.
+        from engine.dispatch.qstash import NOT_BEFORE_HEADER
+
+        target = hop.now() + BUSY_RETRY_S
+        await hop.call(
+            dispatcher.defer_if_early, message, {NOT_BEFORE_HEADER: str(math.ceil(target))}, now=hop.now()
+        )
+    payload: dict[str, Any] = {"result": kind, "execution_id": message.execution_id}
+    status = getattr(result, "status", None)
+    if status:
+        payload["status"] = status
+    return json_response(payload, 200)
+
+
+async def _advance(hop: HopflowApp, runtime: Runtime, message: Message) -> Any:
+    from engine.errors import GraphMissing, InvalidExecutionId, UnknownExecution
+
+    try:
+        return await hop.call(runtime.advance, message)
+    except UnknownExecution as exc:
+        raise non_retryable(exc.message, kind="unknown-execution", title="Unknown execution") from None
+    except GraphMissing as exc:
+        raise non_retryable(exc.message, title="Graph missing") from None
+    except InvalidExecutionId as exc:
+        raise non_retryable(exc.message) from None
+
+
+async def step_failed(hop: HopflowApp, request: Request) -> Response:
+    """``POST /v1/step/failed``: QStash gave up on a message → the execution becomes ``dead``."""
+    from engine.dispatch.qstash import parse_callback
+    from engine.errors import UnknownExecution
+    from engine.model import MessageError
+
+    body = await read_body(request, hop.config.max_body_bytes)
+    hop.verifier.verify(request, body)
+    try:
+        callback = parse_callback(body)
+        message = callback.source_message()
+    except MessageError as exc:
+        raise non_retryable(f"not a failure callback of a hopflow message: {exc}") from None
+    reason = dead_reason(callback)
+    runtime = await hop.runtime_async()
+    try:
+        await hop.call(runtime.mark_dead, message, reason)
+    except UnknownExecution as exc:
+        # e.g. the 489 we gave a message for an unknown execution: nothing to mark, acknowledge
+        return json_response(
+            {"result": "ignored", "execution_id": message.execution_id, "detail": exc.message}
+        )
+    log.error("execution %s is dead: %s", message.execution_id, reason)
+    return json_response({"result": "dead", "execution_id": message.execution_id, "reason": reason})
+
+
+async def step_callback(hop: HopflowApp, request: Request) -> Response:
+    """``POST /v1/step/callback``: the response of an offloaded http call completes its step.
+
+    The callback URL's query names the node: ``execution_id``, ``node``, ``seq``, ``branch``
+    (optional) and ``failure=1`` for the failure callback. It is covered by the signature (the
+    JWT's ``sub``), so it can be trusted.
+    """
+    from engine.dispatch.qstash import parse_callback
+    from engine.model import Message, MessageError
+
+    body = await read_body(request, hop.config.max_body_bytes)
+    hop.verifier.verify(request, body)
+    params = dict(parse_qsl(request.url.query, keep_blank_values=True))
+    seq = params.get("seq", "")
+    try:
+        message = Message.from_dict(
+            {
+                "execution_id": params.get("execution_id"),
+                "node": params.get("node"),
+                "seq": int(seq) if seq.isdigit() else None,
+                "branch": params.get("branch", ""),
+            }
+        )
+        callback = parse_callback(body)
+    except MessageError as exc:
+        raise non_retryable(f"not an offloaded-call callback: {exc}") from None
+    runtime = await hop.runtime_async()
+    complete = getattr(runtime, "complete_offloaded", None)
+    if complete is None:
+        raise Problem(
+            "not-implemented",
+            "this runtime cannot complete offloaded calls yet (Runtime.complete_offloaded is missing)",
+        )
+    from engine.errors import GraphMissing, UnknownExecution
+
+    try:
+        result = await hop.call(complete, message, callback, failure=params.get("failure") == "1")
+    except (UnknownExecution, GraphMissing) as exc:
+        raise non_retryable(exc.message) from None
+    kind = getattr(result, "kind", str(result))
+    if kind == "busy":
+        # the branch is locked by another delivery; QStash makes callbacks, so only it can repeat one
+        raise Problem(
+            "unavailable", "the step is busy; deliver the callback again", headers={"Retry-After": "1"}
+        )
+    return json_response({"result": kind, "execution_id": message.execution_id})
+
+
+def dead_reason(callback: Any) -> str:
+    """What QStash's failure callback says, as one line for the record and the history."""
+    if callback.status:
+        last = f"last response HTTP {callback.status}"
+    else:
+        last = "no response at all (connection failures or timeouts)"
+    attempts = callback.retried + 1 if callback.retried else callback.max_retries + 1
+    reason = f"QStash gave up delivering the message after {attempts} attempt(s); {last}"
+    if callback.dlq_id:
+        reason += f"; DLQ id {callback.dlq_id}"
+    return reason
