@@ -596,3 +596,107 @@ def test_crashes_around_event_waits_and_child_workflows(redis_db: Any, scenario:
         assert [_summary(run, e) for e in got_eids] == expected, where
         for e in got_eids:
             assert run.store.outbox(e) == [], where
+
+
+# ------------------------------------------------- concurrent duplicate deliveries (real threads)
+
+
+class ThreadedBus:
+    """Every published message is handed to ``copies`` workers at once (duplicates in flight at the
+    same time, on different threads); busy answers are redelivered a moment later."""
+
+    def __init__(self, copies: int) -> None:
+        self.copies = copies
+        self.cv = threading.Condition()
+        self.items: list[Message] = []
+        self.inflight = 0
+        self.kinds: list[str] = []
+        self.errors: list[BaseException] = []
+
+    def publish(self, outgoing: Any) -> None:
+        with self.cv:
+            for o in outgoing:
+                self.items.extend([o.message] * self.copies)
+            self.cv.notify_all()
+
+    def worker(self, runtime: Runtime) -> None:
+        while True:
+            with self.cv:
+                while not self.items and self.inflight:
+                    self.cv.wait(0.05)
+                if not self.items:
+                    self.cv.notify_all()
+                    return
+                message = self.items.pop(0)
+                self.inflight += 1
+            try:
+                kind = runtime.advance(message).kind
+            except BaseException as exc:
+                self.errors.append(exc)
+                kind = "error"
+            with self.cv:
+                self.inflight -= 1
+                self.kinds.append(kind)
+                if kind == "busy":
+                    self.items.append(message)
+                self.cv.notify_all()
+            if kind == "busy":
+                time.sleep(0.002)
+
+    def run(self, runtime: Runtime, threads: int = 6) -> None:
+        pool = [threading.Thread(target=self.worker, args=(runtime,), daemon=True) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(60)
+            assert not t.is_alive(), "a worker hung"
+
+
+@pytest.mark.parametrize(
+    "shape", ["parallel", "parallel_branch_fails", "foreach", "retry", "linear_compensation"]
+)
+def test_concurrent_duplicate_deliveries_advance_once(redis_db: Any, shape: str) -> None:
+    plan = SHAPES[shape]
+    bus = ThreadedBus(copies=3)
+    ledger = Ledger()
+    registry = ActionRegistry()
+    for name, fn in ledger.actions().items():
+        registry.register(name, fn)
+    rt = Runtime(Store(redis_db), bus, Catalog.from_texts([plan.yaml()]), actions=registry)
+    eid = rt.start(plan.name, plan.input, f"threads-{shape}")
+    bus.run(rt)
+    assert not bus.errors, bus.errors
+    assert "advanced" in bus.kinds and "stale" in bus.kinds
+    check(plan, eid, rt.record(eid), rt.history(eid), ledger)
+    assert rt.record(eid)["status"] in ("succeeded", "compensated")
+
+
+def test_parallel_branches_really_run_at_the_same_time(redis_db: Any) -> None:
+    """Branch locks are per branch: three branches' steps can only all pass a 3-party barrier if
+    three workers run them at the same moment."""
+    barrier = threading.Barrier(3, timeout=10)
+
+    def meet(ctx: Any, who: str) -> str:
+        barrier.wait()
+        return who
+
+    text = """
+name: meeting
+steps:
+  - id: all
+    parallel:
+      branches:
+        - steps: [{id: x, action: t.meet, with: {who: x}}]
+        - steps: [{id: y, action: t.meet, with: {who: y}}]
+        - steps: [{id: z, action: t.meet, with: {who: z}}]
+"""
+    registry = ActionRegistry()
+    registry.register("t.meet", meet)
+    bus = ThreadedBus(copies=1)
+    rt = Runtime(Store(redis_db), bus, Catalog.from_texts([text]), actions=registry, time_budget_s=15)
+    eid = rt.start("meeting", {}, "meeting-1")
+    bus.run(rt, threads=3)
+    assert not bus.errors, bus.errors
+    rec = rt.record(eid)
+    assert rec["status"] == "succeeded", rec
+    assert rec["output"] == ["x", "y", "z"]
