@@ -186,6 +186,38 @@ def test_recover_resends_a_lost_event_wake_up(store: Store) -> None:
     assert rec["status"] == "succeeded" and rec["output"] == {"ok": True}
 
 
+def test_a_notify_retried_after_its_wake_up_failed_is_not_a_second_event(store: Store) -> None:
+    """``notify`` hands the event to the waiter (durably: the claim) and then fails to publish the
+    wake-up; the API answers 5xx, so the client retries the same notification. The waiter must get
+    the event once, and the retry must not be kept as a *new* event that a later wait for the same
+    name and key consumes: one notification, one event."""
+    text = textwrap.dedent("""
+        name: twice
+        steps:
+          - id: first
+            wait: {event: approved, key: k}
+          - id: second
+            wait: {event: approved, key: k}
+          - id: done
+            succeed: {output: ["{{ steps.first.output }}", "{{ steps.second.output }}"]}
+    """)
+    setup = Setup(store, Plan("twice", ()), text=text)
+    eid = setup.rt.start("twice", {}, "twice-1")
+    setup.dispatcher.drain(setup.rt)
+    setup.dispatcher.fail_next = 1
+    try:
+        setup.rt.notify("approved", "k", {"n": 1})
+    except DispatchError:  # → 503: the client retries, as it must when it cannot know better
+        setup.rt.notify("approved", "k", {"n": 1})
+    setup.dispatcher.drain(setup.rt)
+    setup.rt.recover(older_than_s=0)
+    setup.dispatcher.drain(setup.rt)
+    rec = setup.rt.record(eid)
+    assert rec["status"] == "running" and rec["current"][0]["node"] == "second", (
+        f"one notification satisfied two waits: {rec['status']}, output {rec['output']}"
+    )
+
+
 # ------------------------------------------------------------------------------ hopflow recover
 
 ACTIONS_MODULE = """
