@@ -42,7 +42,7 @@ def text(value: Any) -> Any:
 
 
 def check_execution_id(execution_id: Any) -> str:
-    if not isinstance(execution_id, str) or not EXECUTION_ID.match(execution_id):
+    if not isinstance(execution_id, str) or not EXECUTION_ID.fullmatch(execution_id):
         raise InvalidExecutionId(
             "an execution id must be 1-200 characters: letters, digits and _.:@+=- "
             "(starting with a letter or digit)"
