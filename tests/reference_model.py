@@ -344,10 +344,20 @@ def completed_runs(history: Iterable[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def check(
-    plan: Plan, eid: str, record: dict[str, Any], history: list[dict[str, Any]], ledger: Ledger
+    plan: Plan,
+    eid: str,
+    record: dict[str, Any],
+    history: list[dict[str, Any]],
+    ledger: Ledger,
+    cancelled: bool | None = None,
 ) -> None:
-    """Assert the real execution ``eid`` is an outcome the reference allows. Raises AssertionError."""
+    """Assert the real execution ``eid`` is an outcome the reference allows. Raises AssertionError.
+
+    ``cancelled``: whether a cancel was accepted while it ran, and with ``compensate`` (True) or
+    not (False). A cancel stops every branch at its next node boundary, so each branch shows a
+    prefix of its run; a cancel that lost the race to the end leaves the ordinary outcome."""
     exp = expect(plan)
+    stopped = cancelled is not None and record["status"] == "cancelled"
     runs = completed_runs(history)
     by_branch: dict[str, list[str]] = {}
     for branch, step in runs:
@@ -357,7 +367,7 @@ def check(
     assert not dup, f"steps completed more than once: {dup}"
 
     seen_branches: set[str] = set()
-    _check_seg(exp.seg, by_branch, "exact", seen_branches)
+    _check_seg(exp.seg, by_branch, "prefix" if stopped else "exact", seen_branches)
     extra = set(by_branch) - seen_branches
     assert not extra, f"completions in branches the plan never has: {sorted(extra)}"
 
@@ -371,6 +381,12 @@ def check(
     assert got_work <= possible, f"effects under unexpected keys: {sorted(got_work - possible)}"
 
     status = record["status"]
+    done_comp = [(b, s) for b, s in done_actions if leaves[(b, s)].comp]
+    if stopped:
+        assert (record.get("error") or {}).get("name") == "cancelled", record.get("error")
+        want_undo = [f"{eid}:{path(b, s)}:compensate" for b, s in reversed(done_comp)] if cancelled else []
+        assert ledger.undo_keys() == want_undo, f"compensations {ledger.undo_keys()} != {want_undo}"
+        return
     if exp.status == "succeeded":
         assert status == "succeeded", f"status {status}, error {record.get('error')}"
         assert record["output"] == exp.output, f"output {record['output']!r} != {exp.output!r}"
@@ -378,7 +394,6 @@ def check(
         assert not ledger.undo_keys(), "compensations ran in a successful execution"
         return
 
-    done_comp = [(b, s) for b, s in done_actions if leaves[(b, s)].comp]
     want_status = "compensated" if done_comp else "failed"
     assert status == want_status, f"status {status}, expected {want_status} (error {record.get('error')})"
     err = record.get("error") or {}

@@ -201,6 +201,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.overtaken: list[Any] = []
         self.plan: Plan | None = None
         self.eid = ""
+        self.cancelled: bool | None = None  # a cancel accepted while running (compensate or not)
 
     # -- the fault hook
 
@@ -324,6 +325,17 @@ class DeliveryMachine(RuleBasedStateMachine):
             self.store.client.delete(key)
         self.held.clear()
 
+    @precondition(lambda self: self.cancelled is None and self.final is None)
+    @rule(data=st.data(), compensate=st.booleans())
+    def cancel(self, data: Any, compensate: bool) -> None:
+        """An operator cancels (now and then: most examples should also run to their own end)."""
+        if data.draw(st.integers(0, 7), label="cancel now") != 0:
+            return
+        status = self.runtime.record(self.eid)["status"]
+        self.runtime.cancel(self.eid, compensate=compensate)
+        if status == "running":  # accepted (a compensating or finished execution ignores it)
+            self.cancelled = compensate
+
     @rule()
     def recover(self) -> None:
         self.runtime.recover(older_than_s=0)
@@ -379,7 +391,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         event(f"outcome: {rec['status']}")
         fans = sum(1 for k in self.seqs if k)
         event(f"branches: {'none' if not fans else '1-4' if fans < 5 else '5+'}")
-        check(self.plan, self.eid, rec, self.runtime.history(self.eid), self.ledger)
+        check(self.plan, self.eid, rec, self.runtime.history(self.eid), self.ledger, self.cancelled)
         assert self.store.outbox(self.eid) == [], "outbox entries left behind"
 
 
