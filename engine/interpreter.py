@@ -699,15 +699,15 @@ class NodeRun:
         self.ops["park"] = True
         self.ops["self_node"] = node.id
         if outcome.message:
-            self.ops["msgs"].append(
-                {
-                    "node": node.id + outcome.suffix,
-                    "branch": self.branch,
-                    "seq": -1,
-                    "delay_ms": outcome.delay_ms,
-                    "not_before": outcome.not_before,
-                }
-            )
+            msg = {
+                "node": node.id + outcome.suffix,
+                "branch": self.branch,
+                "seq": -1,
+                "delay_ms": outcome.delay_ms,
+            }
+            if outcome.not_before is not None:  # scripts never get nulls (see Store.script)
+                msg["not_before"] = outcome.not_before
+            self.ops["msgs"].append(msg)
         detail = {f"wait_{k}": v for k, v in outcome.info.items() if k not in HIDDEN_PARK_KEYS}
         self.history(event="park", step=node.id, **detail)
 
@@ -716,22 +716,30 @@ class NodeRun:
         assert node is not None
         self.ops["bset"].update({"phase": "join"})
         self.ops["bdel"] += ["park"]
-        self.ops["fanout"] = {
+        fanout = {
             "node": node.id,
             "kind": outcome.kind,
             "total": outcome.total,
             "start": outcome.start,
             "entries": outcome.entries,
-            "entry": outcome.entry,
-            "as": outcome.as_name,
             "items": outcome.items,
             "cloc": dumps(self.loc),
         }
+        if outcome.entry is not None:  # foreach only; scripts never get nulls (see Store.script)
+            fanout["entry"] = outcome.entry
+        if outcome.as_name is not None:
+            fanout["as"] = outcome.as_name
+        self.ops["fanout"] = fanout
 
     # ----------------------------------------------------------------------------- ends and stops
 
     def finish_branch(self, result: str | None, abort: str | None = None) -> None:
-        self.ops["finish_branch"] = {"result": result, "abort": abort}
+        finish: dict[str, str] = {}  # scripts never get nulls (see Store.script)
+        if result is not None:
+            finish["result"] = result
+        if abort is not None:
+            finish["abort"] = abort
+        self.ops["finish_branch"] = finish
         self.ops["bset"]["phase"] = "done"
         self.ops["bdel"] += ["park"]
 

@@ -134,7 +134,11 @@ class Store:
         import redis
 
         script = self._scripts[name]
-        payload = json.dumps(_strip_none(args), separators=(",", ":"), ensure_ascii=False)
+        # Lua's cjson turns JSON null into a truthy sentinel, so scripts must never receive nulls:
+        # callers leave None out of nested values; optional top-level arguments are dropped here
+        payload = json.dumps(
+            {k: v for k, v in args.items() if v is not None}, separators=(",", ":"), ensure_ascii=False
+        )
         argv = [*keys, execution_base, payload]
         try:
             raw = self._call(self.client.evalsha, script.sha, len(keys), *argv)
@@ -321,12 +325,3 @@ def call_entries(raw: Any) -> list[OffloadRequest]:
         return []
     values = list(raw.values()) if isinstance(raw, dict) else [raw[i + 1] for i in range(0, len(raw), 2)]
     return [parse_call(json.loads(text(v))) for v in values]
-
-
-def _strip_none(value: Any) -> Any:
-    """Lua's cjson turns JSON null into a truthy sentinel, so scripts never receive nulls."""
-    if isinstance(value, dict):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_strip_none(v) for v in value]
-    return value

@@ -178,3 +178,107 @@ def test_stale_message_of_a_foreign_node_is_acknowledged(harness: Any) -> None:
     eid = h.start("mixed")
     assert h.runtime.advance(Message(eid, "no_such_step", 1)).kind == "stale"
     assert h.runtime.advance(Message(eid, "split", 99)).kind == "stale"
+
+
+def _nulls(value: Any, path: str = "") -> list[str]:
+    if value is None:
+        return [path or "<top>"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _nulls(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nulls(v, f"{path}[{i}]")]
+    return []
+
+
+NULLS_PARENT = """
+    name: nulls
+    input: {type: object}
+    on_failure: compensate
+    steps:
+      - id: first
+        action: t.ok
+        compensate:
+          action: t.flaky
+          retry: {max_attempts: 3, interval: 1s, on: [action.TimeoutError]}
+      - id: fan
+        parallel:
+          branches:
+            - steps:
+                - id: each
+                  foreach:
+                    items: "{{ [1, 2, 3] }}"
+                    as: n
+                    concurrency: 2
+                    steps:
+                      - id: body
+                        set: {v: "{{ n }}"}
+            - steps:
+                - id: nap
+                  wait: {for: 1s}
+                - id: later
+                  wait: {until: "{{ input.at }}"}
+            - steps:
+                - id: ev
+                  wait: {event: ping, key: k, timeout: 1h}
+      - id: kid
+        workflow: {name: nulls-child}
+      - id: flaky
+        action: t.flaky
+        retry: {max_attempts: 2, interval: 1s, on: [action.TimeoutError]}
+      - id: boom
+        fail: {error: boom, message: "the end"}
+"""
+
+NULLS_CHILD = """
+    name: nulls-child
+    steps:
+      - id: inner
+        parallel:
+          branches:
+            - steps:
+                - {id: x, set: {v: 1}}
+            - steps:
+                - {id: y, fail: {error: child.broke}}
+        catch:
+          - errors: [child.broke]
+            goto: done
+      - id: done
+        succeed: {output: ok}
+"""
+
+
+def test_script_payloads_carry_no_nulls_at_any_depth(harness: Any) -> None:
+    """Lua's cjson decodes null into a truthy sentinel; ``Store.script`` only drops top-level
+    ``None`` arguments, so every nested value the runtime builds must already be free of them —
+    across fan-outs (both kinds), waits (for, until, event), child workflows, retries, a failed
+    branch, catch and compensation."""
+    import datetime as dt
+
+    attempts: dict[str, int] = {}
+
+    def flaky(ctx: Any) -> str:
+        attempts[ctx.step] = attempts.get(ctx.step, 0) + 1
+        if attempts[ctx.step] == 1:
+            raise TimeoutError("first try")
+        return "ok"
+
+    h = harness(NULLS_PARENT, NULLS_CHILD, actions={"t.ok": lambda ctx: "ok", "t.flaky": flaky})
+    found: list[tuple[str, list[str]]] = []
+    original = h.store.script
+
+    def checked(name: str, keys: Any, execution_base: str, args: dict[str, Any]) -> dict:
+        nested = {k: v for k, v in args.items() if v is not None}
+        if _nulls(nested):
+            found.append((name, _nulls(nested)))
+        return original(name, keys, execution_base, args)
+
+    h.store.script = checked  # type: ignore[method-assign]
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    eid = h.start("nulls", {"at": future.isoformat()})
+    h.drain()
+    h.runtime.notify("ping", "k", {"n": None})
+    h.drain()
+    record = h.runtime.record(eid)
+    assert record["status"] == "compensated", record
+    assert [t["step"] for t in record["trace"] if t["phase"] == "compensate"] == ["first", "first"]
+    assert found == []
