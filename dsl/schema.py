@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from dsl import hints
 from dsl.diagnostics import Diagnostic, Position, sort
 from dsl.durations import DurationError, parse_ms
 
@@ -90,19 +91,58 @@ def _fast() -> _Compiled | None:
         return None
 
 
+@dataclass(frozen=True)
+class Report:
+    """What the schema found: the diagnostics, plus what the static checks need to stay quiet about
+    (values under keys the language does not know; a file that is not a workflow at all)."""
+
+    diagnostics: list[Diagnostic]
+    unknown: frozenset[JsonPath] = frozenset()  # paths of keys reported as unknown
+    foreign: bool = False  # not a hopflow workflow: the checks have nothing to say about it
+
+
 def validate_document(doc: Document) -> list[Diagnostic]:
     """Every schema problem in ``doc``, one diagnostic per distinct problem, sorted by position."""
+    return analyse(doc).diagnostics
+
+
+def analyse(doc: Document) -> Report:
+    """:func:`validate_document`, with what the other checks need to know about the problems."""
     value = doc.value
     compiled = _fast()
     if compiled is not None and compiled.check(value):
         found: list[_Found] = []
     else:
+        foreign = _foreign(doc)
+        if foreign is not None:
+            return Report([foreign.diagnostic()], foreign=True)
         explainer = _Explainer(doc)
         for error in _schema_errors(value, compiled):
             explainer.explain(error)
         found = explainer.result()
     found.extend(_switch_default_last(doc))
-    return sort(f.diagnostic() for f in found)
+    unknown = frozenset((*f.path, f.key) for f in found if f.tag == "unknown" and f.key is not None)
+    return Report(sort(f.diagnostic() for f in found), unknown)
+
+
+def _foreign(doc: Document) -> _Found | None:
+    """A YAML file that is not a workflow (a compose file, a CI config): one error, not one per key."""
+    value = doc.value
+    if not isinstance(value, dict) or len(value) < 3:
+        return None
+    known = set(load_schema()["properties"])
+    if any(k in known for k in value):
+        return None
+    keys = list(value)
+    shown = ", ".join(repr(k) for k in keys[:4]) + (", …" if len(keys) > 4 else "")
+    return _Found(
+        "schema",
+        f"this is not a hopflow workflow: none of its top-level keys ({shown}) is a workflow key; a "
+        "workflow has at least 'name' and 'steps'",
+        doc.key_at((keys[0],)),
+        (),
+        "foreign",
+    )
 
 
 def _schema_errors(value: Any, compiled: _Compiled | None) -> Iterable[ValidationError]:
@@ -460,6 +500,30 @@ def _suggest(word: str, options: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
+BUILTIN_ERRORS = (
+    "timeout",
+    "http.connect",
+    "http.4xx",
+    "http.5xx",
+    "input.invalid",
+    "template",
+    "cancelled",
+    "any",
+)
+
+
+def _suggest_error(value: str) -> str | None:
+    """The built-in error name a malformed one was probably meant to be (``http.5XX`` → ``http.5xx``)."""
+    lowered = value.lower().strip()
+    match = re.fullmatch(r"https?[._ -]?(\d)(\d\d|xx)", lowered)
+    if match:
+        return f"http.{match.group(1)}{match.group(2)}" if match.group(1) in "12345" else None
+    match = re.fullmatch(r"http\.(\d)\d?", lowered)
+    if match and match.group(1) in "12345":
+        return f"http.{match.group(1)}xx"
+    return _suggest(value, BUILTIN_ERRORS)
+
+
 def _did_you_mean(suggestion: str | None) -> str:
     return f"; did you mean {suggestion!r}?" if suggestion else ""
 
@@ -599,9 +663,103 @@ class _Explainer:
                         f"unknown key {key!r} in {where}: it belongs inside '{kind}:' "
                         f"(indent it under {kind})"
                     )
-                    self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                    self.add(
+                        "unknown-key",
+                        message,
+                        self.key_pos(key_path),
+                        path,
+                        "unknown",
+                        key=key,
+                        extra={"inside": kind},
+                    )
                     continue
-            suggestion = _suggest(key, allowed)
+            # a step's own key written inside its kind body ("timeout:" under "http:")
+            owner = path[:-1]
+            if (
+                path
+                and path[-1] in KINDS
+                and key in _STEP_KEYS
+                and isinstance(_get(root, owner), dict)
+                and key not in _get(root, owner)
+            ):
+                message = (
+                    f"unknown key {key!r} in {where}: {key!r} is a key of the step itself; move it out of "
+                    f"'{path[-1]}:' and line it up with '{path[-1]}'"
+                )
+                self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                continue
+            odd = hints.invisible(key)
+            if odd:
+                suggestion = _suggest("".join(ch for ch in key if ch.isascii() and ch.isprintable()), allowed)
+                message = f"unknown key {key!r} in {where}: {odd}{_did_you_mean(suggestion)}"
+                self.add(
+                    "unknown-key",
+                    message,
+                    self.key_pos(key_path),
+                    path,
+                    "unknown",
+                    key=key,
+                    suggestion=suggestion,
+                )
+                continue
+            if title == "hopflow workflow" and key in _STEP_PROPS:
+                adopt = self._last_step_without(key)
+                if adopt is not None:
+                    step_path, column = adopt
+                    message = (
+                        f"unknown key {key!r} in the workflow: it looks like a key of "
+                        f"{_where(root, step_path)} above that is not indented enough; line it up with "
+                        f"'id' (column {column})"
+                    )
+                    extra = {"belongs_to": step_path} if key in KINDS else {"step_key": True}
+                    self.add(
+                        "unknown-key", message, self.key_pos(key_path), path, "unknown", key=key, extra=extra
+                    )
+                    continue
+            if title == "Parallel block" and key == "steps":
+                message = (
+                    f"unknown key 'steps' in {where}: a parallel block holds branches, each with its own "
+                    "steps: write branches: [{steps: [...]}, {steps: [...]}]"
+                )
+                self.add(
+                    "unknown-key",
+                    message,
+                    self.key_pos(key_path),
+                    path,
+                    "unknown",
+                    key=key,
+                    suggestion="branches",
+                )
+                continue
+            down = _one_level_down(error.schema, key)
+            if down is not None and not _suggest(key, allowed):
+                message = (
+                    f"unknown key {key!r} in {where}: it belongs inside '{down}:' (indent it under {down})"
+                )
+                self.add(
+                    "unknown-key",
+                    message,
+                    self.key_pos(key_path),
+                    path,
+                    "unknown",
+                    key=key,
+                    extra={"inside": down},
+                )
+                continue
+            if title == "hopflow workflow" and key.startswith("x-"):
+                message = (
+                    f"unknown key {key!r} in the workflow: hopflow has no extension keys; to reuse a value, "
+                    "put its anchor (&name) where it is first used"
+                )
+                self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                continue
+            if title == "Step" and key in ("description", "comment", "title", "label"):
+                message = (
+                    f"unknown key {key!r} in {where}: steps have no {key}; write it as a YAML comment (# …)"
+                )
+                self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                continue
+            suggestion = hints.synonym(title, key, allowed) or _suggest(key, allowed)
             message = f"unknown key {key!r} in {where}{_did_you_mean(suggestion)}"
             if not suggestion and len(allowed) <= 12:
                 message += f" (allowed: {', '.join(allowed)})"
@@ -645,26 +803,67 @@ class _Explainer:
         expected = _NOUNS.get(title) if title else None
         if expected is None:
             expected = _type_words(error.validator_value)
+        value = error.instance
         if not path:
-            message = f"expected {expected}, got {_value_text(error.instance)}"
-            if error.instance is None:
+            message = f"expected {expected}, got {_value_text(value)}"
+            if value is None:
                 message = "the file is empty: a workflow is a mapping with at least 'name' and 'steps'"
         else:
-            message = f"{_label(path)}: expected {expected}, got {_value_text(error.instance)}"
-        self.add("schema", message, self.value_pos(path), path, "type")
+            message = f"{_label(path)}: expected {expected}, got {_value_text(value)}"
+            hint = self._type_hint(error, path, title, value)
+            if hint:
+                message += f"; {hint}"
+        self.add("schema", message, self.value_pos(path), path, "type", extra={"null": value is None})
+
+    def _type_hint(self, error: ValidationError, path: JsonPath, title: str | None, value: Any) -> str | None:
+        """Why the value has the wrong type, when there is a usual reason, and how to write it."""
+        reading = hints.yaml_reading(self.source(path), value)
+        if reading:
+            return reading
+        key = path[-1] if path and isinstance(path[-1], str) else None
+        expected = error.validator_value
+        names = [expected] if isinstance(expected, str) else list(expected)
+        if title == "Duration":
+            return hints.duration_hint(value)
+        if title == "Step id" and isinstance(value, int):
+            return f"quote it, or better use a name: ids start with a letter, e.g. 'step_{value}'"
+        if key is not None and _get(self.doc.value, path[:-1]) is not None:
+            short = hints.shorthand(key, value)
+            if short:
+                return short
+        if "array" in names and key is not None:
+            return hints.list_hint(key, value)
+        if ("integer" in names or "number" in names) and "string" in names and isinstance(value, float):
+            return f"quote it: '{self.source(path) or value}'"
+        if "integer" in names or "number" in names:
+            return hints.number_hint("integer" if "integer" in names else "number", value)
+        if names == ["boolean"] and isinstance(value, str) and value.lower() in ("true", "false"):
+            return f"write {value.lower()} without quotes"
+        return None
+
+    def source(self, path: JsonPath) -> str | None:
+        """The text of the scalar at ``path`` as written in the file (None for collections)."""
+        span = self.doc.spans.get(tuple(path))
+        if span is None or span.start < 0:
+            return None
+        return self.doc.text[span.start : span.end]
 
     def _on_pattern(self, error: ValidationError, path: JsonPath) -> None:
         value = error.instance
         title = error.schema.get("title")
         is_key = "propertyNames" in error.absolute_schema_path
         position = self.key_pos((*path, value)) if is_key else self.value_pos(path)
-        if title == "Duration":
+        static = hints.static_template(title, value)
+        if static is not None:
+            message = f"{_label(path)}: {static}"
+        elif title == "Duration":
             try:
                 parse_ms(value)
                 reason = f"{value!r} is not a duration (write a number and a unit, e.g. '30s' or '1h30m')"
             except DurationError as exc:
                 reason = str(exc)
-            message = f"{_label(path)}: {reason}"
+            hint = hints.duration_hint(value)
+            message = f"{_label(path)}: {reason}" + (f"; {hint}" if hint else "")
         elif title == "Raised error name" and value == "any":
             message = "'any' cannot be raised: it only matches errors (in catch and retry.on)"
         elif title == "HTTP method" and value.upper() in (
@@ -679,6 +878,8 @@ class _Explainer:
             message = (
                 f"{value!r} is not an HTTP method: methods are uppercase; did you mean {value.upper()!r}?"
             )
+        elif title in ("Error name", "Raised error name"):
+            message = f"{value!r} {_PATTERN_HINTS[title]}" + _did_you_mean(_suggest_error(value))
         elif title in _PATTERN_HINTS:
             message = f"{value!r} {_PATTERN_HINTS[title]}"
             fixed = _fix_name(title, value)
@@ -774,7 +975,7 @@ class _Explainer:
                 message = f"{where} has no {names}: add one of {choices}"
             else:
                 message = f"{where} needs exactly one of {choices}"
-            self.add("missing-key", message, self.mapping_pos(path), path, "nokind")
+            self.add("missing-key", message, self.mapping_pos(path), path, "nokind", extra={"keys": keys})
         else:
             first, second = present[0], present[1]
             message = (
@@ -881,12 +1082,24 @@ class _Explainer:
 
     # -- noise removal
     def result(self) -> list[_Found]:
-        found = self.found
+        found = self._merge_misnamed(self._branch_as_step(self.found))
         typed = {f.path for f in found if f.tag == "type"}
         suggested = {(f.path, f.suggestion) for f in found if f.tag == "unknown" and f.suggestion}
         unknown_kind_at = {
             f.path for f in found if f.tag == "unknown" and (f.suggestion in KINDS or f.extra.get("kind"))
         }
+        nokind_fixed = {
+            f.path
+            for f in found
+            for g in found
+            if f.tag == "nokind"
+            and g.tag == "unknown"
+            and g.path == f.path
+            and g.suggestion in f.extra.get("keys", ())
+        }
+        # "unknown key 'url' in step 'a': it belongs inside 'http:'" explains an empty or incomplete http
+        inside = {(*f.path, f.extra["inside"]) for f in found if f.tag == "unknown" and "inside" in f.extra}
+        adopted = {f.extra["belongs_to"] for f in found if f.tag == "unknown" and "belongs_to" in f.extra}
         nokind_at = {f.path for f in found if f.tag == "nokind"}
         missing_id = {(f.path, f.key) for f in found if f.tag == "missing" and f.key == "id"}
         out: list[_Found] = []
@@ -896,18 +1109,120 @@ class _Explainer:
                 continue  # a value of the wrong type: its other complaints are consequences
             if f.tag == "missing" and (f.path, f.key) in suggested:
                 continue  # "unknown key 'ID'; did you mean 'id'?" already says it
-            if f.tag == "nokind" and f.path in unknown_kind_at:
+            if f.tag == "nokind" and (f.path in unknown_kind_at or f.path in nokind_fixed):
                 continue  # "unknown key 'actoin'; did you mean 'action'?" already says it
+            if f.tag == "nokind" and f.path in adopted:
+                continue  # its kind key is there, just not indented enough (reported at that key)
+            if f.path in inside and (
+                f.tag in ("missing", "nokind") or (f.tag == "type" and f.extra.get("null"))
+            ):
+                continue
             if f.tag == "depends" and f.path in nokind_at:
                 continue
             if f.tag == "missing" and f.key == "id" and f.path in nokind_at - unknown_kind_at:
                 continue  # merged into the "no kind" message below
             if f.tag == "nokind" and (f.path, "id") in missing_id:
-                f = _Found(f.rule, _merge_no_id(f.message), f.position, f.path, f.tag)
+                f = _Found(f.rule, _merge_no_id(f.message), f.position, f.path, f.tag, extra=f.extra)
             key = (f.rule, f.message, f.position)
             if key not in seen:
                 seen.add(key)
                 out.append(f)
+        return out
+
+    def _merge_misnamed(self, found: list[_Found]) -> list[_Found]:
+        """One unknown key and one missing key in the same mapping are one mistake: the unknown key is
+        the missing one under another name ("then:" for "goto:"). Report it once, at the key, naming
+        the key to use instead."""
+        by_path: dict[JsonPath, list[_Found]] = {}
+        for f in found:
+            by_path.setdefault(f.path, []).append(f)
+        drop: set[int] = set()
+        replace: dict[int, _Found] = {}
+        for path, group in by_path.items():
+            unknown = [f for f in group if f.tag == "unknown" and not f.suggestion and not f.extra]
+            missing = [f for f in group if f.tag == "missing"]
+            nokind = [f for f in group if f.tag == "nokind"]
+            if len(unknown) != 1:
+                continue
+            u = unknown[0]
+            head = u.message.split(" (allowed: ")[0]
+            if len(missing) == 1 and not nokind and missing[0].key:
+                key = missing[0].key
+                replace[id(u)] = _Found(
+                    u.rule,
+                    f"{head}; did you mean {key!r}?",
+                    u.position,
+                    u.path,
+                    u.tag,
+                    key=u.key,
+                    suggestion=key,
+                )
+                drop.add(id(missing[0]))
+            elif len(nokind) == 1 and not missing:
+                keys = nokind[0].extra.get("keys", ())
+                what = {"Step": "kind", "Wait": "mode"}.get(str(self._title_at(path)), "key")
+                replace[id(u)] = _Found(
+                    u.rule,
+                    f"{head}: {_where(self.doc.value, path)} has no {what}; use one of {', '.join(keys)}",
+                    u.position,
+                    u.path,
+                    u.tag,
+                    key=u.key,
+                )
+                drop.add(id(nokind[0]))
+        return [replace.get(id(f), f) for f in found if id(f) not in drop]
+
+    def _last_step_without(self, key: str) -> tuple[JsonPath, int] | None:
+        """The last top-level step, when it lacks ``key`` (and a kind, for a kind key), with the column
+        of its keys; for a top-level key that was meant to be that step's."""
+        steps = self.doc.value.get("steps") if isinstance(self.doc.value, dict) else None
+        if not isinstance(steps, list) or not steps or not isinstance(steps[-1], dict):
+            return None
+        last = steps[-1]
+        if key in last or (key in KINDS and any(k in last for k in KINDS)):
+            return None
+        path: JsonPath = ("steps", len(steps) - 1)
+        first_key = next(iter(last), None)
+        column = self.doc.key_at((*path, first_key)).column if first_key is not None else 1
+        return path, column
+
+    def _title_at(self, path: JsonPath) -> str | None:
+        if not path:
+            return "hopflow workflow"
+        if len(path) >= 2 and path[-2] == "steps" and isinstance(path[-1], int):
+            return "Step"
+        return {"wait": "Wait"}.get(str(path[-1]))
+
+    def _branch_as_step(self, found: list[_Found]) -> list[_Found]:
+        """A parallel branch written as a step (``- id: x`` right under ``branches:``) gets one message
+        instead of "no 'steps'" plus an unknown key for every key of the step."""
+        root = self.doc.value
+        out: list[_Found] = []
+        done: set[JsonPath] = set()
+        for f in found:
+            path = f.path
+            if len(path) >= 2 and path[-2] == "branches" and isinstance(path[-1], int):
+                branch = _get(root, path)
+                if (
+                    isinstance(branch, dict)
+                    and "steps" not in branch
+                    and ("id" in branch or set(branch) & set(KINDS))
+                ):
+                    if f.tag in ("missing", "unknown"):
+                        if path not in done:
+                            done.add(path)
+                            out.append(
+                                _Found(
+                                    "schema",
+                                    f"{_where(root, path)} is written as a step, but a branch is "
+                                    "{steps: [...]}: write '- steps:' and indent the step below it",
+                                    self.value_pos(path),
+                                    path,
+                                    "branch",
+                                )
+                            )
+                        continue
+            out.append(f)
         return out
 
 
@@ -915,6 +1230,31 @@ def _merge_no_id(message: str) -> str:
     """'step 3 has no kind: add ...' → 'step 3 has no 'id' and no kind: add a unique id and ...'."""
     head, _, tail = message.partition(" has no kind: add ")
     return f"{head} has no 'id' and no kind: add a unique id and {tail}" if tail else message
+
+
+_STEP_KEYS = ("if", "output", "next", "retry", "timeout", "catch", "compensate")
+_STEP_PROPS = ("if", "next", "retry", "catch", "compensate", "with", *KINDS)
+
+
+def _resolve(schema: Any) -> dict[str, Any]:
+    """A subschema with its local ``$ref`` followed (one level is all our schema needs)."""
+    if isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
+        target = schema["$ref"].rsplit("/", 1)[-1]
+        resolved = load_schema()["$defs"].get(target)
+        if isinstance(resolved, dict):
+            return resolved
+    return schema if isinstance(schema, dict) else {}
+
+
+def _one_level_down(schema: dict[str, Any], key: str) -> str | None:
+    """The one allowed key of this mapping whose own mapping allows ``key`` (``max_attempts`` in
+    ``defaults`` → ``retry``); None when there is not exactly one."""
+    homes = [
+        name
+        for name, sub in schema.get("properties", {}).items()
+        if key in _resolve(sub).get("properties", {}) and name not in KINDS
+    ]
+    return homes[0] if len(homes) == 1 else None
 
 
 _KIND_DEFS = {

@@ -6,6 +6,7 @@ data); diagnostics find their way back to the file through :class:`Document` pat
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ class ScalarSpan:
     column: int  # 1-based column of that character
     style: str | None  # None (plain), "'", '"', "|", ">"
     end_line: int
+    start: int = -1  # character index of the scalar's first character in the text (-1: unknown)
+    end: int = -1  # character index just past its last character
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Document:
     values: dict[JsonPath, Position] = field(default_factory=dict)
     keys: dict[JsonPath, Position] = field(default_factory=dict)
     spans: dict[JsonPath, ScalarSpan] = field(default_factory=dict)
+    problems: list[Diagnostic] = field(default_factory=list)  # found while loading, not fatal
 
     def at(self, path: JsonPath) -> Position:
         """Position of the value at ``path``; the nearest ancestor's when the path is not in the file."""
@@ -60,44 +64,161 @@ class Document:
         return self.at(path)
 
     def in_string(self, path: JsonPath, offset: int) -> Position:
-        """Position of character ``offset`` of the string value at ``path`` (for template errors)."""
+        """Position of character ``offset`` of the string value at ``path`` (for template errors).
+
+        Exact for every scalar style: escapes in double quotes, ``''`` in single quotes, folded line
+        breaks and indentation, block scalars with indentation indicators. Columns count characters
+        (Unicode code points), like every column hopflow reports.
+        """
         path = tuple(path)
         span = self.spans.get(path)
         value = _get(self.value, path)
         if span is None or not isinstance(value, str):
             return self.at(path)
         offset = max(0, min(offset, len(value)))
-        if span.style in ("|", ">"):
-            return self._in_block(span, value, offset)
-        before = value[:offset]
-        newlines = before.count("\n")
-        if newlines == 0:
-            quote = 1 if span.style in ("'", '"') else 0
-            return Position(self.file, span.line, span.column + quote + offset)
-        # a folded multi-line flow scalar: find the line, then the column after its indentation
-        line_no = min(span.line + newlines, span.end_line)
-        src_line = self.line_text(line_no)
-        indent = len(src_line) - len(src_line.lstrip())
-        return Position(self.file, line_no, indent + 1 + len(before) - before.rfind("\n") - 1)
+        index = self._source_index(path, span, value, offset)
+        if index is None:
+            return self._approximate(span, value, offset)
+        line, column = self.line_column(index)
+        return Position(self.file, line, column)
 
-    def _in_block(self, span: ScalarSpan, value: str, offset: int) -> Position:
-        lines = self.text.splitlines()
-        # content starts on the line after the indicator; its indentation is that of the first
-        # non-empty content line
-        first = span.line  # 0-based index of the line after the indicator
-        indent = 0
-        for raw in lines[first : span.end_line]:
-            if raw.strip():
-                indent = len(raw) - len(raw.lstrip(" "))
-                break
-        before = value[:offset]
-        row = before.count("\n") if span.style == "|" else 0
-        col = len(before) - before.rfind("\n") - 1 if span.style == "|" else offset
-        return Position(self.file, first + 1 + row, indent + 1 + col)
+    def _source_index(self, path: JsonPath, span: ScalarSpan, value: str, offset: int) -> int | None:
+        if span.start < 0:
+            return None
+        cache = self.__dict__.setdefault("_offsets", {})
+        if path not in cache:
+            cache[path] = scalar_offsets(self.text, span, value)
+        offsets = cache[path]
+        if offsets is None:
+            return None
+        return offsets[offset]
+
+    def _approximate(self, span: ScalarSpan, value: str, offset: int) -> Position:
+        """The scalar's own line and the offset as a column: used only if the exact mapping fails."""
+        quote = 1 if span.style in ("'", '"') else 0
+        if "\n" not in value[:offset] and span.style not in ("|", ">"):
+            return Position(self.file, span.line, span.column + quote + offset)
+        return Position(self.file, span.line, span.column)
+
+    def _line_starts(self) -> list[int]:
+        starts = self.__dict__.get("_starts")
+        if starts is None:
+            starts = [0] + [m.end() for m in _BREAK.finditer(self.text)]
+            self.__dict__["_starts"] = starts
+        return starts
+
+    def line_column(self, index: int) -> tuple[int, int]:
+        """1-based line and column of character ``index`` of the text (YAML's line breaks)."""
+        import bisect
+
+        starts = self._line_starts()
+        row = bisect.bisect_right(starts, index) - 1
+        return row + 1, index - starts[row] + 1
 
     def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else ""
+        """Line ``line`` (1-based) without its line break; lines are split where YAML splits them."""
+        starts = self._line_starts()
+        if not 0 < line <= len(starts):
+            return ""
+        begin = starts[line - 1]
+        end = starts[line] if line < len(starts) else len(self.text)
+        return self.text[begin:end].rstrip("\r\n\x85\u2028\u2029")
+
+
+_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+_BREAK_CHARS = "\r\n\x85\u2028\u2029"
+_ESCAPE_LENGTH = {"x": 4, "u": 6, "U": 10}
+
+
+def scalar_offsets(text: str, span: ScalarSpan, value: str) -> list[int] | None:
+    """For each character of a scalar's value (and one past its end), its index in ``text``.
+
+    Walks the source and the value side by side, undoing what YAML did to the source: quotes,
+    escapes, ``''``, line folding, indentation and block headers. ``None`` when the two cannot be
+    matched (the caller then approximates).
+    """
+    style = span.style
+    j, end = span.start, span.end
+    block = style in ("|", ">")
+    indent = 0
+    if block:
+        header_end = _BREAK.search(text, j)
+        if header_end is None:
+            return None
+        j = header_end.end()
+        indent = _block_indent(text, j, end, value)
+    elif style in ("'", '"'):
+        j, end = j + 1, end - 1
+    out: list[int] = []
+    i = 0
+    at_line_start = block
+
+    def skip_indent(k: int) -> int:
+        if block:
+            limit = k + indent
+            while k < limit and k < end and text[k] == " ":
+                k += 1
+            return k
+        while k < end and text[k] in " \t":
+            k += 1
+        return k
+
+    if at_line_start:
+        j = skip_indent(j)
+    while i < len(value) and j < end:
+        c, s = value[i], text[j]
+        if style == '"' and s == "\\" and j + 1 < end:
+            nxt = text[j + 1]
+            if nxt in _BREAK_CHARS:  # an escaped line break joins the lines without a space
+                j += 3 if text.startswith("\r\n", j + 1) else 2
+                j = skip_indent(j)
+                continue
+            out.append(j)
+            i += 1
+            j += _ESCAPE_LENGTH.get(nxt, 2)
+            continue
+        if style == "'" and s == "'" and text.startswith("''", j):
+            out.append(j)
+            i += 1
+            j += 2
+            continue
+        if s in _BREAK_CHARS:
+            width = 2 if text.startswith("\r\n", j) else 1
+            if c in " \n":
+                out.append(j)
+                i += 1
+            j = skip_indent(j + width)
+            continue
+        if s == c:
+            out.append(j)
+            i += 1
+            j += 1
+            continue
+        if s in " \t" and not block:
+            j += 1  # trailing whitespace before a fold
+            continue
+        return None
+    if i < len(value):
+        # what is left is what YAML added at the end (a kept final line break): place it at the end
+        if value[i:].strip("\n"):
+            return None
+        out.extend([min(j, len(text))] * (len(value) - i))
+    out.append(min(j, len(text)))
+    return out
+
+
+def _block_indent(text: str, content: int, end: int, value: str) -> int:
+    """A block scalar's content indentation: source indentation minus the value's own, on the first
+    line that has text."""
+    lines = _BREAK.split(text[content:end])
+    value_lines = value.split("\n")
+    for src, val in zip(lines, value_lines, strict=False):
+        if val.strip() and src.strip():
+            return (len(src) - len(src.lstrip(" "))) - (len(val) - len(val.lstrip(" ")))
+    for src in lines:
+        if src.strip():
+            return len(src) - len(src.lstrip(" "))
+    return 0
 
 
 class LoadError(Exception):
@@ -122,59 +243,103 @@ def _pos(file: str, mark: Any) -> Position:
 
 
 _MAX_NODES = 200_000
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+# characters that look like spaces but are not YAML indentation (pasted from web pages, chat, …)
+_ODD_SPACES = re.compile("[\u00a0\u1680\u2000-\u200b\u202f\u205f\u3000\ufeff]")
 
 
 class _Builder:
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, text: str) -> None:
         self.file = file
+        self.text = text
         self.doc_values: dict[JsonPath, Position] = {}
         self.doc_keys: dict[JsonPath, Position] = {}
         self.spans: dict[JsonPath, ScalarSpan] = {}
+        self.problems: list[Diagnostic] = []
         self.constructor = yaml.SafeLoader("")  # only its scalar constructors are used
         self.count = 0
+
+    def error(self, message: str, mark: Any, rule: str = "yaml-syntax") -> LoadError:
+        return LoadError(Diagnostic(rule, "error", message, _pos(self.file, mark)))
 
     def build(self, node: yaml.Node, path: JsonPath) -> Any:
         self.count += 1
         if self.count > _MAX_NODES:  # alias bombs expand exponentially; refuse rather than hang
-            raise LoadError(
-                Diagnostic(
-                    "yaml-syntax",
-                    "error",
-                    "document is too large (alias expansion?)",
-                    _pos(self.file, node.start_mark),
-                )
-            )
+            raise self.error("document is too large (alias expansion?)", node.start_mark)
         self.doc_values[path] = _pos(self.file, node.start_mark)
         if isinstance(node, yaml.MappingNode):
+            if node.flow_style and self.text.startswith(("{{", "{%"), node.start_mark.index):
+                return self._unquoted_template(node, path)
+            self._check_tag(node)
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
+            self._check_tag(node)
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
         assert isinstance(node, yaml.ScalarNode)
         self.spans[path] = ScalarSpan(
-            node.start_mark.line + 1, node.start_mark.column + 1, node.style, node.end_mark.line + 1
+            node.start_mark.line + 1,
+            node.start_mark.column + 1,
+            node.style,
+            node.end_mark.line + 1,
+            node.start_mark.index,
+            node.end_mark.index,
         )
         return self.constructor.construct_object(node, deep=True)
+
+    def _check_tag(self, node: yaml.Node) -> None:
+        if node.tag not in _PLAIN_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise self.error(
+                f"YAML error: the tag {tag!r} is not supported: a workflow holds plain mappings, lists "
+                "and scalars (remove the tag)",
+                node.start_mark,
+            )
+
+    def _unquoted_template(self, node: yaml.MappingNode, path: JsonPath) -> str:
+        """``url: {{ env.API }}`` is a YAML flow mapping, not a template: report it once, and read it
+        as the string the author meant, so every other check sees the template."""
+        start, end = node.start_mark.index, node.end_mark.index
+        source = self.text[start:end]
+        if "\n" in source or "\r" in source:
+            source = " ".join(source.split())
+        key = path[-1] if path and isinstance(path[-1], str) and path[-1] != "\0key" else None
+        shown = f"{key}: " if key is not None else ("- " if path and isinstance(path[-1], int) else "")
+        quoted = f'"{source}"' if '"' not in source else "'" + source.replace("'", "''") + "'"
+        self.problems.append(
+            Diagnostic(
+                "unquoted-template",
+                "error",
+                f"this template is not quoted, so YAML reads {source!r} as a mapping, not as text: "
+                f"write {shown}{quoted}",
+                _pos(self.file, node.start_mark),
+            )
+        )
+        self.spans[path] = ScalarSpan(
+            node.start_mark.line + 1, node.start_mark.column + 1, None, node.end_mark.line + 1, start, end
+        )
+        return source
 
     def _mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
         seen: dict[Any, Position] = {}
+        own = {id(pair) for pair in node.value}  # pairs written here, not merged in with <<
         self.constructor.flatten_mapping(node)  # merge keys (<<) as PyYAML does
-        for key_node, value_node in node.value:
+        merged: set[str] = set()
+        for pair in node.value:
+            key_node, value_node = pair
             key = self.build(key_node, (*path, "\0key"))
             key_position = _pos(self.file, key_node.start_mark)
             if not isinstance(key, str):
                 # YAML 1.1 turns on/off/yes/no into booleans; keep the author's spelling as the key
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key)
-            if key in seen:
-                first = seen[key]
-                raise LoadError(
-                    Diagnostic(
-                        "yaml-duplicate-key",
-                        "error",
-                        f"duplicate key {key!r} (first defined at line {first.line}, column {first.column})",
-                        key_position,
-                    )
-                )
+            if _ODD_SPACES.match(key) or (key[:1].isspace() and key[:1] not in " \t"):
+                raise self._odd_indent(key_node)
+            if key in seen and key not in merged:
+                raise self._duplicate(key, seen[key], key_position, path)
+            if id(pair) not in own:
+                merged.add(key)  # a merged value: a later merge or an own key may replace it
+            else:
+                merged.discard(key)
             seen[key] = key_position
             self.doc_keys[(*path, key)] = key_position
             out[key] = self.build(value_node, (*path, key))
@@ -182,17 +347,43 @@ class _Builder:
         self.spans.pop((*path, "\0key"), None)
         return out
 
+    def _duplicate(self, key: str, first: Position, here: Position, path: JsonPath) -> LoadError:
+        message = f"duplicate key {key!r} (first defined at line {first.line}, column {first.column})"
+        if path and isinstance(path[-1], int) and here.column == first.column:
+            message += "; if this line starts a new list item, begin it with '- '"
+        return LoadError(Diagnostic("yaml-duplicate-key", "error", message, here))
+
+    def _odd_indent(self, key_node: yaml.Node) -> LoadError:
+        index = key_node.start_mark.index
+        char = self.text[index]
+        import unicodedata
+
+        name = unicodedata.name(char, f"U+{ord(char):04X}")
+        return self.error(
+            f"YAML syntax error: this line is indented with a {name.lower()} (U+{ord(char):04X}), which "
+            "YAML does not count as indentation: replace it with plain spaces",
+            key_node.start_mark,
+        )
+
 
 def loads(text: str, file: str = "<string>") -> Document:
-    """Parse one YAML document with positions; raises :class:`LoadError` with a positioned diagnostic."""
+    """Parse one YAML document with positions; raises :class:`LoadError` with a positioned diagnostic.
+
+    Problems that do not stop the file from being read (an unquoted template) are kept in
+    ``Document.problems`` and reported with everything else.
+    """
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        position = _pos(file, mark) if mark is not None else Position(file, 1, 1)
+        from dsl.yaml_errors import Mark, explain
+
+        def mark(m: Any) -> Mark | None:
+            return Mark(m.line, m.column) if m is not None else None
+
         problem = exc.problem or exc.context or "invalid YAML"
+        found = explain(text, problem, mark(exc.problem_mark), exc.context, mark(exc.context_mark))
         raise LoadError(
-            Diagnostic("yaml-syntax", "error", f"YAML syntax error: {problem}", position)
+            Diagnostic("yaml-syntax", "error", found.message, Position(file, found.line, found.column))
         ) from None
     except yaml.YAMLError as exc:  # e.g. a reader error on control characters
         raise LoadError(
@@ -204,11 +395,12 @@ def loads(text: str, file: str = "<string>") -> Document:
             Diagnostic(
                 "yaml-syntax",
                 "error",
-                "a workflow file holds exactly one YAML document",
+                "a workflow file holds exactly one YAML document: remove the '---' and what follows, "
+                "or put the second workflow in its own file",
                 _pos(file, second.start_mark),
             )
         )
-    builder = _Builder(file)
+    builder = _Builder(file, text)
     if not nodes or nodes[0] is None:
         value: Any = None
     else:
@@ -217,14 +409,15 @@ def loads(text: str, file: str = "<string>") -> Document:
         except yaml.constructor.ConstructorError as exc:
             mark = exc.problem_mark or exc.context_mark
             position = _pos(file, mark) if mark is not None else Position(file, 1, 1)
-            raise LoadError(
-                Diagnostic("yaml-syntax", "error", f"YAML error: {exc.problem or exc}", position)
-            ) from None
+            message = f"YAML error: {exc.problem or exc}"
+            if "could not determine a constructor for the tag" in message:
+                message += " (tags are not supported: remove it, or quote the value)"
+            raise LoadError(Diagnostic("yaml-syntax", "error", message, position)) from None
         except RecursionError:
             raise LoadError(
                 Diagnostic("yaml-syntax", "error", "YAML nesting is too deep", Position(file, 1, 1))
             ) from None
-    doc = Document(file, text, value, builder.doc_values, builder.doc_keys, builder.spans)
+    doc = Document(file, text, value, builder.doc_values, builder.doc_keys, builder.spans, builder.problems)
     doc.values.setdefault((), Position(file, 1, 1))
     return doc
 

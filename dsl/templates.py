@@ -202,12 +202,8 @@ def parse(source: str) -> Parsed:
     try:
         tree = env.parse(source)
     except TemplateSyntaxError as exc:
-        offset = _line_col_to_offset(source, exc.lineno or 1)
-        # point at the opening delimiter on that line when we can
-        line_end = source.find("\n", offset)
-        segment = source[offset : line_end if line_end >= 0 else len(source)]
-        open_at = max(segment.rfind("{{"), segment.rfind("{%"))
-        raise TemplateError(f"template syntax error: {exc.message}", offset + max(open_at, 0)) from None
+        message, offset = _syntax_error(source, exc)
+        raise TemplateError(f"template syntax error: {message}", offset) from None
 
     assigned: set[str] = set()
     for name_node in tree.find_all(nodes.Name):
@@ -277,6 +273,122 @@ def parse(source: str) -> Parsed:
     visit(tree)
     native = bool(_NATIVE.match(source)) and _single_output(tree)
     return Parsed(source, native, tuple(refs), tuple(filters), frozenset(assigned))
+
+
+def _syntax_error(source: str, exc: Any) -> tuple[str, int]:
+    """Jinja2's message in a workflow author's words, and the offset of the token it stopped at.
+
+    Jinja2 reports only a line, so the template is lexed and parsed again (only on this error path)
+    with every token's offset recorded: the parser's current token when it raises is the culprit.
+    An error at the end of the template is about something left open; it points at the opener.
+    """
+    from jinja2 import TemplateSyntaxError
+    from jinja2.lexer import TokenStream
+    from jinja2.parser import Parser
+
+    env = environment()
+    cursor = 0  # offset just past the last raw token the lexer produced
+    last_start = 0
+    offsets: dict[int, int] = {}
+
+    lexer_failed = False
+
+    def raw() -> Any:
+        nonlocal cursor, last_start, lexer_failed
+        tokens = env.lexer.tokeniter(source, None)
+        while True:
+            try:
+                lineno, kind, value = next(tokens)
+            except StopIteration:
+                return
+            except TemplateSyntaxError:
+                lexer_failed = True
+                raise
+            found = source.find(value, cursor) if value else -1
+            last_start = found if found >= 0 else cursor
+            cursor = last_start + len(value)
+            yield lineno, kind, value
+
+    def located(tokens: Any) -> Any:
+        for token in tokens:
+            offsets[id(token)] = last_start
+            yield token
+
+    parser = Parser(env, source)
+    parser.stream = TokenStream(located(env.lexer.wrap(raw())), None, None)
+    at: int | None = None
+    message = exc.message or "invalid template"
+    try:
+        parser.parse()
+    except TemplateSyntaxError as again:
+        message = again.message or message
+        current = parser.stream.current
+        if lexer_failed:  # the lexer itself stopped: the culprit is where it stopped
+            at = _skip_space(source, cursor)
+            message = re.sub(r" at \d+$", "", message)
+        elif current.type != "eof":
+            at = offsets.get(id(current))
+    except Exception:  # pragma: no cover - a parse that fails differently the second time
+        pass
+    return _reword(source, message, at)
+
+
+def _skip_space(source: str, at: int) -> int:
+    while at < len(source) and source[at] in " \t\r\n":
+        at += 1
+    return min(at, len(source))
+
+
+_INNERMOST = re.compile(r"The innermost block that needs to be closed is '(\w+)'")
+
+
+def _reword(source: str, message: str, at: int | None) -> tuple[str, int]:
+    message = message.rstrip(".")
+    innermost = _INNERMOST.search(message)
+    if innermost is not None and message.startswith("Unexpected end of template"):
+        tag = innermost.group(1)
+        opener = list(re.finditer(rf"\{{%[-+]?\s*{tag}\b", source))
+        return (
+            f"'{{% {tag} %}}' is not closed: add '{{% end{tag} %}}'",
+            opener[-1].start() if opener else 0,
+        )
+    if message.startswith("unexpected end of template"):
+        expected = re.search(r"expected '([^']+)'", message)
+        closer = {"end of print statement": "}}", "end of statement block": "%}"}.get(
+            expected.group(1) if expected else "", ""
+        )
+        opener_text = {"}}": "{{", "%}": "{%"}.get(closer)
+        start = source.rfind(opener_text) if opener_text else -1
+        if closer and start >= 0:
+            return f"'{opener_text}' is not closed: add '{closer}'", start
+        return message, _last_opener(source)
+    for words, token in _TOKEN_WORDS.items():
+        message = message.replace(words, token)
+    if at is None:
+        return message, _last_opener(source)
+    before = source[:at].rstrip()
+    if message in ('unexpected char "\'"', "unexpected char '\"'"):
+        return "this string is never closed: add the closing quote before '}}'", at
+    if before.endswith("|") and message.startswith("expected token 'name'"):
+        return "a filter name is missing after '|'", before.rfind("|")
+    operator = re.search(r"(==|!=|<=|>=|\*\*|//|\band|\bor|\bnot|\bin|[-+*/%~<>])$", before)
+    if message in ("unexpected '}}'", "unexpected '%}'") and operator:
+        return f"{message}: a value is missing after {operator.group(1)!r}", at
+    if message == "unexpected '}'":
+        message += " (a template expression ends with '}}')"
+    return message, at
+
+
+_TOKEN_WORDS = {
+    "'end of print statement'": "'}}'",
+    "'end of statement block'": "'%}'",
+    "'begin of print statement'": "'{{'",
+    "'begin of statement block'": "'{%'",
+}
+
+
+def _last_opener(source: str) -> int:
+    return max(source.rfind("{{"), source.rfind("{%"), 0)
 
 
 def _single_output(tree: Any) -> bool:

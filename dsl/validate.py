@@ -29,7 +29,8 @@ SUFFIXES = (".yaml", ".yml")
 PIPELINE_RULES: dict[str, str] = {
     "yaml-syntax": "the file is not one readable YAML document (syntax error, not UTF-8, several documents)",
     "yaml-duplicate-key": "a mapping has the same key twice",
-    "io": "the file cannot be read",
+    "io": "the file cannot be read (permissions, a broken link, not a regular file)",
+    "unquoted-template": "a value starting with '{{' is not quoted, so YAML reads it as a mapping",
     "internal-error": "a check crashed on a schema-valid document: a bug in hopflow, please report it",
 }
 
@@ -81,6 +82,8 @@ def validate_text(
     text: str, file: str = "<string>", *, time_budget_ms: int = DEFAULT_TIME_BUDGET_MS
 ) -> Result:
     """Validate one workflow given as text; never raises for anything the text contains."""
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte order mark is not part of the YAML
     try:
         doc = loads(text, file)
     except LoadError as exc:
@@ -118,13 +121,18 @@ def _tidy_load_error(diag: Diagnostic, text: str) -> Diagnostic:
 def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGET_MS) -> Result:
     """Schema, compile and every check on an already loaded document."""
     from dsl.checks import CheckContext, all_checks
-    from dsl.schema import validate_document as schema_diagnostics
+    from dsl.schema import Report, analyse
 
-    found: list[Diagnostic] = []
+    found: list[Diagnostic] = list(doc.problems)
     try:
-        found.extend(schema_diagnostics(doc))
+        report = analyse(doc)
     except Exception as exc:  # a schema crash must not take the whole run down
-        found.append(_internal(doc, "schema validation", exc))
+        report = Report([_internal(doc, "schema validation", exc)])
+    found.extend(report.diagnostics)
+    if report.foreign:  # not a workflow at all: one message says it all
+        from dsl.workspace import links_of
+
+        return Result(doc.file, doc, tuple(sort(found)), None, doc.text, links_of(doc))
     schema_ok = not any(d.is_error for d in found)
 
     graph: Graph | None = None
@@ -136,7 +144,9 @@ def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGE
         except Exception as exc:  # compiling a schema-valid file must not fail
             found.append(_internal(doc, "the compiler", exc))
 
-    ctx = CheckContext(doc, time_budget_ms=time_budget_ms, graph=graph, schema_ok=schema_ok)
+    ctx = CheckContext(
+        doc, time_budget_ms=time_budget_ms, graph=graph, schema_ok=schema_ok, unknown=report.unknown
+    )
     for name, check in all_checks():
         try:
             found.extend(check(ctx))
@@ -167,7 +177,7 @@ def validate_path(path: str | Path, *, time_budget_ms: int = DEFAULT_TIME_BUDGET
     """Validate one file; unreadable, binary or non-UTF-8 files give a diagnostic, not an exception."""
     name = str(path)
     try:
-        data = Path(path).read_bytes()
+        data = _read_regular(Path(path))
     except OSError as exc:
         reason = exc.strerror or str(exc)
         return Result(
@@ -193,6 +203,26 @@ def validate_path(path: str | Path, *, time_budget_ms: int = DEFAULT_TIME_BUDGET
     if text.startswith("\ufeff"):
         text = text[1:]  # a UTF-8 byte order mark is not part of the YAML
     return validate_text(text, name, time_budget_ms=time_budget_ms)
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file; anything else (a FIFO, a device, a folder) is refused without
+    reading, so validating never blocks on a pipe or reads a device forever. Opened non-blocking and
+    checked on the open descriptor, so a file swapped for a pipe in between cannot hang it either."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(0, "it is a folder")
+        if not stat.S_ISREG(mode):
+            kind = "it is a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "it is not a regular file"
+            raise OSError(0, f"{kind}; skipped")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def workflow_files(path: str | Path) -> list[Path]:

@@ -79,6 +79,9 @@ class CheckContext:
     graph: Graph | None = None
     schema_ok: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # analyses shared between checks (e.g. "flow")
+    # keys the schema reported as unknown: what is under them is not part of the workflow, so the
+    # checks leave it alone (one "unknown key" error, not a template error inside it as well)
+    unknown: frozenset[JsonPath] = frozenset()
 
     @property
     def root(self) -> Mapping[str, Any]:
@@ -104,8 +107,11 @@ class CheckContext:
         """Every template string in the file (steps, compensations, top-level output), parsed once."""
         sites: list[TemplateSite] = []
         owners = sorted(((s.path, s) for s in self.steps), key=lambda p: len(p[0]), reverse=True)
+        unknown = self.unknown
         for path, source in _strings(self.doc.value, ()):
             if not is_template(source) or path[:1] == ("input",):
+                continue
+            if unknown and any(path[:n] in unknown for n in range(1, len(path) + 1)):
                 continue
             owner = next((s for p, s in owners if path[: len(p)] == p), None)
             try:

@@ -12,6 +12,10 @@ from dsl.diagnostics import Diagnostic
 
 def declared_env(ctx: CheckContext) -> list[str]:
     env = ctx.root.get("env")
+    if isinstance(env, str):
+        return [env]  # `env: API_URL`: the schema says to write a list; the name is still declared
+    if isinstance(env, dict):
+        return [name for name in env if isinstance(name, str)]  # `env: {API_URL: …}`: likewise
     if not isinstance(env, list):
         return []
     return [name for name in env if isinstance(name, str)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dsl.checks import CheckContext, rule
-from dsl.checks.targets import describe_scope
+from dsl.checks.targets import describe_scope, jumps
 from dsl.diagnostics import Diagnostic
 from dsl.flow import flow_of
 
@@ -15,9 +15,10 @@ def unreachable_step(ctx: CheckContext) -> Iterator[Diagnostic]:
     flow = flow_of(ctx)
     if flow is None:
         return
+    broken = _scopes_with_bad_jumps(ctx)
     for sid in flow.unreachable():
         step = ctx.by_id.get(sid)
-        if step is None:
+        if step is None or step.scope in broken:
             continue
         where = describe_scope(ctx, step.scope)
         yield ctx.diag(
@@ -27,6 +28,19 @@ def unreachable_step(ctx: CheckContext) -> Iterator[Diagnostic]:
             f"(nothing jumps to it, and the step before it never continues to it)",
             (*step.path, "id"),
         )
+
+
+def _scopes_with_bad_jumps(ctx: CheckContext) -> set[str]:
+    """Lists with a jump to a step that does not exist (or is in another list): what is reachable
+    there depends on where the author meant to jump, so unreachable-step would only add noise to the
+    unknown-target error."""
+    out: set[str] = set()
+    for step in ctx.steps:
+        for _, target, _ in jumps(step):
+            other = ctx.by_id.get(target)
+            if other is None or other.scope != step.scope:
+                out.add(step.scope)
+    return out
 
 
 @rule(
