@@ -39,16 +39,53 @@ def sort(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
 
 
 def render_text(diagnostics: Sequence[Diagnostic], line_of: Callable[[str, int], str]) -> str:
-    """``FILE:LINE:COL: error|warning: MESSAGE [rule]``, then the source line and a caret."""
+    """``FILE:LINE:COL: error|warning: MESSAGE [rule]``, then the source line and a caret.
+
+    Columns count characters (code points); the caret is placed by *display* width, so it stays under
+    the culprit after wide (CJK, emoji) and combining characters. A long line is shown as a window
+    around the column.
+    """
     out: list[str] = []
     for d in diagnostics:
         p = d.position
         out.append(f"{p.file}:{p.line}:{p.column}: {d.severity}: {d.message} [{d.rule}]")
-        source = line_of(p.file, p.line).rstrip("\n").expandtabs(1)
-        if source:
-            out.append(f"    {source}")
-            out.append("    " + " " * (max(p.column, 1) - 1) + "^")
+        source = line_of(p.file, p.line).rstrip("\r\n")
+        if source.strip():
+            shown, before = _window(source, max(p.column, 1) - 1)
+            out.append(f"    {_printable(shown)}")
+            out.append("    " + " " * _width(_printable(before)) + "^")
     return "\n".join(out)
+
+
+_WINDOW = 100  # characters of a long source line shown around the column
+
+
+def _window(line: str, index: int) -> tuple[str, str]:
+    """The part of ``line`` to show, and the part of it before the caret."""
+    index = min(index, len(line))
+    if len(line) <= _WINDOW:
+        return line, line[:index]
+    start = max(0, min(index - _WINDOW // 2, len(line) - _WINDOW))
+    end = start + _WINDOW
+    head = "…" if start > 0 else ""
+    tail = "…" if end < len(line) else ""
+    return head + line[start:end] + tail, head + line[start:index]
+
+
+def _printable(text: str) -> str:
+    """Tabs as one space and control characters as '?', so the caret line matches what is shown."""
+    return "".join(" " if ch == "\t" else ("?" if ord(ch) < 32 or ord(ch) == 127 else ch) for ch in text)
+
+
+def _width(text: str) -> int:
+    import unicodedata
+
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
 
 
 def render_json(diagnostics: Sequence[Diagnostic]) -> str:

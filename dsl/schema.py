@@ -524,6 +524,17 @@ def _suggest_error(value: str) -> str | None:
     return _suggest(value, BUILTIN_ERRORS)
 
 
+def _url_hint(value: str) -> str:
+    """``${API}/x`` or ``$API/x`` (shell style) → the template that reads the variable."""
+    shell = re.match(r"\$\{?(\w+)\}?(.*)$", value.strip())
+    if shell:
+        name, rest = shell.group(1), shell.group(2)
+        return f"; environment variables are read in templates: write '{{{{ env.{name} }}}}{rest}'"
+    if value.startswith("/"):
+        return f"; to call your API, write '{{{{ env.API }}}}{value}' with API listed under env"
+    return ""
+
+
 def _did_you_mean(suggestion: str | None) -> str:
     return f"; did you mean {suggestion!r}?" if suggestion else ""
 
@@ -825,6 +836,9 @@ class _Explainer:
         names = [expected] if isinstance(expected, str) else list(expected)
         if title == "Duration":
             return hints.duration_hint(value)
+        if len(path) >= 2 and path[-2] == "expect" and isinstance(value, str):
+            if re.fullmatch(r"[1-5][xX]{2}", value.strip()):
+                return "expect lists exact statuses such as [200, 201]; any 2xx is already the default"
         if title == "Step id" and isinstance(value, int):
             return f"quote it, or better use a name: ids start with a letter, e.g. 'step_{value}'"
         if key is not None and _get(self.doc.value, path[:-1]) is not None:
@@ -885,6 +899,8 @@ class _Explainer:
             fixed = _fix_name(title, value)
             if fixed and fixed != value:
                 message += f"; did you mean {fixed!r}?"
+            elif title == "URL":
+                message += _url_hint(value)
         else:
             message = f"{_label(path)}: {value!r} does not match {error.validator_value!r}"
         self.add("schema", message, position, (*path, value) if is_key else path, "pattern")
@@ -1049,9 +1065,13 @@ class _Explainer:
         self.add("schema", f"{_label(path)} must not be empty", self.value_pos(path), path, "min")
 
     def _on_minimum(self, error: ValidationError, path: JsonPath) -> None:
+        key = path[-1] if path else None
+        why = _RANGE_WHY.get(str(key), "")
+        if len(path) >= 2 and path[-2] == "expect":
+            why = " (an HTTP status is 100-599)"
         self.add(
             "schema",
-            f"{_label(path)}: expected at least {error.validator_value}, got {error.instance}",
+            f"{_label(path)}: expected at least {error.validator_value}, got {error.instance}{why}",
             self.value_pos(path),
             path,
             "range",
@@ -1231,6 +1251,12 @@ def _merge_no_id(message: str) -> str:
     head, _, tail = message.partition(" has no kind: add ")
     return f"{head} has no 'id' and no kind: add a unique id and {tail}" if tail else message
 
+
+_RANGE_WHY = {
+    "max_attempts": " (it counts every attempt, the first included: 1 means no retry)",
+    "concurrency": " (how many items run at once; leave it out for the default, 10)",
+    "backoff": " (the interval is multiplied by it after each attempt: 1 keeps it constant)",
+}
 
 _STEP_KEYS = ("if", "output", "next", "retry", "timeout", "catch", "compensate")
 _STEP_PROPS = ("if", "next", "retry", "catch", "compensate", "with", *KINDS)

@@ -268,7 +268,8 @@ class _Builder:
             raise self.error("document is too large (alias expansion?)", node.start_mark)
         self.doc_values[path] = _pos(self.file, node.start_mark)
         if isinstance(node, yaml.MappingNode):
-            if node.flow_style and self.text.startswith(("{{", "{%"), node.start_mark.index):
+            if node.flow_style and any(isinstance(k, yaml.MappingNode) for k, _ in node.value):
+                # a mapping as a key, `{{ x }}`: nobody writes that on purpose in a workflow
                 return self._unquoted_template(node, path)
             self._check_tag(node)
             return self._mapping(node, path)
@@ -299,9 +300,11 @@ class _Builder:
         """``url: {{ env.API }}`` is a YAML flow mapping, not a template: report it once, and read it
         as the string the author meant, so every other check sees the template."""
         start, end = node.start_mark.index, node.end_mark.index
-        source = self.text[start:end]
+        written = self.text[start:end]
+        source = written
         if "\n" in source or "\r" in source:
             source = " ".join(source.split())
+        source = re.sub(r"^\{\s+\{", "{{", re.sub(r"\}\s+\}$", "}}", source))
         key = path[-1] if path and isinstance(path[-1], str) and path[-1] != "\0key" else None
         shown = f"{key}: " if key is not None else ("- " if path and isinstance(path[-1], int) else "")
         quoted = f'"{source}"' if '"' not in source else "'" + source.replace("'", "''") + "'"
@@ -309,7 +312,7 @@ class _Builder:
             Diagnostic(
                 "unquoted-template",
                 "error",
-                f"this template is not quoted, so YAML reads {source!r} as a mapping, not as text: "
+                f"this template is not quoted, so YAML reads {written!r} as a mapping, not as text: "
                 f"write {shown}{quoted}",
                 _pos(self.file, node.start_mark),
             )
@@ -322,21 +325,22 @@ class _Builder:
     def _mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
         seen: dict[Any, Position] = {}
-        own = {id(pair) for pair in node.value}  # pairs written here, not merged in with <<
+        written = node.value
         self.constructor.flatten_mapping(node)  # merge keys (<<) as PyYAML does
+        # flatten_mapping removes the << entries in place and puts the merged pairs first
+        n_merged = len(node.value) - len(written) if node.value is not written else 0
         merged: set[str] = set()
-        for pair in node.value:
-            key_node, value_node = pair
+        for index, (key_node, value_node) in enumerate(node.value):
             key = self.build(key_node, (*path, "\0key"))
             key_position = _pos(self.file, key_node.start_mark)
             if not isinstance(key, str):
                 # YAML 1.1 turns on/off/yes/no into booleans; keep the author's spelling as the key
                 key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key)
-            if _ODD_SPACES.match(key) or (key[:1].isspace() and key[:1] not in " \t"):
+            if key and key[0] > "\x7f" and (_ODD_SPACES.match(key) or key[0].isspace()):
                 raise self._odd_indent(key_node)
             if key in seen and key not in merged:
                 raise self._duplicate(key, seen[key], key_position, path)
-            if id(pair) not in own:
+            if index < n_merged:
                 merged.add(key)  # a merged value: a later merge or an own key may replace it
             else:
                 merged.discard(key)

@@ -346,6 +346,11 @@ def check_input_schema(ctx: CheckContext) -> Iterator[Diagnostic]:
                         (*path, key),
                         key=True,
                     )
+        ref = sub.get("$ref")
+        if isinstance(ref, str):
+            problem = _ref_problem(schema, ref)
+            if problem:
+                yield ctx.diag("input-schema", "error", problem, (*path, "$ref"))
         pattern = sub.get("pattern")
         if isinstance(pattern, str):
             problem = _regex_problem(pattern)
@@ -368,6 +373,20 @@ def check_input_schema(ctx: CheckContext) -> Iterator[Diagnostic]:
                         (*path, "patternProperties", pattern),
                         key=True,
                     )
+
+
+def _ref_problem(root: Any, ref: str) -> str | None:
+    """Why a ``$ref`` cannot be followed when the start payload is validated (offline, locally)."""
+    if not ref.startswith("#"):
+        return (
+            f"$ref {ref!r} points outside this file: the start payload is validated offline, so only "
+            "local references ('#/$defs/name') can be followed"
+        )
+    if ref.startswith("#/") and _Schema(root)._pointer(ref) is None:
+        defs = root.get("$defs") if isinstance(root, Mapping) else None
+        names = [f"#/$defs/{name}" for name in defs] if isinstance(defs, Mapping) else []
+        return f"$ref {ref!r} points at nothing in the input schema{did_you_mean(ref, names)}"
+    return None
 
 
 # A conservative fast path for the metaschema check: the keywords below are checked exactly as the
@@ -469,7 +488,13 @@ def _meta_message(rel: JsonPath, error: Any) -> str:
             return f"{word!r} is not a JSON Schema type (one of: {', '.join(JSON_TYPES)}){hint}"
         return f"type must be a type name or a list of distinct type names, not {value!r}"
     where = "/".join(str(p) for p in rel)
-    return f"invalid JSON Schema{' at ' + where if where else ''}: {error.message}"
+    message = f"invalid JSON Schema{' at ' + where if where else ''}: {error.message}"
+    key = rel[-1] if rel else None
+    if error.validator == "type" and error.validator_value == "array" and isinstance(value, str | int):
+        message += f"; write {key}: [{value}]" if isinstance(key, str) else ""
+    elif key == "properties" and error.validator == "type" and isinstance(value, list):
+        message += "; properties maps each name to its schema: properties: {name: {type: string}}"
+    return message
 
 
 # --------------------------------------------------------------------- input-reference / input-type

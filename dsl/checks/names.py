@@ -157,11 +157,14 @@ def check_unknown(ctx: CheckContext) -> Iterator[Diagnostic]:
             )
             continue
         visible = sorted(scope.names - set(GLOBALS) - {"loop"})
+        hint = did_you_mean(ref.root, scope.names)
+        if ref.root == "item" and scope.foreach:
+            named = _as_name(scope.foreach[0])
+            hint = f" (foreach {scope.foreach[0].id!r} names its item {named!r} with `as: {named}`)"
         yield ctx.diag(
             "unknown-name",
             "error",
-            f"unknown name {ref.root!r}{did_you_mean(ref.root, scope.names)}: "
-            f"here a template can read {', '.join(visible)}",
+            f"unknown name {ref.root!r}{hint}: here a template can read {', '.join(visible)}",
             site.path,
             offset=root_offset(site.source, ref),
         )

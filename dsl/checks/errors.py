@@ -1,0 +1,106 @@
+"""Error names in ``catch`` and ``retry.on`` that nothing can raise: a typo there means the catch never
+fires (the execution compensates instead) or the retry never happens, and nothing else would say so.
+
+An error name is raised by hopflow itself (``timeout``, ``http.*``, ``action.*``, …), by a ``fail``
+step of this file, or by a child workflow (``workflow`` steps): a child's error reaches its parent
+under the child's own name, and the child is another file. So a name that is neither built in nor
+raised here is reported only when the file starts no child workflow, or when it is a near miss of a
+built-in name (``timout``). A warning: the file runs, the clause just never matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dsl.checks import CheckContext, rule
+from dsl.diagnostics import Diagnostic
+from dsl.source import JsonPath
+
+BUILTIN = (
+    "timeout",
+    "http.connect",
+    "http.4xx",
+    "http.5xx",
+    "input.invalid",
+    "template",
+    "cancelled",
+    "any",
+    "dead",
+    "workflow.unknown",
+)
+_PREFIXES = ("http.", "action.", "input.")
+
+
+def _matchers(ctx: CheckContext) -> Iterator[tuple[JsonPath, str, str]]:
+    """(path of the name, the name, where it is) for every error name a catch or retry matches."""
+
+    def retry_on(retry: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str, str]]:
+        if isinstance(retry, Mapping) and isinstance(retry.get("on"), list):
+            for i, name in enumerate(retry["on"]):
+                if isinstance(name, str):
+                    yield (*path, "on", i), name, "retry.on"
+
+    defaults = ctx.root.get("defaults")
+    if isinstance(defaults, Mapping):
+        yield from retry_on(defaults.get("retry"), ("defaults", "retry"))
+    for step in ctx.steps:
+        yield from retry_on(step.body.get("retry"), (*step.path, "retry"))
+        comp = step.body.get("compensate")
+        if isinstance(comp, Mapping):
+            yield from retry_on(comp.get("retry"), (*step.path, "compensate", "retry"))
+        catch = step.body.get("catch")
+        if isinstance(catch, list):
+            for c, clause in enumerate(catch):
+                errors = clause.get("errors") if isinstance(clause, Mapping) else None
+                if isinstance(errors, list):
+                    for i, name in enumerate(errors):
+                        if isinstance(name, str):
+                            yield (*step.path, "catch", c, "errors", i), name, "catch"
+
+
+def _raised(ctx: CheckContext) -> list[str]:
+    out = []
+    for step in ctx.steps:
+        body = step.body.get("fail")
+        if step.kind == "fail" and isinstance(body, Mapping) and isinstance(body.get("error"), str):
+            out.append(body["error"])
+    return out
+
+
+def _starts_children(ctx: CheckContext) -> bool:
+    for step in ctx.steps:
+        comp = step.body.get("compensate")
+        if step.kind == "workflow" or (isinstance(comp, Mapping) and "workflow" in comp):
+            return True
+    return False
+
+
+@rule(
+    "unknown-error",
+    "a catch or retry.on names an error that nothing raises: not built in, and no fail step of the "
+    "file raises it (so the clause never matches; a typo such as 'timout')",
+)
+def check_error_names(ctx: CheckContext) -> Iterator[Diagnostic]:
+    raised = _raised(ctx)
+    children = _starts_children(ctx)
+    for path, name, where in _matchers(ctx):
+        if name in BUILTIN or name in raised or name.startswith(_PREFIXES):
+            continue
+        near = difflib.get_close_matches(name.lower(), BUILTIN, n=1, cutoff=0.75)
+        if near:
+            message = (
+                f"{name!r} is not an error hopflow raises, and no fail step here raises it, so this "
+                f"{where} never matches it; did you mean {near[0]!r}?"
+            )
+        elif children:
+            continue  # a child workflow may raise it
+        else:
+            close = difflib.get_close_matches(name, raised, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message = (
+                f"no fail step in this workflow raises {name!r} and it is not a built-in error, so this "
+                f"{where} never matches it{hint}"
+            )
+        yield ctx.diag("unknown-error", "warning", message, path)
