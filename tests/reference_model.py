@@ -172,6 +172,7 @@ class Ledger:
         self.calls: list[tuple[str, str, int]] = []  # (kind, idempotency key, attempt)
         self.applied: dict[str, int] = {}  # key → how many calls carried it while succeeding
         self.order: list[str] = []  # keys in order of first application
+        self.broken: set[str] = set()  # steps whose undo fails until a test repairs it
 
     def apply(self, kind: str, key: str) -> None:
         with self.lock:
@@ -193,7 +194,7 @@ class Ledger:
     def undo(self, ctx: Any, step: str, item: Any = None, fail_until: int = 0) -> Any:
         with self.lock:
             self.calls.append(("undo", ctx.idempotency_key, ctx.attempt))
-        if ctx.attempt <= fail_until:
+        if ctx.attempt <= fail_until or step in self.broken:
             raise Transient(f"undo {step} attempt {ctx.attempt}")
         self.apply("undo", ctx.idempotency_key)
         return None

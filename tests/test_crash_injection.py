@@ -48,6 +48,7 @@ class CrashStore(Store):
     dead worker's lock stays held until its TTL (``HELD_MS``) expires, as it would in production."""
 
     crashing = False
+    faults: Any = None
 
     def unlock(self, execution_id: str, branch: str, token: str) -> None:
         if self.crashing:
@@ -55,6 +56,16 @@ class CrashStore(Store):
             self.client.pexpire(lock_key(execution_id, branch), HELD_MS)
             return
         super().unlock(execution_id, branch, token)
+
+    def run(self, name: str, execution_id: str, args: dict[str, Any], branch: str | None = None) -> dict:
+        """``before_checkpoint``: the node — *any* node: a step, a compensation, a halted branch —
+        ran, and the worker dies before writing it (its lock stays until the TTL)."""
+        if name == "checkpoint" and self.faults is not None and self.faults.active:
+            message = Message(execution_id, "?", int(args.get("seq") or 0), branch or "")
+            if self.faults.hit("before_checkpoint", message):
+                self.client.pexpire(lock_key(execution_id, branch or ""), HELD_MS)
+                raise Crash(f"before_checkpoint #{self.faults.nth}")
+        return super().run(name, execution_id, args, branch)
 
 
 @dataclass
@@ -69,14 +80,21 @@ class Faults:
     active: bool = False
     fired: list[tuple[str, Message]] = field(default_factory=list)
 
-    def __call__(self, point: str, message: Message) -> None:
-        if not self.active:
-            return
+    def __post_init__(self) -> None:
+        self.store.faults = self
+
+    def hit(self, point: str, message: Message) -> bool:
+        """Count a passage; whether this is the one to crash at."""
         self.counts[point] = self.counts.get(point, 0) + 1
         target = "after_checkpoint" if self.point == "publish_error" else self.point
         if point != target or self.counts[point] != self.nth:
-            return
+            return False
         self.fired.append((point, message))
+        return True
+
+    def __call__(self, point: str, message: Message) -> None:
+        if not self.active or not self.hit(point, message):
+            return
         if self.point == "publish_error":
             self.dispatcher.fail_next = 1  # the publish that follows raises DispatchError
             return
@@ -129,9 +147,9 @@ def drive(run: Run, plan: Plan, eid: str, limit: int = 2000) -> Run:
     return deliver_all(run, limit)
 
 
-def deliver_all(run: Run, limit: int = 2000) -> Run:
+def deliver_all(run: Run, limit: int = 2000, stop_at: Callable[[], bool] | None = None) -> Run:
     q = run.dispatcher
-    while q.queue:
+    while q.queue and not (stop_at is not None and stop_at()):
         assert run.deliveries < limit, "no progress"
         outgoing = q.pop()
         assert outgoing is not None
@@ -239,7 +257,17 @@ SHAPES: dict[str, Plan] = {
 }
 
 OPEN_ENDED = {"parallel_branch_fails"}
-POINTS = ("before_step", "after_step", "after_checkpoint", "after_publish", "publish_error")
+# the runtime's fault points, plus two of ours: a checkpoint never written by a worker that died
+# after running *any* node (the runtime's before/after_step hooks are not called for compensations
+# and halted branches), and a publish that fails after the checkpoint
+POINTS = (
+    "before_step",
+    "after_step",
+    "before_checkpoint",
+    "after_checkpoint",
+    "after_publish",
+    "publish_error",
+)
 
 
 def _summary(run: Run, eid: str | None = None) -> dict[str, Any]:
@@ -492,7 +520,7 @@ def test_a_worker_whose_lock_expired_while_nobody_else_came_does_not_lose_the_ex
     )
 
 
-# ------------------------------------------------------------- event waits and child workflows
+# ------------------------------- event waits, child workflows, deadlines, cancel, resume
 
 EVENTS = """
 name: approval
@@ -568,7 +596,80 @@ def _child(fail: bool) -> Callable[[Run, str], list[str]]:
     return scenario
 
 
+TIMED = """
+name: timed
+timeout: 30m
+steps:
+  - id: a
+    action: t.work
+    with: {step: a}
+    compensate:
+      action: t.undo
+      with: {step: a}
+  - id: nap
+    wait: {for: 1h}
+  - id: b
+    action: t.work
+    with: {step: b}
+"""
+
+STUCK = """
+name: stuck
+steps:
+  - id: a
+    action: t.work
+    with: {step: a}
+    compensate:
+      action: t.undo
+      with: {step: a}
+      retry: {max_attempts: 2, interval: 1s, jitter: none, on: [action.Transient]}
+  - id: b
+    action: t.work
+    with: {step: b}
+    compensate:
+      action: t.undo
+      with: {step: b}
+  - id: c
+    action: t.work
+    with: {step: c, fatal: true}
+"""
+
+
+def _timed_out(run: Run, eid: str) -> list[str]:
+    """The execution's own deadline passes while it waits: halt, compensate, ``failed``-like end."""
+    run.eid = run.runtime.start("timed", {}, eid)
+    deliver_all(run)
+    rec = run.runtime.record(eid)
+    assert rec["status"] == "compensated" and rec["error"]["name"] == "timeout", rec
+    return [eid]
+
+
+def _cancelled(run: Run, eid: str) -> list[str]:
+    run.eid = run.runtime.start("timed", {}, eid)
+    deliver_all(run, stop_at=lambda: run.runtime.record(eid)["current"][0]["phase"] == "park")
+    run.runtime.cancel(eid)
+    deliver_all(run)
+    rec = run.runtime.record(eid)
+    assert rec["status"] == "cancelled", rec
+    return [eid]
+
+
+def _resumed(run: Run, eid: str) -> list[str]:
+    """A compensation exhausts its retries (parked for an operator), is repaired, and resumed."""
+    run.ledger.broken.add("a")
+    run.eid = run.runtime.start("stuck", {}, eid)
+    deliver_all(run)
+    assert run.runtime.record(eid)["status"] == "compensation_failed"
+    run.ledger.broken.clear()
+    run.runtime.resume(eid)
+    deliver_all(run)
+    return [eid]
+
+
 SCENARIOS: dict[str, tuple[list[str], Callable[[Run, str], list[str]]]] = {
+    "execution_timeout": ([TIMED], _timed_out),
+    "cancel_while_waiting": ([TIMED], _cancelled),
+    "compensation_failed_then_resumed": ([STUCK], _resumed),
     "event_after_wait": ([EVENTS], _event_after_wait),
     "event_before_wait": ([EVENTS], _event_before_wait),
     "child_succeeds": ([PARENT, KID], _child(False)),
@@ -578,16 +679,18 @@ SCENARIOS: dict[str, tuple[list[str], Callable[[Run, str], list[str]]]] = {
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 @pytest.mark.parametrize("point", POINTS)
-def test_crashes_around_event_waits_and_child_workflows(redis_db: Any, scenario: str, point: str) -> None:
-    """An event is never lost or consumed twice, and a child is started exactly once, whatever
-    boundary a worker dies at."""
+def test_crashes_around_waits_children_timeouts_cancel_and_resume(
+    redis_db: Any, scenario: str, point: str
+) -> None:
+    """Whatever boundary a worker dies at: an event is never lost or consumed twice, a child is
+    started exactly once, a deadline, a cancel and a resume end the same way as without the crash."""
     texts, play = SCENARIOS[scenario]
     base = make_run(redis_db, Plan("-", ()), texts=texts)
     eids = play(base, f"b-{scenario}")
     expected = [_summary(base, e) for e in eids]
-    assert expected[0]["status"] in ("succeeded", "compensated"), expected[0]
+    assert expected[0]["status"] in ("succeeded", "compensated", "cancelled"), expected[0]
     passages = base.faults.counts.get("after_checkpoint" if point == "publish_error" else point, 0)
-    assert passages >= 3
+    assert passages >= 2
     for nth in range(1, passages + 1):
         run = make_run(redis_db, Plan("-", ()), point, nth, texts=texts)
         got_eids = play(run, f"{scenario}-{point}-{nth}")
