@@ -10,11 +10,12 @@ Contract: docs/http-api.md ("Operations API", "GET /healthz").
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.auth import authorize
-from engine.bodies import json_response, parse_json, read_body
+from engine.bodies import json_response, parse_json
 from engine.problems import Problem, validation_errors
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -26,6 +27,11 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 log = logging.getLogger("hopflow.asgi")
 
 MAX_NAME_CHARS = 200
+MAX_EVENT_KEY_CHARS = 1024
+MAX_ERRORS = 50  # schema errors listed in a 422 (a huge invalid input could have thousands)
+MAX_ERROR_CHARS = 300  # jsonschema quotes the offending value, which may be the whole input
+HEALTH_TIMEOUT_S = 2.0  # /healthz answers within about this, even when Redis does not
+EVENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,127}")  # the DSL's event_name: what a wait can name
 
 
 async def start(hop: HopflowApp, request: Request) -> Response:
@@ -34,7 +40,7 @@ async def start(hop: HopflowApp, request: Request) -> Response:
     from engine.errors import InputInvalid, InvalidExecutionId, UnknownWorkflow
 
     authorize(hop.config, request)
-    data = parse_json(await read_body(request, hop.config.max_body_bytes))
+    data = parse_json(await hop.body(request))
     workflow, input_, execution_id = start_request(data)
     runtime = await hop.runtime_async()
     try:
@@ -42,7 +48,12 @@ async def start(hop: HopflowApp, request: Request) -> Response:
     except UnknownWorkflow as exc:
         raise Problem("unknown-workflow", exc.message) from None
     except InputInvalid as exc:
-        raise Problem("invalid-input", exc.message, errors=validation_errors(exc.errors)) from None
+        errors = validation_errors(exc.errors[:MAX_ERRORS])
+        for error in errors:
+            error["message"] = _clip(error["message"], MAX_ERROR_CHARS)
+        more = f" (and {len(exc.errors) - 1} more)" if len(exc.errors) > 1 else ""
+        detail = f"input is invalid: {errors[0]['message'] if errors else 'invalid input'}{more}"
+        raise Problem("invalid-input", detail, errors=errors) from None
     except InvalidExecutionId as exc:
         raise Problem(
             "invalid-request", exc.message, errors=[{"path": "/id", "message": exc.message}]
@@ -58,11 +69,20 @@ async def start(hop: HopflowApp, request: Request) -> Response:
     return json_response({"execution_id": eid, "status_url": location}, 202, {"Location": location})
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _execution_id(request: Request) -> str:
+    """The id in the URL; one that no execution can have is unknown without asking Redis."""
+    from engine.errors import InvalidExecutionId
+    from engine.store import check_execution_id
+
     eid: str = request.path_params["execution_id"]
-    if not eid or len(eid) > MAX_NAME_CHARS:
-        raise Problem("unknown-execution", f"unknown execution {eid[:MAX_NAME_CHARS]!r}")
-    return eid
+    try:
+        return check_execution_id(eid)
+    except InvalidExecutionId:
+        raise Problem("unknown-execution", f"unknown execution {_clip(eid, 100)!r}") from None
 
 
 async def _record_call(hop: HopflowApp, fn: Callable[..., Any], eid: str, *args: Any, **kwargs: Any) -> Any:
@@ -95,7 +115,7 @@ async def cancel(hop: HopflowApp, request: Request) -> Response:
     """``POST /v1/executions/{id}/cancel`` ``{compensate?}``: stop at the next node boundary."""
     authorize(hop.config, request)
     eid = _execution_id(request)
-    body = await read_body(request, hop.config.max_body_bytes)
+    body = await hop.body(request)
     compensate = True
     if body.strip():
         data = parse_json(body)
@@ -129,13 +149,13 @@ async def event(hop: HopflowApp, request: Request) -> Response:
     """``POST /v1/events/{name}`` ``{key, data}``: resume the waiting executions, or keep the event."""
     authorize(hop.config, request)
     name: str = request.path_params["name"]
-    if not name or len(name) > MAX_NAME_CHARS:
+    if not EVENT_NAME.fullmatch(name):
         raise Problem(
             "invalid-request",
-            f"an event name must be 1-{MAX_NAME_CHARS} characters",
+            f"{_clip(name, 100)!r} is not an event name (a letter, then up to 127 letters, digits, _ . -)",
             errors=[{"path": "", "message": "invalid event name"}],
         )
-    data = parse_json(await read_body(request, hop.config.max_body_bytes))
+    data = parse_json(await hop.body(request))
     key, payload = event_request(data)
     runtime = await hop.runtime_async()
     resumed = await hop.call(runtime.notify, name, key, payload)
@@ -144,7 +164,8 @@ async def event(hop: HopflowApp, request: Request) -> Response:
 
 async def healthz(hop: HopflowApp, request: Request) -> Response:
     """``GET /healthz`` (no auth): Redis answers ``PING`` and the dispatcher is configured."""
-    from starlette.concurrency import run_in_threadpool
+    import anyio
+    import anyio.to_thread
 
     checks: dict[str, str] = {"dispatcher": hop.config.dispatcher_kind}
     try:
@@ -154,8 +175,14 @@ async def healthz(hop: HopflowApp, request: Request) -> Response:
         checks["runtime"] = "not started"
         raise Problem("unavailable", "the runtime could not be started", extra={"checks": checks}) from None
     try:
-        await run_in_threadpool(_ping, runtime)
+        # bounded: redis-py's own timeouts and retries add up to tens of seconds on a silent host.
+        # An abandoned ping finishes in its thread, outside the threadpool's limiter.
+        with anyio.fail_after(HEALTH_TIMEOUT_S):
+            await anyio.to_thread.run_sync(_ping, runtime, abandon_on_cancel=True)
         checks["redis"] = "ok"
+    except TimeoutError:
+        log.warning("healthz: Redis did not answer PING within %g s", HEALTH_TIMEOUT_S)
+        checks["redis"] = "unreachable"
     except Exception as exc:
         log.warning("healthz: Redis ping failed: %s", type(exc).__name__)
         checks["redis"] = "unreachable"
@@ -201,11 +228,28 @@ def start_request(data: Any) -> tuple[str, Any, str | None]:
     if not isinstance(workflow, str) or not workflow or len(workflow) > MAX_NAME_CHARS:
         errors.append({"path": "/workflow", "message": "required: the workflow's name (a string)"})
     eid = data.get("id")
-    if eid is not None and (not isinstance(eid, str) or not eid):
-        errors.append({"path": "/id", "message": "must be a non-empty string"})
+    if eid is not None and not _valid_id(eid):
+        errors.append(
+            {
+                "path": "/id",
+                "message": "must be 1-200 characters: letters, digits and _.:@+=- "
+                "(starting with a letter or digit)",
+            }
+        )
     if errors:
         raise Problem("invalid-request", errors[0]["path"] + ": " + errors[0]["message"], errors=errors)
     return workflow, data.get("input", {}), eid
+
+
+def _valid_id(value: Any) -> bool:
+    from engine.errors import InvalidExecutionId
+    from engine.store import check_execution_id
+
+    try:
+        check_execution_id(value)
+    except InvalidExecutionId:
+        return False
+    return True
 
 
 def event_request(data: Any) -> tuple[Any, Any]:
@@ -220,6 +264,8 @@ def event_request(data: Any) -> tuple[Any, Any]:
     key = data.get("key")
     if isinstance(key, bool) or not isinstance(key, str | int) or key == "":
         errors.append({"path": "/key", "message": "required: the event key (a string or an integer)"})
+    elif len(str(key)) > MAX_EVENT_KEY_CHARS:
+        errors.append({"path": "/key", "message": f"longer than {MAX_EVENT_KEY_CHARS} characters"})
     if errors:
         raise Problem("invalid-request", errors[0]["path"] + ": " + errors[0]["message"], errors=errors)
     return key, data.get("data")

@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 log = logging.getLogger("hopflow.asgi")
 
+MAX_ECHO_CHARS = 200  # of a request path echoed in a problem document
 RuntimeFactory = Callable[["Config"], "Runtime"]
 Handler = Callable[["HopflowApp", "Request"], Awaitable["Response"]]
 
@@ -123,25 +124,35 @@ class HopflowApp:
             Route("/openapi.json", self._guard(openapi.serve), methods=["GET"]),
         ]
 
+        def instance(request: Request) -> str:
+            path = route_path(request)  # the caller's own text, echoed back: keep it short
+            return path if len(path) <= MAX_ECHO_CHARS else path[:MAX_ECHO_CHARS] + "…"
+
         async def http_error(request: Request, exc: Exception) -> Response:
             assert isinstance(exc, HTTPException)
             detail = exc.detail if isinstance(exc.detail, str) else None
             if exc.status_code == 404:
-                detail = f"no route {request.method} {route_path(request)}"
+                detail = f"no route {request.method} {instance(request)}"
             elif exc.status_code == 405:
                 allowed = (exc.headers or {}).get("Allow", "")
-                detail = f"{request.method} is not allowed on {route_path(request)} (allowed: {allowed})"
-            return for_status(exc.status_code, detail, exc.headers).response(route_path(request))
+                detail = f"{request.method} is not allowed on {instance(request)} (allowed: {allowed})"
+            return for_status(exc.status_code, detail, exc.headers).response(instance(request))
 
         async def problem(request: Request, exc: Exception) -> Response:
             assert isinstance(exc, Problem)
-            return exc.response(route_path(request))
+            return exc.response(instance(request))
+
+        async def crash(request: Request, exc: Exception) -> Response:
+            # outside any route (routing, middleware): Starlette logs it; the caller gets a problem
+            return Problem("internal", "an unexpected error occurred; the server log has details").response()
 
         self.app: Starlette = Starlette(
             routes=routes,
-            exception_handlers={HTTPException: http_error, Problem: problem},
+            exception_handlers={HTTPException: http_error, Problem: problem, Exception: crash},
             lifespan=self._lifespan,
         )
+        # "/v1/step/" is not "/v1/step": a 404 problem, not a redirect (built from the Host header)
+        self.app.router.redirect_slashes = False
         self.app.state.hopflow = self
         if config.dev_insecure:
             log.warning(DEV_WARNING)
@@ -205,6 +216,12 @@ class HopflowApp:
                 "the runtime could not be started; the server log says why "
                 "(run `hopflow doctor` where the server runs)",
             ) from None
+
+    async def body(self, request: Request) -> bytes:
+        """The raw request body within the configured size and time bounds (413, 408, 400)."""
+        from engine.bodies import read_body
+
+        return await read_body(request, self.config.max_body_bytes, timeout_s=self.config.body_timeout_s)
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking runtime call in the threadpool, mapping transient faults to 503."""

@@ -35,8 +35,8 @@ PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 def route_path(request: Request) -> str:
     """The path below the app's root: what ``HOPFLOW_PUBLIC_URL`` is the root of."""
     path: str = request.scope.get("path", "/")
-    root = request.scope.get("root_path", "") or ""
-    if root and path.startswith(root):
+    root = (request.scope.get("root_path", "") or "").rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):  # "/api" is no root of "/apix/…"
         path = path[len(root) :] or "/"
     return path
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_TIME_BUDGET_S = 7.5
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_WORKFLOWS_DIR = "workflows"
 MIN_API_KEY_CHARS = 32
 
@@ -150,6 +151,12 @@ class Config:
     workflows_dir: str = DEFAULT_WORKFLOWS_DIR
     actions: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # a request body must arrive within this (408)
+
+    def __post_init__(self) -> None:
+        if self.public_url and self.public_url.endswith("/"):
+            # "https://x/api/" and "https://x/api" name the same root: URLs are built as base + path
+            object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 
     def __repr__(self) -> str:
         shown = []

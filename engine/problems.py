@@ -35,6 +35,7 @@ TYPES: dict[str, tuple[int, str]] = {
     "unknown-workflow": (404, "Unknown workflow"),
     "unknown-execution": (404, "Unknown execution"),
     "method-not-allowed": (405, "Method not allowed"),
+    "request-timeout": (408, "Request timeout"),
     "conflict": (409, "Conflict"),
     "payload-too-large": (413, "Payload too large"),
     "unsupported-media-type": (415, "Unsupported media type"),

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from engine.bodies import json_response, read_body
+from engine.bodies import JSONRefused, json_response, loads
 from engine.problems import Problem, non_retryable
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -33,6 +34,9 @@ STEP_PATH = "/v1/step"
 FAILED_PATH = "/v1/step/failed"
 CALLBACK_PATH = "/v1/step/callback"
 BUSY_RETRY_S = 2.0  # a busy delivery is re-published this much later (QStash)
+MAX_SEQ = 2**53 - 1  # what a double (Lua's only number) holds exactly
+# "" (the top level) or <owner step>/<index>, nested with "/" ("order/0/items/3")
+BRANCH = re.compile(r"[^/]+/[0-9]{1,9}(?:/[^/]+/[0-9]{1,9})*")
 
 log = logging.getLogger("hopflow.asgi")
 
@@ -41,14 +45,14 @@ async def step(hop: HopflowApp, request: Request) -> Response:
     """``POST /v1/step``: advance one node (``?hopflow=failure`` is the failure callback's alias)."""
     if request.query_params.get("hopflow") == "failure":
         return await step_failed(hop, request)  # QStashDispatcher.from_env's default callback URL
-    from engine.model import Message, MessageError
+    from engine.model import MessageError
 
-    body = await read_body(request, hop.config.max_body_bytes)
+    body = await hop.body(request)
     scheme = hop.verifier.verify(request, body)
     try:
-        message = Message.from_json(body)
+        message = parse_message(_loads(body))
     except MessageError as exc:
-        raise non_retryable(f"not a hopflow message: {exc}", kind="non-retryable") from None
+        raise non_retryable(f"not a hopflow message: {exc}") from None
     runtime = await hop.runtime_async()
     dispatcher = runtime.dispatcher
     if scheme != "ed25519" and hasattr(dispatcher, "defer_if_early"):
@@ -93,11 +97,12 @@ async def step_failed(hop: HopflowApp, request: Request) -> Response:
     from engine.errors import UnknownExecution
     from engine.model import MessageError
 
-    body = await read_body(request, hop.config.max_body_bytes)
+    body = await hop.body(request)
     hop.verifier.verify(request, body)
     try:
+        _loads(body)  # strict first: parse_callback's own json.loads must not meet a hostile document
         callback = parse_callback(body)
-        message = callback.source_message()
+        message = parse_message(_loads(callback.source_body, "sourceBody"))
     except MessageError as exc:
         raise non_retryable(f"not a failure callback of a hopflow message: {exc}") from None
     reason = dead_reason(callback)
@@ -121,21 +126,22 @@ async def step_callback(hop: HopflowApp, request: Request) -> Response:
     JWT's ``sub``), so it can be trusted.
     """
     from engine.dispatch.qstash import parse_callback
-    from engine.model import Message, MessageError
+    from engine.model import MessageError
 
-    body = await read_body(request, hop.config.max_body_bytes)
+    body = await hop.body(request)
     hop.verifier.verify(request, body)
     params = dict(parse_qsl(request.url.query, keep_blank_values=True))
     seq = params.get("seq", "")
     try:
-        message = Message.from_dict(
+        message = parse_message(
             {
                 "execution_id": params.get("execution_id"),
                 "node": params.get("node"),
-                "seq": int(seq) if seq.isdigit() else None,
+                "seq": int(seq) if seq.isascii() and seq.isdigit() and len(seq) < 20 else None,
                 "branch": params.get("branch", ""),
             }
         )
+        _loads(body)
         callback = parse_callback(body)
     except MessageError as exc:
         raise non_retryable(f"not an offloaded-call callback: {exc}") from None
@@ -159,6 +165,34 @@ async def step_callback(hop: HopflowApp, request: Request) -> Response:
             "unavailable", "the step is busy; deliver the callback again", headers={"Retry-After": "1"}
         )
     return json_response({"result": kind, "execution_id": message.execution_id})
+
+
+def parse_message(data: Any) -> Message:
+    """A message, checked beyond its shape: an execution id that can be a key (no hash-tag braces,
+    no newline), a ``seq`` a Lua number holds exactly, a well-formed branch path. MessageError else."""
+    from engine.errors import InvalidExecutionId
+    from engine.model import Message, MessageError
+    from engine.store import check_execution_id
+
+    message = Message.from_dict(data)
+    try:
+        check_execution_id(message.execution_id)
+    except InvalidExecutionId:
+        raise MessageError("message.execution_id is not a valid execution id") from None
+    if message.seq > MAX_SEQ:
+        raise MessageError(f"message.seq is larger than {MAX_SEQ}")
+    if message.branch and not BRANCH.fullmatch(message.branch):
+        raise MessageError("message.branch is not a branch path (<step>/<index>, nested with /)")
+    return message
+
+
+def _loads(body: bytes, what: str = "body") -> Any:
+    from engine.model import MessageError
+
+    try:
+        return loads(body)
+    except JSONRefused as exc:
+        raise MessageError(exc.reason if what == "body" else f"{what}: {exc.reason}") from None
 
 
 def dead_reason(callback: Any) -> str:

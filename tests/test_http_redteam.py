@@ -12,6 +12,8 @@ concurrency) run uvicorn on 127.0.0.1 and speak HTTP over real sockets.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +22,8 @@ from starlette.testclient import TestClient
 
 from engine.asgi import create_app
 from engine.config import Config
-from engine.signing import generate_ed25519_keypair
+from engine.model import Message
+from engine.signing import generate_ed25519_keypair, sign_ed25519, sign_qstash
 
 PUBLIC = "https://hopflow.test"
 API_KEY = "red-team-api-key-0123456789abcdefghij"
@@ -108,6 +111,7 @@ class Api:
         self.h = harness
         self.client = client
         self.redis = redis
+        self.first: Message | None = None
 
     def start(self, input: Any, **extra: Any) -> str:
         r = self.client.post(
@@ -116,6 +120,11 @@ class Api:
         assert r.status_code == 202, r.text
         return str(r.json()["execution_id"])
 
+    def signed(self, body: bytes, path: str = "/v1/step", **headers: str) -> Any:
+        """POST ``body`` to ``path`` with a valid Ed25519 signature for exactly these bytes and URL."""
+        sig = sign_ed25519(body, PUBLIC + path, KEYS.private_key)
+        return self.client.post(path, content=body, headers={"Hopflow-Signature": sig, **headers})
+
 
 @pytest.fixture
 def api(harness: Any, redis_db: Any) -> Iterator[Api]:
@@ -123,7 +132,17 @@ def api(harness: Any, redis_db: Any) -> Iterator[Api]:
     with TestClient(create_app(h.runtime, config=config())) as client:
         a = Api(h, client, redis_db)
         a.start({"name": "warm"}, id="warm")  # the graph is stored: refusals must not add or change it
+        a.first = h.dispatcher.pop().message  # warm's current message, for the webhook cases
         yield a
+
+
+def nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+def failure_callback(message: bytes, **extra: Any) -> bytes:
+    body = {"status": 500, "retried": 2, "maxRetries": 2, "sourceBody": base64.b64encode(message).decode()}
+    return json.dumps({**body, **extra}).encode()
 
 
 # ------------------------------------------------------------------------------------ execution ids
@@ -144,3 +163,680 @@ def test_an_id_with_a_trailing_newline_is_refused(api: Api) -> None:
     doc = assert_problem(r, 422, "invalid-request")
     assert [e["path"] for e in doc["errors"]] == ["/id"]
     assert snapshot(api.redis) == before
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "{x}",
+        "a}b{",
+        "warm}",
+        "a\n",
+        "a b",
+        "..",
+        "../x",
+        "a/b",
+        "-x",
+        ".x",
+        "x" * 201,
+        "é",
+        "a\x00",
+        5,
+        True,
+    ],
+)
+def test_start_refuses_ids_outside_the_pattern(api: Api, bad: Any) -> None:
+    """Braces would move an execution's keys to another hash tag (cluster slot); all refused as 422."""
+    before = snapshot(api.redis)
+    r = api.client.post(
+        "/v1/executions", json={"workflow": "greet", "input": {"name": "x"}, "id": bad}, headers=AUTH
+    )
+    doc = assert_problem(r, 422, "invalid-request")
+    assert [e["path"] for e in doc["errors"]] == ["/id"]
+    assert snapshot(api.redis) == before
+
+
+def test_the_longest_and_oddest_allowed_ids_work(api: Api) -> None:
+    for eid in ("x" * 200, "Order-42:a.b@c+d=e_f", "0"):
+        assert api.start({"name": "x"}, id=eid) == eid
+        assert api.client.get(f"/v1/executions/{eid}", headers=AUTH).json()["execution_id"] == eid
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "%7Bwarm%7D",
+        "warm%7D",
+        "%00",
+        "warm%00",
+        "warm%0A",
+        "%2e%2e",
+        "..",
+        "x" * 300,
+        "%C3%A9",
+        "warm%20",
+    ],
+)
+def test_execution_ids_in_the_url_that_cannot_exist_are_404(api: Api, path: str) -> None:
+    before = snapshot(api.redis)
+    for method, suffix in (("GET", ""), ("GET", "/history"), ("POST", "/cancel")):
+        r = api.client.request(method, f"/v1/executions/{path}{suffix}", headers=AUTH)
+        # ".." is resolved by the client ("/v1/executions/.." is "/v1"), an encoded "/" splits the path
+        assert_problem(r, 404)
+        assert len(r.json()["detail"]) < 400
+    assert snapshot(api.redis) == before
+
+
+def test_an_encoded_slash_is_a_slash(api: Api) -> None:
+    """ASGI servers decode the path: "a%2Fb" is "a/b", so an id can never smuggle a "/" in."""
+    doc = assert_problem(api.client.get("/v1/executions/a%2Fb", headers=AUTH), 404, "not-found")
+    assert "no route" in doc["detail"]
+    encoded = api.client.get("/v1/executions/warm%2Fhistory", headers=AUTH)
+    assert encoded.json() == api.client.get("/v1/executions/warm/history", headers=AUTH).json()
+
+
+# ----------------------------------------------------------------------------------- JSON bodies
+
+BODY_ROUTES = ["/v1/executions", "/v1/events/greet.ok", "/v1/executions/warm/cancel"]
+HOSTILE_JSON = {
+    "nested 100 000 deep": nested(100_000).encode(),
+    "nested 65 deep": nested(65).encode(),
+    "NaN": b'{"key": NaN}',
+    "Infinity": b'{"key": Infinity}',
+    "-Infinity": b'{"key": -Infinity}',
+    "1e400": b'{"key": 1e400}',
+    "duplicate keys": b'{"key": "a", "key": "b"}',
+    "UTF-16": '{"key": "a"}'.encode("utf-16"),
+    "latin-1": '{"key": "é"}'.encode("latin-1"),
+    "byte order mark": b'\xef\xbb\xbf{"key": "a"}',
+    "lone surrogate": b'{"key": "\\ud800"}',
+    "lone low surrogate in a key": b'{"\\udc00": 1}',
+    "5000-digit integer": b'{"key": ' + b"9" * 5000 + b"}",
+    "trailing garbage": b'{"key": "a"} x',
+    "two documents": b'{"key": "a"}{"key": "b"}',
+    "single quotes": b"{'key': 'a'}",
+    "unterminated": b'{"key": "a',
+    "NUL byte": b'{"key": "a"}\x00',
+    "comment": b'{"key": "a"} // hi',
+}
+
+
+@pytest.mark.parametrize("route", BODY_ROUTES)
+@pytest.mark.parametrize("name", sorted(HOSTILE_JSON))
+def test_hostile_json_is_400_and_changes_nothing(api: Api, route: str, name: str) -> None:
+    before = snapshot(api.redis)
+    r = api.client.post(
+        route, content=HOSTILE_JSON[name], headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert_problem(r, 400, "malformed-json")
+    assert snapshot(api.redis) == before
+    assert api.client.get("/v1/executions/warm", headers=AUTH).json()["status"] == "running"
+
+
+@pytest.mark.parametrize("route", ["/v1/executions", "/v1/events/greet.ok"])
+@pytest.mark.parametrize("body", [b"[]", b'"hello"', b"42", b"null", b"true", b'[{"key": "a"}]'])
+def test_a_body_that_is_not_an_object_is_422(api: Api, route: str, body: bytes) -> None:
+    before = snapshot(api.redis)
+    doc = assert_problem(api.client.post(route, content=body, headers=AUTH), 422, "invalid-request")
+    assert doc["errors"][0]["path"] == ""
+    assert snapshot(api.redis) == before
+
+
+def test_the_depth_limit_is_64_levels(api: Api) -> None:
+    body = '{"key": "deep", "data": ' + nested(63) + "}"  # the object is level 1
+    r = api.client.post("/v1/events/greet.ok", content=body.encode(), headers=AUTH)
+    assert r.status_code == 202, r.text
+    before = snapshot(api.redis)
+    body = '{"key": "deeper", "data": ' + nested(64) + "}"
+    doc = assert_problem(api.client.post("/v1/events/greet.ok", content=body.encode(), headers=AUTH), 400)
+    assert "64 levels" in doc["detail"]
+    assert snapshot(api.redis) == before
+
+
+def test_valid_unicode_and_escapes_are_accepted(api: Api) -> None:
+    body = '{"workflow": "greet", "input": {"name": "\\ud83d\\ude00 é \\u00e9 \\u4e2d"}, "id": "uni"}'
+    assert api.client.post("/v1/executions", content=body.encode(), headers=AUTH).status_code == 202
+    r = api.client.get("/v1/executions/uni/history", headers=AUTH)
+    assert r.status_code == 200
+
+
+def test_a_huge_invalid_input_gets_a_bounded_422(api: Api) -> None:
+    """jsonschema quotes the offending value: the detail and each error stay short, the list capped."""
+    before = snapshot(api.redis)
+    big = {"name": ["x" * 1000] * 500, "times": "no"}
+    r = api.client.post("/v1/executions", json={"workflow": "greet", "input": big}, headers=AUTH)
+    doc = assert_problem(r, 422, "invalid-input")
+    assert len(doc["detail"]) < 500 and all(len(e["message"]) <= 300 for e in doc["errors"])
+    assert {e["path"] for e in doc["errors"]} == {"/name", "/times"}
+    many = {"name": "x", "extra": [1] * 10}
+    schema_errors = [{"name": "x", "times": 0}] * 100  # one input, many errors when it is an array
+    r = api.client.post("/v1/executions", json={"workflow": "greet", "input": schema_errors}, headers=AUTH)
+    assert_problem(r, 422, "invalid-input")
+    assert len(r.content) < 20_000
+    assert (
+        api.client.post("/v1/executions", json={"workflow": "greet", "input": many}, headers=AUTH).status_code
+        == 202
+    )
+    assert snapshot(api.redis) != before  # the last one was valid
+
+
+def test_a_large_input_under_the_bound_is_stored_whole(api: Api) -> None:
+    extra = "é" * 400_000  # 800 kB of UTF-8
+    eid = api.start({"name": "big", "extra": extra}, id="big")
+    assert eid == "big"
+    assert api.client.get("/v1/executions/big", headers=AUTH).json()["status"] == "running"
+
+
+# ---------------------------------------------------------------------------- workflows and events
+
+
+@pytest.mark.parametrize(
+    "name", ["../greet", "greet/../greet", "/etc/passwd", "GREET", "grëet", "greet ", "x" * 200]
+)
+def test_unknown_workflow_names_are_404_and_change_nothing(api: Api, name: str) -> None:
+    before = snapshot(api.redis)
+    r = api.client.post("/v1/executions", json={"workflow": name, "input": {"name": "x"}}, headers=AUTH)
+    assert_problem(r, 404, "unknown-workflow")
+    assert snapshot(api.redis) == before
+
+
+@pytest.mark.parametrize("name", ["", None, 5, ["greet"], {"name": "greet"}, "x" * 201])
+def test_workflow_names_of_the_wrong_shape_are_422(api: Api, name: Any) -> None:
+    before = snapshot(api.redis)
+    r = api.client.post("/v1/executions", json={"workflow": name, "input": {"name": "x"}}, headers=AUTH)
+    doc = assert_problem(r, 422, "invalid-request")
+    assert doc["errors"][0]["path"] == "/workflow"
+    assert snapshot(api.redis) == before
+
+
+@pytest.mark.parametrize("name", ["%C3%ABvent", "%7Bx%7D", "a%20b", "1abc", "_x", "e" * 129, "a%0Ab", "a%00"])
+def test_event_names_no_wait_can_have_are_422(api: Api, name: str) -> None:
+    """Anything outside the DSL's event-name pattern could never resume a wait, only fill Redis."""
+    before = snapshot(api.redis)
+    r = api.client.post(f"/v1/events/{name}", json={"key": "k"}, headers=AUTH)
+    assert_problem(r, 422, "invalid-request")
+    assert snapshot(api.redis) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"key": "k" * 1025},
+        {"key": 10**1100},
+        {"key": 1.5},
+        {"key": False},
+        {"key": ["a"]},
+        {"key": {"a": 1}},
+        {"key": ""},
+        {"data": 1},
+        {"key": "k", "date": 1},
+    ],
+    ids=lambda b: json.dumps(b)[:30],
+)
+def test_event_bodies_of_the_wrong_shape_are_422(api: Api, body: Any) -> None:
+    before = snapshot(api.redis)
+    assert_problem(api.client.post("/v1/events/greet.ok", json=body, headers=AUTH), 422, "invalid-request")
+    assert snapshot(api.redis) == before
+
+
+def test_event_keys_up_to_the_bound_and_any_data_are_kept(api: Api) -> None:
+    for key in ("k" * 1024, -5, 10**300, "warm"):
+        r = api.client.post("/v1/events/greet.ok", json={"key": key, "data": {"x": "y" * 1000}}, headers=AUTH)
+        assert r.status_code == 202, r.text
+    assert r.json()["resumed"] == 0  # warm's wait is not reached yet: kept for it
+
+
+# ------------------------------------------------------------------------------- body size and time
+
+
+def test_a_lying_content_length_is_400_in_process(api: Api) -> None:
+    body = b'{"workflow": "greet", "input": {"name": "x"}}'
+    before = snapshot(api.redis)
+    for declared in ("5", str(len(body) + 10)):
+        r = api.client.post("/v1/executions", content=body, headers={**AUTH, "Content-Length": declared})
+        doc = assert_problem(r, 400, "bad-request")
+        assert "Content-Length" in doc["detail"]
+    for declared in ("-1", "1e3", "0x10", "5, 5", " "):
+        r = api.client.post("/v1/executions", content=body, headers={**AUTH, "Content-Length": declared})
+        assert_problem(r, 400, "bad-request")
+    r = api.client.post("/v1/executions", content=body, headers={**AUTH, "Content-Length": "9" * 5000})
+    assert_problem(r, 413, "payload-too-large")
+    assert snapshot(api.redis) == before
+
+
+def test_a_client_that_disconnects_mid_body_gets_no_500(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    app = api.client.app
+    sent: list[dict[str, Any]] = []
+    parts = [
+        {"type": "http.request", "body": b'{"workflow": "gr', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/v1/executions",
+        "raw_path": b"/v1/executions",
+        "root_path": "",
+        "scheme": "http",
+        "query_string": b"",
+        "headers": [(b"authorization", AUTH["Authorization"].encode()), (b"host", b"x")],
+        "client": ("203.0.113.7", 1234),
+        "server": ("x", 80),
+    }
+    before = snapshot(api.redis)
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert "unhandled" not in caplog.text and "Traceback" not in caplog.text
+    assert snapshot(api.redis) == before
+
+
+# ------------------------------------------------------------------------------ webhook deliveries
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        nested(100_000).encode(),
+        b'{"execution_id": "warm", "node": "hello", "seq": NaN}',
+        b'{"execution_id": "warm", "node": "hello", "seq": 1, "seq": 2}',
+        '{"execution_id": "warm", "node": "hello", "seq": 1}'.encode("utf-16"),
+        b'{"execution_id": "warm", "node": "\\ud800", "seq": 1}',
+        b'{"execution_id": "warm", "node": "hello", "seq": 1.0}',
+        b'{"execution_id": "warm", "node": "hello", "seq": 9007199254740992}',
+        b'{"execution_id": "warm", "node": "hello", "seq": ' + b"9" * 4000 + b"}",
+        b'{"execution_id": "warm", "node": "hello", "seq": -1}',
+        b'{"execution_id": "{warm}", "node": "hello", "seq": 1}',
+        b'{"execution_id": "warm\\n", "node": "hello", "seq": 1}',
+        b'{"execution_id": "' + b"w" * 201 + b'", "node": "hello", "seq": 1}',
+        b'{"execution_id": "warm", "node": "", "seq": 1}',
+        b'{"execution_id": "warm", "node": "' + b"n" * 201 + b'", "seq": 1}',
+        b'{"execution_id": "warm", "node": "hello", "seq": 1, "branch": 5}',
+        b"[]",
+        b'"warm"',
+    ],
+    ids=lambda b: b[:40].decode(errors="replace"),
+)
+def test_a_signed_delivery_that_is_no_message_is_489_and_changes_nothing(api: Api, body: bytes) -> None:
+    before = snapshot(api.redis)
+    r = api.signed(body)
+    assert_problem(r, 489)
+    assert r.headers["upstash-nonretryable-error"] == "true"
+    assert snapshot(api.redis) == before
+
+
+@pytest.mark.parametrize(
+    "branch",
+    ["a/b/c", "../", "..", "x/1/", "/x/1", "x//1", "x/1/y", "x/-1", "x/٣", "x/1" + "/x/1" * 300, "x/1\n"],
+)
+def test_a_malformed_branch_path_is_489(api: Api, branch: str) -> None:
+    assert api.first is not None
+    before = snapshot(api.redis)
+    message = {**api.first.to_dict(), "branch": branch}
+    r = api.signed(json.dumps(message).encode())
+    doc = assert_problem(r, 489)
+    assert "branch" in doc["detail"] or "message" in doc["detail"]
+    assert snapshot(api.redis) == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"node": "no_such_step"}, {"node": "$compensate"}, {"seq": 1000}, {"seq": 0}, {"branch": "hello/0"}],
+    ids=lambda c: json.dumps(c),
+)
+def test_a_well_formed_message_for_no_current_node_is_acknowledged_as_stale(api: Api, change: Any) -> None:
+    assert api.first is not None
+    before = snapshot(api.redis)
+    r = api.signed(json.dumps({**api.first.to_dict(), **change}).encode())
+    assert r.status_code == 200 and r.json()["result"] == "stale", r.text
+    assert snapshot(api.redis) == before
+
+
+def test_an_unknown_execution_is_489_and_changes_nothing(api: Api) -> None:
+    before = snapshot(api.redis)
+    r = api.signed(Message("no-such-execution", "hello", 1).to_json())
+    assert_problem(r, 489, "unknown-execution")
+    assert snapshot(api.redis) == before
+
+
+def test_replayed_signed_deliveries_are_acknowledged_and_change_nothing(api: Api) -> None:
+    """The first replay may re-publish and tidy the outbox its own delivery left (by design: a
+    redelivery re-sends what may not have been sent); after that, replays change nothing at all."""
+    assert api.first is not None
+    body = api.first.to_json()
+    sig = sign_ed25519(body, PUBLIC + "/v1/step", KEYS.private_key)
+    first = api.client.post("/v1/step", content=body, headers={"Hopflow-Signature": sig})
+    assert first.status_code == 200 and first.json()["result"] == "advanced"
+    record = api.client.get("/v1/executions/warm", headers=AUTH).json()
+    published = len(api.h.dispatcher.published)
+    api.client.post("/v1/step", content=body, headers={"Hopflow-Signature": sig})
+    after = snapshot(api.redis)
+    token = sign_qstash(body, PUBLIC + "/v1/step", QSTASH_CURRENT)
+    for headers in [{"Hopflow-Signature": sig}] * 3 + [{"Upstash-Signature": token}] * 2:
+        r = api.client.post("/v1/step", content=body, headers=headers)
+        assert r.status_code == 200 and r.json()["result"] == "stale"
+    assert snapshot(api.redis) == after
+    assert api.client.get("/v1/executions/warm", headers=AUTH).json() == record
+    again = api.h.dispatcher.published[published:]
+    assert {o.dedup_id for o in again} <= {o.dedup_id for o in api.h.dispatcher.published[:published]}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        nested(100_000).encode(),
+        b"not json",
+        b'{"execution_id": "warm", "node": "hello", "seq": 1, "branch": "a/b/c"}',
+        b'{"execution_id": "{warm}", "node": "hello", "seq": 1}',
+        b'{"execution_id": "warm", "node": "hello", "seq": 1, "seq": 2}',
+    ],
+    ids=lambda b: b[:30].decode(errors="replace"),
+)
+def test_a_signed_failure_callback_without_a_proper_message_is_489(api: Api, source: bytes) -> None:
+    before = snapshot(api.redis)
+    for path in ("/v1/step/failed", "/v1/step?hopflow=failure"):
+        assert_problem(api.signed(failure_callback(source), path=path), 489)
+    assert_problem(api.signed(nested(100_000).encode(), path="/v1/step/failed"), 489)
+    assert snapshot(api.redis) == before
+    assert api.client.get("/v1/executions/warm", headers=AUTH).json()["status"] == "running"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "execution_id=warm&node=hello&seq=x",
+        "execution_id=warm&node=hello&seq=%EF%BC%91",  # a full-width digit
+        "execution_id=warm&node=hello&seq=99999999999999999999999",
+        "execution_id=%7Bwarm%7D&node=hello&seq=1",
+        "execution_id=warm&node=hello&seq=1&branch=../",
+        "node=hello&seq=1",
+    ],
+)
+def test_a_signed_offload_callback_naming_no_step_is_489(api: Api, query: str) -> None:
+    before = snapshot(api.redis)
+    body = json.dumps({"status": 200, "body": "", "retried": 0, "maxRetries": 0}).encode()
+    assert_problem(api.signed(body, path="/v1/step/callback?" + query), 489)
+    assert_problem(
+        api.signed(nested(100_000).encode(), path="/v1/step/callback?execution_id=warm&node=hello&seq=1"), 489
+    )
+    assert snapshot(api.redis) == before
+
+
+# ------------------------------------------------------------------------------- signatures and URLs
+
+
+def qstash(body: bytes, url: str, key: str = QSTASH_CURRENT) -> dict[str, str]:
+    return {"Upstash-Signature": sign_qstash(body, url, key)}
+
+
+@pytest.mark.parametrize(
+    ("signed_for", "sent_to"),
+    [
+        ("/v1/step/failed", "/v1/step"),  # a token for another route
+        ("/v1/step", "/v1/step?x=1"),  # a query the signer did not sign
+        ("/v1/step?x=1", "/v1/step"),
+        ("/v1/step?hopflow=failure", "/v1/step"),
+        ("/v1/step", "/v1/step?hopflow=failure"),
+        ("/v1/step/", "/v1/step"),
+        ("//v1/step", "/v1/step"),
+        ("/V1/STEP", "/v1/step"),
+    ],
+)
+def test_a_qstash_token_for_another_url_is_401(api: Api, signed_for: str, sent_to: str) -> None:
+    assert api.first is not None
+    body = api.first.to_json()
+    before = snapshot(api.redis)
+    r = api.client.post(sent_to, content=body, headers=qstash(body, PUBLIC + signed_for))
+    doc = assert_problem(r, 401, "invalid-signature")
+    assert "another URL" in doc["detail"]
+    assert snapshot(api.redis) == before
+
+
+def test_a_trailing_slash_is_no_route_not_a_redirect(api: Api) -> None:
+    assert api.first is not None
+    body = api.first.to_json()
+    before = snapshot(api.redis)
+    for path in ("/v1/step/", "/v1/executions/", "/healthz/", "/v1/executions/warm/"):
+        r = api.client.post(path, content=body, headers=qstash(body, PUBLIC + path), follow_redirects=False)
+        assert_problem(r, 404, "not-found")
+        assert "location" not in r.headers
+    assert snapshot(api.redis) == before
+
+
+@pytest.mark.parametrize("public", ["https://example.test/api", "https://example.test/api/"])
+def test_a_public_url_with_a_path_prefix(harness: Any, redis_db: Any, public: str) -> None:
+    """Deployed under /api (uvicorn --root-path /api: path /api/v1/step, root_path /api)."""
+    h = harness(GREET)
+    eid = h.runtime.start("greet", {"name": "p"})
+    message = h.dispatcher.pop().message
+    body = message.to_json()
+    app = create_app(h.runtime, config=config(public_url=public))
+    with TestClient(app, root_path="/api") as client:
+        before = snapshot(redis_db)
+        for wrong in ("https://example.test/v1/step", "https://example.test/api/api/v1/step"):
+            r = client.post("/api/v1/step", content=body, headers=qstash(body, wrong))
+            assert_problem(r, 401, "invalid-signature")
+        assert snapshot(redis_db) == before
+        r = client.post(
+            "/api/v1/step", content=body, headers=qstash(body, "https://example.test/api/v1/step")
+        )
+        assert r.status_code == 200 and r.json()["result"] == "advanced", r.text
+    assert h.runtime.record(eid)["trace"][0]["step"] == "hello"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "t={t},kid={kid},sig={sig},extra=1",
+        "t={t},kid={kid}",
+        "t={t},kid={kid},sig={sig},sig={sig}",
+        "t={t},t={t},kid={kid},sig={sig}",
+        "t={t},kid={kid},sig= {sig}",
+        "T={t},KID={kid},SIG={sig}",
+        "t={t};kid={kid};sig={sig}",
+        "t=+{t},kid={kid},sig={sig}",
+        "t={t}.0,kid={kid},sig={sig}",
+        "t={t},kid={kid},sig={sig}" + "," * 2000,
+        "",
+        " ",
+    ],
+)
+def test_malformed_ed25519_headers_are_401(api: Api, header: str) -> None:
+    import time
+
+    assert api.first is not None
+    body = api.first.to_json()
+    real = sign_ed25519(body, PUBLIC + "/v1/step", KEYS.private_key)
+    fields = dict(part.split("=", 1) for part in real.split(","))
+    value = header.format(t=fields["t"], kid=fields["kid"], sig=fields["sig"])
+    assert abs(int(fields["t"]) - time.time()) < 60
+    before = snapshot(api.redis)
+    r = api.client.post("/v1/step", content=body, headers={"Hopflow-Signature": value})
+    assert_problem(r, 401, "invalid-signature")
+    assert snapshot(api.redis) == before
+
+
+def test_whitespace_around_ed25519_fields_is_tolerated(api: Api) -> None:
+    assert api.first is not None
+    body = api.first.to_json()
+    spaced = ", ".join(sign_ed25519(body, PUBLIC + "/v1/step", KEYS.private_key).split(","))
+    r = api.client.post("/v1/step", content=body, headers={"Hopflow-Signature": spaced})
+    assert r.status_code == 200 and r.json()["result"] == "advanced"
+
+
+# ---------------------------------------------------------------------------------- API key
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "Bearer",
+        "Bearer ",
+        f"Bearer\t{API_KEY}",
+        f"Bearer {API_KEY} extra",
+        f"Bearer {API_KEY[:-1]}",
+        f"Bearer {API_KEY}x",
+        f"Bearer {API_KEY.upper()}",
+        f"Basic {API_KEY}",
+        f"Token {API_KEY}",
+        API_KEY,
+        f"Bearer{API_KEY}",
+        f"Bearer {base64.b64encode(API_KEY.encode()).decode()}",
+    ],
+)
+def test_wrong_authorization_headers_are_401_everywhere(api: Api, value: str) -> None:
+    before = snapshot(api.redis)
+    headers = {"Authorization": value} if value else {}
+    calls = [
+        ("POST", "/v1/executions", {"workflow": "greet", "input": {"name": "x"}}),
+        ("GET", "/v1/executions/warm", None),
+        ("GET", "/v1/executions/warm/history", None),
+        ("POST", "/v1/executions/warm/cancel", None),
+        ("POST", "/v1/events/greet.ok", {"key": "warm"}),
+    ]
+    for method, path, body in calls:
+        r = api.client.request(method, path, json=body, headers=headers)
+        assert_problem(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    assert snapshot(api.redis) == before
+
+
+@pytest.mark.parametrize(
+    "value", [f"bearer {API_KEY}", f"BEARER {API_KEY}", f"Bearer   {API_KEY}", f"Bearer {API_KEY} "]
+)
+def test_the_bearer_scheme_is_case_insensitive_and_spaces_are_tolerated(api: Api, value: str) -> None:
+    assert api.client.get("/v1/executions/warm", headers={"Authorization": value}).status_code == 200
+
+
+def test_the_first_of_two_authorization_headers_counts(api: Api) -> None:
+    headers = [("Authorization", "Bearer wrong"), ("Authorization", AUTH["Authorization"])]
+    assert_problem(api.client.get("/v1/executions/warm", headers=headers), 401)
+
+
+# ---------------------------------------------------------------------------------- dev bypass
+
+
+@pytest.mark.parametrize("header", ["X-Forwarded-For", "X-Real-IP", "Forwarded"])
+@pytest.mark.parametrize("client", ["203.0.113.7", "127.0.0.1"])
+def test_dev_bypass_ignores_forwarded_loopback_claims(
+    harness: Any, redis_db: Any, header: str, client: str
+) -> None:
+    h = harness(GREET)
+    h.runtime.start("greet", {"name": "d"}, "dev")
+    message = h.dispatcher.pop().message
+    app = create_app(h.runtime, config=config(dev_insecure=True))
+    value = "for=127.0.0.1" if header == "Forwarded" else "127.0.0.1"
+    with TestClient(app, client=(client, 5000)) as c:
+        before = snapshot(redis_db)
+        r = c.post("/v1/step", content=message.to_json(), headers={header: value})
+        assert_problem(r, 401, "invalid-signature")
+        assert_problem(c.get("/v1/executions/dev", headers={header: value}), 401, "unauthorized")
+        assert snapshot(redis_db) == before
+
+
+# ------------------------------------------------------------------------------ methods and routes
+
+ROUTES = {
+    "/v1/step": {"POST"},
+    "/v1/step/failed": {"POST"},
+    "/v1/step/callback": {"POST"},
+    "/v1/executions": {"POST"},
+    "/v1/executions/warm": {"GET", "HEAD"},
+    "/v1/executions/warm/history": {"GET", "HEAD"},
+    "/v1/executions/warm/cancel": {"POST"},
+    "/v1/events/greet.ok": {"POST"},
+    "/healthz": {"GET", "HEAD"},
+    "/openapi.json": {"GET", "HEAD"},
+}
+
+
+@pytest.mark.parametrize("path", sorted(ROUTES))
+def test_every_route_refuses_the_other_methods_with_405(api: Api, path: str) -> None:
+    before = snapshot(api.redis)
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "TRACE", "FOO"):
+        if method in ROUTES[path]:
+            continue
+        r = api.client.request(method, path, headers=AUTH, content=b"{}")
+        assert r.status_code == 405, (method, path, r.status_code)
+        assert set(r.headers["allow"].split(", ")) == ROUTES[path]
+        if method != "HEAD":  # a HEAD answer has no body
+            assert_problem(r, 405, "method-not-allowed")
+    assert snapshot(api.redis) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/v1",
+        "/v2/step",
+        "/v1/step/x",
+        "/v1/events",
+        "/v1/events/",
+        "/" + "a" * 5000,
+        "/%00",
+        "/v1/step%00",
+    ],
+)
+def test_unknown_routes_are_404_problems_with_a_bounded_echo(api: Api, path: str) -> None:
+    r = api.client.post(path, headers=AUTH)
+    doc = assert_problem(r, 404, "not-found")
+    assert len(doc["detail"]) < 300 and len(doc.get("instance", "")) < 300
+
+
+# ------------------------------------------------------------------------------------ health
+
+
+def test_healthz_answers_in_bounded_time_when_redis_is_silent(
+    harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis that accepts connections and never answers: /healthz still answers, 503."""
+    import socket
+    import threading
+
+    import redis as redis_lib
+
+    import engine.api
+    from engine.store import Store
+
+    monkeypatch.setattr(engine.api, "HEALTH_TIMEOUT_S", 0.3)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:  # accept, read, answer nothing
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    h = harness(GREET)
+    h.runtime.store = Store(redis_lib.Redis(port=listener.getsockname()[1], socket_timeout=None))
+    try:
+        with TestClient(create_app(h.runtime, config=config())) as client:
+            r = client.get("/healthz")  # without a bound, this would hang for good (socket_timeout=None)
+            doc = assert_problem(r, 503, "unavailable")
+            assert doc["checks"]["redis"] == "unreachable"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()  # the abandoned PING sees EOF and its thread ends
+        listener.close()
