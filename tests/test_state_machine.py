@@ -53,7 +53,14 @@ def event(name: str) -> None:
 
 
 TERMINAL = {"succeeded", "failed", "compensated", "cancelled", "dead"}
-POINTS = ("before_step", "after_step", "after_checkpoint", "after_publish", "publish_error")
+POINTS = (
+    "before_step",
+    "after_step",
+    "before_checkpoint",
+    "after_checkpoint",
+    "after_publish",
+    "publish_error",
+)
 
 # ------------------------------------------------------------------------------------- workflows
 
@@ -146,12 +153,23 @@ class CrashStore(Store):
     expires it with ``expire_locks``)."""
 
     crashing = False
+    machine: Any = None
 
     def unlock(self, execution_id: str, branch: str, token: str) -> None:
         if self.crashing:
             self.crashing = False
             return
         super().unlock(execution_id, branch, token)
+
+    def run(self, name: str, execution_id: str, args: dict[str, Any], branch: str | None = None) -> dict:
+        """``before_checkpoint``: any node (compensations and halted branches too) ran, and the
+        worker dies before writing it; its lock stays."""
+        m = self.machine
+        if name == "checkpoint" and m is not None and m.mode == ("crash", "before_checkpoint"):
+            m.mode = None
+            m.held.add(lock_key(execution_id, branch or ""))
+            raise Crash("before_checkpoint")
+        return super().run(name, execution_id, args, branch)
 
 
 class FrozenClock(VirtualClock):
@@ -192,6 +210,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.clock = FrozenClock()
         self.bus = Bus(self.clock)
         self.store = CrashStore(self.redis)
+        self.store.machine = self
         self.ledger = Ledger()
         self.acked: list[Outgoing] = []
         self.held: set[str] = set()
