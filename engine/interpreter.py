@@ -1,9 +1,11 @@
-"""``advance(message)``: begin → run one node → decide → checkpoint → publish → clear the outbox.
+"""``advance(message)``: begin → run one node → decide → checkpoint → publish (→ clear what must be).
 
-The common path is three Redis round trips: ``begin.lua`` (check ``seq``, take the branch lock, load
+The common path is two Redis round trips: ``begin.lua`` (check ``seq``, take the branch lock, load
 the header, the branch and only the step outputs and vars this node's templates read), then
-``checkpoint.lua`` (fenced write of everything the node produced, outbox included), then ``HDEL`` of
-the published outbox entries. The graph comes from an in-process cache keyed by its hash.
+``checkpoint.lua`` (fenced write of everything the node produced, outbox included). The published
+outbox entries of immediate messages to this execution are deleted by their own delivery's
+checkpoint; only delayed and foreign ones need an ``HDEL`` (:func:`consumed_later`). The graph comes
+from an in-process cache keyed by its hash.
 
 Crash-injection hooks: ``Runtime(faults=f)`` calls ``f(point, message)`` at ``before_step``,
 ``after_step``, ``after_checkpoint`` and ``after_publish``; raising from it simulates a crash there.
@@ -92,6 +94,18 @@ def _flat_map(raw: Any) -> dict[str, str]:
     return {raw[i]: raw[i + 1] for i in range(0, len(raw), 2)}
 
 
+def consumed_later(eid: str, outgoing: Outgoing) -> bool:
+    """Whether a published outbox entry goes away without a ``HDEL`` of its own: an immediate
+    message to a node of the same execution is deleted by the checkpoint its delivery writes
+    (``consumed``), or, if that delivery finds it stale or the execution finished, by the re-publish
+    and clear of the whole outbox on that path. Delayed ones (a wait, a retry backoff, the
+    execution timeout) may go stale long before they are delivered, and other executions'
+    messages (a child resuming its parent) are consumed elsewhere: those are cleared at once."""
+    m = outgoing.message
+    immediate = not outgoing.delay_ms and outgoing.not_before is None
+    return immediate and m.execution_id == eid and m.node != TIMEOUT
+
+
 class Interpreter:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -127,11 +141,11 @@ class Interpreter:
             entry_id, outgoing = chained
             elapsed = time.monotonic() - started
             if nodes >= self.rt.max_nodes_per_call or elapsed >= self.rt.time_budget_s * 0.8:
-                published += self.flush(message.execution_id, [(entry_id, outgoing)])
+                published += self.flush(message.execution_id, [(entry_id, outgoing)], keep_consumed=True)
                 break
             nxt, chained = self.one(outgoing.message)
             if nxt.kind != "advanced":
-                published += self.flush(message.execution_id, [(entry_id, outgoing)])
+                published += self.flush(message.execution_id, [(entry_id, outgoing)], keep_consumed=True)
                 break
             result = nxt
             nodes += nxt.nodes
@@ -210,7 +224,7 @@ class Interpreter:
         entries = outbox_entries(written.get("out"))
         chained = self.chain_candidate(graph, msg, entries)
         to_publish = [e for e in entries if chained is None or e[0] != chained[0]]
-        published = self.flush(eid, to_publish, msg)
+        published = self.flush(eid, to_publish, msg, keep_consumed=True)
         if written.get("called") and run.call is not None:
             self.hand_off(eid, [run.call])
         return Advance("advanced", eid, run.status, 1, published), chained
@@ -236,15 +250,27 @@ class Interpreter:
             return None
         return own[0]
 
-    def flush(self, eid: str, entries: list[tuple[str, Outgoing]], cause: Message | None = None) -> int:
+    def flush(
+        self,
+        eid: str,
+        entries: list[tuple[str, Outgoing]],
+        cause: Message | None = None,
+        *,
+        keep_consumed: bool = False,
+    ) -> int:
         """Publish outbox entries, then clear them (a crash in between re-publishes: dedup ids).
-        ``cause``: the message being advanced (for the ``after_publish`` fault point)."""
+        ``cause``: the message being advanced (for the ``after_publish`` fault point).
+
+        ``keep_consumed`` (right after a checkpoint): entries that the checkpoint of their own
+        delivery deletes anyway (:func:`consumed_later`) are not cleared here, which saves a round
+        trip per node; why that is safe is in docs/engine-design.md ("The outbox")."""
         if not entries:
             return 0
         self.rt.dispatcher.publish([o for _, o in entries])
         if cause is not None:
             self.rt.fault("after_publish", cause)
-        self.rt.store.clear_outbox(eid, [i for i, _ in entries])
+        ids = [i for i, o in entries if not (keep_consumed and consumed_later(eid, o))]
+        self.rt.store.clear_outbox(eid, ids)
         return len(entries)
 
     def hand_off(self, eid: str, calls: list[OffloadRequest]) -> int:

@@ -84,7 +84,7 @@ def _load_scripts() -> dict[str, _Script]:
 
 
 class Store:
-    """One Redis (or Redis Cluster) client plus the caches that keep the common path at 3 round trips.
+    """One Redis (or Redis Cluster) client plus the caches that keep the common path at 2 round trips.
 
     ``history_max`` caps each execution's history stream (``XADD MAXLEN ~``); ``event_ttl_s`` is how
     long an event nobody waits for is kept (7 days); ``retention_s`` (None: forever) expires a

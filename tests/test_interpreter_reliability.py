@@ -263,7 +263,7 @@ def test_per_node_cost_does_not_grow_with_history(harness: Any, redis_db: Any) -
     h.drain(limit=490)
     late, late_trips = measure()
     assert early == late
-    assert early_trips == late_trips == ["EVALSHA", "EVALSHA", "HDEL"]
+    assert early_trips == late_trips == ["EVALSHA", "EVALSHA"]  # begin, checkpoint (no outbox HDEL)
     assert int(redis_db.hget(f"hf:{{{eid}}}:b:", "seq")) > 495
     assert h.runtime.history(eid)[-1]["step"] == "s496"
 
@@ -360,3 +360,113 @@ def test_a_lock_lost_without_a_newer_worker_is_redelivered_not_acknowledged(
     h.drain()
     assert h.runtime.record(eid)["status"] == "succeeded"
     assert count.calls == ["a", "a", "b"]
+
+
+def test_an_immediate_message_keeps_its_outbox_entry_until_its_own_checkpoint(harness: Any) -> None:
+    """The interpreter does not delete a published immediate message's outbox entry (that would
+    cost a round trip per node): the checkpoint of that message's delivery does (``consumed``).
+    Delayed messages (a wait, a retry, the execution's timeout) and messages to other executions
+    (a child resuming its parent) are deleted right after publishing, as is everything ``start``
+    publishes."""
+    h = harness(
+        """
+        name: parent
+        timeout: 1h
+        steps:
+          - id: a
+            action: count
+            with: {name: a}
+          - id: nap
+            wait: {for: 10s}
+          - id: kid
+            workflow: {name: child}
+          - id: z
+            set: {done: true}
+        """,
+        """
+        name: child
+        steps:
+          - id: only
+            set: {v: 1}
+        """,
+        actions={"count": Counter()},
+    )
+    eid = h.start("parent", execution_id="p1")
+    child = "p1.kid.4"
+
+    def outbox(execution_id: str) -> list[str]:
+        return sorted(i for i, _, _ in h.store.outbox(execution_id))
+
+    assert outbox(eid) == []
+    seen: list[tuple[str, str, list[str], list[str]]] = []
+    while h.dispatcher.queue:
+        o = h.dispatcher.pop()
+        kind = h.runtime.advance(o.message).kind
+        seen.append((o.dedup_id, kind, outbox(eid), outbox(child)))
+    assert seen == [
+        ("p1:-:1:a", "advanced", ["p1:-:2:nap"], []),  # published, in flight, kept
+        ("p1:-:2:nap", "advanced", [], []),  # consumed; the 10 s wake-up is delayed: cleared
+        ("p1:-:3:nap", "advanced", ["p1:-:4:kid"], []),
+        ("p1:-:4:kid", "advanced", [], []),  # the child's start cleared its own outbox
+        (f"{child}:-:1:only", "advanced", [], []),  # the parent's resume: another execution's
+        ("p1:-:5:kid", "advanced", ["p1:-:6:z"], []),
+        ("p1:-:6:z", "advanced", [], []),
+        ("p1:-:0:$timeout", "finished", [], []),
+    ]
+    assert h.runtime.record(eid)["status"] == "succeeded"
+    assert h.runtime.recover(older_than_s=0) == 0
+
+
+def test_duplicates_and_recover_while_a_message_is_in_flight_change_nothing(harness: Any) -> None:
+    """An in-flight message's entry is visible to whoever re-publishes the outbox: a stale
+    duplicate delivery and ``recover``. Every copy is one of: deduplicated by its id, ``busy``
+    (its node is running right now), or stale once that node checkpointed. The step runs once."""
+    count = Counter()
+    h = harness(LINEAR, actions={"count": count})
+    eid = h.start("lin")
+    first = h.dispatcher.pop()
+    assert h.runtime.advance(first.message).kind == "advanced"
+    (b_entry,) = [o for _, o, _ in h.store.outbox(eid)]
+    assert b_entry.message.node == "b"
+    h.dispatcher.seen.clear()  # no deduplication at all from here on: every copy is delivered
+
+    copies: list[str] = []
+
+    def mid_step(point: str, message: Any) -> None:
+        if point == "before_step" and message.node == "b" and not copies:
+            # while b runs (its lock held): recover re-publishes b's in-flight entry (and, like
+            # any re-publish, clears it); a stale duplicate of a's message would have done the
+            # same; a copy delivered now finds the branch busy
+            copies.append(str(h.runtime.recover(older_than_s=0)))
+            copies.append(h.runtime.advance(first.message).kind)
+            copies.append(h.runtime.advance(b_entry.message).kind)
+
+    h.runtime.faults = mid_step
+    b = h.dispatcher.pop()
+    assert b.message == b_entry.message
+    assert h.runtime.advance(b.message).kind == "advanced"
+    h.runtime.faults = None
+    assert copies == ["1", "stale", "busy"]
+    assert sorted(o.message.node for o in h.dispatcher.pending()) == ["b", "c"]  # b: recover's copy
+    results = h.drain()
+    assert {r.kind for r in results} <= {"advanced", "stale", "finished"}
+    r = h.runtime.record(eid)
+    assert r["status"] == "succeeded" and [t["step"] for t in r["trace"]] == ["a", "b", "c"]
+    assert count.calls == ["a", "b"]
+    assert h.store.outbox(eid) == []
+
+
+def test_a_message_given_up_on_leaves_no_outbox_entry_behind(harness: Any) -> None:
+    """A published immediate message keeps its outbox entry until its delivery checkpoints; if the
+    dispatcher gives up on it instead, ``mark_dead`` removes that entry with the execution's death
+    (nothing would ever consume it), and later deliveries of it are ``finished``."""
+    h = harness(LINEAR, actions={"count": Counter()})
+    eid = h.start("lin")
+    h.runtime.advance(h.dispatcher.pop().message)
+    current = h.dispatcher.pop()
+    assert [i for i, _, _ in h.store.outbox(eid)] == [current.dedup_id]
+    h.runtime.mark_dead(current.message, "endpoint returned 500 five times")
+    assert h.runtime.record(eid)["status"] == "dead"
+    assert h.store.outbox(eid) == []
+    assert h.runtime.advance(current.message).kind == "finished"
+    assert eid not in h.store.active()
