@@ -1,8 +1,9 @@
-"""Guarantee 2 (no lost execution) and 3 (effects exactly once), by crashing at every node boundary.
+"""Guarantees 1-3 (no double advance, no lost execution, effects exactly once), by crashing at every
+node boundary and by racing workers on real threads.
 
-For each workflow shape and each boundary — before the step, after the step (nothing written), after
-the checkpoint (nothing published), after the publish (outbox not cleared), and a publish that fails —
-we first run the workflow undisturbed (the baseline), count how often that boundary is passed, and
+For each workflow shape and each boundary — before the step, after the step (nothing written), before
+the checkpoint of any node (compensations included), after the checkpoint (nothing published), after
+the publish (outbox not cleared), and a publish that fails — we first run the workflow undisturbed (the baseline), count how often that boundary is passed, and
 then, for every single occurrence N, run it again with a crash injected at the N-th passage.
 
 A crash is an exception raised from the runtime's fault hook that the test treats like the process
@@ -10,9 +11,10 @@ dying: the delivery is not acknowledged (so the message is redelivered, as QStas
 dispatcher would), and for crashes inside the node the branch lock is *not* released in-process — it
 stays held until its (short) TTL runs out, exactly what a dead worker leaves behind. Redis is real.
 
-Every crashed run must end exactly like the baseline: same status, same output, same trace, the same
-effects (deduplicated by ``ctx.idempotency_key``) and compensations in the same order, nothing left in
-the outbox and no lock held — and it must also satisfy the reference model.
+Every crashed run must end exactly like the baseline: same status, output and error, the same trace
+per branch, the same effects (deduplicated by ``ctx.idempotency_key``) and compensations, nothing left
+in the outbox and no lock held — and it must also satisfy the reference model (which checks the
+compensation order against the actual completion order: branch interleaving is timing, not meaning).
 """
 
 from __future__ import annotations
