@@ -3,8 +3,9 @@ node boundary and by racing workers on real threads.
 
 For each workflow shape and each boundary — before the step, after the step (nothing written), before
 the checkpoint of any node (compensations included), after the checkpoint (nothing published), after
-the publish (outbox not cleared), and a publish that fails — we first run the workflow undisturbed (the baseline), count how often that boundary is passed, and
-then, for every single occurrence N, run it again with a crash injected at the N-th passage.
+the publish (outbox not cleared), and a publish that fails — we first run the workflow undisturbed
+(the baseline), count how often that boundary is passed, and then, for every single occurrence N,
+run it again with a crash injected at the N-th passage.
 
 A crash is an exception raised from the runtime's fault hook that the test treats like the process
 dying: the delivery is not acknowledged (so the message is redelivered, as QStash or the local
