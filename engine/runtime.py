@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import random as _random
 import uuid
 from collections.abc import Callable
@@ -19,10 +20,13 @@ from dsl.graph import Graph, thaw
 from engine.catalog import Catalog
 from engine.clock import Clock, SystemClock
 from engine.context import iso
+from engine.dispatch import DispatchError
 from engine.errors import InputInvalid, NotResumable, UnknownExecution, UnknownWorkflow
 from engine.interpreter import Advance, Interpreter, dumps, loads
 from engine.model import Message, Outgoing, Status, StepError, StepFailure
 from engine.store import Store, check_execution_id, outbox_entries
+
+log = logging.getLogger("hopflow.runtime")
 
 __all__ = ["Advance", "Runtime"]
 
@@ -104,9 +108,22 @@ class Runtime:
             return 0
         infos = [json.loads(i) for i in found.get("infos") or [] if i and i != "null"]
         if infos:
-            self.dispatcher.publish(
-                [Outgoing(Message(i["eid"], i["node"], int(i["seq"]), i.get("branch") or "")) for i in infos]
-            )
+            wake = [
+                Outgoing(Message(i["eid"], i["node"], int(i["seq"]), i.get("branch") or "")) for i in infos
+            ]
+            try:
+                self.dispatcher.publish(wake)
+            except DispatchError as exc:
+                # The event is already handed to its waiters (durably claimed), so the notification
+                # has succeeded: reporting a failure would make the caller retry, and the retry
+                # would be kept as a second event. The wake-up itself is re-sent by `recover`.
+                log.warning(
+                    "event %r delivered to %d waiting execution(s), but waking them failed (%s); "
+                    "`hopflow recover` (or the periodic sweep) re-sends the wake-up",
+                    event,
+                    len(wake),
+                    exc,
+                )
         return len(infos)
 
     def resume(self, execution_id: str) -> None:
