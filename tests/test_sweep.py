@@ -48,6 +48,10 @@ def test_bad_settings_are_refused() -> None:
         RecoverSweep(Flaky(), older_than_s=-1)
 
 
+class Died(Exception):
+    """The worker process dies here (nothing after this point runs)."""
+
+
 def test_a_real_stuck_outbox_is_redriven_by_the_sweep(harness: Any) -> None:
     h = harness(
         textwrap.dedent(
@@ -61,9 +65,18 @@ def test_a_real_stuck_outbox_is_redriven_by_the_sweep(harness: Any) -> None:
             """
         )
     )
+
+    def die(point: str, message: Any) -> None:
+        if point == "after_checkpoint" and message.node == "a":
+            raise Died  # checkpointed `a`, never published the message for `b`
+
+    h.runtime.faults = die
     eid = h.start("stuck")
-    h.dispatcher.queue.clear()  # the first message was "lost": it never reached the dispatcher
-    h.dispatcher.seen.clear()
+    with pytest.raises(Died):
+        h.drain()
+    h.runtime.faults = None
+    assert h.dispatcher.queue == [] and h.runtime.record(eid)["status"] == "running"
+
     sweep = RecoverSweep(h.runtime, interval_s=0.01, older_than_s=0)
     sweep.start()
     try:
@@ -72,5 +85,6 @@ def test_a_real_stuck_outbox_is_redriven_by_the_sweep(harness: Any) -> None:
             time.sleep(0.01)
     finally:
         sweep.stop()
+    assert sweep.redriven >= 1
     h.drain()
     assert h.runtime.record(eid)["status"] == "succeeded"
