@@ -126,20 +126,26 @@ def analyse(doc: Document) -> Report:
 
 
 def _foreign(doc: Document) -> _Found | None:
-    """A YAML file that is not a workflow (a compose file, a CI config): one error, not one per key."""
+    """A YAML file that is not a workflow (a compose file, a CI config): one error, not one per key.
+
+    Judged by its top-level keys: no ``steps``, at least two keys the language does not know, more of
+    those than known ones, and none that looks like a misspelt ``name`` or ``steps`` (a workflow with
+    typos gets its typos reported)."""
     value = doc.value
-    if not isinstance(value, dict) or len(value) < 3:
+    if not isinstance(value, dict) or "steps" in value:
         return None
-    known = set(load_schema()["properties"])
-    if any(k in known for k in value):
+    allowed = list(load_schema()["properties"])
+    unknown = [k for k in value if k not in allowed]
+    if len(unknown) < 2 or len(unknown) <= len(value) - len(unknown):
         return None
-    keys = list(value)
-    shown = ", ".join(repr(k) for k in keys[:4]) + (", …" if len(keys) > 4 else "")
+    if any(difflib.get_close_matches(str(k).lower(), ["name", "steps"], n=1, cutoff=0.6) for k in unknown):
+        return None
+    shown = ", ".join(repr(k) for k in unknown[:4]) + (", …" if len(unknown) > 4 else "")
     return _Found(
         "schema",
-        f"this is not a hopflow workflow: none of its top-level keys ({shown}) is a workflow key; a "
-        "workflow has at least 'name' and 'steps'",
-        doc.key_at((keys[0],)),
+        f"this is not a hopflow workflow: it has no 'steps', and its keys ({shown}) are not workflow "
+        "keys; a workflow has at least 'name' and 'steps'",
+        doc.key_at((unknown[0],)),
         (),
         "foreign",
     )
@@ -836,6 +842,17 @@ class _Explainer:
         names = [expected] if isinstance(expected, str) else list(expected)
         if title == "Duration":
             return hints.duration_hint(value)
+        if value is None and not (self.source(path) or "").strip() and key is not None:
+            if "object" in names or "array" in names:
+                return (
+                    f"nothing follows '{key}:'; indent its entries on the lines below it, deeper than '{key}'"
+                )
+        if key == "body" and isinstance(value, dict | list):
+            return "send structured data with json: instead of body: (body is raw text)"
+        if title == "Point in time" and isinstance(value, int | float) and not isinstance(value, bool):
+            return (
+                "a Unix timestamp is not read as a time: use an ISO-8601 date-time with offset, or a template"
+            )
         if len(path) >= 2 and path[-2] == "expect" and isinstance(value, str):
             if re.fullmatch(r"[1-5][xX]{2}", value.strip()):
                 return "expect lists exact statuses such as [200, 201]; any 2xx is already the default"
@@ -894,6 +911,8 @@ class _Explainer:
             )
         elif title in ("Error name", "Raised error name"):
             message = f"{value!r} {_PATTERN_HINTS[title]}" + _did_you_mean(_suggest_error(value))
+        elif isinstance(value, str) and hints.invisible(value):
+            message = f"{value!r} {_PATTERN_HINTS.get(title, 'is not valid here')}: {hints.invisible(value)}"
         elif title in _PATTERN_HINTS:
             message = f"{value!r} {_PATTERN_HINTS[title]}"
             fixed = _fix_name(title, value)
@@ -912,7 +931,15 @@ class _Explainer:
         if isinstance(value, str):
             message += _did_you_mean(_suggest(value, options))
         elif isinstance(value, bool):
-            message += " (YAML reads yes/no/on/off as booleans; write the word you mean)"
+            source = (self.source(path) or "").strip()
+            shown = source or str(value).lower()
+            message += (
+                f" (YAML reads yes/no/on/off as booleans: the unquoted {shown} here is {str(value).lower()})"
+            )
+            if not value and "none" in options:
+                message += "; did you mean 'none'?"
+            else:
+                message += "; write one of the words above"
         self.add("schema", message, self.value_pos(path), path, "enum")
 
     def _on_oneOf(self, error: ValidationError, path: JsonPath) -> None:
@@ -1147,7 +1174,7 @@ class _Explainer:
             if key not in seen:
                 seen.add(key)
                 out.append(f)
-        return out
+        return _name_and_steps(out)
 
     def _merge_misnamed(self, found: list[_Found]) -> list[_Found]:
         """One unknown key and one missing key in the same mapping are one mistake: the unknown key is
@@ -1246,6 +1273,23 @@ class _Explainer:
         return out
 
 
+def _name_and_steps(found: list[_Found]) -> list[_Found]:
+    """A file with neither 'name' nor 'steps' gets one message for both (they share a position)."""
+    top = [f for f in found if f.tag == "missing" and not f.path and f.key in ("name", "steps")]
+    if len(top) != 2:
+        return found
+    merged = _Found(
+        "missing-key",
+        "the workflow has no 'name' and no 'steps': a workflow has a name such as 'order-fulfilment' "
+        "and a non-empty list of steps",
+        top[0].position,
+        (),
+        "missing",
+        key="name",
+    )
+    return [merged if f is top[0] else f for f in found if f is not top[1]]
+
+
 def _merge_no_id(message: str) -> str:
     """'step 3 has no kind: add ...' → 'step 3 has no 'id' and no kind: add a unique id and ...'."""
     head, _, tail = message.partition(" has no kind: add ")
@@ -1326,6 +1370,9 @@ def _property_description(schema: dict[str, Any], key: str) -> str | None:
 
 def _fix_name(title: str, value: str) -> str | None:
     """A likely intended spelling of a malformed id/name (lowercased, separators to '_')."""
+    import unicodedata
+
+    value = "".join(ch for ch in unicodedata.normalize("NFKD", value) if not unicodedata.combining(ch))
     if title == "Step id":
         fixed = re.sub(r"[^a-z0-9_]+", "_", value.strip().lower()).strip("_")
         return fixed if re.fullmatch(r"[a-z][a-z0-9_]{0,63}", fixed) else None

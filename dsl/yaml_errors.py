@@ -92,6 +92,34 @@ def _unquoted_template(line: str) -> int | None:
     return None
 
 
+_LOOKALIKES = (
+    (re.compile(r"^\s*(?:-\s+)?[^\s:'\"]+\s*([\uff1a\ufe55\ua789])"), "a fullwidth colon", ":"),
+    (re.compile(r"^\s*([\u2010-\u2015\u2212\u2022\u00b7])\s"), "a dash or bullet from a word processor", "-"),
+    (
+        re.compile(r"(?:^|[:\[{,]\s*)([\u201c\u201d\u201e\u2018\u2019\u00ab\u00bb])"),
+        "a typographic quote",
+        '"',
+    ),
+)
+
+
+def _outside_quotes(line: str) -> str:
+    """The line with quoted parts blanked out (same length), so searches skip what is inside quotes."""
+    out = []
+    quote = None
+    for ch in line:
+        if quote:
+            out.append(" ")
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
 
@@ -137,6 +165,7 @@ class _Explainer:
     # -- dispatch
     def run(self) -> Explained:
         for rule in (
+            self.lookalike,
             self.unquoted_template,
             self.tab,
             self.mapping_values,
@@ -150,6 +179,7 @@ class _Explainer:
             self.sequence_here,
             self.simple_key,
             self.anchor,
+            self.node_content,
         ):
             found = rule()
             if found is not None:
@@ -157,6 +187,38 @@ class _Explainer:
         return self.fallback()
 
     # -- the mistakes
+    def lookalike(self) -> Explained | None:
+        """A character that looks like YAML punctuation but is not: a fullwidth colon, an en dash as a
+        list marker, typographic quotes around a value, a JavaScript comment."""
+        rows = []
+        for mark in (self.pm, self.cm):
+            if mark is not None:
+                rows.append(mark.line)
+        if self.pm is not None:
+            prev = self.previous_content_line(self.pm.line)
+            if prev is not None:
+                rows.append(prev)
+        for row in dict.fromkeys(rows):
+            text = self.line(row)
+            for pattern, what, instead in _LOOKALIKES:
+                match = pattern.search(text)
+                if match is not None:
+                    col = match.start(1)
+                    char = text[col]
+                    return self.at(
+                        f"{char!r} ({what}) looks like {instead!r} but is not YAML syntax: type {instead!r}",
+                        row,
+                        col,
+                    )
+            comment = re.search(r"(?:^|[\s,{\[])(//)", _outside_quotes(text))
+            if comment is not None:
+                return self.at(
+                    "'//' does not start a comment in YAML (or JSON): YAML comments start with '#'",
+                    row,
+                    comment.start(1),
+                )
+        return None
+
     def unquoted_template(self) -> Explained | None:
         for mark in (self.pm, self.cm):
             if mark is None:
@@ -273,6 +335,14 @@ class _Explainer:
                 return self.at(
                     f"a plain value inside {opener}…{close} cannot contain ': ' (nor ',', '[', ']', "
                     "'{', '}'): quote the value",
+                    pm.line,
+                    pm.column,
+                )
+            here = text[pm.column : pm.column + 1]
+            if here in "]}" and here != close:
+                return self.at(
+                    f"the '{opener}' at column {cm.column + 1} is closed with {here!r}: close it with "
+                    f"'{close}'",
                     pm.line,
                     pm.column,
                 )
@@ -422,6 +492,25 @@ class _Explainer:
             self.cm.line,
             self.cm.column,
         )
+
+    def node_content(self) -> Explained | None:
+        if self.problem != "did not find expected node content" or self.pm is None:
+            return None
+        text = self.line(self.pm.line)
+        here = text[self.pm.column : self.pm.column + 1]
+        if here in "]}":
+            return self.at(
+                f"unexpected {here!r}: a value is missing before it, or it closes the wrong bracket",
+                self.pm.line,
+                self.pm.column,
+            )
+        if here == "-":
+            return self.at(
+                "a list item ('- ') cannot be written inside {…} or […]: write the list as [a, b]",
+                self.pm.line,
+                self.pm.column,
+            )
+        return None
 
     def anchor(self) -> Explained | None:
         if "while scanning an anchor" not in self.context and "while scanning an alias" not in self.context:

@@ -21,6 +21,7 @@ _ROOTS = r"(?:input|steps|vars|env|execution|item|index|error|result)"
 _SINGLE = re.compile(rf"(?<![{{$])\{{\s*({_ROOTS}(?:\.\w+|\[[^\]{{}}]+\])+)\s*\}}(?!\}})")
 _GITHUB = re.compile(r"\$\{\{")
 _SHELL = re.compile(r"\$\{(\w+)\}|\$(\w+)\b")
+_OPEN_QUOTES = {"\u201c": "\u201d", "\u2018": "\u2019", "\u201e": "\u201c", "\u00ab": "\u00bb"}
 # keys whose value is never shown to anyone as text: a stray '$' there changes what the step does
 _STRUCTURAL = frozenset({"url", "if", "items", "until", "key", "method"})
 
@@ -70,6 +71,15 @@ def check_lookalikes(ctx: CheckContext) -> Iterator[Diagnostic]:
                     path,
                     offset=match.start(),
                 )
+        if len(value) > 2 and value[0] in _OPEN_QUOTES and value[-1] == _OPEN_QUOTES[value[0]]:
+            yield ctx.diag(
+                "template-lookalike",
+                "warning",
+                f"this value is wrapped in typographic quotes {value[0]}…{value[-1]}, which YAML keeps as "
+                'text: use straight quotes " "',
+                path,
+                offset=0,
+            )
         if "{{" in value and "}}" in value:
             stripped = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", lambda m: " " * len(m.group(0)), value, flags=re.S)
         else:

@@ -24,6 +24,16 @@ ATTRIBUTES = {
     "execution": ("id", "workflow", "started_at"),
     "error": ("name", "message", "step", "attempt"),
 }
+_NO_SUCH_FUNCTION = {
+    "now": "there is no now(): use execution.started_at, so a retried step renders the same value",
+    "utcnow": "there is no utcnow(): use execution.started_at",
+    "today": "there is no today(): use execution.started_at",
+    "uuid": "there is no uuid(): use execution.id (with the step id) for a stable unique value",
+    "random": "there is no random(): templates must render the same value when a step is retried",
+    "lipsum": "lipsum is not available in workflow templates",
+    "dict": "dict() is not available: write a mapping literal, {'key': value}",
+    "namespace": "namespace() is not available: assign with {% set %} inside one template",
+}
 _FOR_TAG = re.compile(r"\{%[-+]?\s*for\b")
 
 
@@ -158,6 +168,8 @@ def check_unknown(ctx: CheckContext) -> Iterator[Diagnostic]:
             continue
         visible = sorted(scope.names - set(GLOBALS) - {"loop"})
         hint = did_you_mean(ref.root, scope.names)
+        if ref.root in _NO_SUCH_FUNCTION:
+            hint = f" ({_NO_SUCH_FUNCTION[ref.root]})"
         if ref.root == "item" and scope.foreach:
             named = _as_name(scope.foreach[0])
             hint = f" (foreach {scope.foreach[0].id!r} names its item {named!r} with `as: {named}`)"
