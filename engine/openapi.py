@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.api import MAX_NAME_CHARS
+from engine.api import EVENT_NAME, MAX_EVENT_KEY_CHARS
 from engine.bodies import json_response
 from engine.problems import NON_RETRYABLE_HEADER
-from engine.webhook import CALLBACK_PATH, FAILED_PATH, STEP_PATH
+from engine.webhook import BRANCH, CALLBACK_PATH, FAILED_PATH, MAX_SEQ, STEP_PATH
+
+ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$"  # engine.store.EXECUTION_ID
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.requests import Request
@@ -48,8 +50,10 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
         "503": _problem_ref("Redis or the dispatcher is unreachable: retry later"),
     }
     api_errors = {"401": _problem_ref("Missing or invalid API key"), **common}
+    timeout = {"408": _problem_ref("The body did not arrive within the time bound (30 s)")}
     webhook_errors = {
-        "400": _problem_ref("Malformed Content-Length"),
+        "400": _problem_ref("Malformed Content-Length, or a body that does not match it"),
+        **timeout,
         "401": _problem_ref("Missing, forged, stale or misdirected signature; nothing changed"),
         "489": {
             **_problem_ref(
@@ -64,7 +68,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
         "name": "execution_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "maxLength": MAX_NAME_CHARS},
+        "schema": {"type": "string", "pattern": ID_PATTERN},
     }
     signed = [{"qstash": []}, {"ed25519": []}]
     step_result = _json_body("StepResult", "Handled: advanced, stale, busy, finished or deferred")
@@ -160,7 +164,10 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                             **_json_body("Started", "Started (or already existing, for a repeated id)"),
                             "headers": {"Location": {"schema": {"type": "string"}}},
                         },
-                        "400": _problem_ref("Malformed JSON"),
+                        "400": _problem_ref(
+                            "Malformed JSON, or a body that does not match its Content-Length"
+                        ),
+                        **timeout,
                         "404": _problem_ref("Unknown workflow"),
                         "422": _problem_ref("Invalid request or input: `errors` lists the schema errors"),
                         **api_errors,
@@ -207,7 +214,10 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     },
                     "responses": {
                         "202": _json_body("Cancelled", "Cancellation requested"),
-                        "400": _problem_ref("Malformed JSON"),
+                        "400": _problem_ref(
+                            "Malformed JSON, or a body that does not match its Content-Length"
+                        ),
+                        **timeout,
                         "404": _problem_ref("Unknown execution"),
                         "409": _problem_ref("The execution is not running (already over, or compensating)"),
                         "422": _problem_ref("Invalid body"),
@@ -226,7 +236,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                             "name": "name",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string", "maxLength": MAX_NAME_CHARS},
+                            "schema": {"type": "string", "pattern": "^" + EVENT_NAME.pattern + "$"},
                         }
                     ],
                     "requestBody": {
@@ -237,7 +247,10 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     },
                     "responses": {
                         "202": _json_body("EventResult", "Delivered or kept"),
-                        "400": _problem_ref("Malformed JSON"),
+                        "400": _problem_ref(
+                            "Malformed JSON, or a body that does not match its Content-Length"
+                        ),
+                        **timeout,
                         "422": _problem_ref("Invalid body"),
                         **api_errors,
                     },
@@ -308,10 +321,14 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     "type": "object",
                     "required": ["execution_id", "node", "seq"],
                     "properties": {
-                        "execution_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "execution_id": {"type": "string", "pattern": ID_PATTERN},
                         "node": {"type": "string", "minLength": 1, "maxLength": 200},
-                        "seq": {"type": "integer", "minimum": 0},
-                        "branch": {"type": "string"},
+                        "seq": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                        "branch": {
+                            "type": "string",
+                            "maxLength": 1000,
+                            "pattern": "^(" + BRANCH.pattern + ")?$",
+                        },
                     },
                 },
                 "QStashCallback": {
@@ -345,7 +362,11 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     "properties": {
                         "workflow": {"type": "string"},
                         "input": {"description": "checked against the workflow's input schema"},
-                        "id": {"type": "string", "description": "makes start idempotent"},
+                        "id": {
+                            "type": "string",
+                            "pattern": ID_PATTERN,
+                            "description": "makes start idempotent",
+                        },
                     },
                 },
                 "Started": {
@@ -406,7 +427,10 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     "type": "object",
                     "required": ["key"],
                     "additionalProperties": False,
-                    "properties": {"key": {"type": ["string", "integer"]}, "data": {}},
+                    "properties": {
+                        "key": {"type": ["string", "integer"], "maxLength": MAX_EVENT_KEY_CHARS},
+                        "data": {},
+                    },
                 },
                 "EventResult": {
                     "type": "object",

@@ -840,3 +840,377 @@ def test_healthz_answers_in_bounded_time_when_redis_is_silent(
         for conn in accepted:
             conn.close()  # the abandoned PING sees EOF and its thread ends
         listener.close()
+
+
+# ------------------------------------------------------------------------- over real loopback sockets
+
+
+class Served:
+    """uvicorn serving the app on 127.0.0.1 (a real socket), with the harness and Redis behind it."""
+
+    def __init__(self, harness: Any, redis: Any, url: str) -> None:
+        self.h = harness
+        self.redis = redis
+        self.url = url
+        self.port = int(url.rsplit(":", 1)[1])
+
+    def exchange(
+        self, data: bytes | list[bytes], *, pause: float = 0.0, timeout: float = 15.0
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send raw bytes; read one response (status, lower-cased headers, body)."""
+        return exchange(self.port, data, pause=pause, timeout=timeout)
+
+
+def exchange(
+    port: int, data: bytes | list[bytes], *, pause: float = 0.0, timeout: float = 15.0
+) -> tuple[int, dict[str, str], bytes]:
+    import socket
+    import time
+
+    parts = [data] if isinstance(data, bytes) else data
+    raw = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            for part in parts:
+                sock.sendall(part)
+                if pause:
+                    time.sleep(pause)
+        except OSError:  # the server answered and closed while we were still sending
+            pass
+        while b"\r\n\r\n" not in raw or len(raw) < _expected_length(raw):
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return status, headers, body
+
+
+def _expected_length(raw: bytes) -> int:
+    head, sep, _ = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return 1 << 60
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value)
+    return 1 << 60  # no length: read until the server closes
+
+
+@pytest.fixture
+def served(harness: Any, redis_db: Any) -> Iterator[Served]:
+    from engine.qstash_dev import serve_in_thread
+
+    h = harness(GREET)
+    h.runtime.start("greet", {"name": "warm"}, "warm")
+    with serve_in_thread(create_app(h.runtime, config=config(body_timeout_s=0.5))) as url:
+        yield Served(h, redis_db, url)
+
+
+def request_bytes(method: str, path: str, body: bytes = b"", **headers: str) -> bytes:
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+START = json.dumps({"workflow": "greet", "input": {"name": "x"}}).encode()
+
+
+def assert_raw_problem(answer: tuple[int, dict[str, str], bytes], status: int, kind: str) -> dict[str, Any]:
+    code, headers, body = answer
+    assert code == status, (code, body[:300])
+    assert headers["content-type"].startswith("application/problem+json")
+    doc = json.loads(body)
+    assert doc["status"] == status and doc["type"].endswith("/" + kind) and doc["detail"]
+    for secret in SECRETS:
+        assert secret.encode() not in body
+    return dict(doc)
+
+
+def test_over_loopback_a_lying_content_length_is_refused(served: Served) -> None:
+    before = snapshot(served.redis)
+    auth = {"Authorization": AUTH["Authorization"], "Content_Type": "application/json"}
+    # shorter than the body: the server reads 5 bytes, which are no JSON (the rest is a bad next request)
+    smaller = served.exchange(request_bytes("POST", "/v1/executions", START, Content_Length="5", **auth))
+    assert_raw_problem(smaller, 400, "malformed-json")
+    # longer than the body, and nothing more comes: the body timeout answers instead of hanging
+    larger = served.exchange(request_bytes("POST", "/v1/executions", START, Content_Length="5000", **auth))
+    doc = assert_raw_problem(larger, 408, "request-timeout")
+    assert "0.5 s" in doc["detail"] and larger[1]["connection"] == "close"
+    # Content-Length and chunked at once (a smuggling shape): refused
+    both = request_bytes(
+        "POST",
+        "/v1/executions",
+        b"%x\r\n%s\r\n0\r\n\r\n" % (len(START), START),
+        Content_Length="5",
+        Transfer_Encoding="chunked",
+        **auth,
+    )
+    assert served.exchange(both)[0] == 400
+    assert snapshot(served.redis) == before
+
+
+def test_over_loopback_malformed_http_is_refused_before_the_app(served: Served) -> None:
+    """uvicorn (h11) answers these itself, 400 text/plain: the app never sees them (docs/http-api.md)."""
+    before = snapshot(served.redis)
+    auth = AUTH["Authorization"]
+    for raw in [
+        request_bytes("POST", "/v1/executions", START, Content_Length=str(len(START)), X_Other="1").replace(
+            b"X-Other: 1", b"Content-Length: 3"
+        ),  # two different lengths
+        request_bytes("POST", "/v1/executions", START, Content_Length="12a", Authorization=auth),
+        request_bytes("POST", "/v1/executions", START, Content_Length="9" * 5000, Authorization=auth),
+        request_bytes(
+            "POST",
+            "/v1/executions",
+            b"zz\r\n{}\r\n0\r\n\r\n",
+            Transfer_Encoding="chunked",
+            Authorization=auth,
+        ),
+        request_bytes("GET", "/v1/executions/warm", Authorization="Bearer \x00" + API_KEY),
+        request_bytes("GET", "/healthz", X_Big="a" * 1_000_000),
+        b"GARBAGE\r\n\r\n",
+    ]:
+        code, _, body = served.exchange(raw)
+        assert code == 400, (code, body[:200])
+        assert API_KEY.encode() not in body
+    status, _, _ = served.exchange(request_bytes("GET", "/healthz"))
+    assert status == 200  # the server is still there
+    assert snapshot(served.redis) == before
+
+
+def test_over_loopback_a_trickled_body_gets_408(served: Served) -> None:
+    """A slow-loris body (a byte at a time, never finishing) is cut off by the body timeout."""
+    import select
+    import socket
+    import time
+
+    before = snapshot(served.redis)
+    head = request_bytes(
+        "POST", "/v1/events/greet.ok", Authorization=AUTH["Authorization"], Content_Length="1000"
+    )
+    with socket.create_connection(("127.0.0.1", served.port), timeout=15) as sock:
+        sock.sendall(head + b"{")
+        answered = False
+        for _ in range(400):  # a byte every 50 ms would take 50 s to finish; the bound is 0.5 s
+            if select.select([sock], [], [], 0.05)[0]:
+                answered = True
+                break
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                answered = True
+                break
+        assert answered, "the server kept reading a trickled body"
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+            time.sleep(0)
+    assert raw.startswith(b"HTTP/1.1 408"), raw[:200]
+    assert b"application/problem+json" in raw
+    assert snapshot(served.redis) == before
+
+
+def test_over_loopback_chunked_bodies_within_the_bound_work(served: Served) -> None:
+    def chunked(body: bytes) -> bytes:
+        pieces = [body[i : i + 7] for i in range(0, len(body), 7)]
+        return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+    auth = {"Authorization": AUTH["Authorization"], "Transfer_Encoding": "chunked"}
+    code, _, body = served.exchange(request_bytes("POST", "/v1/executions", chunked(START), **auth))
+    assert code == 202, body
+    before = snapshot(served.redis)
+    answer = served.exchange(request_bytes("POST", "/v1/executions", chunked(nested(100).encode()), **auth))
+    assert_raw_problem(answer, 400, "malformed-json")
+    assert snapshot(served.redis) == before
+
+
+def test_over_loopback_odd_headers_and_methods(served: Served) -> None:
+    before = snapshot(served.redis)
+    answer = served.exchange(
+        request_bytes("GET", "/v1/executions/warm").replace(
+            b"\r\n\r\n", b"\r\nAuthorization: Bearer \xd0\xba\xd0\xbb\r\n\r\n"
+        )
+    )
+    assert_raw_problem(answer, 401, "unauthorized")
+    assert_raw_problem(served.exchange(request_bytes("FOO", "/v1/executions")), 405, "method-not-allowed")
+    # an absolute-form target reaches the app as its path: no route, nothing about evil.test trusted
+    assert_raw_problem(
+        served.exchange(request_bytes("GET", "http://evil.test/v1/executions/warm")), 404, "not-found"
+    )
+    assert_raw_problem(
+        served.exchange(request_bytes("POST", "/v1/step/", b"{}", Content_Length="2")), 404, "not-found"
+    )
+    many = {f"X_H{i}": "a" for i in range(2000)}
+    assert served.exchange(request_bytes("GET", "/healthz", **many))[0] == 200
+    expect = request_bytes(
+        "POST",
+        "/v1/executions",
+        Authorization=AUTH["Authorization"],
+        Expect="100-continue",
+        Content_Length="5000000",
+    )
+    assert_raw_problem(served.exchange(expect), 413, "payload-too-large")  # refused before the body is sent
+    assert snapshot(served.redis) == before
+
+
+def test_over_loopback_dev_bypass_is_not_won_with_a_forwarded_for_header(harness: Any, redis_db: Any) -> None:
+    """uvicorn trusts X-Forwarded-For from 127.0.0.1 (its default): the client becomes whatever the
+    header says, and the header stays — either way the bypass is refused."""
+    from engine.qstash_dev import serve_in_thread
+
+    h = harness(GREET)
+    h.runtime.start("greet", {"name": "d"}, "dev")
+    body = h.dispatcher.pop().message.to_json()
+    with serve_in_thread(create_app(h.runtime, config=config(dev_insecure=True))) as url:
+        port = int(url.rsplit(":", 1)[1])
+        before = snapshot(redis_db)
+        for value in ("127.0.0.1", "203.0.113.7", "::1"):
+            raw = request_bytes(
+                "POST", "/v1/step", body, Content_Length=str(len(body)), X_Forwarded_For=value
+            )
+            assert_raw_problem(exchange(port, raw), 401, "invalid-signature")
+            assert_raw_problem(
+                exchange(port, request_bytes("GET", "/v1/executions/dev", X_Forwarded_For=value)),
+                401,
+                "unauthorized",
+            )
+        assert snapshot(redis_db) == before
+        direct = request_bytes("GET", "/v1/executions/dev")  # the bypass itself still works, from loopback
+        assert exchange(port, direct)[0] == 200
+
+
+def test_fifty_concurrent_starts_with_one_id_make_one_execution(served: Served) -> None:
+    import threading
+
+    import httpx
+
+    barrier = threading.Barrier(50)
+    answers: list[Any] = []
+
+    def start() -> None:
+        with httpx.Client(base_url=served.url, timeout=30) as client:
+            barrier.wait()
+            answers.append(
+                client.post(
+                    "/v1/executions",
+                    json={"workflow": "greet", "input": {"name": "c"}, "id": "once"},
+                    headers=AUTH,
+                )
+            )
+
+    threads = [threading.Thread(target=start) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [a.status_code for a in answers] == [202] * 50
+    assert {a.json()["execution_id"] for a in answers} == {"once"}
+    history = served.h.runtime.history("once")
+    assert sum(e.get("event") == "started" for e in history) == 1
+    results = [r.kind for r in served.h.drain() if r.execution_id == "once"]
+    assert results.count("advanced") == 2 and set(results) <= {
+        "advanced",
+        "stale",
+    }  # hello, then the wait parks
+    record = served.h.runtime.record("once")
+    assert [t["step"] for t in record["trace"]] == ["hello"]
+    assert record["current"] == [{"branch": "", "node": "wait_ok", "phase": "park"}]
+
+
+def test_no_secret_in_any_answer_or_log(
+    harness: Any, redis_db: Any, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A battery of wrong requests against a server holding every kind of secret; answers and logs clean."""
+    import logging
+
+    import httpx
+
+    from engine.qstash_dev import serve_in_thread
+
+    h = harness(GREET)
+    h.runtime.start("greet", {"name": "s"}, "sec")
+    message = h.dispatcher.pop().message
+    body = message.to_json()
+    cfg = config(qstash_token=QSTASH_TOKEN, signing_key=KEYS.private_key)
+
+    def broken(_message: Any) -> Any:
+        raise RuntimeError(f"boom with {API_KEY} {QSTASH_TOKEN} {QSTASH_CURRENT} {KEYS.private_key}")
+
+    answers: list[httpx.Response] = []
+    with caplog.at_level(logging.DEBUG), serve_in_thread(create_app(h.runtime, config=cfg)) as url:
+        with httpx.Client(base_url=url, timeout=15) as c:
+            near = API_KEY[:-1] + "!"
+            answers += [
+                c.post(
+                    "/v1/executions", json={"workflow": "greet"}, headers={"Authorization": f"Bearer {near}"}
+                ),
+                c.get("/v1/executions/sec", headers={"Authorization": f"Basic {API_KEY}"}),
+                c.post(
+                    "/v1/step",
+                    content=body,
+                    headers={
+                        "Upstash-Signature": sign_qstash(body, PUBLIC + "/v1/step", QSTASH_NEXT[:-1] + "x")
+                    },
+                ),
+                c.post(
+                    "/v1/step",
+                    content=body,
+                    headers={
+                        "Upstash-Signature": sign_qstash(body, "https://evil.test/v1/step", QSTASH_CURRENT)
+                    },
+                ),
+                c.post("/v1/step", content=body, headers={"Upstash-Signature": QSTASH_CURRENT}),
+                c.post(
+                    "/v1/step",
+                    content=body,
+                    headers={"Hopflow-Signature": f"t=1,kid=x,sig={KEYS.private_key}"},
+                ),
+                c.post("/v1/executions", content=nested(5000).encode(), headers=AUTH),
+                c.post(
+                    "/v1/executions",
+                    json={"workflow": "greet", "input": {"name": API_KEY * 2}, "id": "{x}"},
+                    headers=AUTH,
+                ),
+                c.get("/nowhere/" + API_KEY),
+                c.get("/healthz"),
+                c.get("/openapi.json"),
+            ]
+            h.runtime.advance = broken
+            sig = sign_ed25519(body, PUBLIC + "/v1/step", KEYS.private_key)
+            answers.append(c.post("/v1/step", content=body, headers={"Hopflow-Signature": sig}))
+    assert answers[-1].status_code == 500
+    printed = capfd.readouterr()
+    server_log = "\n".join(  # what the server logged (the test's own httpx client logs its URLs)
+        caplog.handler.format(r) for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+    )
+    for secret in SECRETS:
+        for answer in answers[:-1] + answers[-1:]:
+            if secret == API_KEY and answer.request.url.path.startswith("/nowhere"):
+                continue  # the caller's own path, echoed back to the caller
+            assert secret not in answer.text, (answer.request.url, secret)
+        assert secret not in server_log, secret
+        assert secret not in printed.out + printed.err, secret
+    assert "boom with sha256:" in server_log  # the 500's traceback is logged, redacted
+
+
+def test_the_openapi_document_states_the_limits() -> None:
+    from engine.openapi import ID_PATTERN, openapi_document
+    from engine.store import EXECUTION_ID
+
+    assert ID_PATTERN == EXECUTION_ID.pattern  # one pattern, stated twice
+    doc = openapi_document()
+    schemas = doc["components"]["schemas"]
+    assert schemas["StartRequest"]["properties"]["id"]["pattern"] == ID_PATTERN
+    assert schemas["Message"]["properties"]["seq"]["maximum"] == 2**53 - 1
+    for path in ("/v1/step", "/v1/executions", "/v1/events/{name}"):
+        assert "408" in doc["paths"][path]["post"]["responses"]
