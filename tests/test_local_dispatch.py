@@ -366,3 +366,54 @@ def test_a_long_delivery_renews_its_lease(rdb: Any, prefix: str) -> None:
     release.set()
     runner.join(HANG_GUARD_S)
     assert seen == ["long"] and a.pending() == 0
+
+
+def _count_leases(d: LocalDispatcher) -> list[int]:
+    """How many messages each lease script call asked for (one entry per call: a round trip)."""
+    asked: list[int] = []
+    lease = d._lease
+
+    def counted(now: int, want: int) -> Any:
+        asked.append(want)
+        return lease(now, want)
+
+    d._lease = counted  # type: ignore[method-assign]
+    return asked
+
+
+def test_a_chain_of_deliveries_costs_one_lease_per_message(rdb: Any, prefix: str) -> None:
+    """A lease that returned fewer messages than there were free workers is not repeated at once,
+    nor when a delivery ends while workers were free: only a publish (or retry), a freed worker
+    when every worker was busy, or a timed wake-up can make something due."""
+    seen: list[int] = []
+
+    def deliver(m: Message) -> None:
+        seen.append(m.seq)
+        if m.seq < 30:
+            d.publish([Outgoing(msg("n", seq=m.seq + 1))])
+
+    d = make(rdb, prefix, deliver, poll_interval_s=3600, workers=4)
+    asked = _count_leases(d)
+    d.publish([Outgoing(msg("n", seq=1))])
+    assert d.run_until(lambda: len(seen) == 30, timeout_s=HANG_GUARD_S)
+    assert seen == list(range(1, 31))
+    assert len(asked) <= 30 + 2, asked  # was about two per message
+
+
+def test_a_freed_worker_takes_the_next_due_message_without_a_poll(rdb: Any, prefix: str) -> None:
+    """More due messages than workers: every lease fills the free workers, and each freed worker
+    makes the loop lease again, so nothing waits for the (hour-long) poll period."""
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def deliver(m: Message) -> None:
+        with lock:
+            seen.append(m.node)
+
+    d = make(rdb, prefix, deliver, poll_interval_s=3600, workers=2)
+    asked = _count_leases(d)
+    d.publish([Outgoing(msg(f"m{i}")) for i in range(9)])
+    assert d.run_until(lambda: len(seen) == 9, timeout_s=HANG_GUARD_S)
+    assert sorted(seen) == sorted(f"m{i}" for i in range(9))
+    assert all(0 <= want <= 2 for want in asked)
+    assert d.pending() == 0 or d.run_until(lambda: d.pending() == 0, timeout_s=HANG_GUARD_S)

@@ -25,7 +25,9 @@ Guarantees:
   without counting an attempt (the execution is busy).
 * **No polling period for local work.** ``publish`` in this process (including from a delivery
   thread) wakes the loop at once; the loop otherwise sleeps exactly until the next due message, or
-  at most ``poll_interval_s`` so messages published by other processes are seen.
+  at most ``poll_interval_s`` so messages published by other processes are seen. It leases only
+  when something may have become due (a publish or retry here, a worker freed while all were busy,
+  a timed wake-up), so a chain of deliveries costs one lease per message.
 * **Parallel means parallel.** Up to ``workers`` messages are delivered at the same time.
 * **Fast-forward.** With a :class:`~engine.clock.VirtualClock` and ``fast_forward=True``, when
   nothing is due and nothing is being delivered, the clock jumps to the next due time.
@@ -201,7 +203,9 @@ class LocalDispatcher:
         self._ack_script = redis.register_script(_ACK)
         self._retry_script = redis.register_script(_RETRY)
         self._cond = threading.Condition()
-        self._dirty = False
+        self._dirty = False  # something happened: run one more loop pass (and ask ``done()``)
+        self._lease_needed = True  # something may have become due: lease on the next pass
+        self._saturated = False  # the last lease filled every free worker (more may be due)
         self._in_flight = 0
         self._leased_at: dict[str, int] = {}  # own deliveries in progress → when their lease was renewed
         self._running = threading.Lock()  # one delivery loop per dispatcher object
@@ -237,7 +241,7 @@ class LocalDispatcher:
         with self._cond:
             self.stats.published += added
             self.stats.deduplicated += len(outgoing) - added
-            self._dirty = True
+            self._dirty = self._lease_needed = True
             self._cond.notify_all()
 
     def call(self, request: OffloadRequest) -> None:
@@ -257,7 +261,7 @@ class LocalDispatcher:
         with self._cond:
             self.stats.published += added
             self.stats.deduplicated += 1 - added
-            self._dirty = True
+            self._dirty = self._lease_needed = True
             self._cond.notify_all()
 
     # ------------------------------------------------------------------------------------ inspection
@@ -320,7 +324,7 @@ class LocalDispatcher:
 
     def wake(self) -> None:
         with self._cond:
-            self._dirty = True
+            self._dirty = self._lease_needed = True
             self._cond.notify_all()
 
     def _run(self, done: Callable[[], bool], deadline: float | None) -> bool:
@@ -330,35 +334,50 @@ class LocalDispatcher:
             raise RuntimeError("this dispatcher's delivery loop is already running")
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="hopflow-deliver")
         failures = 0
+        next_due: int | None = None
+        next_lease: int | None = None
+        with self._cond:
+            self._lease_needed = True
         try:
             while True:
                 with self._cond:
                     self._dirty = False
                     self.stats.iterations += 1
                     free = self.workers - self._in_flight
+                    lease_now, self._lease_needed = self._lease_needed, False
                 if done():
                     return True
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 now = self._now_ms()
-                try:
-                    batch, next_due, next_lease, reclaimed = self._lease(now, free)
-                    failures = 0
-                except Exception as exc:  # Redis down: back off, keep trying (nothing is lost)
-                    failures += 1
-                    self._count_error(type(exc).__name__)
-                    log.warning("local queue: leasing failed (%s); retrying", type(exc).__name__)
-                    self._sleep(min(5.0, 0.05 * 2**failures), deadline)
-                    continue
-                if reclaimed:
-                    log.warning("local queue: %d expired lease(s) taken back for redelivery", reclaimed)
-                for ident, body, attempts in batch:
+                # Lease only when something may have become due: a publish or retry (in this
+                # process), a worker freed while every worker was busy, or a timed wake-up (a due
+                # time, an expired lease, the poll for other processes' messages). A pass woken
+                # only by a delivery that ended just asks ``done()`` again.
+                if lease_now:
+                    try:
+                        batch, next_due, next_lease, reclaimed = self._lease(now, free)
+                        failures = 0
+                    except Exception as exc:  # Redis down: back off, keep trying (nothing is lost)
+                        failures += 1
+                        self._count_error(type(exc).__name__)
+                        log.warning("local queue: leasing failed (%s); retrying", type(exc).__name__)
+                        with self._cond:
+                            self._lease_needed = True
+                        self._sleep(min(5.0, 0.05 * 2**failures), deadline)
+                        continue
+                    if reclaimed:
+                        log.warning("local queue: %d expired lease(s) taken back for redelivery", reclaimed)
+                    for ident, body, attempts in batch:
+                        with self._cond:
+                            self._in_flight += 1
+                            self._leased_at[ident] = now
+                        pool.submit(self._deliver_one, ident, body, attempts)
                     with self._cond:
-                        self._in_flight += 1
-                        self._leased_at[ident] = now
-                    pool.submit(self._deliver_one, ident, body, attempts)
-                if batch:
-                    continue
+                        self._saturated = len(batch) >= free
+                        if batch and self._saturated:  # every free worker got one: more may be due
+                            self._lease_needed = True
+                            continue
                 renew_in = self._renew(now)
                 with self._cond:
                     if self._dirty:
@@ -373,6 +392,7 @@ class LocalDispatcher:
                         assert isinstance(self.clock, VirtualClock)
                         self.clock.advance_to((next_due + 1) / 1000)
                         self.stats.jumps += 1
+                        self._lease_needed = True
                         continue
                     wait = self.poll_interval_s
                     if free > 0 and next_due is not None:
@@ -383,7 +403,8 @@ class LocalDispatcher:
                         wait = min(wait, renew_in / 1000)
                     if deadline is not None:
                         wait = min(wait, deadline - time.monotonic())
-                    self._cond.wait(max(wait, 0.001))
+                    if not self._cond.wait(max(wait, 0.001)):
+                        self._lease_needed = True  # timed out: a due time or a lease deadline passed
                     self.stats.wakeups += 1
         finally:
             pool.shutdown(wait=True)  # in-flight deliveries finish and are acknowledged
@@ -446,6 +467,8 @@ class LocalDispatcher:
                 self._in_flight -= 1
                 self._leased_at.pop(ident, None)
                 self._dirty = True
+                if self._saturated:  # a worker is free and messages may be waiting for one
+                    self._lease_needed = True
                 self._cond.notify_all()
 
     def _attempt(self, ident: str, body: str, attempts: int) -> None:
