@@ -1135,14 +1135,14 @@ class _Explainer:
         unknown_kind_at = {
             f.path for f in found if f.tag == "unknown" and (f.suggestion in KINDS or f.extra.get("kind"))
         }
+        suggestions: dict[JsonPath, set[str]] = {}
+        for g in found:
+            if g.tag == "unknown" and g.suggestion:
+                suggestions.setdefault(g.path, set()).add(g.suggestion)
         nokind_fixed = {
             f.path
             for f in found
-            for g in found
-            if f.tag == "nokind"
-            and g.tag == "unknown"
-            and g.path == f.path
-            and g.suggestion in f.extra.get("keys", ())
+            if f.tag == "nokind" and suggestions.get(f.path, set()) & set(f.extra.get("keys", ()))
         }
         # "unknown key 'url' in step 'a': it belongs inside 'http:'" explains an empty or incomplete http
         inside = {(*f.path, f.extra["inside"]) for f in found if f.tag == "unknown" and "inside" in f.extra}

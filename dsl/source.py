@@ -243,6 +243,10 @@ def _pos(file: str, mark: Any) -> Position:
 
 
 _MAX_NODES = 200_000
+# Mappings and lists inside each other, at most. Every later stage (schema, compiler, checks) walks the
+# document recursively; this bound keeps them all far from Python's recursion limit. It allows about
+# 30 levels of foreach or 20 of parallel steps inside each other, and data 100 levels deep.
+MAX_DEPTH = 100
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 # characters that look like spaces but are not YAML indentation (pasted from web pages, chat, …)
 _ODD_SPACES = re.compile("[\u00a0\u1680\u2000-\u200b\u202f\u205f\u3000\ufeff]")
@@ -266,6 +270,12 @@ class _Builder:
         self.count += 1
         if self.count > _MAX_NODES:  # alias bombs expand exponentially; refuse rather than hang
             raise self.error("document is too large (alias expansion?)", node.start_mark)
+        if len(path) > MAX_DEPTH:
+            raise self.error(
+                f"YAML error: the file is nested more than {MAX_DEPTH} levels deep (mappings and lists "
+                "inside each other): flatten it, or move deeply nested steps into a child workflow",
+                node.start_mark,
+            )
         self.doc_values[path] = _pos(self.file, node.start_mark)
         if isinstance(node, yaml.MappingNode):
             if node.flow_style and any(isinstance(k, yaml.MappingNode) for k, _ in node.value):

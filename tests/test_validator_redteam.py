@@ -3707,3 +3707,29 @@ def test_mangled_yaml_gets_clean_diagnostics(pieces: list[str]) -> None:
     text = "".join(pieces)
     got = found(text)
     check_invariants(text.replace("\r\n", "\n").replace("\r", "\n").replace("\x85", "\n"), got)
+
+
+# ----------------------------------------------------------------------------------------- big files
+
+
+def _nested_parallel(depth: int) -> str:
+    step = "{id: leaf, action: x.y}"
+    for level in range(depth):
+        step = f"{{id: p{level}, parallel: {{branches: [{{steps: [{step}]}}]}}}}"
+    return f"name: t\nsteps:\n  - {step}\n"
+
+
+def test_deep_nesting_is_one_clear_error_not_a_crash() -> None:
+    assert found(_nested_parallel(15)) == []
+    [(rule, line, _, message)] = found(_nested_parallel(60))
+    assert (rule, line) == ("yaml-syntax", 3)
+    assert "nested more than 100 levels deep" in message
+    deep_data = "name: t\nsteps:\n  - id: a\n    action: x.y\n    with: {v: " + "[" * 400 + "]" * 400 + "}\n"
+    [(rule, _, _, message)] = found(deep_data)
+    assert rule == "yaml-syntax" and "nested" in message
+
+
+def test_the_same_mistake_in_many_steps_is_reported_for_each_step() -> None:
+    steps = "".join(f"  - id: s{i}\n    actoin: x.y\n" for i in range(500))
+    got = found("name: t\nsteps:\n" + steps)
+    assert [(r, line) for r, line, _, _ in got] == [("unknown-key", 4 + 2 * i) for i in range(500)]
