@@ -302,8 +302,11 @@ class Runtime:
         return None
 
     def deadline_reached(self, execution_id: str) -> Advance:
-        if not self.store.exists(execution_id):
+        header = self.store.header(execution_id)
+        if not header:
             raise UnknownExecution(execution_id)
+        if not header.get("deadline"):
+            return Advance("stale", execution_id)  # no timeout: a `$timeout` message is not its own
         error = {"name": "timeout", "message": "the execution's timeout passed"}
         done = self.stop(execution_id, error)
         return Advance("advanced" if done else "finished", execution_id)

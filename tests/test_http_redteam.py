@@ -1214,3 +1214,13 @@ def test_the_openapi_document_states_the_limits() -> None:
     assert schemas["Message"]["properties"]["seq"]["maximum"] == 2**53 - 1
     for path in ("/v1/step", "/v1/executions", "/v1/events/{name}"):
         assert "408" in doc["paths"][path]["post"]["responses"]
+
+
+def test_a_timeout_message_for_an_execution_without_a_timeout_changes_nothing(api: Api) -> None:
+    """``$timeout`` names no node of the graph: for an execution with no ``timeout`` it is stale,
+    not a stop (it used to fail the execution with a timeout it never had)."""
+    before = snapshot(api.redis)
+    r = api.signed(Message("warm", "$timeout", 0).to_json())
+    assert r.status_code == 200 and r.json()["result"] == "stale", r.text
+    assert snapshot(api.redis) == before
+    assert api.client.get("/v1/executions/warm", headers=AUTH).json()["status"] == "running"
