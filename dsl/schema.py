@@ -837,6 +837,11 @@ class _Explainer:
         reading = hints.yaml_reading(self.source(path), value)
         if reading:
             return reading
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            return (
+                "this value cannot be a template: it must be known before the workflow runs (it is "
+                "part of the compiled graph)"
+            )
         key = path[-1] if path and isinstance(path[-1], str) else None
         expected = error.validator_value
         names = [expected] if isinstance(expected, str) else list(expected)

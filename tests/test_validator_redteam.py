@@ -3100,6 +3100,326 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
             """),
         [("unknown-key", 5, 5, "did you mean 'output'?")],
     ),
+    (
+        "two-unknown-names",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                with: {v: "{{ inptu.a }} and {{ inptu.b }} {{ foo }}"}
+            """),
+        [
+            ("unknown-name", 5, 19, "did you mean 'input'?"),
+            ("unknown-name", 5, 37, "did you mean 'input'?"),
+            ("unknown-name", 5, 51, "here a template can read env, execution, input, steps, vars"),
+        ],
+    ),
+    (
+        "same-filter-twice",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                with: {v: "{{ input.a | lenght }} {{ input.b | lenght }}"}
+            """),
+        [
+            ("unknown-filter", 5, 29, "did you mean 'length'?"),
+            ("unknown-filter", 5, 52, "did you mean 'length'?"),
+        ],
+    ),
+    (
+        "tpl-key-set",
+        T("""
+            name: t
+            steps:
+              - id: a
+                set: {"{{ input.k }}": 1}
+            """),
+        [("schema", 4, 11, "use letters, digits and '_', not starting with a digit")],
+    ),
+    (
+        "wait-for-template",
+        T("""
+            name: t
+            steps:
+              - id: a
+                wait: {for: "{{ input.delay }}"}
+            """),
+        [("schema", 4, 17, "a duration cannot be a template: it must be known before")],
+    ),
+    (
+        "timeout-template",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                timeout: "{{ input.t }}"
+            """),
+        [("schema", 5, 14, "a duration cannot be a template: it must be known before")],
+    ),
+    (
+        "concurrency-template",
+        T("""
+            name: t
+            steps:
+              - id: a
+                foreach:
+                  items: "{{ input.xs }}"
+                  concurrency: "{{ input.n }}"
+                  steps:
+                    - {id: b, action: x.y}
+            """),
+        [("schema", 6, 20, "this value cannot be a template: it must be known before")],
+    ),
+    (
+        "max-attempts-template",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                retry: {max_attempts: "{{ input.n }}"}
+            """),
+        [("schema", 5, 27, "this value cannot be a template: it must be known before")],
+    ),
+    (
+        "offload-template",
+        T("""
+            name: t
+            steps:
+              - id: a
+                http: {url: "https://x.io", offload: "{{ input.o }}"}
+            """),
+        [("schema", 4, 42, "this value cannot be a template: it must be known before")],
+    ),
+    (
+        "name-template",
+        T("""
+            name: "{{ input.name }}"
+            steps:
+              - id: a
+                action: x.y
+            """),
+        [("schema", 1, 7, "a workflow name cannot be a template: it must be known")],
+    ),
+    (
+        "next-template",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                next: "{{ input.n }}"
+              - id: b
+                action: x.y
+            """),
+        [("schema", 5, 11, "a step id cannot be a template: it must be known before the")],
+    ),
+    (
+        "goto-template",
+        T("""
+            name: t
+            steps:
+              - id: a
+                switch:
+                  - if: "{{ input.x }}"
+                    goto: "{{ input.target }}"
+              - id: b
+                action: x.y
+            """),
+        [("schema", 6, 15, "a step id cannot be a template: it must be known before the")],
+    ),
+    (
+        "deep-comp-position",
+        T("""
+            name: t
+            steps:
+              - id: p
+                parallel:
+                  branches:
+                    - steps:
+                        - id: f
+                          foreach:
+                            items: [1, 2]
+                            steps:
+                              - id: c
+                                action: x.y
+                                compensate:
+                                  action: x.undo
+                                  with: {v: "{{ item.id }} {{ steps.c.outptu }}"}
+            """),
+        [("reference-attribute", 15, 59, "steps.c has only .output, not .outptu (did you mean")],
+    ),
+    (
+        "foreach-steps-ref-outside",
+        T("""
+            name: t
+            steps:
+              - id: f
+                foreach:
+                  items: [1, 2]
+                  steps:
+                    - id: c
+                      action: x.y
+              - id: d
+                action: x.y
+                with: {v: "{{ steps.c.output }}"}
+            """),
+        [("reference-out-of-scope", 11, 19, "outside the body, use steps.f.output (the list of per-item")],
+    ),
+    (
+        "env-in-key-position",
+        T("""
+            name: t
+            env: [API]
+            steps:
+              - id: a
+                http:
+                  url: "{{ env.API }}"
+                  headers: {Authorization: "Bearer {{ env.TOKEN }}"}
+            """),
+        [("undeclared-env", 7, 47, "declared: API")],
+    ),
+    (
+        "set-then-read-typo",
+        T("""
+            name: t
+            steps:
+              - id: a
+                set: {counter: 0}
+              - id: b
+                set: {counter: "{{ vars.countr + 1 }}"}
+            """),
+        [("undefined-var", 6, 29, "did you mean 'counter'?")],
+    ),
+    (
+        "error-outside-catch",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                with: {v: "{{ error.message }}"}
+            """),
+        [("out-of-scope", 5, 19, "`error` exists only in the step a `catch` jumps to, and no")],
+    ),
+    (
+        "result-in-if",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                if: "{{ result.ok }}"
+            """),
+        [("out-of-scope", 5, 13, "`result` exists only in a step's `output` template (it is")],
+    ),
+    (
+        "succeed-output-later-ref",
+        T("""
+            name: t
+            steps:
+              - id: a
+                succeed: {output: "{{ steps.b.output }}"}
+              - id: b
+                action: x.y
+            """),
+        [
+            ("reference-never-before", 4, 27, "no path runs it first"),
+            ("unreachable-step", 5, 9, "no path from the start of the top-level steps reaches it"),
+        ],
+    ),
+    (
+        "switch-goto-self",
+        T("""
+            name: t
+            steps:
+              - id: a
+                switch:
+                  - if: "{{ input.x }}"
+                    goto: a
+            """),
+        [],
+    ),
+    (
+        "parallel-step-outputs",
+        T("""
+            name: t
+            steps:
+              - id: p
+                parallel:
+                  branches:
+                    - steps:
+                        - {id: a, action: x.y}
+                output: "{{ result[0] }} {{ steps.a.output }}"
+            """),
+        [],
+    ),
+    (
+        "input-type-misuse",
+        T("""
+            name: t
+            input:
+              type: object
+              properties:
+                n: {type: integer}
+                s: {type: string}
+            steps:
+              - id: a
+                action: x.y
+                with: {v: "{{ input.n | length }}", w: "{{ input.s.foo }}"}
+              - id: b
+                foreach:
+                  items: "{{ input.n }}"
+                  steps:
+                    - {id: c, action: x.y}
+            """),
+        [
+            ("input-type", 10, 29, "it needs a string, a list or a mapping"),
+            ("input-type", 10, 56, "input.s is a string (input schema), so it has no attribute"),
+            ("input-type", 13, 18, "foreach items must be a list, but input.n is an integer"),
+        ],
+    ),
+    (
+        "catch-any-and-others",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                catch:
+                  - errors: [any]
+                    goto: b
+                  - errors: [timeout]
+                    goto: b
+              - id: b
+                action: x.y
+            """),
+        [("unreachable-catch", 8, 9, "put the more specific entry first")],
+    ),
+    (
+        "retry-on-empty-list",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                retry: {max_attempts: 3, on: []}
+            """),
+        [],
+    ),
+    (
+        "two-errors-one-line",
+        T("""
+            name: t
+            steps:
+              - {id: A, actoin: x.y}
+            """),
+        [("schema", 3, 10, "did you mean 'a'?"), ("unknown-key", 3, 13, "did you mean 'action'?")],
+    ),
 ]
 
 # files that are unusual but right: no diagnostic at all

@@ -104,3 +104,41 @@ def check_error_names(ctx: CheckContext) -> Iterator[Diagnostic]:
                 f"{where} never matches it{hint}"
             )
         yield ctx.diag("unknown-error", "warning", message, path)
+
+
+def _covers(earlier: str, name: str) -> bool:
+    """Whether a catch of ``earlier`` takes every error ``name`` stands for."""
+    if earlier in ("any", name):
+        return True
+    if earlier in ("http.4xx", "http.5xx") and name.startswith("http.") and len(name) == 8:
+        return name[5] == earlier[5] and name[6:].isdigit()
+    return False
+
+
+@rule(
+    "unreachable-catch",
+    "a catch entry that can never match, because an earlier entry of the same step already catches "
+    "all its errors (for example after 'any')",
+)
+def check_catch_order(ctx: CheckContext) -> Iterator[Diagnostic]:
+    for step in ctx.steps:
+        clauses = step.body.get("catch")
+        if not isinstance(clauses, list):
+            continue
+        earlier: list[tuple[int, str]] = []
+        for i, clause in enumerate(clauses):
+            errors = clause.get("errors") if isinstance(clause, Mapping) else None
+            if not isinstance(errors, list) or not all(isinstance(e, str) for e in errors) or not errors:
+                continue
+            by = [next(((j, e) for j, e in earlier if _covers(e, name)), None) for name in errors]
+            if all(b is not None for b in by):
+                j, name = by[0]  # type: ignore[misc]
+                what = "every error ('any')" if name == "any" else f"{name!r}"
+                yield ctx.diag(
+                    "unreachable-catch",
+                    "warning",
+                    f"catch entry {i + 1} of step {step.id!r} never runs: entry {j + 1} before it "
+                    f"already catches {what}; put the more specific entry first",
+                    (*step.path, "catch", i),
+                )
+            earlier.extend((i, e) for e in errors)

@@ -37,7 +37,7 @@ def _scopes_with_bad_jumps(ctx: CheckContext) -> set[str]:
     out: set[str] = set()
     for step in ctx.steps:
         for _, target, _ in jumps(step):
-            other = ctx.by_id.get(target)
+            other = ctx.by_id.get(target)  # a template or a typo: both make the list's flow unknown
             if other is None or other.scope != step.scope:
                 out.add(step.scope)
     return out

@@ -14,6 +14,7 @@ from dsl.checks import CheckContext, StepRef, rule
 from dsl.diagnostics import Diagnostic
 from dsl.graph import TOP_SCOPE
 from dsl.source import JsonPath
+from dsl.templates import is_template
 
 
 def jumps(step: StepRef) -> Iterator[tuple[str, str, JsonPath]]:
@@ -60,6 +61,8 @@ def unknown_target(ctx: CheckContext) -> Iterator[Diagnostic]:
         by_scope.setdefault(step.scope, []).append(sid)
     for step in ctx.steps:
         for label, target, path in jumps(step):
+            if is_template(target):
+                continue  # a jump is not a template: the schema says so
             if target not in ctx.by_id:
                 hint = suggest(target, by_scope.get(step.scope, []), ids)
                 yield ctx.diag("unknown-target", "error", f"{label} {target!r} is not a step id{hint}", path)
