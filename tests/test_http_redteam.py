@@ -1224,3 +1224,52 @@ def test_a_timeout_message_for_an_execution_without_a_timeout_changes_nothing(ap
     assert r.status_code == 200 and r.json()["result"] == "stale", r.text
     assert snapshot(api.redis) == before
     assert api.client.get("/v1/executions/warm", headers=AUTH).json()["status"] == "running"
+
+
+def test_concurrent_deliveries_events_and_cancels_over_loopback(served: Served) -> None:
+    """Twelve copies of one signed delivery advance once; twenty copies of one event resume the one
+    waiter once; twelve concurrent cancels stop it once. No answer is a 5xx."""
+    import threading
+
+    import httpx
+
+    def together(n: int, call: Any) -> list[httpx.Response]:
+        barrier = threading.Barrier(n)
+        answers: list[httpx.Response] = []
+
+        def run() -> None:
+            with httpx.Client(base_url=served.url, timeout=30) as client:
+                barrier.wait()
+                answers.append(call(client))
+
+        threads = [threading.Thread(target=run) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(a.status_code < 500 for a in answers), [a.text for a in answers if a.status_code >= 500]
+        return answers
+
+    served.h.dispatcher.queue.clear()
+    body = Message("warm", "hello", 1).to_json()
+    sig = sign_ed25519(body, PUBLIC + "/v1/step", KEYS.private_key)
+    step = together(12, lambda c: c.post("/v1/step", content=body, headers={"Hopflow-Signature": sig}))
+    results = sorted(a.json()["result"] for a in step)
+    assert results.count("advanced") == 1 and set(results) <= {"advanced", "stale", "busy"}, results
+    served.h.drain()  # wait_ok parks on (greet.ok, warm)
+    assert served.h.runtime.record("warm")["current"][0]["phase"] == "park"
+
+    event = {"key": "warm", "data": {"ok": 1}}
+    notified = together(20, lambda c: c.post("/v1/events/greet.ok", json=event, headers=AUTH))
+    assert [a.status_code for a in notified] == [202] * 20
+    assert sum(a.json()["resumed"] for a in notified) == 1
+
+    served.h.runtime.start("greet", {"name": "cancel-me"}, "cancel-me")
+    served.h.drain()
+    cancels = together(12, lambda c: c.post("/v1/executions/cancel-me/cancel", headers=AUTH))
+    assert {a.status_code for a in cancels} <= {202, 409} and 202 in {a.status_code for a in cancels}
+    served.h.drain()
+    record = served.h.runtime.record("cancel-me")
+    assert record["status"] == "cancelled"
+    history = served.h.runtime.history("cancel-me")
+    assert sum(e.get("event") == "cancelled" for e in history) == 1
