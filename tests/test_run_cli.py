@@ -437,3 +437,79 @@ def test_recover_on_an_empty_store(project: Path) -> None:
     proc = hopflow("recover", cwd=project)
     assert proc.returncode == 0
     assert proc.stdout.strip() == "re-drove 0 execution(s)"
+
+
+# ------------------------------------------------------------------- the run loop's "is it over?"
+
+
+def _linear(name: str, steps: int) -> str:
+    body = "\n".join(f"  - id: s{i}\n    set: {{v: {i}}}" for i in range(steps))
+    return f"name: {name}\nsteps:\n{body}\n"
+
+
+def test_the_run_loop_reads_the_status_only_after_something_of_its_execution_ended(
+    redis_db: Any,
+) -> None:
+    """``drive`` asks Redis "is it over?" with one ``HGET status`` after each delivery of its
+    execution ends, not on every pass of the delivery loop (nor with a read of the whole header)."""
+    import io
+
+    from engine.catalog import Catalog
+    from engine.commands.run import drive
+    from engine.embedded import embedded_runtime
+
+    runtime, dispatcher = embedded_runtime(Catalog.from_texts([_linear("watched", 20)]), redis=redis_db)
+    reads: dict[str, list[str]] = {"status": [], "header": []}
+    store = runtime.store
+    status, header = store.status, store.header
+
+    def counted_status(execution_id: str) -> str | None:
+        reads["status"].append(execution_id)
+        return status(execution_id)
+
+    def counted_header(execution_id: str) -> dict[str, str]:
+        reads["header"].append(execution_id)
+        return header(execution_id)
+
+    store.status = counted_status  # type: ignore[method-assign]
+    store.header = counted_header  # type: ignore[method-assign]
+    eid = runtime.start("watched", {})
+    stream = io.StringIO()
+    record = drive("run", runtime, dispatcher, eid, progress_stream=stream, live=False, quiet=True)
+    assert record["status"] == "succeeded" and len(record["trace"]) == 20
+    assert reads["header"] == [eid]  # the final record only
+    assert set(reads["status"]) == {eid}
+    assert len(reads["status"]) <= dispatcher.stats.delivered + 1  # at most one per delivery
+    assert dispatcher.stats.iterations > len(reads["status"])  # the loop passes more often
+    assert stream.getvalue() == ""
+
+
+def test_final_watch_checks_on_a_touch_or_after_its_interval() -> None:
+    """The watch reads the status when its execution was touched, when it never checked, and
+    after its interval (another process may have advanced it); a final status sticks."""
+    from engine.commands.run import FinalWatch
+
+    class Store:
+        def __init__(self) -> None:
+            self.value = "running"
+            self.reads = 0
+
+        def status(self, execution_id: str) -> str:
+            self.reads += 1
+            return self.value
+
+    class Runtime:
+        store = Store()
+
+    rt = Runtime()
+    watch = FinalWatch(rt, "e1", interval_s=3600)  # type: ignore[arg-type]
+    assert watch() is False and rt.store.reads == 1  # the first pass always checks
+    assert watch() is False and rt.store.reads == 1  # nothing happened: no read
+    watch.touch("another-execution")
+    assert watch() is False and rt.store.reads == 1
+    rt.store.value = "succeeded"
+    watch.touch("e1")
+    assert watch() is True and rt.store.reads == 2
+    assert watch() is True and rt.store.reads == 2
+    slow = FinalWatch(rt, "e2", interval_s=0.0)  # type: ignore[arg-type]
+    assert slow() is True and slow() is True

@@ -166,7 +166,64 @@ def local_runtime(
 
 
 def status_of(runtime: Runtime, execution_id: str) -> str | None:
-    return runtime.store.header(execution_id).get("status")
+    return runtime.store.status(execution_id)
+
+
+class FinalWatch:
+    """``run_until``'s "is it over?" for one execution, without a Redis read per loop pass.
+
+    The status is read (one ``HGET``) only after something of that execution ended in this process
+    — a delivery, an offloaded call's completion, a message given up on (:meth:`touch`) — and at
+    least every ``interval_s`` otherwise, in case another process sharing the Redis advanced it.
+    ``touch`` is called after the write it reports, and the flag is cleared before the read, so a
+    final status is never missed.
+    """
+
+    def __init__(self, runtime: Runtime, execution_id: str, interval_s: float = 1.0) -> None:
+        self.runtime = runtime
+        self.execution_id = execution_id
+        self.interval_s = interval_s
+        self.changed = True
+        self.checked = 0.0
+        self.final = False
+
+    def touch(self, execution_id: str) -> None:
+        if execution_id == self.execution_id:
+            self.changed = True
+
+    def __call__(self) -> bool:
+        if self.final:
+            return True
+        now = time.monotonic()
+        if not self.changed and now - self.checked < self.interval_s:
+            return False
+        self.changed = False
+        self.checked = now
+        self.final = status_of(self.runtime, self.execution_id) in FINAL
+        return self.final
+
+    def wire(self, dispatcher: LocalDispatcher) -> None:
+        """Report offloaded calls' completions and messages given up on (delivery ends come
+        through the delivery observer)."""
+        complete, on_dead = dispatcher.complete, dispatcher.on_dead
+        if complete is not None:
+
+            def completed(message: Any, result: Any) -> None:
+                try:
+                    complete(message, result)
+                finally:
+                    self.touch(message.execution_id)
+
+            dispatcher.complete = completed
+        if on_dead is not None:
+
+            def dead(message: Any, reason: str) -> None:
+                try:
+                    on_dead(message, reason)
+                finally:
+                    self.touch(message.execution_id)
+
+            dispatcher.on_dead = dead
 
 
 def drive(
@@ -193,11 +250,22 @@ def drive(
         workflow_of=workflow_reader(runtime),
         due_of=dispatcher.due_for,
     )
-    dispatcher.deliver = in_process_delivery(runtime, observer=tracker.observe)
+    watch = FinalWatch(runtime, execution_id)
+
+    def observe(event: str, message: Any, outcome: Any) -> None:
+        if not quiet:  # quiet: no history reads for progress nobody sees
+            tracker.observe(event, message, outcome)
+        if event == "end":
+            watch.touch(message.execution_id)
+
+    dispatcher.deliver = in_process_delivery(runtime, observer=observe)
+    watch.wire(dispatcher)
     try:
-        tracker.refresh()
-        dispatcher.run_until(lambda: status_of(runtime, execution_id) in FINAL)
-        tracker.refresh()
+        if not quiet:
+            tracker.refresh()
+        dispatcher.run_until(watch)
+        if not quiet:
+            tracker.refresh()
     except KeyboardInterrupt:
         renderer.close()
         status = status_of(runtime, execution_id) or "unknown"
