@@ -121,6 +121,7 @@ def analyse(doc: Document) -> Report:
             explainer.explain(error)
         found = explainer.result()
     found.extend(_switch_default_last(doc))
+    found.extend(_not_json(doc, {f.path for f in found}))
     unknown = frozenset((*f.path, f.key) for f in found if f.tag == "unknown" and f.key is not None)
     return Report(sort(f.diagnostic() for f in found), unknown)
 
@@ -1391,6 +1392,33 @@ def _fix_name(title: str, value: str) -> str | None:
 
 
 # ------------------------------------------------------------------ beyond what JSON Schema can say
+
+
+def _not_json(doc: Document, reported: set[JsonPath]) -> list[_Found]:
+    """Values YAML can hold but JSON cannot: unquoted dates and times (YAML timestamps) and ``!!binary``.
+
+    A workflow is JSON once loaded (the graph is hashed as JSON, payloads travel as JSON), so such a
+    value anywhere, also in free-form places such as ``with``, is an error that says to quote it.
+    Values the schema already complained about are left to that message.
+    """
+    import datetime as dt
+
+    out: list[_Found] = []
+    for path in doc.not_json:
+        value = _get(doc.value, path)
+        if path in reported or path[-1:] == ("\0key",) or not isinstance(value, dt.date | bytes):
+            continue
+        span = doc.spans.get(path)
+        text = doc.text[span.start : span.end] if span is not None and span.start >= 0 else str(value)
+        if isinstance(value, bytes):
+            message = f"{_label(path)}: binary values (!!binary) are not supported: give the text itself"
+        else:
+            message = (
+                f"{_label(path)}: the unquoted {text} is a YAML timestamp, not text: quote it to keep "
+                f"it as written: '{text}'"
+            )
+        out.append(_Found("schema", message, doc.at(path), path, "type"))
+    return out
 
 
 def _switch_default_last(doc: Document) -> list[_Found]:

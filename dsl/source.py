@@ -46,6 +46,7 @@ class Document:
     keys: dict[JsonPath, Position] = field(default_factory=dict)
     spans: dict[JsonPath, ScalarSpan] = field(default_factory=dict)
     problems: list[Diagnostic] = field(default_factory=list)  # found while loading, not fatal
+    not_json: list[JsonPath] = field(default_factory=list)  # scalars YAML read as dates or bytes
 
     def at(self, path: JsonPath) -> Position:
         """Position of the value at ``path``; the nearest ancestor's when the path is not in the file."""
@@ -247,6 +248,7 @@ _MAX_NODES = 200_000
 # document recursively; this bound keeps them all far from Python's recursion limit. It allows about
 # 30 levels of foreach or 20 of parallel steps inside each other, and data 100 levels deep.
 MAX_DEPTH = 100
+_NOT_JSON_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary")
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 # characters that look like spaces but are not YAML indentation (pasted from web pages, chat, …)
 _ODD_SPACES = re.compile("[\u00a0\u1680\u2000-\u200b\u202f\u205f\u3000\ufeff]")
@@ -260,6 +262,7 @@ class _Builder:
         self.doc_keys: dict[JsonPath, Position] = {}
         self.spans: dict[JsonPath, ScalarSpan] = {}
         self.problems: list[Diagnostic] = []
+        self.not_json: list[JsonPath] = []
         self.constructor = yaml.SafeLoader("")  # only its scalar constructors are used
         self.count = 0
 
@@ -295,6 +298,8 @@ class _Builder:
             node.start_mark.index,
             node.end_mark.index,
         )
+        if node.tag in _NOT_JSON_TAGS:
+            self.not_json.append(path)
         return self.constructor.construct_object(node, deep=True)
 
     def _check_tag(self, node: yaml.Node) -> None:
@@ -431,7 +436,16 @@ def loads(text: str, file: str = "<string>") -> Document:
             raise LoadError(
                 Diagnostic("yaml-syntax", "error", "YAML nesting is too deep", Position(file, 1, 1))
             ) from None
-    doc = Document(file, text, value, builder.doc_values, builder.doc_keys, builder.spans, builder.problems)
+    doc = Document(
+        file,
+        text,
+        value,
+        builder.doc_values,
+        builder.doc_keys,
+        builder.spans,
+        builder.problems,
+        builder.not_json,
+    )
     doc.values.setdefault((), Position(file, 1, 1))
     return doc
 

@@ -120,6 +120,21 @@ def _outside_quotes(line: str) -> str:
     return "".join(out)
 
 
+def _quotes_in(text: str, quote: str) -> int:
+    """How many string delimiters ``quote`` the text has (escaped \\" and doubled '' not counted)."""
+    if quote == '"':
+        return len(re.findall(r'(?<!\\)"', text))
+    return len(re.findall(r"'", text.replace("''", "")))
+
+
+def _last_quote(text: str, quote: str) -> int:
+    """Column of the unmatched (last odd) ``quote`` of the line."""
+    positions = [i for i, ch in enumerate(text) if ch == quote and (quote != '"' or text[i - 1 : i] != "\\")]
+    if quote == "'":
+        positions = [m.start() for m in re.finditer(r"'(?!')|''", text) if m.group(0) == "'"]
+    return positions[-1] if positions else 0
+
+
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
 
@@ -365,6 +380,24 @@ class _Explainer:
         pm = self.pm
         text = self.line(pm.line)
         before = text[: pm.column].rstrip()
+        if before.endswith(("'", '"')):
+            opener = self.string_opener(pm.line, len(before) - 1, before[-1])
+            if opener is not None:
+                row, col = opener
+                quote = before[-1]
+                return self.at(
+                    f"this {quote} is not closed on its line, so the string runs on to line {pm.line + 1}: "
+                    f"add the closing {quote}",
+                    row,
+                    col,
+                )
+        if before.endswith(("]", "}")) and _indent(text) < pm.column:
+            return self.at(
+                f"text after the closing {before[-1]!r}: a value written in brackets ends there; quote the "
+                "whole value if the brackets are part of the text",
+                pm.line,
+                pm.column,
+            )
         if pm.line == (self.cm.line if self.cm else -1) or before.endswith(("'", '"')):
             if before.endswith(("'", '"')) and _indent(text) < pm.column:
                 quote = before[-1]
@@ -398,6 +431,18 @@ class _Explainer:
                     pm.line,
                     here,
                 )
+        return None
+
+    def string_opener(self, row: int, col: int, quote: str) -> tuple[int, int] | None:
+        """Where the quoted string that the ``quote`` at ``row``/``col`` closes was opened, when that
+        is on an earlier line (a string whose closing quote is missing swallows the lines after it)."""
+        if _quotes_in(self.line(row)[:col], quote) % 2 == 1:
+            return None  # opened on this line: the quote closes a string of its own line
+        for r in range(row - 1, max(row - 200, -1), -1):
+            text = self.line(r)
+            count = _quotes_in(text, quote)
+            if count % 2 == 1:
+                return r, _last_quote(text, quote)
         return None
 
     def expected_dash(self) -> Explained | None:

@@ -3420,6 +3420,122 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
             """),
         [("schema", 3, 10, "did you mean 'a'?"), ("unknown-key", 3, 13, "did you mean 'action'?")],
     ),
+    (
+        "quote-unclosed-swallows-lines",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                retry: "max_attempts: 6, interval: 1s}
+              - id: b
+                action: x.y
+                with:
+                  v: "{{ input.x }}"
+            """),
+        [("yaml-syntax", 5, 12, 'this " is not closed on its line, so the string runs on to')],
+    ),
+    (
+        "text-after-closing-bracket",
+        T("""
+            name: t
+            input:
+              type: object
+              properties:
+                x: {type: string}o
+            steps:
+              - id: a
+                action: x.y
+            """),
+        [("yaml-syntax", 5, 22, "quote the whole value if the brackets are part of the text")],
+    ),
+    (
+        "dashed-input-key",
+        T("""
+            name: t
+            input:
+              type: object
+              additionalProperties: false
+              properties:
+                order-id: {type: string}
+            steps:
+              - id: a
+                action: x.y
+                with: {v: "{{ input.order-id }}"}
+            """),
+        [
+            ("input-reference", 10, 25, "write input['order-id'])"),
+            ("unknown-name", 10, 31, "write input['order-id']): here a template can read env,"),
+        ],
+    ),
+    (
+        "dashed-output-key",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+              - id: b
+                action: x.y
+                with: {v: "{{ steps.a.output.x-request-id }}"}
+            """),
+        [("unknown-name", 7, 36, "write steps.a.output['x-request-id']): here a template can")],
+    ),
+    (
+        "half-open-template",
+        T("""
+            name: t
+            env: [API]
+            steps:
+              - id: a
+                http: {url: "https://x.io/{ env.API }}/v"}
+            """),
+        [("template-lookalike", 5, 31, "write '{{ env.API }}'")],
+    ),
+    (
+        "template-in-description-is-prose",
+        T("""
+            name: t
+            description: "uses {{ not checked }"
+            steps:
+              - id: a
+                action: x.y
+            """),
+        [],
+    ),
+    (
+        "date-in-with",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                with: {day: 2030-01-01}
+            """),
+        [("schema", 5, 17, "the unquoted 2030-01-01 is a YAML timestamp, not text:")],
+    ),
+    (
+        "binary-in-with",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                with: {b: !!binary aGVsbG8=}
+            """),
+        [("schema", 5, 15, "binary values (!!binary) are not supported: give the text")],
+    ),
+    (
+        "date-in-input-default",
+        T("""
+            name: t
+            input: {type: object, default: 2020-01-01}
+            steps:
+              - id: a
+                action: x.y
+            """),
+        [("schema", 2, 32, "the unquoted 2020-01-01 is a YAML timestamp, not text:")],
+    ),
 ]
 
 # files that are unusual but right: no diagnostic at all

@@ -16,7 +16,14 @@ from functools import lru_cache
 from typing import Any
 
 from dsl.checks import CheckContext, TemplateSite, rule
-from dsl.checks.template_syntax import did_you_mean, filter_offset, part_offset, rendered_sites, root_offset
+from dsl.checks.template_syntax import (
+    dashed_hint,
+    did_you_mean,
+    filter_offset,
+    part_offset,
+    rendered_sites,
+    root_offset,
+)
 from dsl.diagnostics import Diagnostic
 from dsl.source import JsonPath
 from dsl.templates import Reference
@@ -550,7 +557,9 @@ def _check_ref(ctx: CheckContext, nav: _Schema, site: TemplateSite, ref: Referen
             continue
         if status == "unknown" or _has_attribute(frozenset({"object"}), part):
             return  # nothing to check against, or a mapping method such as `input.x.items()`
-        hint = did_you_mean(part, nav.names(current))
+        hint = dashed_hint(site.source, part_offset(site.source, ref, i)) or did_you_mean(
+            part, nav.names(current)
+        )
         where = "the input schema" if i == 0 else f"{dotted} in the input schema"
         if status == "closed":
             yield ctx.diag(

@@ -19,6 +19,7 @@ from dsl.source import JsonPath
 
 _ROOTS = r"(?:input|steps|vars|env|execution|item|index|error|result)"
 _SINGLE = re.compile(rf"(?<![{{$])\{{\s*({_ROOTS}(?:\.\w+|\[[^\]{{}}]+\])+)\s*\}}(?!\}})")
+_HALF_OPEN = re.compile(rf"(?<![{{$])\{{(\s*{_ROOTS}\b[^{{}}]*)\}}\}}")
 _GITHUB = re.compile(r"\$\{\{")
 _SHELL = re.compile(r"\$\{(\w+)\}|\$(\w+)\b")
 _OPEN_QUOTES = {"\u201c": "\u201d", "\u2018": "\u2019", "\u201e": "\u201c", "\u00ab": "\u00bb"}
@@ -84,6 +85,15 @@ def check_lookalikes(ctx: CheckContext) -> Iterator[Diagnostic]:
             stripped = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", lambda m: " " * len(m.group(0)), value, flags=re.S)
         else:
             stripped = value
+        for match in _HALF_OPEN.finditer(value):
+            yield ctx.diag(
+                "template-lookalike",
+                "warning",
+                f"this template opens with one '{{' but closes with '}}}}', so it is kept as text: write "
+                f"'{{{{{match.group(1)}}}}}'",
+                path,
+                offset=match.start(),
+            )
         for match in _SINGLE.finditer(stripped):
             yield ctx.diag(
                 "template-lookalike",

@@ -13,7 +13,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from dsl.checks import CheckContext, StepRef, TemplateSite, rule
-from dsl.checks.template_syntax import did_you_mean, part_offset, rendered_sites, root_offset
+from dsl.checks.template_syntax import (
+    dashed_hint,
+    did_you_mean,
+    part_offset,
+    rendered_sites,
+    root_offset,
+)
 from dsl.diagnostics import Diagnostic
 from dsl.graph import TOP_SCOPE
 from dsl.templates import EXTRA_GLOBALS, Reference
@@ -152,6 +158,7 @@ def _classify(ctx: CheckContext) -> list[tuple[str, TemplateSite, Reference, _Sc
     "result, a foreach item or index, a template-local name, or a global such as duration/range)",
 )
 def check_unknown(ctx: CheckContext) -> Iterator[Diagnostic]:
+    dashed_seen: set[tuple[object, str]] = set()
     for verdict, site, ref, scope in _classify(ctx):
         if verdict != "unknown-name":
             continue
@@ -168,6 +175,12 @@ def check_unknown(ctx: CheckContext) -> Iterator[Diagnostic]:
             continue
         visible = sorted(scope.names - set(GLOBALS) - {"loop"})
         hint = did_you_mean(ref.root, scope.names)
+        dashed = dashed_hint(site.source, root_offset(site.source, ref))
+        if dashed:
+            if (site.path, dashed) in dashed_seen:
+                continue  # `a.x-request-id`: one error for the key, not one per '-'
+            dashed_seen.add((site.path, dashed))
+            hint = dashed
         if ref.root in _NO_SUCH_FUNCTION:
             hint = f" ({_NO_SUCH_FUNCTION[ref.root]})"
         if ref.root == "item" and scope.foreach:

@@ -90,6 +90,23 @@ def filter_offset(site: TemplateSite, name: str, after: int = 0) -> int:
     return 0
 
 
+_DASHED = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\.([A-Za-z_]\w*(?:-\w+)+)")
+
+
+def dashed_hint(source: str, at: int) -> str:
+    """When the name at ``at`` is part of ``a.b-c`` (read by Jinja2 as ``a.b - c``), how to write a key
+    that contains '-'; else an empty string."""
+    for match in _DASHED.finditer(source):
+        if match.start() <= at < match.end():
+            head, key = match.group(1), match.group(2)
+            spaced = f"{head}.{key}".replace("-", " - ")
+            return (
+                f" (`{match.group(0)}` is read as a subtraction, {spaced}: for a key with '-', "
+                f"write {head}['{key}'])"
+            )
+    return ""
+
+
 @rule("template-syntax", "a template string is not valid Jinja2 (the column points inside the string)")
 def check_syntax(ctx: CheckContext) -> Iterator[Diagnostic]:
     for site in rendered_sites(ctx):
