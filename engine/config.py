@@ -23,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_TIME_BUDGET_S = 7.5
+DEFAULT_MAX_NODES_PER_CALL = 1
+MAX_NODES_PER_CALL_LIMIT = 10_000
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_WORKFLOWS_DIR = "workflows"
@@ -40,6 +42,7 @@ VARIABLES: dict[str, str] = {
     "HOPFLOW_SIGNING_KEY": "signing local-dispatcher deliveries (Ed25519 private key)",
     "HOPFLOW_VERIFY_KEYS": "verifying local-dispatcher deliveries (Ed25519 public keys)",
     "HOPFLOW_TIME_BUDGET": "how long one webhook call may work",
+    "HOPFLOW_MAX_NODES_PER_CALL": "how many cheap nodes one call may chain (1: one node per call)",
     "HOPFLOW_DEV_INSECURE": "development only: accept unsigned/unauthenticated loopback requests",
     "HOPFLOW_WORKFLOWS": "the workflow folder of the ASGI entry point",
     "HOPFLOW_ACTIONS": "action modules the ASGI entry point imports",
@@ -102,6 +105,16 @@ def parse_time_budget(text: str) -> float:
     return seconds
 
 
+def parse_max_nodes_per_call(text: str) -> int:
+    """A whole number from 1 to 10000 (1: one node per call); ValueError when unusable."""
+    raw = text.strip()
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_NODES_PER_CALL_LIMIT:
+        raise ValueError(
+            f"{text!r} is not a number of nodes (a whole number from 1 to {MAX_NODES_PER_CALL_LIMIT})"
+        )
+    return int(raw)
+
+
 def is_loopback_host(host: str | None) -> bool:
     if not host:
         return False
@@ -147,6 +160,7 @@ class Config:
     signing_key: str | None = field(default=None, repr=False)
     verify_keys: tuple[str, ...] = ()
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
+    max_nodes_per_call: int = DEFAULT_MAX_NODES_PER_CALL
     dev_insecure: bool = False
     workflows_dir: str = DEFAULT_WORKFLOWS_DIR
     actions: str | None = None
@@ -438,6 +452,30 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
                 ok("HOPFLOW_TIME_BUDGET", f"{seconds:g} s")
     else:
         ok("HOPFLOW_TIME_BUDGET", f"unset: {DEFAULT_TIME_BUDGET_S:g} s")
+
+    # --- chaining cheap nodes
+    chain = _env_value(env, "HOPFLOW_MAX_NODES_PER_CALL")
+    if chain is not None:
+        try:
+            nodes = parse_max_nodes_per_call(chain)
+        except ValueError as exc:
+            error(
+                "HOPFLOW_MAX_NODES_PER_CALL",
+                str(exc),
+                "unset it (one node per call) or set e.g. HOPFLOW_MAX_NODES_PER_CALL=10",
+            )
+        else:
+            values["max_nodes_per_call"] = nodes
+            if nodes == 1:
+                ok("HOPFLOW_MAX_NODES_PER_CALL", "1: one node per call")
+            else:
+                ok(
+                    "HOPFLOW_MAX_NODES_PER_CALL",
+                    f"{nodes}: one call may run up to {nodes} nodes, chaining set/switch/succeed/fail "
+                    "nodes after the first while under 80 % of the time budget",
+                )
+    else:
+        ok("HOPFLOW_MAX_NODES_PER_CALL", f"unset: {DEFAULT_MAX_NODES_PER_CALL} (one node per call)")
 
     # --- dev mode
     dev = _env_value(env, "HOPFLOW_DEV_INSECURE")

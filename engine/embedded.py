@@ -155,6 +155,7 @@ def embedded_runtime(
     fast_forward: bool = False,
     redis: Any = None,
     time_budget_s: float | None = None,
+    max_nodes_per_call: int | None = None,
     workers: int = 8,
     poll_interval_s: float = 1.0,
     directory: str | Path | None = None,
@@ -162,7 +163,9 @@ def embedded_runtime(
     """A ready runtime on the embedded default: catalog, store, local dispatcher, clock.
 
     ``workflows`` is a folder (every ``*.yaml`` in it), a list of files, or a ready catalog.
-    ``actions`` is the ``--actions`` value (modules or ``.py`` files), imported now. With
+    ``actions`` is the ``--actions`` value (modules or ``.py`` files), imported now.
+    ``time_budget_s`` and ``max_nodes_per_call`` default to ``HOPFLOW_TIME_BUDGET`` and
+    ``HOPFLOW_MAX_NODES_PER_CALL`` (else 7.5 s and 1). With
     ``fast_forward`` the clock is virtual and the dispatcher jumps it over waits when nothing else is
     runnable. The dispatcher's
     ``deliver`` advances the runtime in-process; ``on_dead`` marks the execution ``dead``; its
@@ -184,6 +187,7 @@ def embedded_runtime(
         catalog = Catalog.from_files([Path(p) for p in workflows])
     client = redis if redis is not None else redis_client(directory=directory)
     budget = time_budget_s if time_budget_s is not None else _env_budget()
+    chain = max_nodes_per_call if max_nodes_per_call is not None else env_max_nodes_per_call()
     clock: Clock = VirtualClock() if fast_forward else SystemClock()
     dispatcher = LocalDispatcher(
         client,
@@ -193,7 +197,15 @@ def embedded_runtime(
         lease_s=LEASE_S,
         poll_interval_s=poll_interval_s,
     )
-    runtime = Runtime(Store(client), dispatcher, catalog, actions=REGISTRY, clock=clock, time_budget_s=budget)
+    runtime = Runtime(
+        Store(client),
+        dispatcher,
+        catalog,
+        actions=REGISTRY,
+        clock=clock,
+        time_budget_s=budget,
+        max_nodes_per_call=chain,
+    )
     dispatcher.deliver = in_process_delivery(runtime)
     dispatcher.on_dead = runtime.mark_dead
     return runtime, dispatcher
@@ -211,6 +223,19 @@ def _env_budget() -> float:
                 f"HOPFLOW_TIME_BUDGET={raw!r} is not a number of seconds or a duration"
             ) from None
     return 7.5
+
+
+def env_max_nodes_per_call() -> int:
+    """``HOPFLOW_MAX_NODES_PER_CALL``, else 1 (one node per call)."""
+    raw = os.environ.get("HOPFLOW_MAX_NODES_PER_CALL", "").strip()
+    if not raw:
+        return 1
+    from engine.config import parse_max_nodes_per_call
+
+    try:
+        return parse_max_nodes_per_call(raw)
+    except ValueError as exc:
+        raise EmbeddedError(f"HOPFLOW_MAX_NODES_PER_CALL: {exc}") from None
 
 
 def in_process_completion(runtime: Runtime) -> Callable[[Message, Any], None]:

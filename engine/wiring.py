@@ -88,7 +88,12 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
 
         dispatcher = LocalDispatcher(client, lease_s=max(60.0, 4 * config.time_budget_s))
     runtime = Runtime(
-        Store(client), dispatcher, catalog, actions=REGISTRY, time_budget_s=config.time_budget_s
+        Store(client),
+        dispatcher,
+        catalog,
+        actions=REGISTRY,
+        time_budget_s=config.time_budget_s,
+        max_nodes_per_call=config.max_nodes_per_call,
     )
     if config.dispatcher_kind == "local":
         dispatcher.deliver = local_delivery(runtime, config)

@@ -513,3 +513,91 @@ def test_final_watch_checks_on_a_touch_or_after_its_interval() -> None:
     assert watch() is True and rt.store.reads == 2
     slow = FinalWatch(rt, "e2", interval_s=0.0)  # type: ignore[arg-type]
     assert slow() is True and slow() is True
+
+
+# ------------------------------------------------------------------------- --max-nodes-per-call
+
+CHAIN = "name: chain\nsteps:\n" + "".join(f"  - id: s{i}\n    set: {{v: {i}}}\n" for i in range(10))
+
+
+def _published(project: Path, execution_id: str) -> int:
+    """Messages the run's local queue accepted for the execution (its 10-minute dedup markers),
+    read from the embedded Redis the run left behind in ``project/.hopflow``."""
+    import redis
+
+    from engine.embedded import embedded_socket, stop_embedded
+
+    folder = project / ".hopflow"
+    client = redis.Redis(unix_socket_path=embedded_socket(folder))
+    try:
+        return sum(1 for _ in client.scan_iter(match=f"hf:{{q}}:d:{execution_id}:*"))
+    finally:
+        client.close()
+        stop_embedded(folder)
+
+
+def _run_chain(project: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    (project / "wf" / "chain.yaml").write_text(CHAIN)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "HOPFLOW_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", "wf/chain.yaml", "--json", "--progress", "none", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        env={**base, **(env or {})},
+    )
+
+
+def test_max_nodes_per_call_chains_cheap_nodes_from_the_option_or_the_environment(project: Path) -> None:
+    plain = _run_chain(project, "--id", "plain-1")
+    chained = _run_chain(project, "--id", "chained-1", "--max-nodes-per-call", "10")
+    from_env = _run_chain(project, "--id", "env-1", env={"HOPFLOW_MAX_NODES_PER_CALL": "5"})
+    for proc in (plain, chained, from_env):
+        assert proc.returncode == 0, proc.stderr
+        record = record_of(proc)
+        assert record["status"] == "succeeded"
+        assert [t["step"] for t in record["trace"]] == [f"s{i}" for i in range(10)]  # all checkpointed
+    assert _published(project, "plain-1") == 10  # one delivery per node
+    assert _published(project, "chained-1") == 1  # the first delivery ran all ten
+    assert _published(project, "env-1") == 2  # five per delivery
+
+
+def test_max_nodes_per_call_usage_errors(project: Path) -> None:
+    bad_env = _run_chain(project, env={"HOPFLOW_MAX_NODES_PER_CALL": "many"})
+    assert bad_env.returncode == 2 and bad_env.stdout == ""
+    assert bad_env.stderr.count("\n") == 1 and "HOPFLOW_MAX_NODES_PER_CALL" in bad_env.stderr
+    zero = _run_chain(project, "--max-nodes-per-call", "0")
+    assert zero.returncode == 2 and "--max-nodes-per-call" in zero.stderr
+    served = hopflow("serve", "--max-nodes-per-call", "0", cwd=project)
+    assert served.returncode == 2 and "--max-nodes-per-call" in served.stderr
+
+
+def test_max_nodes_per_call_in_the_configuration_doctor_and_the_served_runtime(redis_db: Any) -> None:
+    from engine.catalog import Catalog
+    from engine.config import inspect_env
+    from engine.wiring import build_runtime
+
+    config, issues = inspect_env({"HOPFLOW_MAX_NODES_PER_CALL": "25"})
+    assert config is not None and config.max_nodes_per_call == 25
+    assert [i.severity for i in issues if i.variable == "HOPFLOW_MAX_NODES_PER_CALL"] == ["ok"]
+    assert build_runtime(config, redis=redis_db, catalog=Catalog()).max_nodes_per_call == 25
+    default, _ = inspect_env({})
+    assert default is not None and default.max_nodes_per_call == 1
+    assert build_runtime(default, redis=redis_db, catalog=Catalog()).max_nodes_per_call == 1
+    for bad in ("0", "-3", "2.5", "ten", "10001", "²"):
+        config, issues = inspect_env({"HOPFLOW_MAX_NODES_PER_CALL": bad})
+        errors = [i for i in issues if i.severity == "error"]
+        assert config is None and [i.variable for i in errors] == ["HOPFLOW_MAX_NODES_PER_CALL"], bad
+        assert errors[0].fix
+    doctor = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "doctor", "--offline"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("HOPFLOW_")},
+            "HOPFLOW_MAX_NODES_PER_CALL": "x",
+        },
+    )
+    assert doctor.returncode == 1 and "HOPFLOW_MAX_NODES_PER_CALL" in doctor.stdout + doctor.stderr

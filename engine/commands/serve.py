@@ -53,7 +53,23 @@ def _loud(lines: list[str]) -> None:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-def serve(workflows: str | None, actions: tuple[str, ...], host: str, port: int, log_level: str) -> None:
+@click.option(
+    "--max-nodes-per-call",
+    "max_nodes_per_call",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    metavar="N",
+    help="Chain up to N nodes per webhook call: set/switch/succeed/fail nodes after the first, while "
+    "under 80% of the time budget (default $HOPFLOW_MAX_NODES_PER_CALL, else 1).",
+)
+def serve(
+    workflows: str | None,
+    actions: tuple[str, ...],
+    host: str,
+    port: int,
+    log_level: str,
+    max_nodes_per_call: int | None,
+) -> None:
     """Serve the HTTP API (webhook, executions, events) with uvicorn."""
     import logging
 
@@ -64,6 +80,8 @@ def serve(workflows: str | None, actions: tuple[str, ...], host: str, port: int,
         overrides["workflows_dir"] = workflows
     if actions:
         overrides["actions"] = ",".join(actions)
+    if max_nodes_per_call is not None:
+        overrides["max_nodes_per_call"] = max_nodes_per_call
     config, issues = inspect_env(os.environ, **overrides)
     errors = [i for i in issues if i.severity == "error"]
     if config is None or errors:
@@ -108,6 +126,12 @@ def serve(workflows: str | None, actions: tuple[str, ...], host: str, port: int,
     click.echo(
         f"hopflow serve: API on {url} (webhook POST /v1/step, description GET /openapi.json)", err=True
     )
+    if config.max_nodes_per_call > 1:
+        click.echo(
+            f"hopflow serve: up to {config.max_nodes_per_call} nodes per call "
+            "(set/switch/succeed/fail chained after the first)",
+            err=True,
+        )
     if config.dispatcher_kind == "qstash":
         click.echo(
             f"hopflow serve: dispatcher QStash at {config.qstash_url}; deliveries to "
