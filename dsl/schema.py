@@ -99,6 +99,8 @@ class Report:
     diagnostics: list[Diagnostic]
     unknown: frozenset[JsonPath] = frozenset()  # paths of keys reported as unknown
     foreign: bool = False  # not a hopflow workflow: the checks have nothing to say about it
+    # misspelt keys with a confident suggestion: (mapping path, key as written, key meant)
+    renames: tuple[tuple[JsonPath, str, str], ...] = ()
 
 
 def validate_document(doc: Document) -> list[Diagnostic]:
@@ -123,7 +125,12 @@ def analyse(doc: Document) -> Report:
     found.extend(_switch_default_last(doc))
     found.extend(_not_json(doc, {f.path for f in found}))
     unknown = frozenset((*f.path, f.key) for f in found if f.tag == "unknown" and f.key is not None)
-    return Report(sort(f.diagnostic() for f in found), unknown)
+    renames = tuple(
+        (f.path, f.key, f.suggestion)
+        for f in found
+        if f.tag == "unknown" and f.key is not None and f.suggestion and not f.extra
+    )
+    return Report(sort(f.diagnostic() for f in found), unknown, renames=renames)
 
 
 def _foreign(doc: Document) -> _Found | None:
@@ -504,6 +511,13 @@ def _suggest(word: str, options: Iterable[str]) -> str | None:
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if not close:
         close = difflib.get_close_matches(word.lower(), options, n=1, cutoff=0.6)
+    if not close and 2 <= len(word) <= 4:
+        # short words: difflib's ratio is harsh ('ks' vs 'as' is 0.5); one changed letter is a typo
+        close = [
+            o
+            for o in options
+            if len(o) == len(word) and sum(a != b for a, b in zip(o, word.lower(), strict=True)) == 1
+        ]
     return close[0] if close else None
 
 
@@ -691,6 +705,28 @@ class _Explainer:
                         extra={"inside": kind},
                     )
                     continue
+            # a kind's key written where the kind itself is missing ("url:" with no "http:")
+            if title in ("Step", "Compensation") and not kinds_here:
+                candidates = ("http", "workflow") if title == "Compensation" else tuple(_KIND_DEFS)
+                homes = [
+                    k
+                    for k in candidates
+                    if key in load_schema()["$defs"].get(_KIND_DEFS[k], {}).get("properties", {})
+                    and key not in allowed
+                ]
+                if len(homes) == 1:
+                    kind = homes[0]
+                    self.add(
+                        "unknown-key",
+                        f"unknown key {key!r} in {where}: it belongs inside '{kind}:', which is missing "
+                        f"(write '{kind}:' and indent {key!r} under it)",
+                        self.key_pos(key_path),
+                        path,
+                        "unknown",
+                        key=key,
+                        extra={"inside": kind, "bodyless": True},
+                    )
+                    continue
             # a step's own key written inside its kind body ("timeout:" under "http:")
             owner = path[:-1]
             if (
@@ -734,6 +770,13 @@ class _Explainer:
                         "unknown-key", message, self.key_pos(key_path), path, "unknown", key=key, extra=extra
                     )
                     continue
+            if title == "hopflow workflow" and key in _JSON_SCHEMA_WORDS and "input" in allowed:
+                message = (
+                    f"unknown key {key!r} in the workflow: {key!r} is a JSON Schema keyword; it belongs "
+                    "inside 'input:' (indent it under input)"
+                )
+                self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                continue
             if title == "Parallel block" and key == "steps":
                 message = (
                     f"unknown key 'steps' in {where}: a parallel block holds branches, each with its own "
@@ -776,6 +819,23 @@ class _Explainer:
                     f"unknown key {key!r} in {where}: steps have no {key}; write it as a YAML comment (# …)"
                 )
                 self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                continue
+            if len(allowed) == 1 and len(instance) >= 2 and not any(k in allowed for k in instance):
+                if key == next(iter(instance)):
+                    names = ", ".join(repr(k) for k in instance)
+                    message = (
+                        f"{where} has no {allowed[0]!r}: its keys {names} belong inside "
+                        f"'{allowed[0]}:' (write '{allowed[0]}:' and indent them under it)"
+                    )
+                    self.add(
+                        "unknown-key",
+                        message,
+                        self.key_pos(key_path),
+                        path,
+                        "unknown",
+                        key=key,
+                        extra={"inside": allowed[0]},
+                    )
                 continue
             suggestion = hints.synonym(title, key, allowed) or _suggest(key, allowed)
             message = f"unknown key {key!r} in {where}{_did_you_mean(suggestion)}"
@@ -1068,6 +1128,8 @@ class _Explainer:
 
     def _on_not(self, error: ValidationError, path: JsonPath) -> None:
         instance = error.instance
+        if not isinstance(instance, dict):
+            return  # `not: {required: [...]}` holds vacuously for a non-mapping: its type error says it
         if isinstance(instance, dict) and "json" in instance and "body" in instance:
             self.add(
                 "schema",
@@ -1135,7 +1197,7 @@ class _Explainer:
 
     # -- noise removal
     def result(self) -> list[_Found]:
-        found = self._merge_misnamed(self._branch_as_step(self.found))
+        found = self._under_indented(self._bodyless(self._merge_misnamed(self._branch_as_step(self.found))))
         typed = {f.path for f in found if f.tag == "type"}
         suggested = {(f.path, f.suggestion) for f in found if f.tag == "unknown" and f.suggestion}
         unknown_kind_at = {
@@ -1180,7 +1242,91 @@ class _Explainer:
             if key not in seen:
                 seen.add(key)
                 out.append(f)
-        return _name_and_steps(out)
+        return _name_and_steps(_not_a_step(out))
+
+    def _under_indented(self, found: list[_Found]) -> list[_Found]:
+        """``output:`` with nothing after it, then keys that mean nothing here: those keys were meant
+        to be indented under it. One message for them, none about the empty ``output``."""
+        by_path: dict[JsonPath, list[_Found]] = {}
+        for f in found:
+            if f.tag == "unknown" and f.key is not None and not f.suggestion:
+                by_path.setdefault(f.path, []).append(f)
+        drop: set[int] = set()
+        replace: dict[int, _Found] = {}
+        emptied: set[JsonPath] = set()
+        for path, unknowns in by_path.items():
+            mapping = _get(self.doc.value, path)
+            if not isinstance(mapping, dict):
+                continue
+            stray = {f.key: f for f in unknowns}
+            keys = list(mapping)
+            for i, key in enumerate(keys):
+                if key in stray or mapping[key] is not None:
+                    continue
+                following = []
+                for later in keys[i + 1 :]:
+                    f = stray.get(later)
+                    if f is None or (f.extra and f.extra.get("inside") not in (None, key)):
+                        break
+                    following.append(f)
+                if not following:
+                    continue
+                names = ", ".join(repr(f.key) for f in following)
+                line = self.doc.key_at((*path, key)).line
+                verb = "is" if len(following) == 1 else "are"
+                message = (
+                    f"{names} {verb} not indented under {key!r} (line {line}), which is empty as written: "
+                    f"indent {'it' if len(following) == 1 else 'them'} deeper than '{key}'"
+                )
+                first = following[0]
+                replace[id(first)] = _Found(
+                    "unknown-key",
+                    message,
+                    first.position,
+                    path,
+                    "unknown",
+                    key=first.key,
+                    extra={"inside": key},
+                )
+                drop.update(id(f) for f in following[1:])
+                emptied.add((*path, key))
+        out = []
+        for f in found:
+            if id(f) in drop:
+                continue
+            if f.path in emptied and f.tag in ("type", "missing", "nokind"):
+                continue  # the empty value's own complaint: its content is just under-indented
+            out.append(replace.get(id(f), f))
+        return out
+
+    def _bodyless(self, found: list[_Found]) -> list[_Found]:
+        """Keys of a kind's body written without the kind (``url:``, ``method:`` and no ``http:``): one
+        message for all of them, and none about the missing kind."""
+        groups: dict[tuple[JsonPath, str], list[_Found]] = {}
+        for f in found:
+            if f.tag == "unknown" and f.extra.get("bodyless"):
+                groups.setdefault((f.path, f.extra["inside"]), []).append(f)
+        if not groups:
+            return found
+        fixed = {path for path, _ in groups}
+        out = []
+        for f in found:
+            if f.tag == "nokind" and f.path in fixed:
+                continue
+            group = groups.get((f.path, f.extra.get("inside", ""))) if f.extra.get("bodyless") else None
+            if group is not None:
+                if f is not group[0]:
+                    continue
+                if len(group) > 1:
+                    keys = ", ".join(repr(g.key) for g in group)
+                    kind = f.extra["inside"]
+                    message = (
+                        f"{_where(self.doc.value, f.path)} has no kind, and its keys {keys} belong inside "
+                        f"'{kind}:' (write '{kind}:' and indent them under it)"
+                    )
+                    f = _Found(f.rule, message, f.position, f.path, f.tag, key=f.key, extra=f.extra)
+            out.append(f)
+        return out
 
     def _merge_misnamed(self, found: list[_Found]) -> list[_Found]:
         """One unknown key and one missing key in the same mapping are one mistake: the unknown key is
@@ -1279,6 +1425,22 @@ class _Explainer:
         return out
 
 
+def _not_a_step(found: list[_Found]) -> list[_Found]:
+    """A list item under ``steps`` with neither an id nor a kind is not recognisably a step (often a
+    line that gained a '- ' or lost its indentation): its one message stands for it, and what is
+    wrong inside it (keys that mean nothing for a step) is left out unless it has a suggestion."""
+    shapeless = {f.path for f in found if f.tag == "nokind" and "has no 'id' and no kind" in f.message}
+    if not shapeless:
+        return found
+    out = []
+    for f in found:
+        inside = any(f.path[: len(p)] == p for p in shapeless) and f.tag != "nokind"
+        if inside and not f.suggestion:
+            continue
+        out.append(f)
+    return out
+
+
 def _name_and_steps(found: list[_Found]) -> list[_Found]:
     """A file with neither 'name' nor 'steps' gets one message for both (they share a position)."""
     top = [f for f in found if f.tag == "missing" and not f.path and f.key in ("name", "steps")]
@@ -1308,6 +1470,9 @@ _RANGE_WHY = {
     "backoff": " (the interval is multiplied by it after each attempt: 1 keeps it constant)",
 }
 
+_JSON_SCHEMA_WORDS = frozenset(
+    {"properties", "required", "additionalProperties", "type", "items", "$defs", "patternProperties"}
+)
 _STEP_KEYS = ("if", "output", "next", "retry", "timeout", "catch", "compensate")
 _STEP_PROPS = ("if", "next", "retry", "catch", "compensate", "with", *KINDS)
 

@@ -101,6 +101,25 @@ class Document:
             return Position(self.file, span.line, span.column + quote + offset)
         return Position(self.file, span.line, span.column)
 
+    def rename_key(self, mapping: JsonPath, old: str, new: str) -> bool:
+        """Rename a key in place, positions included; how the checks read a file as if a misspelt key
+        had been spelled right (so one typo is one error, not a cascade). False when not possible."""
+        target = _get(self.value, mapping)
+        if not isinstance(target, dict) or old not in target or new in target:
+            return False
+        items = [(new if k == old else k, v) for k, v in target.items()]
+        target.clear()
+        target.update(items)
+        prefix = (*tuple(mapping), old)
+        n = len(prefix)
+        for table in (self.values, self.keys, self.spans):
+            moved = {k: v for k, v in table.items() if k[:n] == prefix}
+            for k, v in moved.items():
+                del table[k]
+                table[(*tuple(mapping), new, *k[n:])] = v
+        self.__dict__.pop("_offsets", None)
+        return True
+
     def _line_starts(self) -> list[int]:
         starts = self.__dict__.get("_starts")
         if starts is None:

@@ -134,6 +134,12 @@ def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGE
 
         return Result(doc.file, doc, tuple(sort(found)), None, doc.text, links_of(doc))
     schema_ok = not any(d.is_error for d in found)
+    unknown = report.unknown
+    if report.renames:
+        # read the file as if each misspelt key had been spelled as suggested: the checks then report
+        # what is wrong beyond the typo, and nothing that only follows from it
+        renamed = {(*path, old) for path, old, new in report.renames if doc.rename_key(path, old, new)}
+        unknown = frozenset(unknown - renamed)
 
     graph: Graph | None = None
     if schema_ok:
@@ -144,9 +150,7 @@ def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGE
         except Exception as exc:  # compiling a schema-valid file must not fail
             found.append(_internal(doc, "the compiler", exc))
 
-    ctx = CheckContext(
-        doc, time_budget_ms=time_budget_ms, graph=graph, schema_ok=schema_ok, unknown=report.unknown
-    )
+    ctx = CheckContext(doc, time_budget_ms=time_budget_ms, graph=graph, schema_ok=schema_ok, unknown=unknown)
     for name, check in all_checks():
         try:
             found.extend(check(ctx))
@@ -154,13 +158,41 @@ def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGE
             if schema_ok:
                 found.append(_internal(doc, f"rule {name!r}", exc))
 
-    diagnostics = tuple(sort(found))
+    diagnostics = tuple(_group_repeats(sort(found)))
     ok = not any(d.is_error for d in diagnostics)
     if graph is not None and not graph.hash:
         graph = graph.with_hash()
     from dsl.workspace import links_of
 
     return Result(doc.file, doc, diagnostics, graph if ok else None, doc.text, links_of(doc))
+
+
+# rules whose repeats are one mistake with one fix (a name missing where it is defined): reported
+# once, at the first use, with the other places listed
+GROUPED = frozenset(
+    {"reference-unknown-step", "unknown-target", "undeclared-env", "input-reference", "undefined-var"}
+)
+
+
+def _group_repeats(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """``env.API is not declared`` at ten templates is one mistake: one diagnostic, naming the lines."""
+    groups: dict[tuple[str, str, str], list[Diagnostic]] = {}
+    for d in diagnostics:
+        if d.rule in GROUPED:
+            groups.setdefault((d.rule, d.severity, d.message), []).append(d)
+    out = []
+    for d in diagnostics:
+        group = groups.get((d.rule, d.severity, d.message))
+        if group is None:
+            out.append(d)
+        elif group[0] is d:
+            lines = sorted({o.position.line for o in group[1:]} - {d.position.line})
+            if lines:
+                shown = ", ".join(str(n) for n in lines[:5]) + (" and more" if len(lines) > 5 else "")
+                word = "line" if len(lines) == 1 else "lines"
+                d = Diagnostic(d.rule, d.severity, f"{d.message} (also on {word} {shown})", d.position)
+            out.append(d)
+    return out
 
 
 def _internal(doc: Document, where: str, exc: Exception) -> Diagnostic:

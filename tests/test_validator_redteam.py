@@ -1078,7 +1078,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
                 http:
                 url: "https://x.io"
             """),
-        [("unknown-key", 5, 5, "it belongs inside 'http:' (indent it under http)")],
+        [("unknown-key", 5, 5, "indent it deeper than 'http'")],
     ),
     (
         "http-body-at-step",
@@ -3090,7 +3090,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
         [("unknown-key", 4, 5, "use one of http, action, wait, switch, parallel, foreach,")],
     ),
     (
-        "template-in-unknown-key-is-not-checked",
+        "key-typo-and-template-typo-both-reported",
         T("""
             name: t
             steps:
@@ -3098,7 +3098,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
                 action: x.y
                 outptu: "{{ reslt.x }}"
             """),
-        [("unknown-key", 5, 5, "did you mean 'output'?")],
+        [("unknown-key", 5, 5, "did you mean 'output'?"), ("unknown-name", 5, 17, "did you mean 'result'?")],
     ),
     (
         "two-unknown-names",
@@ -3535,6 +3535,287 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
                 action: x.y
             """),
         [("schema", 2, 32, "the unquoted 2020-01-01 is a YAML timestamp, not text:")],
+    ),
+    (
+        "template-under-unknown-key-not-checked",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                frobnicate: "{{ reslt.x }}"
+            """),
+        [("unknown-key", 5, 5, "unknown key 'frobnicate' in step 'a'")],
+    ),
+    (
+        "typo-in-set-key-no-cascade",
+        T("""
+            name: t
+            steps:
+              - id: a
+                seyt: {count: 1}
+              - id: b
+                action: x.y
+                with: {v: "{{ vars.count }}"}
+            """),
+        [("unknown-key", 4, 5, "did you mean 'set'?")],
+    ),
+    (
+        "typo-in-catch-key-no-cascade",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                cacth: [{errors: [any], goto: b}]
+              - id: b
+                action: x.y
+                with: {v: "{{ error.message }}"}
+            """),
+        [("unknown-key", 5, 5, "did you mean 'catch'?")],
+    ),
+    (
+        "typo-in-env-key-no-cascade",
+        T("""
+            name: t
+            evn: [API]
+            steps:
+              - id: a
+                http: {url: "{{ env.API }}/x"}
+            """),
+        [("unknown-key", 2, 1, "did you mean 'env'?")],
+    ),
+    (
+        "typo-in-id-key-no-cascade",
+        T("""
+            name: t
+            steps:
+              - ib: fetch
+                action: x.y
+              - id: b
+                action: x.y
+                with: {v: "{{ steps.fetch.output }}"}
+            """),
+        [("unknown-key", 3, 5, "did you mean 'id'?")],
+    ),
+    (
+        "bad-id-no-cascade",
+        T("""
+            name: t
+            steps:
+              - id: Fetch
+                action: x.y
+              - id: b
+                action: x.y
+                with: {v: "{{ steps.fetch.output }}"}
+                next: fetch
+            """),
+        [("schema", 3, 9, "did you mean 'fetch'?")],
+    ),
+    (
+        "missing-id-foreach-body-scope",
+        T("""
+            name: t
+            steps:
+              - foreach:
+                  items: [1, 2]
+                  steps:
+                    - id: b
+                      action: x.y
+                      with: {v: "{{ item }}"}
+            """),
+        [("missing-key", 3, 5, "every step needs a unique id such as 'book_table'")],
+    ),
+    (
+        "env-missing-used-thrice-one-error",
+        T("""
+            name: t
+            steps:
+              - id: a
+                http: {url: "{{ env.API }}/a"}
+              - id: b
+                http: {url: "{{ env.API }}/b"}
+              - id: c
+                http: {url: "{{ env.API }}/c"}
+            """),
+        [("undeclared-env", 4, 25, "add API to the top-level `env:` list (also on lines 6, 8)")],
+    ),
+    (
+        "renamed-step-referenced-twice",
+        T("""
+            name: t
+            steps:
+              - id: fetch_user
+                action: x.y
+              - id: b
+                action: x.y
+                with: {a: "{{ steps.fetch.output }}", b: "{{ steps.fetch.output.id }}"}
+            """),
+        [("reference-unknown-step", 7, 19, "there is no step 'fetch' (did you mean steps.fetch_user?)")],
+    ),
+    (
+        "input-type-typo-no-cascade",
+        T("""
+            name: t
+            input:
+              type: objct
+              properties:
+                x: {type: string}
+            steps:
+              - id: a
+                action: x.y
+                with: {v: "{{ input.x }}", w: "{{ input.x | length }}"}
+            """),
+        [("input-schema", 3, 9, "did you mean 'object'?")],
+    ),
+    (
+        "input-properties-typo-no-cascade",
+        T("""
+            name: t
+            input:
+              type: object
+              additionalProperties: false
+              prperties:
+                x: {type: string}
+            steps:
+              - id: a
+                action: x.y
+                with: {v: "{{ input.x }}"}
+            """),
+        [("input-schema", 5, 3, "did you mean 'properties'?")],
+    ),
+    (
+        "input-properties-lost-indentation",
+        T("""
+            name: t
+            input:
+              type: object
+              additionalProperties: false
+            properties:
+              x: {type: string}
+            steps:
+              - id: a
+                action: x.y
+                with: {v: "{{ input.x }}"}
+            """),
+        [("unknown-key", 5, 1, "it belongs inside 'input:' (indent it under input)")],
+    ),
+    (
+        "succeed-output-line-lost",
+        T("""
+            name: t
+            steps:
+              - id: a
+                succeed:
+                  status: ok
+                  id: "{{ input.id }}"
+            """),
+        [("unknown-key", 5, 7, "write 'output:' and indent them under it)")],
+    ),
+    (
+        "parallel-branches-line-lost",
+        T("""
+            name: t
+            steps:
+              - id: p
+                parallel:
+                  - steps:
+                      - {id: a, action: x.y}
+              - id: b
+                action: x.y
+                with: {v: "{{ steps.a.output }}"}
+            """),
+        [("schema", 5, 7, "write parallel: {branches: [{steps: [...]}, …]}: each")],
+    ),
+    (
+        "short-key-typo",
+        T("""
+            name: t
+            steps:
+              - id: f
+                foreach:
+                  items: [1, 2]
+                  ks: line
+                  steps:
+                    - {id: b, action: x.y, with: {v: "{{ line }}"}}
+            """),
+        [("unknown-key", 6, 7, "did you mean 'as'?")],
+    ),
+    (
+        "two-steps-run-together",
+        T("""
+            name: t
+            steps:
+              - id: pick
+                switch:
+                  - {if: "{{ input.x }}", goto: done}
+                action: x.book
+              - id: done
+                action: x.y
+                with: {v: "{{ steps.book.output }}"}
+            """),
+        [("schema", 6, 5, "to run several things, use several steps")],
+    ),
+    (
+        "duplicated-id-line",
+        T("""
+            name: t
+            steps:
+              - id: each
+              - id: each
+                foreach:
+                  items: [1]
+                  as: line
+                  steps:
+                    - {id: b, action: x.y, with: {v: "{{ line }}"}}
+            """),
+        [
+            ("missing-key", 3, 5, "add exactly one of http, action, wait, switch, parallel,"),
+            ("duplicate-id", 4, 9, "duplicate step id 'each': already used by the step at line 3"),
+        ],
+    ),
+    (
+        "catch-goto-lost-no-error-cascade",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                catch:
+                  - errors: [any]
+              - id: b
+                action: x.y
+                with: {v: "{{ error.message }}"}
+            """),
+        [("missing-key", 6, 9, "there the caught error is readable as 'error' ({name,")],
+    ),
+    (
+        "compensation-http-line-lost",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                compensate:
+                  method: DELETE
+                  url: "https://x.io/a"
+                  expect: [204]
+            """),
+        [("unknown-key", 6, 7, "write 'http:' and indent them under it)")],
+    ),
+    (
+        "compensation-http-body-under-indented",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                compensate:
+                  http:
+                  method: DELETE
+                  url: "https://x.io/a"
+            """),
+        [("unknown-key", 7, 7, "indent them deeper than 'http'")],
     ),
 ]
 

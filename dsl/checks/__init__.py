@@ -9,6 +9,7 @@ must read the document defensively: use :meth:`CheckContext.steps` (which skips 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -59,6 +60,9 @@ class StepRef:
     path: JsonPath  # where the step mapping is, e.g. ("steps", 3, "parallel", "branches", 0, "steps", 1)
     scope: str  # the graph scope id: "" top level, "<parallel id>/<i>", "<foreach id>"
     body: Mapping[str, Any]
+    # the id is missing or malformed (the schema reports it): ``id`` is then the malformed text, the
+    # value of a misspelt id key (``- ia: book``), or a placeholder such as "<step at line 7>"
+    broken: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,15 +95,38 @@ class CheckContext:
     def steps(self) -> list[StepRef]:
         """Every step in document order, nested ones included; malformed entries are skipped."""
         out: list[StepRef] = []
-        _walk(self.root.get("steps"), ("steps",), TOP_SCOPE, out)
+        _walk(self.root.get("steps"), ("steps",), TOP_SCOPE, out, self.doc)
         return out
+
+    @cached_property
+    def broken_ids(self) -> list[str]:
+        """Ids of steps whose id is missing or malformed (placeholders included)."""
+        return [s.id for s in self.steps if s.broken]
+
+    def maybe_broken(self, target: str) -> bool:
+        """Whether a reference to the unknown step ``target`` is probably to a step whose id is
+        itself broken (then the schema's error on that id is the one to fix, not each reference)."""
+        if any(len([k for k in s.body if k in KINDS]) > 1 for s in self.steps):
+            return True  # two steps run together (a lost '- id:' line): the other id is gone
+        broken = self.broken_ids
+        if not broken:
+            return False
+        if any(b.startswith("<") for b in broken):
+            return True  # a step without any id: any unknown name may be meant for it
+        import difflib
+
+        return bool(difflib.get_close_matches(target, broken, n=1, cutoff=0.6))
 
     @cached_property
     def by_id(self) -> dict[str, StepRef]:
         """First step for each id (duplicates are reported by their own rule)."""
         found: dict[str, StepRef] = {}
         for s in self.steps:
-            found.setdefault(s.id, s)
+            if not s.broken:
+                found.setdefault(s.id, s)
+        for s in self.steps:
+            if s.broken:
+                found.setdefault(s.id, s)  # a broken id never hides a real step of that id
         return found
 
     @cached_property
@@ -153,30 +180,61 @@ def _strings(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
             yield from _strings(v, (*path, i))
 
 
-def _walk(steps: Any, path: JsonPath, scope: str, out: list[StepRef]) -> None:
-    if not isinstance(steps, list):
+_ID = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_STEP_KEYS = frozenset(
+    {"id", "if", "output", "next", "retry", "timeout", "catch", "compensate", "with", *KINDS}
+)
+
+
+def _step_id(step: Mapping[str, Any], line: int, column: int) -> tuple[str, bool]:
+    """The step's id and whether it is broken; a broken id is recovered as well as possible, so that
+    what the step holds (its output template, a foreach body) is still checked in the right scope."""
+    sid = step.get("id")
+    if isinstance(sid, str) and _ID.fullmatch(sid):
+        return sid, False
+    if isinstance(sid, str) and sid:
+        return sid, True
+    if "id" not in step:
+        for key, value in step.items():  # `- ia: book`, `- name: book`: a misspelt id key
+            if key not in _STEP_KEYS and isinstance(value, str) and _ID.fullmatch(value):
+                return value, True
+    return f"<step at line {line}, column {column}>", True
+
+
+def _walk(steps: Any, path: JsonPath, scope: str, out: list[StepRef], doc: Document | None = None) -> None:
+    """Collect the steps of a list, and of the lists nested in them, in document order.
+
+    Lenient on purpose, so that a malformed step (two kinds, no id, a body written as a mapping
+    instead of a list) still gives the templates inside it the scope they were written for."""
+    if isinstance(steps, Mapping) and ("id" in steps or any(k in steps for k in KINDS)):
+        items: list[tuple[JsonPath, Any]] = [(path, steps)]  # `steps:` holding one step, not a list
+    elif isinstance(steps, list):
+        items = [((*path, i), step) for i, step in enumerate(steps)]
+    else:
         return
-    for i, step in enumerate(steps):
+    for step_path, step in items:
         if not isinstance(step, Mapping):
             continue
-        step_path = (*path, i)
-        sid = step.get("id")
         kinds = [k for k in KINDS if k in step]
         kind = kinds[0] if len(kinds) == 1 else None
-        if isinstance(sid, str):
-            out.append(StepRef(sid, kind, step_path, scope, step))
-        else:
-            sid = None
-        if kind == "parallel" and isinstance(step["parallel"], Mapping):
-            branches = step["parallel"].get("branches")
+        where = doc.at(step_path) if doc is not None else None
+        sid, broken = _step_id(step, where.line if where else 0, where.column if where else 0)
+        out.append(StepRef(sid, kind, step_path, scope, step, broken))
+        parallel = step.get("parallel")
+        if isinstance(parallel, Mapping) or isinstance(parallel, list):
+            # a list here is the branches without their `branches:` key (the schema says so)
+            branches = parallel.get("branches") if isinstance(parallel, Mapping) else parallel
+            inner = ("parallel", "branches") if isinstance(parallel, Mapping) else ("parallel",)
             if isinstance(branches, list):
                 for b, branch in enumerate(branches):
                     if isinstance(branch, Mapping):
                         _walk(
                             branch.get("steps"),
-                            (*step_path, "parallel", "branches", b, "steps"),
+                            (*step_path, *inner, b, "steps"),
                             f"{sid}/{b}",
                             out,
+                            doc,
                         )
-        elif kind == "foreach" and isinstance(step["foreach"], Mapping):
-            _walk(step["foreach"].get("steps"), (*step_path, "foreach", "steps"), f"{sid}", out)
+        foreach = step.get("foreach")
+        if isinstance(foreach, Mapping):
+            _walk(foreach.get("steps"), (*step_path, "foreach", "steps"), f"{sid}", out, doc)

@@ -12,6 +12,8 @@ from dsl.diagnostics import Diagnostic
 def duplicate_id(ctx: CheckContext) -> Iterator[Diagnostic]:
     first: dict[str, StepRef] = {}
     for step in ctx.steps:
+        if step.broken:
+            continue  # the schema reports the id itself
         seen = first.setdefault(step.id, step)
         if seen is step:
             continue

@@ -219,6 +219,8 @@ class _Schema:
                 declared = facet.get("type")
                 if isinstance(declared, str):
                     declared = [declared]
+                if isinstance(declared, list) and not all(t in JSON_TYPES for t in declared):
+                    return None  # not a type name (the input-schema rule says so): no judgement
                 if isinstance(declared, list) and all(isinstance(t, str) for t in declared):
                     found = set(declared)
                     if "number" in found:
@@ -324,8 +326,45 @@ def _subschemas(schema: Any, path: JsonPath) -> Iterator[tuple[JsonPath, Mapping
                 yield from _subschemas(sub, (*path, key, i))
 
 
+# keywords the reference checks navigate by: a misspelling of one of them makes those checks guess
+_NAVIGATION = frozenset(
+    {*_SCHEMA_MAPS, *_SCHEMA_ONE, *_SCHEMA_LISTS, "type", "$ref", "required", "enum", "const"}
+)
+
+
 @rule("input-schema", "the `input` block is not a valid JSON Schema (2020-12)")
 def check_input_schema(ctx: CheckContext) -> Iterator[Diagnostic]:
+    return iter(_schema_problems(ctx))
+
+
+def _untrustworthy(ctx: CheckContext) -> bool:
+    """Whether the input schema is too broken to check references against: invalid, or with a
+    misspelt keyword that the checks would need (``prcperties``). Its own errors are then the ones
+    to fix, not one per `input.X` that it fails to declare."""
+    _schema_problems(ctx)
+    if any(len(path) == 1 and (str(path[0]).split() or [""])[-1] in _NAVIGATION for path in ctx.unknown):
+        return True  # e.g. `properties:` that lost its indentation and left `input:`
+    return bool(ctx.extra.get("input_schema_untrusted"))
+
+
+def _schema_problems(ctx: CheckContext) -> list[Diagnostic]:
+    cached = ctx.extra.get("input_schema_problems")
+    if cached is None:
+        untrusted = False
+        cached = []
+        for diagnostic in _find_schema_problems(ctx):
+            cached.append(diagnostic)
+            if diagnostic.is_error:
+                untrusted = True
+            else:
+                meant = re.search(r"did you mean '([^']+)'", diagnostic.message)
+                untrusted = untrusted or bool(meant and meant.group(1) in _NAVIGATION)
+        ctx.extra["input_schema_problems"] = cached
+        ctx.extra["input_schema_untrusted"] = untrusted
+    return cached
+
+
+def _find_schema_problems(ctx: CheckContext) -> Iterator[Diagnostic]:
     schema = ctx.root.get("input")
     if not isinstance(schema, Mapping):
         return  # absent, or not a mapping: the workflow schema reports the latter
@@ -635,7 +674,7 @@ def _input_checks(ctx: CheckContext) -> list[Diagnostic]:
         return cached
     out: list[Diagnostic] = []
     schema = ctx.root.get("input")
-    if isinstance(schema, Mapping):
+    if isinstance(schema, Mapping) and not _untrustworthy(ctx):
         nav = _Schema(schema)
         for site in rendered_sites(ctx):
             if site.parsed is None:

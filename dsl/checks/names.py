@@ -61,13 +61,16 @@ def _names(ctx: CheckContext) -> _Names:
     assigned: dict[str, None] = {}
     for step in ctx.steps:
         catch = step.body.get("catch")
+        inner = step.body.get(step.kind) if step.kind else None
+        if catch is None and isinstance(inner, Mapping):
+            catch = inner.get("catch")  # written inside the kind's body: reported there, still meant
         if isinstance(catch, list):
             for entry in catch:
                 if isinstance(entry, Mapping) and isinstance(entry.get("goto"), str):
                     targets.setdefault(entry["goto"], []).append(step.id)
-        if step.kind == "foreach":
+        if isinstance(step.body.get("foreach"), Mapping):
             foreach.setdefault(_as_name(step), []).append(step.id)
-        if step.kind == "set" and isinstance(step.body.get("set"), Mapping):
+        if isinstance(step.body.get("set"), Mapping):
             assigned.update(dict.fromkeys(str(k) for k in step.body["set"]))
     found = _Names(targets, foreach, assigned)
     ctx.extra["names"] = found
@@ -81,19 +84,21 @@ def _as_name(step: StepRef) -> str:
 
 
 def _enclosing_foreach(ctx: CheckContext, step: StepRef | None) -> list[StepRef]:
-    """The foreach steps whose body (directly or through nesting) holds ``step``, innermost first."""
-    out: list[StepRef] = []
-    scope = step.scope if step is not None else TOP_SCOPE
-    for _ in range(64):  # nesting is finite; a malformed document must not loop
-        if scope == TOP_SCOPE:
-            break
-        owner = ctx.by_id.get(scope.split("/")[0])
-        if owner is None:
-            break
-        if owner.kind == "foreach" and "/" not in scope:
-            out.append(owner)
-        scope = owner.scope
-    return out
+    """The foreach steps whose body (directly or through nesting) holds ``step``, innermost first.
+
+    Found by document path, not by id, so a duplicate or broken id cannot mislead it."""
+    if step is None or step.scope == TOP_SCOPE:
+        return []
+    path = step.path
+    out = [
+        owner
+        for owner in ctx.steps
+        if len(owner.path) < len(path)
+        and path[: len(owner.path)] == owner.path
+        and path[len(owner.path) : len(owner.path) + 2] == ("foreach", "steps")
+        and isinstance(owner.body.get("foreach"), Mapping)
+    ]
+    return sorted(out, key=lambda owner: len(owner.path), reverse=True)
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,9 @@ def _classify(ctx: CheckContext) -> list[tuple[str, TemplateSite, Reference, _Sc
         return cached
     names = _names(ctx)
     out: list[tuple[str, TemplateSite, Reference, _Scope]] = []
+    if not ctx.steps:
+        ctx.extra["names_refs"] = out
+        return out  # no steps (the schema says so): where a template sits cannot be known
     for site in rendered_sites(ctx):
         if site.parsed is None or not site.parsed.references:
             continue
@@ -197,6 +205,8 @@ def check_unknown(ctx: CheckContext) -> Iterator[Diagnostic]:
 
 @rule("undefined-var", "a template reads `vars.X` but no `set` step assigns X")
 def check_vars(ctx: CheckContext) -> Iterator[Diagnostic]:
+    if any(step.kind is None for step in ctx.steps):
+        return  # a step without a (single) kind may be a `set` whose key is misspelt or lost
     assigned = _names(ctx).assigned
     for verdict, site, ref, _ in _classify(ctx):
         if verdict != "undefined-var":
@@ -211,6 +221,27 @@ def check_vars(ctx: CheckContext) -> Iterator[Diagnostic]:
         )
 
 
+def _catches_intact(ctx: CheckContext) -> bool:
+    """Whether every catch entry jumps to a step that exists with a proper id: only then is it known
+    which steps may read `error`."""
+    if ctx.broken_ids:
+        return False
+    for step in ctx.steps:
+        catch = step.body.get("catch")
+        inner = step.body.get(step.kind) if step.kind else None
+        if catch is None and isinstance(inner, Mapping):
+            catch = inner.get("catch")
+        if catch is None:
+            continue
+        if not isinstance(catch, list):
+            return False
+        for entry in catch:
+            goto = entry.get("goto") if isinstance(entry, Mapping) else None
+            if not isinstance(goto, str) or goto not in ctx.by_id:
+                return False
+    return True
+
+
 @rule(
     "out-of-scope",
     "a template reads a name outside the place it exists: a foreach item or `index` outside that "
@@ -218,10 +249,15 @@ def check_vars(ctx: CheckContext) -> Iterator[Diagnostic]:
 )
 def check_scope(ctx: CheckContext) -> Iterator[Diagnostic]:
     names = _names(ctx)
+    intact: bool | None = None
     for verdict, site, ref, _ in _classify(ctx):
         if verdict != "out-of-scope":
             continue
         root = ref.root
+        if root == "error":
+            intact = _catches_intact(ctx) if intact is None else intact
+            if not intact:
+                continue  # a catch whose goto is missing or broken: its target cannot be known
         if root == "result":
             why = "`result` exists only in a step's `output` template (it is that step's raw result)"
         elif root == "error":

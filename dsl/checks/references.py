@@ -70,10 +70,12 @@ def _site(ctx: CheckContext, site: TemplateSite) -> tuple[str | None, Phase] | N
 
 @rule("reference-unknown-step", "a template reads `steps.X` but no step has the id X")
 def unknown_step(ctx: CheckContext) -> Iterator[Diagnostic]:
-    ids = list(ctx.by_id)
+    ids = [sid for sid, step in ctx.by_id.items() if not step.broken]
+    if not ctx.steps:
+        return  # no steps at all (the schema says so): every reference would be unknown
     for r in _steps_refs(ctx):
         target = _target(r)
-        if target is None or target in ctx.by_id:
+        if target is None or target in ctx.by_id or ctx.maybe_broken(target):
             continue
         match = difflib.get_close_matches(target, ids, n=1, cutoff=0.6)
         hint = f" (did you mean steps.{match[0]}?)" if match else ""

@@ -55,14 +55,17 @@ def suggest(word: str, same_scope: list[str], everywhere: list[str]) -> str:
 
 @rule("unknown-target", "a `next`, `goto`, `default` or catch `goto` names a step id that does not exist")
 def unknown_target(ctx: CheckContext) -> Iterator[Diagnostic]:
-    ids = list(ctx.by_id)
+    ids = [sid for sid, step in ctx.by_id.items() if not step.broken]
     by_scope: dict[str, list[str]] = {}
     for sid, step in ctx.by_id.items():
-        by_scope.setdefault(step.scope, []).append(sid)
+        if not step.broken:
+            by_scope.setdefault(step.scope, []).append(sid)
+    if not ctx.steps:
+        return  # no steps at all (the schema says so): every target would be unknown
     for step in ctx.steps:
         for label, target, path in jumps(step):
-            if is_template(target):
-                continue  # a jump is not a template: the schema says so
+            if is_template(target) or (target not in ctx.by_id and ctx.maybe_broken(target)):
+                continue  # a template (the schema says so), or meant for a step whose id is broken
             if target not in ctx.by_id:
                 hint = suggest(target, by_scope.get(step.scope, []), ids)
                 yield ctx.diag("unknown-target", "error", f"{label} {target!r} is not a step id{hint}", path)
