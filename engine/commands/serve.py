@@ -62,6 +62,16 @@ def _loud(lines: list[str]) -> None:
     help="Chain up to N nodes per webhook call: set/switch/succeed/fail nodes after the first, while "
     "under 80% of the time budget (default $HOPFLOW_MAX_NODES_PER_CALL, else 1).",
 )
+@click.option(
+    "--recover-every",
+    "recover_every",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Re-drive executions whose outbox is older than a minute, this often (the periodic "
+    "`hopflow recover`); 0 turns the sweep off.",
+)
 def serve(
     workflows: str | None,
     actions: tuple[str, ...],
@@ -69,6 +79,7 @@ def serve(
     port: int,
     log_level: str,
     max_nodes_per_call: int | None,
+    recover_every: float,
 ) -> None:
     """Serve the HTTP API (webhook, executions, events) with uvicorn."""
     import logging
@@ -173,7 +184,17 @@ def serve(
         level=getattr(logging, log_level.upper()), format="%(levelname)s %(name)s: %(message)s"
     )
     app = create_app(runtime, config=config, run_local_dispatcher=config.dispatcher_kind == "local")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+    sweep = None
+    if recover_every > 0:
+        from engine.sweep import RecoverSweep
+
+        sweep = RecoverSweep(runtime, interval_s=recover_every).start()
+        click.echo(f"hopflow serve: recover sweep every {recover_every:g} s", err=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+    finally:
+        if sweep is not None:
+            sweep.stop()
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
