@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -23,9 +23,9 @@ from dsl.diagnostics import Diagnostic, Position
 JsonPath = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
-class ScalarSpan:
-    """Where a scalar's text sits in the file, so offsets inside a template map to line/column."""
+class ScalarSpan(NamedTuple):
+    """Where a scalar's text sits in the file, so offsets inside a template map to line/column.
+    (A named tuple: one is made for every scalar of every file, so construction speed matters.)"""
 
     line: int  # 1-based line of the scalar's first character (the quote or block indicator)
     column: int  # 1-based column of that character
@@ -298,28 +298,24 @@ class _Builder:
                 "inside each other): flatten it, or move deeply nested steps into a child workflow",
                 node.start_mark,
             )
-        self.doc_values[path] = _pos(self.file, node.start_mark)
+        start = node.start_mark
+        self.doc_values[path] = Position(self.file, start.line + 1, start.column + 1)
+        if type(node) is yaml.ScalarNode:  # the common case first
+            end = node.end_mark
+            self.spans[path] = ScalarSpan(
+                start.line + 1, start.column + 1, node.style, end.line + 1, start.index, end.index
+            )
+            if node.tag in _NOT_JSON_TAGS:
+                self.not_json.append(path)
+            return self.constructor.construct_object(node, deep=True)
+        if node.tag not in _PLAIN_TAGS:
+            self._check_tag(node)
         if isinstance(node, yaml.MappingNode):
-            if node.flow_style and any(isinstance(k, yaml.MappingNode) for k, _ in node.value):
+            if node.flow_style and any(type(k) is yaml.MappingNode for k, _ in node.value):
                 # a mapping as a key, `{{ x }}`: nobody writes that on purpose in a workflow
                 return self._unquoted_template(node, path)
-            self._check_tag(node)
             return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            self._check_tag(node)
-            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
-        assert isinstance(node, yaml.ScalarNode)
-        self.spans[path] = ScalarSpan(
-            node.start_mark.line + 1,
-            node.start_mark.column + 1,
-            node.style,
-            node.end_mark.line + 1,
-            node.start_mark.index,
-            node.end_mark.index,
-        )
-        if node.tag in _NOT_JSON_TAGS:
-            self.not_json.append(path)
-        return self.constructor.construct_object(node, deep=True)
+        return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
 
     def _check_tag(self, node: yaml.Node) -> None:
         if node.tag not in _PLAIN_TAGS:
@@ -374,10 +370,11 @@ class _Builder:
                 raise self._odd_indent(key_node)
             if key in seen and key not in merged:
                 raise self._duplicate(key, seen[key], key_position, path)
-            if index < n_merged:
-                merged.add(key)  # a merged value: a later merge or an own key may replace it
-            else:
-                merged.discard(key)
+            if n_merged:
+                if index < n_merged:
+                    merged.add(key)  # a merged value: a later merge or an own key may replace it
+                else:
+                    merged.discard(key)
             seen[key] = key_position
             self.doc_keys[(*path, key)] = key_position
             out[key] = self.build(value_node, (*path, key))

@@ -130,17 +130,23 @@ class CheckContext:
         return found
 
     @cached_property
+    def strings(self) -> list[tuple[JsonPath, str]]:
+        """Every string value in the file with its path (one walk, shared by the checks)."""
+        return list(_strings(self.doc.value, ()))
+
+    @cached_property
     def templates(self) -> list[TemplateSite]:
         """Every template string in the file (steps, compensations, top-level output), parsed once."""
         sites: list[TemplateSite] = []
-        owners = sorted(((s.path, s) for s in self.steps), key=lambda p: len(p[0]), reverse=True)
+        owners = {s.path: s for s in self.steps}
         unknown = self.unknown
-        for path, source in _strings(self.doc.value, ()):
+        for path, source in self.strings:
             if not is_template(source) or path[:1] == ("input",):
                 continue
             if unknown and any(path[:n] in unknown for n in range(1, len(path) + 1)):
                 continue
-            owner = next((s for p, s in owners if path[: len(p)] == p), None)
+            # the innermost step whose mapping holds the string
+            owner = next((owners[path[:n]] for n in range(len(path) - 1, 0, -1) if path[:n] in owners), None)
             try:
                 parsed, error = parse(source), None
             except TemplateError as exc:

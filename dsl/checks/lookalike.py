@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from dsl.checks import CheckContext, _strings, rule
+from dsl.checks import CheckContext, rule
 from dsl.checks.env import declared_env
 from dsl.diagnostics import Diagnostic
 from dsl.source import JsonPath
@@ -20,6 +20,7 @@ from dsl.source import JsonPath
 _ROOTS = r"(?:input|steps|vars|env|execution|item|index|error|result)"
 _SINGLE = re.compile(rf"(?<![{{$])\{{\s*({_ROOTS}(?:\.\w+|\[[^\]{{}}]+\])+)\s*\}}(?!\}})")
 _HALF_OPEN = re.compile(rf"(?<![{{$])\{{(\s*{_ROOTS}\b[^{{}}]*)\}}\}}")
+_LONE_BRACE = re.compile(r"(?<!\{)\{(?![{%#])")  # a '{' that is not part of '{{', '{%' or '{#'
 _GITHUB = re.compile(r"\$\{\{")
 _SHELL = re.compile(r"\$\{(\w+)\}|\$(\w+)\b")
 _OPEN_QUOTES = {"\u201c": "\u201d", "\u2018": "\u2019", "\u201e": "\u201c", "\u00ab": "\u00bb"}
@@ -30,7 +31,7 @@ _STRUCTURAL = frozenset({"url", "if", "items", "until", "key", "method"})
 def _places(ctx: CheckContext) -> Iterator[tuple[JsonPath, str]]:
     """Every string value the runtime renders: not descriptions, the input schema or unknown keys."""
     unknown = ctx.unknown
-    for path, value in _strings(ctx.doc.value, ()):
+    for path, value in ctx.strings:
         if not path or path[0] in ("input", "description", "name", "env", "version"):
             continue
         if path[-1] == "description" or ("{" not in value and "$" not in value):
@@ -48,6 +49,9 @@ def _places(ctx: CheckContext) -> Iterator[tuple[JsonPath, str]]:
 def check_lookalikes(ctx: CheckContext) -> Iterator[Diagnostic]:
     env = set(declared_env(ctx))
     for path, value in _places(ctx):
+        if "${{" not in value and not (env and "$" in value) and not _LONE_BRACE.search(value):
+            if value[:1] not in _OPEN_QUOTES:
+                continue  # the usual case: nothing that could look like another syntax
         key = next((p for p in reversed(path) if isinstance(p, str)), "")
         if key == "url" and "{{" not in value and not value.startswith(("http://", "https://")):
             continue  # not a URL at all: the schema says so, with the same advice

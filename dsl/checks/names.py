@@ -89,16 +89,18 @@ def _enclosing_foreach(ctx: CheckContext, step: StepRef | None) -> list[StepRef]
     Found by document path, not by id, so a duplicate or broken id cannot mislead it."""
     if step is None or step.scope == TOP_SCOPE:
         return []
+    by_path = ctx.extra.get("steps_by_path")
+    if by_path is None:
+        by_path = {s.path: s for s in ctx.steps}
+        ctx.extra["steps_by_path"] = by_path
     path = step.path
-    out = [
-        owner
-        for owner in ctx.steps
-        if len(owner.path) < len(path)
-        and path[: len(owner.path)] == owner.path
-        and path[len(owner.path) : len(owner.path) + 2] == ("foreach", "steps")
-        and isinstance(owner.body.get("foreach"), Mapping)
-    ]
-    return sorted(out, key=lambda owner: len(owner.path), reverse=True)
+    out = []
+    for k in range(len(path) - 1, 0, -1):
+        if path[k : k + 2] == ("foreach", "steps"):
+            owner = by_path.get(path[:k])
+            if owner is not None and isinstance(owner.body.get("foreach"), Mapping):
+                out.append(owner)
+    return out
 
 
 @dataclass(frozen=True)
