@@ -171,6 +171,12 @@ def synonym(place: str | None, key: str, allowed: list[str]) -> str | None:
 
 def invisible(key: str) -> str | None:
     """The name of an invisible or look-alike character hiding in a key, if any."""
+    if any(ch.isascii() and ch.isalpha() for ch in key):
+        for ch in key:
+            if not ch.isascii() and ch.isalpha():
+                name = unicodedata.name(ch, "")
+                if name.startswith(("CYRILLIC", "GREEK")):
+                    return f"it contains a look-alike letter (U+{ord(ch):04X} {name}): retype it"
     for ch in key:
         if ch.isascii() and (ch.isprintable() or ch in " \t"):
             continue

@@ -546,7 +546,11 @@ def _suggest_error(value: str) -> str | None:
 
 
 def _url_hint(value: str) -> str:
-    """``${API}/x`` or ``$API/x`` (shell style) → the template that reads the variable."""
+    """``${API}/x`` or ``$API/x`` (shell style) → the template that reads the variable; a URL without
+    its scheme → with it."""
+    if re.match(r"^(localhost|[\w-]+(\.[\w-]+)+)(:\d+)?(/|$)", value.strip()):
+        scheme = "http" if value.startswith(("localhost", "127.")) else "https"
+        return f"; did you mean '{scheme}://{value.strip()}'?"
     shell = re.match(r"\$\{?(\w+)\}?(.*)$", value.strip())
     if shell:
         name, rest = shell.group(1), shell.group(2)
@@ -934,6 +938,8 @@ class _Explainer:
             return f"quote it: '{self.source(path) or value}'"
         if "integer" in names or "number" in names:
             return hints.number_hint("integer" if "integer" in names else "number", value)
+        if title == "Condition" and isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return f"write {value.strip().lower()} without quotes"
         if names == ["boolean"] and isinstance(value, str) and value.lower() in ("true", "false"):
             return f"write {value.lower()} without quotes"
         return None
@@ -986,6 +992,8 @@ class _Explainer:
                 message += f"; did you mean {fixed!r}?"
             elif title == "URL":
                 message += _url_hint(value)
+            elif title == "Condition" and value.strip().lower() in ("true", "false"):
+                message += f"; write {value.strip().lower()} without quotes"
         else:
             message = f"{_label(path)}: {value!r} does not match {error.validator_value!r}"
         self.add("schema", message, position, (*path, value) if is_key else path, "pattern")

@@ -3817,6 +3817,151 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
             """),
         [("unknown-key", 7, 7, "indent them deeper than 'http'")],
     ),
+    (
+        "env-case",
+        T("""
+            name: t
+            env: [API_URL]
+            steps:
+              - id: a
+                http: {url: "{{ env.api_url }}/x"}
+            """),
+        [("undeclared-env", 5, 25, "did you mean 'API_URL'?")],
+    ),
+    (
+        "if-quoted-true",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                if: "true"
+            """),
+        [("schema", 5, 9, "write true without quotes")],
+    ),
+    (
+        "cyrillic-id-ref",
+        T("""
+            name: t
+            steps:
+              - id: b\u043e\u043ek
+                action: x.y
+            """),
+        [("schema", 3, 9, "look-alike letter (U+043E CYRILLIC SMALL LETTER O)")],
+    ),
+    (
+        "cyrillic-key",
+        T("""
+            name: t
+            steps:
+              - id: a
+                \u0430ction: x.y
+            """),
+        [("unknown-key", 4, 5, "look-alike letter (U+0430 CYRILLIC SMALL LETTER A)")],
+    ),
+    (
+        "ref-case",
+        T("""
+            name: t
+            steps:
+              - id: fetch
+                action: x.y
+              - id: b
+                action: x.y
+                with: {v: "{{ steps.Fetch.output }}"}
+            """),
+        [("reference-unknown-step", 7, 19, "there is no step 'Fetch' (did you mean steps.fetch?)")],
+    ),
+    (
+        "vars-case",
+        T("""
+            name: t
+            steps:
+              - id: a
+                set: {Count: 1}
+              - id: b
+                action: x.y
+                with: {v: "{{ vars.count }}"}
+            """),
+        [("undefined-var", 7, 24, "did you mean 'Count'?")],
+    ),
+    (
+        "input-case",
+        T("""
+            name: t
+            input:
+              type: object
+              additionalProperties: false
+              properties:
+                userId: {type: string}
+            steps:
+              - id: a
+                action: x.y
+                with: {v: "{{ input.userid }}"}
+            """),
+        [("input-reference", 10, 25, "did you mean 'userId'?")],
+    ),
+    (
+        "filter-case",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                with: {v: "{{ input.x | Upper }}"}
+            """),
+        [("unknown-filter", 5, 29, "did you mean 'upper'?")],
+    ),
+    (
+        "kind-case",
+        T("""
+            name: t
+            steps:
+              - id: a
+                Action: x.y
+            """),
+        [("unknown-key", 4, 5, "did you mean 'action'?")],
+    ),
+    (
+        "method-mixed",
+        T("""
+            name: t
+            steps:
+              - id: a
+                http: {url: "https://x.io", method: Post}
+            """),
+        [("schema", 4, 41, "did you mean 'POST'?")],
+    ),
+    (
+        "url-with-space",
+        T("""
+            name: t
+            steps:
+              - id: a
+                http: {url: "https://x.io/a b"}
+            """),
+        [],
+    ),
+    (
+        "url-no-scheme",
+        T("""
+            name: t
+            steps:
+              - id: a
+                http: {url: "x.io/a"}
+            """),
+        [("schema", 4, 17, "did you mean 'https://x.io/a'?")],
+    ),
+    (
+        "url-localhost",
+        T("""
+            name: t
+            steps:
+              - id: a
+                http: {url: "localhost:8080/a"}
+            """),
+        [("schema", 4, 17, "did you mean 'http://localhost:8080/a'?")],
+    ),
 ]
 
 # files that are unusual but right: no diagnostic at all

@@ -21,7 +21,9 @@ _PROSE_KEYS = frozenset({"description"})
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
-    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    pool = sorted(set(candidates))
+    same = [c for c in pool if c.lower() == word.lower()]  # only the case differs: surely meant
+    close = same or difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
