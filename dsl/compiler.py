@@ -65,11 +65,20 @@ def compile_document(doc: Document, *, time_budget_ms: int = 7500, strict: bool 
 
 
 def compile_file(path: str | Path, *, time_budget_ms: int = 7500) -> Graph:
-    """Load and strictly compile one file (raises :class:`CompileError`, never LoadError)."""
+    """Load and strictly compile one file (raises :class:`CompileError`, never LoadError).
+
+    The file must get past the loader's and the schema's checks first: the compiler trusts the
+    document's shape, and a value YAML reads as a date, or an unquoted template it reads as a
+    mapping, must stop here with the validator's message rather than compile into something else."""
+    from dsl.schema import validate_document as schema_problems
+
     try:
         doc = load(path)
     except LoadError as exc:
         raise CompileError(exc.diagnostic) from None
+    errors = [*doc.problems, *(d for d in schema_problems(doc) if d.is_error)]
+    if errors:
+        raise CompileError(errors[0])
     return compile_document(doc, time_budget_ms=time_budget_ms, strict=True)
 
 
