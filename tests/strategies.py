@@ -29,7 +29,6 @@ import yaml
 T = TypeVar("T")
 
 
-
 # the child workflows generated files call; a folder of generated files needs them beside it
 CHILD_WORKFLOWS = ("child-a", "billing.invoice", "notify", "undo-things")
 
@@ -127,6 +126,8 @@ ACTIONS = (
 )
 UNDO_ACTIONS = ("demo.orders.release", "demo.payments.refund", "demo.audit.undo")
 ERRORS = ("timeout", "http.5xx", "http.404", "http.4xx", "http.connect", "action.TemporaryError", "any")
+# for several catch entries on one step: no name here matches an error another one does
+DISJOINT_ERRORS = ("timeout", "http.connect", "http.5xx", "http.404", "action.TemporaryError")
 RAISED = ("NoStock", "payment.declined", "Rejected", "order.invalid")
 DURATIONS = ("250ms", "1s", "2s", "30s", "5m", "1h30m", "2h", "1d")
 SHORT = ("250ms", "500ms", "1s", "2s", "3s", "5s")  # within the default 7.5 s time budget
@@ -482,8 +483,18 @@ class Builder:
         if kind == "action" and c.chance(0.3):
             step["timeout"] = c.choice(SHORT)
         if "_catch" in plan:
-            errors = sorted({c.choice(ERRORS) for _ in range(c.integer(1, 2))})
-            step["catch"] = [{"errors": errors, "goto": slots[t].id} for t in plan["_catch"]]
+            targets = plan["_catch"]
+            if len(targets) == 1:
+                errors = sorted({c.choice(ERRORS) for _ in range(c.integer(1, 2))})
+                step["catch"] = [{"errors": errors, "goto": slots[targets[0]].id}]
+            else:  # entries tried in order must not overlap, or the later ones never run
+                step["catch"] = [
+                    {
+                        "errors": [DISJOINT_ERRORS[i] if i < len(DISJOINT_ERRORS) else f"action.Error{i}"],
+                        "goto": slots[t].id,
+                    }
+                    for i, t in enumerate(targets)
+                ]
         if "_next" in plan:
             step["next"] = slots[plan["_next"]].id
         if kind in ("http", "action", "workflow") and c.chance(0.35):
