@@ -570,3 +570,22 @@ def test_generated_workflows_round_trip_and_ignore_key_order(doc: dict) -> None:
     back = Graph.from_dict(json.loads(json.dumps(g.to_dict())))
     assert back == g and back.hash == g.hash
     assert compile_text(to_yaml(_reversed_keys(doc))).hash == g.hash  # type: ignore[arg-type]
+
+
+def test_compile_file_stops_at_what_the_validator_rejects(tmp_path: Path) -> None:
+    """A value YAML reads as a date, or an unquoted template it reads as a mapping, is stopped with
+    the validator's diagnostic (it was a TypeError traceback, and a silently compiled mapping)."""
+    cases = {
+        "date.yaml": ("name: t\nsteps:\n  - {id: a, action: x.y, with: {d: 2030-01-01}}\n", "schema", 3),
+        "unquoted.yaml": (
+            "name: t\nsteps:\n  - id: a\n    set: {v: {{ input.x }}}\n",
+            "unquoted-template",
+            4,
+        ),
+        "typo.yaml": ("name: t\nsteps:\n  - {id: a, actoin: x.y}\n", "unknown-key", 3),
+    }
+    for name, (text, rule, line) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(CompileError) as err:
+            compile_file(tmp_path / name)
+        assert (err.value.diagnostic.rule, err.value.diagnostic.position.line) == (rule, line), name
