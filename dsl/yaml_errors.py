@@ -423,6 +423,25 @@ class _Explainer:
                     pm.line,
                     here,
                 )
+            if here > key_col:
+                # the line above may be the one out of place: `with:` (empty), then its first entry
+                # not indented under it, then the second entry indented as meant
+                prev = self.previous_content_line(pm.line)
+                before = self.previous_content_line(prev) if prev is not None else None
+                if prev is not None and before is not None and _indent(self.line(prev)) == key_col:
+                    parent = _KEY.match(self.line(before))
+                    empty = (
+                        parent is not None and not _strip_comment(self.line(before))[parent.end() :].strip()
+                    )
+                    if empty and _indent(self.line(before)) == key_col:
+                        name = parent.group(2).strip()
+                        return self.at(
+                            f"this line is not indented under {name!r} (line {before + 1}), so {name!r} is "
+                            f"empty and line {pm.line + 1} below fits nowhere: indent it like line "
+                            f"{pm.line + 1} (column {here + 1})",
+                            prev,
+                            key_col,
+                        )
             if here != key_col:
                 return self.at(
                     f"this line's indentation (column {here + 1}) does not match the keys of the mapping "

@@ -3962,6 +3962,34 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
             """),
         [("schema", 4, 17, "did you mean 'http://localhost:8080/a'?")],
     ),
+    (
+        "first-entry-not-indented-under-with",
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                with:
+                account_id: "{{ input.a }}"
+                  reason: "{{ input.r }}"
+            """),
+        [("yaml-syntax", 6, 5, "this line is not indented under 'with' (line 5), so 'with'")],
+    ),
+    (
+        "first-property-not-indented",
+        T("""
+            name: t
+            input:
+              type: object
+              properties:
+              account_id: {type: string}
+                email: {type: string}
+            steps:
+              - id: a
+                action: x.y
+            """),
+        [("yaml-syntax", 5, 3, "this line is not indented under 'properties' (line 4), so")],
+    ),
 ]
 
 # files that are unusual but right: no diagnostic at all
