@@ -648,6 +648,10 @@ class _Explainer:
     def add(self, rule: str, message: str, position: Position, path: JsonPath, tag: str, **kw: Any) -> None:
         self.found.append(_Found(rule, message, position, tuple(path), tag, **kw))
 
+    def _unknown_key(self, message: str, path: JsonPath, key: str, **kw: Any) -> None:
+        """An unknown ``key`` in the mapping at ``path``, reported at the key itself."""
+        self.add("unknown-key", message, self.key_pos((*path, key)), path, "unknown", key=key, **kw)
+
     # -- dispatch
     def explain(self, error: ValidationError) -> None:
         path: JsonPath = tuple(error.absolute_path)
@@ -666,29 +670,20 @@ class _Explainer:
         for key in instance:
             if key in allowed:
                 continue
-            key_path = (*path, key)
             title = error.schema.get("title")
             if title == "Compensation" and key in KINDS:
                 message = (
                     f"a compensation cannot be a {key!r} step: use one of http, action (with 'with') "
                     f"or workflow"
                 )
-                self.add(
-                    "unknown-key",
-                    message,
-                    self.key_pos(key_path),
-                    path,
-                    "unknown",
-                    key=key,
-                    extra={"kind": True},
-                )
+                self._unknown_key(message, path, key, extra={"kind": True})
                 continue
             if title == "Compensation" and key in ("id", "if", "next", "catch", "output", "compensate"):
                 message = (
                     f"a compensation has no {key!r}: it is a step body (http, action or workflow) with "
                     f"only its own retry and timeout"
                 )
-                self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                self._unknown_key(message, path, key)
                 continue
             # a key that belongs inside the step's kind body ("url:" next to "http:")
             if title == "Step" and len(kinds_here) == 1:
@@ -699,15 +694,7 @@ class _Explainer:
                         f"unknown key {key!r} in {where}: it belongs inside '{kind}:' "
                         f"(indent it under {kind})"
                     )
-                    self.add(
-                        "unknown-key",
-                        message,
-                        self.key_pos(key_path),
-                        path,
-                        "unknown",
-                        key=key,
-                        extra={"inside": kind},
-                    )
+                    self._unknown_key(message, path, key, extra={"inside": kind})
                     continue
             # a kind's key written where the kind itself is missing ("url:" with no "http:")
             if title in ("Step", "Compensation") and not kinds_here:
@@ -720,14 +707,11 @@ class _Explainer:
                 ]
                 if len(homes) == 1:
                     kind = homes[0]
-                    self.add(
-                        "unknown-key",
+                    self._unknown_key(
                         f"unknown key {key!r} in {where}: it belongs inside '{kind}:', which is missing "
                         f"(write '{kind}:' and indent {key!r} under it)",
-                        self.key_pos(key_path),
                         path,
-                        "unknown",
-                        key=key,
+                        key,
                         extra={"inside": kind, "bodyless": True},
                     )
                     continue
@@ -744,21 +728,13 @@ class _Explainer:
                     f"unknown key {key!r} in {where}: {key!r} is a key of the step itself; move it out of "
                     f"'{path[-1]}:' and line it up with '{path[-1]}'"
                 )
-                self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                self._unknown_key(message, path, key)
                 continue
             odd = hints.invisible(key)
             if odd:
                 suggestion = _suggest("".join(ch for ch in key if ch.isascii() and ch.isprintable()), allowed)
                 message = f"unknown key {key!r} in {where}: {odd}{_did_you_mean(suggestion)}"
-                self.add(
-                    "unknown-key",
-                    message,
-                    self.key_pos(key_path),
-                    path,
-                    "unknown",
-                    key=key,
-                    suggestion=suggestion,
-                )
+                self._unknown_key(message, path, key, suggestion=suggestion)
                 continue
             if title == "hopflow workflow" and key in _STEP_PROPS:
                 adopt = self._last_step_without(key)
@@ -770,59 +746,41 @@ class _Explainer:
                         f"'id' (column {column})"
                     )
                     extra = {"belongs_to": step_path} if key in KINDS else {"step_key": True}
-                    self.add(
-                        "unknown-key", message, self.key_pos(key_path), path, "unknown", key=key, extra=extra
-                    )
+                    self._unknown_key(message, path, key, extra=extra)
                     continue
             if title == "hopflow workflow" and key in _JSON_SCHEMA_WORDS and "input" in allowed:
                 message = (
                     f"unknown key {key!r} in the workflow: {key!r} is a JSON Schema keyword; it belongs "
                     "inside 'input:' (indent it under input)"
                 )
-                self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                self._unknown_key(message, path, key)
                 continue
             if title == "Parallel block" and key == "steps":
                 message = (
                     f"unknown key 'steps' in {where}: a parallel block holds branches, each with its own "
                     "steps: write branches: [{steps: [...]}, {steps: [...]}]"
                 )
-                self.add(
-                    "unknown-key",
-                    message,
-                    self.key_pos(key_path),
-                    path,
-                    "unknown",
-                    key=key,
-                    suggestion="branches",
-                )
+                self._unknown_key(message, path, key, suggestion="branches")
                 continue
             down = _one_level_down(error.schema, key)
             if down is not None and not _suggest(key, allowed):
                 message = (
                     f"unknown key {key!r} in {where}: it belongs inside '{down}:' (indent it under {down})"
                 )
-                self.add(
-                    "unknown-key",
-                    message,
-                    self.key_pos(key_path),
-                    path,
-                    "unknown",
-                    key=key,
-                    extra={"inside": down},
-                )
+                self._unknown_key(message, path, key, extra={"inside": down})
                 continue
             if title == "hopflow workflow" and key.startswith("x-"):
                 message = (
                     f"unknown key {key!r} in the workflow: hopflow has no extension keys; to reuse a value, "
                     "put its anchor (&name) where it is first used"
                 )
-                self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                self._unknown_key(message, path, key)
                 continue
             if title == "Step" and key in ("description", "comment", "title", "label"):
                 message = (
                     f"unknown key {key!r} in {where}: steps have no {key}; write it as a YAML comment (# …)"
                 )
-                self.add("unknown-key", message, self.key_pos(key_path), path, "unknown", key=key)
+                self._unknown_key(message, path, key)
                 continue
             if len(allowed) == 1 and len(instance) >= 2 and not any(k in allowed for k in instance):
                 if key == next(iter(instance)):
@@ -831,29 +789,13 @@ class _Explainer:
                         f"{where} has no {allowed[0]!r}: its keys {names} belong inside "
                         f"'{allowed[0]}:' (write '{allowed[0]}:' and indent them under it)"
                     )
-                    self.add(
-                        "unknown-key",
-                        message,
-                        self.key_pos(key_path),
-                        path,
-                        "unknown",
-                        key=key,
-                        extra={"inside": allowed[0]},
-                    )
+                    self._unknown_key(message, path, key, extra={"inside": allowed[0]})
                 continue
             suggestion = hints.synonym(title, key, allowed) or _suggest(key, allowed)
             message = f"unknown key {key!r} in {where}{_did_you_mean(suggestion)}"
             if not suggestion and len(allowed) <= 12:
                 message += f" (allowed: {', '.join(allowed)})"
-            self.add(
-                "unknown-key",
-                message,
-                self.key_pos(key_path),
-                path,
-                "unknown",
-                key=key,
-                suggestion=suggestion,
-            )
+            self._unknown_key(message, path, key, suggestion=suggestion)
 
     def _on_required(self, error: ValidationError, path: JsonPath) -> None:
         instance = error.instance
