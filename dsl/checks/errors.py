@@ -16,20 +16,11 @@ from typing import Any
 
 from dsl.checks import CheckContext, rule
 from dsl.diagnostics import Diagnostic
+from dsl.schema import BUILTIN_ERRORS
 from dsl.source import JsonPath
 
-BUILTIN = (
-    "timeout",
-    "http.connect",
-    "http.4xx",
-    "http.5xx",
-    "input.invalid",
-    "template",
-    "cancelled",
-    "any",
-    "dead",
-    "workflow.unknown",
-)
+# the schema's catchable built-ins, plus the names the runtime raises on its own
+BUILTIN = (*BUILTIN_ERRORS, "dead", "workflow.unknown")
 _PREFIXES = ("http.", "action.", "input.")
 
 
