@@ -448,13 +448,7 @@ def start(
 @_guard
 def status(execution_id: str, as_json: bool, url: str | None, api_key: str | None) -> None:
     """Show an execution: status, current node(s), output or error, timestamps, trace."""
-    check_remote("status", url, {})
-    backend = guarded("status", lambda: backend_from_options("status", url=url, api_key=api_key))
-    record = guarded("status", lambda: backend.record(execution_id))
-    if as_json:
-        click.echo(json.dumps(record, ensure_ascii=False, default=str))
-    else:
-        print_status(record)
+    _show("status", lambda backend: backend.record(execution_id), print_status, as_json, url, api_key)
 
 
 @click.command("history", context_settings=CONTEXT)
@@ -464,13 +458,25 @@ def status(execution_id: str, as_json: bool, url: str | None, api_key: str | Non
 @_guard
 def history(execution_id: str, as_json: bool, url: str | None, api_key: str | None) -> None:
     """Show the event history of an execution, oldest first."""
-    check_remote("history", url, {})
-    backend = guarded("history", lambda: backend_from_options("history", url=url, api_key=api_key))
-    entries = guarded("history", lambda: backend.history(execution_id))
+    _show("history", lambda backend: backend.history(execution_id), print_history, as_json, url, api_key)
+
+
+def _show(
+    command: str,
+    fetch: Callable[[Backend], Any],
+    printer: Callable[[Any], None],
+    as_json: bool,
+    url: str | None,
+    api_key: str | None,
+) -> None:
+    """The read-only commands: fetch from the local store or a server, print as text or JSON."""
+    check_remote(command, url, {})
+    backend = guarded(command, lambda: backend_from_options(command, url=url, api_key=api_key))
+    found = guarded(command, lambda: fetch(backend))
     if as_json:
-        click.echo(json.dumps(entries, ensure_ascii=False, default=str))
+        click.echo(json.dumps(found, ensure_ascii=False, default=str))
     else:
-        print_history(entries)
+        printer(found)
 
 
 @click.command("cancel", context_settings=CONTEXT)
