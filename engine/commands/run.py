@@ -170,17 +170,20 @@ def local_runtime(
         fail_exit(command, str(exc))
 
 
-def chain_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+def max_nodes_option(per: str, note: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--max-nodes-per-call`` for ``run`` (per delivery) and ``serve`` (per webhook call)."""
     return click.option(
         "--max-nodes-per-call",
         "max_nodes_per_call",
         type=click.IntRange(1, 10_000),
         default=None,
         metavar="N",
-        help="Chain up to N nodes per delivery: set/switch/succeed/fail nodes after the first, while "
-        "under 80% of the time budget; every node still checkpoints "
-        "(default $HOPFLOW_MAX_NODES_PER_CALL, else 1).",
-    )(fn)
+        help=f"Chain up to N nodes per {per}: set/switch/succeed/fail nodes after the first, while "
+        f"under 80% of the time budget{note} (default $HOPFLOW_MAX_NODES_PER_CALL, else 1).",
+    )
+
+
+chain_option = max_nodes_option("delivery", "; every node still checkpoints")
 
 
 def resolve_chain(command: str, value: int | None) -> int:

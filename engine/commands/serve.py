@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 
 import click
 
+from engine.commands.run import actions_option, max_nodes_option
+
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
@@ -37,14 +39,7 @@ def _loud(lines: list[str]) -> None:
 @click.option(
     "--workflows", metavar="DIR", help="Folder of workflows (default: $HOPFLOW_WORKFLOWS or ./workflows)."
 )
-@click.option(
-    "--actions",
-    "actions",
-    multiple=True,
-    metavar="MODULE",
-    help="Python module (pkg.mod) or file (workflows/demo.py) registering actions; repeatable, "
-    "or comma-separated.",
-)
+@actions_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -53,15 +48,7 @@ def _loud(lines: list[str]) -> None:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-@click.option(
-    "--max-nodes-per-call",
-    "max_nodes_per_call",
-    type=click.IntRange(1, 10_000),
-    default=None,
-    metavar="N",
-    help="Chain up to N nodes per webhook call: set/switch/succeed/fail nodes after the first, while "
-    "under 80% of the time budget (default $HOPFLOW_MAX_NODES_PER_CALL, else 1).",
-)
+@max_nodes_option("webhook call")
 @click.option(
     "--recover-every",
     "recover_every",
