@@ -488,35 +488,19 @@ class LocalDispatcher:
             self._attempt_call(ident, data, request, attempts)
             return
         assert self.deliver is not None
-        try:
-            self.deliver(message)
-        except Redeliver as again:
-            with self._cond:
-                self.stats.redelivered += 1
-            self._retry(ident, again.delay_s, count=False)
-            return
-        except Exception as exc:
-            self._count_error(type(exc).__name__)
-            reason = f"delivery failed {attempts} time(s); last: {type(exc).__name__}: {exc}"
-            if attempts >= self.max_attempts:
-                self._give_up(ident, body, message, reason)
-            else:
-                delay = self.backoff(attempts)
-                log.warning(
-                    "local queue: %s for %s (attempt %d/%d); retrying in %.2fs",
-                    type(exc).__name__,
-                    ident,
-                    attempts,
-                    self.max_attempts,
-                    delay,
-                )
-                with self._cond:
-                    self.stats.retried += 1
-                self._retry(ident, delay, count=True)
-            return
-        with self._cond:
-            self.stats.delivered += 1
-        self._ack(ident)
+        deliver = self.deliver
+
+        def note_retry(exc: Exception, reason: str, delay: float) -> None:
+            log.warning(
+                "local queue: %s for %s (attempt %d/%d); retrying in %.2fs",
+                type(exc).__name__,
+                ident,
+                attempts,
+                self.max_attempts,
+                delay,
+            )
+
+        self._settle(ident, attempts, lambda: deliver(message), "delivery failed", body, message, note_retry)
 
     def _attempt_call(self, ident: str, data: dict[str, Any], request: OffloadRequest, attempts: int) -> None:
         """An offloaded call: make it (unless its answer is already stored), then complete it."""
@@ -536,10 +520,32 @@ class LocalDispatcher:
         else:
             result = CallResult.from_dict(stored)
             entry = json.dumps(data, separators=(",", ":"))
-        try:
+
+        def complete() -> None:
             if self.complete is None:
                 raise RuntimeError("LocalDispatcher.complete is not set (no runtime to complete the call)")
             self.complete(request.message, result)
+
+        def note_retry(exc: Exception, reason: str, delay: float) -> None:
+            log.warning("local queue: %s; retrying", reason)
+
+        failed = "completing offloaded call failed"
+        self._settle(ident, attempts, complete, failed, entry, request.message, note_retry)
+
+    def _settle(
+        self,
+        ident: str,
+        attempts: int,
+        act: Callable[[], None],
+        failed: str,
+        body: str,
+        message: Message,
+        note_retry: Callable[[Exception, str, float], None],
+    ) -> None:
+        """Run a delivery (or an offloaded call's completion) and settle its entry: ack on success,
+        retry a Redeliver without counting it, retry a failure with backoff until ``max_attempts``."""
+        try:
+            act()
         except Redeliver as again:
             with self._cond:
                 self.stats.redelivered += 1
@@ -547,14 +553,15 @@ class LocalDispatcher:
             return
         except Exception as exc:
             self._count_error(type(exc).__name__)
-            reason = f"completing offloaded call failed {attempts} time(s); last: {type(exc).__name__}: {exc}"
+            reason = f"{failed} {attempts} time(s); last: {type(exc).__name__}: {exc}"
             if attempts >= self.max_attempts:
-                self._give_up(ident, entry, request.message, reason)
+                self._give_up(ident, body, message, reason)
             else:
-                log.warning("local queue: %s; retrying", reason)
+                delay = self.backoff(attempts)
+                note_retry(exc, reason, delay)
                 with self._cond:
                     self.stats.retried += 1
-                self._retry(ident, self.backoff(attempts), count=True)
+                self._retry(ident, delay, count=True)
             return
         with self._cond:
             self.stats.delivered += 1
