@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import serve_app
 
 from engine.config import Config
 
@@ -38,29 +37,8 @@ TERMINAL = {"succeeded", "failed", "compensated", "compensation_failed", "cancel
 DEADLINE_S = 60.0
 
 
-@contextlib.contextmanager
-def serve(make_app: Callable[[str], Any]) -> Iterator[str]:
-    """uvicorn in a thread on 127.0.0.1 and a random port; the app is made once its URL is known."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(
-        uvicorn.Config(make_app(url), log_level="warning", lifespan="on", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+def serve(make_app: Callable[[str], Any]) -> contextlib.AbstractContextManager[str]:
+    return serve_app(make_app, start_timeout_s=10)
 
 
 @dataclass

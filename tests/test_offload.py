@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from helpers import serve_app
 
 from engine.dispatch import CallRejected, CallResult, OffloadRequest, callback_url
 from engine.model import Message
@@ -731,29 +732,8 @@ def test_a_failed_completion_is_retried_from_the_kept_answer_without_calling_aga
 # ---------------------------------------------------------------------------------- through QStash
 
 
-@contextlib.contextmanager
-def serve(make_app: Callable[[str], Any]) -> Iterator[str]:
-    """uvicorn in a thread on 127.0.0.1 and a random port; the app is made once its URL is known."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(
-        uvicorn.Config(make_app(url), log_level="warning", lifespan="on", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + HANG_GUARD_S
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+def serve(make_app: Callable[[str], Any]) -> contextlib.AbstractContextManager[str]:
+    return serve_app(make_app, start_timeout_s=HANG_GUARD_S)
 
 
 QSTASH = """
