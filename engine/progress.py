@@ -66,7 +66,23 @@ def describe(line: Line) -> tuple[str, str, str, str, str, str]:
     return step, line.kind, "", "", "", line.detail
 
 
-class PlainProgress:
+class NullProgress:
+    """Shows nothing (``--progress none``); :class:`PlainProgress` adds only its lines."""
+
+    def line(self, line: Line) -> None:
+        pass
+
+    def running(self, key: str, label: str) -> None:
+        pass
+
+    def stopped(self, key: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class PlainProgress(NullProgress):
     """One line per event, fixed columns, no colour: safe for pipes, CI logs and ``grep``."""
 
     def __init__(self, stream: TextIO) -> None:
@@ -80,15 +96,6 @@ class PlainProgress:
             text += f"  {detail}"
         with self._lock:
             print(text.rstrip(), file=self.stream, flush=True)
-
-    def running(self, key: str, label: str) -> None:
-        pass
-
-    def stopped(self, key: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class LiveProgress:
@@ -169,20 +176,6 @@ def renderer_for(stream: TextIO, *, live: bool | None = None) -> Renderer:
     if live is None:
         live = bool(getattr(stream, "isatty", lambda: False)())
     return LiveProgress(stream) if live else PlainProgress(stream)
-
-
-class NullProgress:
-    def line(self, line: Line) -> None:
-        pass
-
-    def running(self, key: str, label: str) -> None:
-        pass
-
-    def stopped(self, key: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 # ------------------------------------------------------------------------------------------ tracker
