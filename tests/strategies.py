@@ -342,6 +342,7 @@ class Builder:
                 jumps.append((k, t, "catch"))
             elif not any(jt == t for _, jt, _ in jumps):
                 slots[0].kind = "switch"
+                slots[0].sets = ()  # a set turned into a switch assigns nothing any more
                 slots[0].body.setdefault("_cases", []).append(t)
                 jumps.append((0, t, "case"))
         # an in-list error handler h: reached only by a catch; the step before it jumps over it
