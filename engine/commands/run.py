@@ -270,8 +270,12 @@ def drive(
     live: bool | None,
     quiet: bool = False,
     resume_hint: str = "",
+    watch_interval_s: float = 1.0,
 ) -> dict[str, Any]:
-    """Deliver until the execution reaches a final status, showing progress; its record."""
+    """Deliver until the execution reaches a final status, showing progress; its record.
+
+    ``watch_interval_s``: how often the status is read even when nothing of this execution ended
+    here (another process may have advanced it)."""
     from engine.embedded import in_process_delivery
     from engine.progress import NullProgress, Tracker, renderer_for
 
@@ -284,7 +288,7 @@ def drive(
         workflow_of=workflow_reader(runtime),
         due_of=dispatcher.due_for,
     )
-    watch = FinalWatch(runtime, execution_id)
+    watch = FinalWatch(runtime, execution_id, interval_s=watch_interval_s)
 
     def observe(event: str, message: Any, outcome: Any) -> None:
         if not quiet:  # quiet: no history reads for progress nobody sees
