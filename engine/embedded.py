@@ -48,12 +48,26 @@ def redis_client(url: str | None = None, *, directory: str | Path | None = None,
     (default ``./.hopflow``). Extra keyword arguments go to the client (e.g. ``decode_responses``)."""
     import redis
 
+    _fail_fast(kwargs)
     url = url or os.environ.get("REDIS_URL") or None
     if url:
         return redis.Redis.from_url(url, **kwargs)
     socket = embedded_socket(Path(directory) if directory is not None else Path.cwd() / DIRECTORY)
     kwargs.setdefault("client_name", _client_name())
     return redis.Redis(unix_socket_path=socket, **kwargs)
+
+
+def _fail_fast(kwargs: dict[str, Any]) -> None:
+    """Bounded retries and timeouts (callers may override each): redis-py's defaults retry with
+    backoff for seconds, while a webhook must answer 5xx quickly when Redis is down so that QStash
+    retries later, within the platform's time budget."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=0.25, base=0.02), 2))
+    kwargs.setdefault("socket_connect_timeout", 2.0)
+    kwargs.setdefault("socket_timeout", 10.0)
+    kwargs.setdefault("health_check_interval", 30)
 
 
 def _client_name() -> str:

@@ -427,3 +427,23 @@ def test_redis_dies_inside_a_node(own_redis: OwnRedis, point: str) -> None:
     assert rec["status"] == "succeeded"
     assert [t["step"] for t in rec["trace"]] == ["a", "b", "c"]
     assert setup.store.outbox(eid) == []
+
+
+def test_a_client_for_an_unreachable_redis_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook must answer 5xx quickly when Redis is down (QStash retries later): the client
+    from ``redis_client`` retries twice with a short backoff, not redis-py's seconds-long default."""
+    import socket
+
+    import redis
+
+    from engine.embedded import redis_client
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}/0")
+    client = redis_client()
+    retry = client.get_retry()
+    assert retry is not None and retry.get_retries() == 2
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
