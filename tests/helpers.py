@@ -9,6 +9,26 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+# a workflow the HTTP API tests drive: input validation, a template, an event wait, an output
+GREET = """
+name: greet
+input:
+  type: object
+  required: [name]
+  additionalProperties: false
+  properties:
+    name: {type: string, minLength: 1}
+    times: {type: integer, minimum: 1}
+steps:
+  - id: hello
+    set: {greeting: "Hello {{ input.name }}"}
+  - id: wait_ok
+    wait: {event: greet.ok, key: "{{ input.name }}"}
+  - id: done
+    succeed:
+      output: {greeting: "{{ vars.greeting }}", ok: "{{ steps.wait_ok.output }}"}
+"""
+
 
 @contextlib.contextmanager
 def serve_app(make_app: Callable[[str], Any], start_timeout_s: float) -> Iterator[str]:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import GREET
 from starlette.testclient import TestClient
 
 from engine.asgi import create_app, openapi_document
@@ -25,25 +26,6 @@ PUBLIC = "https://hopflow.test"
 API_KEY = "k" * 40
 KEYS = generate_ed25519_keypair()
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-GREET = """
-name: greet
-input:
-  type: object
-  required: [name]
-  additionalProperties: false
-  properties:
-    name: {type: string, minLength: 1}
-    times: {type: integer, minimum: 1}
-steps:
-  - id: hello
-    set: {greeting: "Hello {{ input.name }}"}
-  - id: wait_ok
-    wait: {event: greet.ok, key: "{{ input.name }}"}
-  - id: done
-    succeed:
-      output: {greeting: "{{ vars.greeting }}", ok: "{{ steps.wait_ok.output }}"}
-"""
 
 BOOK = """
 name: book

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import GREET
 
 from engine.asgi import build_runtime, create_app
 from engine.client import HopflowClient
@@ -31,25 +32,6 @@ API_KEY = "rk-remote-cli-5d1e0c9a7b3f4e2d8c6a"
 WRONG_KEY = "rk-not-the-key-0f9e8d7c6b5a4f3e"
 HANG_GUARD_S = 60  # only stops a broken command from hanging the suite; nothing is timed
 SETTLE_S = 20  # how long a poll waits for the server's loop before failing
-
-GREET = """
-name: greet
-input:
-  type: object
-  required: [name]
-  additionalProperties: false
-  properties:
-    name: {type: string, minLength: 1}
-    times: {type: integer, minimum: 1}
-steps:
-  - id: hello
-    set: {greeting: "Hello {{ input.name }}"}
-  - id: wait_ok
-    wait: {event: greet.ok, key: "{{ input.name }}"}
-  - id: done
-    succeed:
-      output: {greeting: "{{ vars.greeting }}", ok: "{{ steps.wait_ok.output }}"}
-"""
 
 BOOK = """
 name: book
