@@ -421,6 +421,11 @@ def test_cancel_and_wait(project: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert record_of(proc)["status"] == "cancelled"
+    again = hopflow("cancel", "w-2", cwd=project)  # like the HTTP API's 409: nothing to cancel
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert again.stderr.strip().endswith(
+        "execution 'w-2' is cancelled: only a running execution can be cancelled"
+    ), again.stderr
 
 
 def test_unknown_executions_and_bad_ids(project: Path) -> None:
