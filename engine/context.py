@@ -13,8 +13,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from dsl.graph import Graph, thaw
-from dsl.templates import TemplateError, render, to_json
+from dsl.graph import TOP_SCOPE, Graph, Node, thaw
+from dsl.templates import TemplateError, parse, render, templates_in, to_json
 from engine.model import StepError, StepFailure
 
 MISSING: Any = object()
@@ -100,18 +100,25 @@ def var_names(graph: Graph, node_id: str) -> tuple[str, ...] | None:
     return _VARS[key]
 
 
+def may_end(node: Node) -> bool:
+    """Whether finishing this node may finish the execution (so the workflow's `output` is rendered
+    with what this node loaded)."""
+    return node.scope == TOP_SCOPE and (node.next is None or node.kind in ("succeed", "switch"))
+
+
 def _var_names(graph: Graph, node_id: str) -> tuple[str, ...] | None:
+    node = graph.nodes[node_id]
+    read = [ref.names for ref in node.templates if ref.path[:1] != ("compensate",)]
+    if graph.has_output and may_end(node):
+        read += [parse(source).names for _, source in templates_in(graph.output)]
     names: set[str] = set()
-    for ref in graph.nodes[node_id].templates:
-        if ref.path[:1] == ("compensate",):
+    for dotted in (name for group in read for name in group):
+        parts = dotted.split(".")
+        if parts[0] != "vars":
             continue
-        for name in ref.names:
-            parts = name.split(".")
-            if parts[0] != "vars":
-                continue
-            if len(parts) == 1:
-                return None
-            names.add(parts[1])
+        if len(parts) == 1:
+            return None
+        names.add(parts[1])
     return tuple(sorted(names))
 
 

@@ -25,9 +25,17 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dsl.graph import TOP_SCOPE, Graph, Node
+from dsl.graph import Graph, Node
 from engine import context, sagas
-from engine.context import MISSING, build_scope, output_field, render_value, truthy, var_names
+from engine.context import (
+    MISSING,
+    build_scope,
+    may_end,
+    output_field,
+    render_value,
+    truthy,
+    var_names,
+)
 from engine.decide import (
     Done,
     Ended,
@@ -312,8 +320,7 @@ class Interpreter:
         if node is None:
             return []
         ids = list(node.reads)
-        may_end = node.scope == TOP_SCOPE and (node.next is None or node.kind in ("succeed", "switch"))
-        if may_end and graph.has_output:
+        if may_end(node) and graph.has_output:
             ids += [s for s in graph.output_reads if s not in ids]
         return [(sid, output_field(graph, sid, branch)) for sid in ids if sid in graph.nodes]
 

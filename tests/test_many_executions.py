@@ -7,8 +7,8 @@ failure that must be compensated newest first. Afterwards every execution's resu
 its input dictates, every side effect happened once per idempotency key, and nothing is left behind
 (branch locks, outboxes, ``hf:active``, the queue).
 
-``test_workflow_output_reads_vars_set_before_the_last_step`` is a strict xfail: an engine bug found
-while writing this file (the workflow ``output:`` cannot read ``vars`` set before the last node).
+``test_workflow_output_reads_vars_set_before_the_last_step`` guards a bug found while writing this
+file: the workflow ``output:`` could not read ``vars`` set before the last node.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 import engine
 from engine.store import text
@@ -301,12 +299,6 @@ steps:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the workflow `output:` is rendered at the last node with only the vars that "
-    "node's own templates name (engine/context.py var_names), so vars.X set by an earlier step is "
-    "undefined → the execution fails with `template` instead of succeeding",
-)
 def test_workflow_output_reads_vars_set_before_the_last_step(redis_db: Any) -> None:
     from engine.catalog import Catalog
     from engine.embedded import embedded_runtime
