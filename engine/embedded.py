@@ -14,12 +14,13 @@ simply attaches to it. Nothing listens on TCP: the server only has a Unix socket
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ LEASE_S = 10.0  # how long a crashed process's deliveries stay invisible (live o
 SERVER_CONFIG = {"appendonly": "yes", "appendfsync": "everysec"}
 
 _servers: dict[Path, str] = {}  # directory → unix socket of the server this process uses
+_presence: dict[Path, Any] = {}  # directory → a connection held open while this process uses it
 _lock = threading.Lock()
 
 
@@ -84,7 +86,14 @@ def embedded_socket(directory: Path) -> str:
         last: Exception | None = None
         for _ in range(3):  # another process may be shutting the server down just as we attach
             try:
-                socket = _start_or_attach(directory)
+                # Attaching and leaving take the directory's lifecycle lock, and an attached process
+                # holds a named connection open until it leaves: a process that is leaving either
+                # sees us (and leaves the server running) or has shut it down before we attach (and
+                # we start it again). Without both, a command could attach to a server that another
+                # command's exit was just shutting down ("Redis is unreachable").
+                with _lifecycle_lock(directory):
+                    socket = _start_or_attach(directory)
+                    _presence[directory] = _hold(socket)
                 break
             except Exception as exc:
                 last = exc
@@ -94,6 +103,41 @@ def embedded_socket(directory: Path) -> str:
             atexit.register(_leave_all)
         _servers[directory] = socket
         return socket
+
+
+@contextlib.contextmanager
+def _lifecycle_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock between processes on ``directory`` (advisory; a no-op where fcntl is absent)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "lifecycle.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _hold(socket: str) -> Any:
+    """A connection named after this process, kept open until :func:`_leave`; fails if the server
+    is gone (then the caller starts it again)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis(
+        unix_socket_path=socket,
+        client_name=_client_name(),
+        single_connection_client=True,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=5,
+    )
+    client.ping()
+    return client
 
 
 def _start_or_attach(directory: Path) -> str:
@@ -115,8 +159,19 @@ def _start_or_attach(directory: Path) -> str:
     return socket
 
 
-def _leave(socket: str) -> None:
+def _leave(directory: Path, socket: str) -> None:
     """At exit: shut the server down if no other process is connected (it saves and fsyncs first)."""
+    with _lifecycle_lock(directory):
+        presence = _presence.pop(directory, None)
+        try:
+            _shutdown_if_alone(socket)
+        finally:
+            if presence is not None:
+                with contextlib.suppress(Exception):
+                    presence.close()
+
+
+def _shutdown_if_alone(socket: str) -> None:
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -148,15 +203,15 @@ def stop_embedded(directory: str | Path | None = None) -> None:
     with _lock:
         socket = _servers.pop(path, None)
     if socket is not None:
-        _leave(socket)
+        _leave(path, socket)
 
 
 def _leave_all() -> None:
     with _lock:
-        sockets = list(_servers.values())
+        servers = list(_servers.items())
         _servers.clear()
-    for socket in sockets:
-        _leave(socket)
+    for directory, socket in servers:
+        _leave(directory, socket)
 
 
 # --------------------------------------------------------------------------------------- runtime
