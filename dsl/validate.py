@@ -164,7 +164,7 @@ def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGE
         graph = graph.with_hash()
     from dsl.workspace import links_of
 
-    return Result(doc.file, doc, diagnostics, graph if ok else None, doc.text, links_of(doc))
+    return Result(doc.file, doc, diagnostics, graph if ok else None, doc.text, links_of(doc, ctx.steps))
 
 
 # rules whose repeats are one mistake with one fix (a name missing where it is defined): reported

@@ -12,10 +12,13 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dsl.diagnostics import Diagnostic, Position
 from dsl.templates import is_template
+
+if TYPE_CHECKING:
+    from dsl.checks import StepRef
 
 RULES: dict[str, str] = {
     "duplicate-workflow-name": "two workflow files in one folder declare the same `name`",
@@ -32,40 +35,29 @@ class Links:
     calls: tuple[tuple[str, Position], ...]
 
 
-def links_of(doc: Any) -> Links:
-    """Read a loaded document defensively (it may be schema-invalid)."""
+def links_of(doc: Any, steps: Iterable[StepRef] | None = None) -> Links:
+    """Read a loaded document defensively (it may be schema-invalid). ``steps``: the checks' walk
+    of the document (:attr:`dsl.checks.CheckContext.steps`), when the caller already has it."""
     root = doc.value if isinstance(doc.value, Mapping) else {}
     name = root.get("name") if isinstance(root.get("name"), str) else None
+    if steps is None:
+        from dsl.checks import CheckContext
+
+        steps = CheckContext(doc).steps
     calls: list[tuple[str, Position]] = []
-    _calls(root.get("steps"), ("steps",), doc, calls)
+    for step in steps:
+        for where, body in (
+            ((*step.path, "workflow"), step.body.get("workflow")),
+            ((*step.path, "compensate", "workflow"), _get(step.body.get("compensate"), "workflow")),
+        ):
+            child = _get(body, "name")
+            if isinstance(child, str) and not is_template(child):
+                calls.append((child, doc.at((*where, "name"))))
     return Links(name, doc.at(("name",)) if name else None, tuple(calls))
 
 
-def _calls(steps: Any, path: tuple[str | int, ...], doc: Any, out: list[tuple[str, Position]]) -> None:
-    if not isinstance(steps, list):
-        return
-    for i, step in enumerate(steps):
-        if not isinstance(step, Mapping):
-            continue
-        here = (*path, i)
-        for key in ("workflow", "compensate"):
-            body = step.get(key)
-            if key == "compensate" and isinstance(body, Mapping):
-                body, where = body.get("workflow"), (*here, "compensate", "workflow")
-            else:
-                where = (*here, key)
-            if isinstance(body, Mapping) and isinstance(body.get("name"), str):
-                child = body["name"]
-                if not is_template(child):
-                    out.append((child, doc.at((*where, "name"))))
-        parallel = step.get("parallel")
-        if isinstance(parallel, Mapping) and isinstance(parallel.get("branches"), list):
-            for b, branch in enumerate(parallel["branches"]):
-                if isinstance(branch, Mapping):
-                    _calls(branch.get("steps"), (*here, "parallel", "branches", b, "steps"), doc, out)
-        foreach = step.get("foreach")
-        if isinstance(foreach, Mapping):
-            _calls(foreach.get("steps"), (*here, "foreach", "steps"), doc, out)
+def _get(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, Mapping) else None
 
 
 def check(files: Sequence[tuple[str, Links | None]]) -> list[Diagnostic]:
