@@ -807,10 +807,10 @@ def test_healthz_answers_in_bounded_time_when_redis_is_silent(
 
     import redis as redis_lib
 
-    import engine.api
+    import engine.web.api
     from engine.store import Store
 
-    monkeypatch.setattr(engine.api, "HEALTH_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(engine.web.api, "HEALTH_TIMEOUT_S", 0.3)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -1204,8 +1204,8 @@ def test_no_secret_in_any_answer_or_log(
 
 
 def test_the_openapi_document_states_the_limits() -> None:
-    from engine.openapi import ID_PATTERN, openapi_document
     from engine.store import EXECUTION_ID
+    from engine.web.openapi import ID_PATTERN, openapi_document
 
     assert ID_PATTERN == EXECUTION_ID.pattern  # one pattern, stated twice
     doc = openapi_document()

@@ -584,7 +584,7 @@ def test_max_nodes_per_call_usage_errors(project: Path) -> None:
 def test_max_nodes_per_call_in_the_configuration_doctor_and_the_served_runtime(redis_db: Any) -> None:
     from engine.catalog import Catalog
     from engine.config import inspect_env
-    from engine.wiring import build_runtime
+    from engine.web.wiring import build_runtime
 
     config, issues = inspect_env({"HOPFLOW_MAX_NODES_PER_CALL": "25"})
     assert config is not None and config.max_nodes_per_call == 25

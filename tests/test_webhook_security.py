@@ -435,7 +435,7 @@ def test_secrets_never_appear_in_errors_logs_or_reprs(
 
 
 def test_the_api_key_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch, target: Target) -> None:
-    import engine.auth
+    import engine.web.auth
 
     seen: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
@@ -444,7 +444,7 @@ def test_the_api_key_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatc
         seen.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(engine.auth.hmac, "compare_digest", spy)
+    monkeypatch.setattr(engine.web.auth.hmac, "compare_digest", spy)
     with target.client() as c:
         c.get(f"/v1/executions/{target.eid}", headers={"Authorization": "Bearer nope"})
     assert (b"nope", API_KEY.encode()) in seen

@@ -92,9 +92,10 @@ def serve(
         _fail(f"--workflows {config.workflows_dir}: not a folder", 2)
 
     from engine.actions import ActionLoadError, ActionNotFound
-    from engine.asgi import build_runtime, create_app
     from engine.catalog import CatalogError
     from engine.embedded import EmbeddedError
+    from engine.web.app import create_app
+    from engine.web.wiring import build_runtime
 
     try:
         runtime = build_runtime(config, eager=True)

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from engine.problems import Problem
+from engine.web.problems import Problem
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.requests import Request

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.api import EVENT_NAME, MAX_EVENT_KEY_CHARS
-from engine.bodies import json_response
-from engine.problems import NON_RETRYABLE_HEADER
-from engine.webhook import BRANCH, CALLBACK_PATH, FAILED_PATH, MAX_SEQ, STEP_PATH
+from engine.web.api import EVENT_NAME, MAX_EVENT_KEY_CHARS
+from engine.web.bodies import json_response
+from engine.web.paths import CALLBACK_PATH, FAILED_PATH, STEP_PATH
+from engine.web.problems import NON_RETRYABLE_HEADER
+from engine.web.webhook import BRANCH, MAX_SEQ
 
 ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$"  # engine.store.EXECUTION_ID
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from engine.asgi import HopflowApp
+    from engine.web.core import HopflowApp
 
 
 async def serve(hop: HopflowApp, request: Request) -> Response:

@@ -19,20 +19,17 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from engine.bodies import JSONRefused, json_response, loads
-from engine.problems import Problem, non_retryable
+from engine.web.bodies import JSONRefused, json_response, loads
+from engine.web.problems import Problem, non_retryable
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from engine.asgi import HopflowApp
     from engine.model import Message
     from engine.runtime import Runtime
+    from engine.web.core import HopflowApp
 
-STEP_PATH = "/v1/step"
-FAILED_PATH = "/v1/step/failed"
-CALLBACK_PATH = "/v1/step/callback"
 BUSY_RETRY_S = 2.0  # a busy delivery is re-published this much later (QStash)
 MAX_SEQ = 2**53 - 1  # what a double (Lua's only number) holds exactly
 # "" (the top level) or <owner step>/<index>, nested with "/" ("order/0/items/3")

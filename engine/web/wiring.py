@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.webhook import FAILED_PATH, STEP_PATH
+from engine.web.paths import FAILED_PATH, STEP_PATH
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.config import Config

@@ -1,6 +1,6 @@
 """The operations API: start, inspect, cancel and signal executions; and the health check.
 
-Every route but ``/healthz`` takes the bearer API key (:func:`engine.auth.authorize`). The request's
+Every route but ``/healthz`` takes the bearer API key (:func:`engine.web.auth.authorize`). The request's
 own shape is checked before the runtime is called, and the runtime validates the rest (the input
 schema, the id) before it writes: a refused request changes nothing in Redis.
 
@@ -14,15 +14,15 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.auth import authorize
-from engine.bodies import json_response, parse_json
-from engine.problems import Problem, validation_errors
+from engine.web.auth import authorize
+from engine.web.bodies import json_response, parse_json
+from engine.web.problems import Problem, validation_errors
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from engine.asgi import HopflowApp
+    from engine.web.core import HopflowApp
 
 log = logging.getLogger("hopflow.asgi")
 

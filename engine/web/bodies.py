@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from engine.problems import Problem
+from engine.web.problems import Problem
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.requests import Request

@@ -1,0 +1,121 @@
+"""The composition root: the route table and the Starlette app around a :class:`HopflowApp`.
+
+The only module of the HTTP layer that knows every route; nothing imports it but the entry point
+(:mod:`engine.asgi`), ``hopflow serve`` and tests. Starlette loads when an app is built, not at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from engine.web import api, openapi, webhook
+from engine.web.auth import DEV_WARNING, route_path
+from engine.web.core import HopflowApp, RuntimeFactory
+from engine.web.paths import CALLBACK_PATH, FAILED_PATH, STEP_PATH
+from engine.web.problems import Problem, for_status
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from engine.config import Config
+    from engine.runtime import Runtime
+
+log = logging.getLogger("hopflow.asgi")
+
+MAX_ECHO_CHARS = 200  # of a request path echoed in a problem document
+
+
+def routes(hop: HopflowApp) -> list[Any]:
+    """Every route of the app, each bound to ``hop`` by :meth:`HopflowApp.guard`."""
+    from starlette.routing import Route
+
+    guard = hop.guard
+    return [
+        Route(STEP_PATH, guard(webhook.step), methods=["POST"]),
+        Route(FAILED_PATH, guard(webhook.step_failed), methods=["POST"]),
+        Route(CALLBACK_PATH, guard(webhook.step_callback), methods=["POST"]),
+        Route("/v1/executions", guard(api.start), methods=["POST"]),
+        Route("/v1/executions/{execution_id}", guard(api.status), methods=["GET"]),
+        Route("/v1/executions/{execution_id}/history", guard(api.history), methods=["GET"]),
+        Route("/v1/executions/{execution_id}/cancel", guard(api.cancel), methods=["POST"]),
+        Route("/v1/events/{name}", guard(api.event), methods=["POST"]),
+        Route("/healthz", guard(api.healthz), methods=["GET"]),
+        Route("/openapi.json", guard(openapi.serve), methods=["GET"]),
+    ]
+
+
+def instance(request: Request) -> str:
+    """The request's path for a problem's ``instance``: the caller's own text, kept short."""
+    path = route_path(request)
+    return path if len(path) <= MAX_ECHO_CHARS else path[:MAX_ECHO_CHARS] + "…"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    from starlette.exceptions import HTTPException
+
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 404:
+        detail = f"no route {request.method} {instance(request)}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{request.method} is not allowed on {instance(request)} (allowed: {allowed})"
+    return for_status(exc.status_code, detail, exc.headers).response(instance(request))
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return exc.response(instance(request))
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    # outside any route (routing, middleware): Starlette logs it; the caller gets a problem
+    return Problem("internal", "an unexpected error occurred; the server log has details").response()
+
+
+def build(hop: HopflowApp) -> Starlette:
+    """The Starlette app serving ``hop``'s routes; every error is a problem document."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+
+    app = Starlette(
+        routes=routes(hop),
+        exception_handlers={HTTPException: _http_error, Problem: _problem, Exception: _crash},
+        lifespan=hop.lifespan,
+    )
+    # "/v1/step/" is not "/v1/step": a 404 problem, not a redirect (built from the Host header)
+    app.router.redirect_slashes = False
+    app.state.hopflow = hop
+    hop.app = app
+    if hop.config.dev_insecure:
+        log.warning(DEV_WARNING)
+    return app
+
+
+def create_app(
+    runtime: Runtime | None = None,
+    *,
+    config: Config | None = None,
+    runtime_factory: RuntimeFactory | None = None,
+    run_local_dispatcher: bool | None = None,
+    now: Callable[[], float] = time.time,
+) -> Starlette:
+    """The Starlette app. Without ``runtime``, one is built from ``config`` on first use.
+
+    ``config`` defaults to :meth:`Config.from_env` (ConfigError lists every problem).
+    ``run_local_dispatcher`` (default: when the app builds its own runtime and QStash is not
+    configured) starts the local dispatcher's delivery loop in the app's lifespan. ``now`` is the
+    clock for signature checks (tests).
+    """
+    from engine.config import Config
+
+    cfg = config if config is not None else Config.from_env()
+    hop = HopflowApp(
+        runtime, cfg, runtime_factory=runtime_factory, run_local_dispatcher=run_local_dispatcher, now=now
+    )
+    return build(hop)
