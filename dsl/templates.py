@@ -16,22 +16,20 @@ from functools import lru_cache
 from typing import Any
 
 from dsl.durations import DurationError, parse_ms
+from dsl.template_limits import (
+    MAX_OUTPUT_CHARS,
+    MAX_SEQUENCE,
+    TemplateError,
+    TemplateLimit,
+    budget,
+)
 
-MAX_OUTPUT_CHARS = 1_000_000  # rendered text beyond this is an error, not a memory blow-up
-MAX_SEQUENCE = 100_000  # `"x" * n`, `[0] * n` and `range(n)` are capped like this
+__all__ = ["MAX_OUTPUT_CHARS", "MAX_SEQUENCE", "TemplateError", "TemplateLimit", "budget"]
+
 EXTRA_FILTERS = ("datetime", "isoformat", "tojson", "seconds")
 EXTRA_GLOBALS = ("duration",)
 
 _NATIVE = re.compile(r"^\{\{(?P<expr>.*)\}\}\n?$", re.DOTALL)
-
-
-class TemplateError(Exception):
-    """A template failed to parse or render; ``offset`` points into the template source when known."""
-
-    def __init__(self, message: str, offset: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
 
 
 def is_template(value: Any) -> bool:
@@ -112,23 +110,13 @@ def to_json(value: Any) -> Any:
 
 @lru_cache(maxsize=1)
 def environment() -> Any:
-    """The one sandboxed environment (built lazily: importing Jinja2 costs cold-start time)."""
+    """The one sandboxed environment (built lazily: importing Jinja2 costs cold-start time). Its
+    bounds on memory, operations and time are in :mod:`dsl.sandbox`."""
     from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    class _Sandbox(ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset({"*", "**"})
+    from dsl.sandbox import BoundedSandbox
 
-        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-            if operator == "*":
-                for seq, count in ((left, right), (right, left)):
-                    if isinstance(seq, str | list | tuple) and isinstance(count, int):
-                        if len(seq) * count > MAX_SEQUENCE:
-                            raise OverflowError("template sequence repetition is too large")
-            if operator == "**" and isinstance(right, int | float) and abs(right) > 1000:
-                raise OverflowError("template exponent is too large")
-            return super().call_binop(context, operator, left, right)
-
+    class _Sandbox(BoundedSandbox):
         def getattr(self, obj: Any, attribute: str) -> Any:
             # `x.items`, `steps.keys.output`: in workflow data a key wins over a dict method's name
             if isinstance(obj, Mapping) and isinstance(attribute, str):
@@ -140,6 +128,7 @@ def environment() -> Any:
 
     env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters.update(datetime=_to_datetime, isoformat=_isoformat, tojson=_tojson, seconds=_seconds)
+    env.bound_filters()
     env.globals.clear()  # no range/lipsum/dict/cycler/joiner/namespace beyond what we add back
     env.globals.update(duration=_duration, range=_bounded_range)
     return env
@@ -148,7 +137,7 @@ def environment() -> Any:
 def _bounded_range(*args: int) -> range:
     r = range(*args)
     if len(r) > MAX_SEQUENCE:
-        raise OverflowError(f"range is larger than {MAX_SEQUENCE}")
+        raise TemplateLimit(f"template limit: range would have {len(r)} items (at most {MAX_SEQUENCE})")
     return r
 
 
@@ -419,49 +408,61 @@ def _compiled(source: str) -> tuple[bool, Callable[..., Any]]:
         raise TemplateError(f"template error: {exc.message}") from None
 
 
-def render_string(source: str, context: Mapping[str, Any]) -> Any:
-    """Render one template string; raises TemplateError for any failure (names it ``template``)."""
+def render_string(source: str, context: Mapping[str, Any], *, seconds: float | None = None) -> Any:
+    """Render one template string; raises TemplateError for any failure (names it ``template``) and
+    its TemplateLimit for a size, operation or time bound (``template.limit``). ``seconds``: the wall
+    time this render may take, unless it runs inside a :func:`budget` already (then it shares it)."""
     from jinja2 import TemplateError as JinjaError
     from jinja2 import Undefined
     from jinja2.exceptions import SecurityError
 
     native, compiled = _compiled(source)
     try:
-        if native:
-            value = compiled(**context)
-            if isinstance(value, Undefined):
-                value._fail_with_undefined_error()
-            if isinstance(value, str) and len(value) > MAX_OUTPUT_CHARS:
-                raise TemplateError(f"template output is larger than {MAX_OUTPUT_CHARS} characters")
-            return value
-        chunks: list[str] = []
-        size = 0
-        for chunk in compiled.generate(**context):
-            size += len(chunk)
-            if size > MAX_OUTPUT_CHARS:
-                raise TemplateError(f"template output is larger than {MAX_OUTPUT_CHARS} characters")
-            chunks.append(chunk)
-        return "".join(chunks)
+        with budget(seconds):
+            if native:
+                value = compiled(**context)
+                if isinstance(value, Undefined):
+                    value._fail_with_undefined_error()
+                if isinstance(value, str) and len(value) > MAX_OUTPUT_CHARS:
+                    raise TemplateLimit(f"template limit: the output is larger than {MAX_OUTPUT_CHARS} characters")
+                return value
+            chunks: list[str] = []
+            size = 0
+            for chunk in compiled.generate(**context):
+                size += len(chunk)
+                if size > MAX_OUTPUT_CHARS:
+                    raise TemplateLimit(
+                        f"template limit: the output is larger than {MAX_OUTPUT_CHARS} characters"
+                    )
+                chunks.append(chunk)
+            return "".join(chunks)
     except TemplateError:
         raise
     except SecurityError as exc:
         raise TemplateError(f"template sandbox refused: {exc}") from None
     except JinjaError as exc:
         raise TemplateError(f"template error: {exc.message or exc}") from None
+    except (MemoryError, RecursionError, OverflowError) as exc:
+        what = {MemoryError: "out of memory", RecursionError: "recursion too deep"}.get(type(exc), str(exc))
+        raise TemplateLimit(f"template limit: {what}") from None
     except (TypeError, ValueError, ArithmeticError, KeyError, IndexError, AttributeError) as exc:
         raise TemplateError(f"template error: {type(exc).__name__}: {exc}") from None
-    except RecursionError:
-        raise TemplateError("template error: recursion too deep") from None
 
 
-def render(value: Any, context: Mapping[str, Any]) -> Any:
-    """Render every template string inside a (possibly nested) value; other values pass through."""
+def render(value: Any, context: Mapping[str, Any], *, seconds: float | None = None) -> Any:
+    """Render every template string inside a (possibly nested) value; other values pass through.
+    All of them share one budget (operations, ``seconds`` of wall time)."""
+    with budget(seconds):
+        return _render(value, context)
+
+
+def _render(value: Any, context: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         return render_string(value, context) if is_template(value) else value
     if isinstance(value, Mapping):
-        return {k: render(v, context) for k, v in value.items()}
+        return {k: _render(v, context) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [render(v, context) for v in value]
+        return [_render(v, context) for v in value]
     return value
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dsl.graph import TOP_SCOPE, Graph, Node, thaw
-from dsl.templates import TemplateError, parse, render, templates_in, to_json
+from dsl.templates import TemplateError, TemplateLimit, parse, render, templates_in, to_json
 from engine.model import StepError, StepFailure
 
 MISSING: Any = object()
@@ -165,10 +165,15 @@ class _Env(dict[str, str]):
         )
 
 
-def render_value(value: Any, scope: Mapping[str, Any], *, step: str | None = None) -> Any:
-    """Render a (frozen) template value to plain JSON data; a failure is the catchable ``template``."""
+def render_value(
+    value: Any, scope: Mapping[str, Any], *, step: str | None = None, seconds: float | None = None
+) -> Any:
+    """Render a (frozen) template value to plain JSON data; a failure is the catchable ``template``,
+    a size, operation or time bound (``seconds`` of wall time) the catchable ``template.limit``."""
     try:
-        return to_json(render(thaw(value), scope))
+        return to_json(render(thaw(value), scope, seconds=seconds))
+    except TemplateLimit as exc:
+        raise StepFailure(StepError("template.limit", exc.message, step)) from None
     except TemplateError as exc:
         raise StepFailure(StepError("template", exc.message, step)) from None
     except TypeError as exc:  # to_json: a template produced something that is not JSON

@@ -68,7 +68,8 @@ COMPENSATE = "$compensate"
 TIMEOUT = "$timeout"
 LOCK_MARGIN_MS = 10_000
 HIDDEN_PARK_KEYS = frozenset({"token", "id", "at", "expect"})  # park info kept out of history lines
-BUSY_WAIT_S = 2.0  # how long a completion waits for a branch another delivery holds right now
+BUSY_WAIT_S = 2.0
+TEMPLATE_SHARE = 0.5  # one render may use this share of the delivery's time budget (then template.limit)  # how long a completion waits for a branch another delivery holds right now
 
 
 @dataclass(frozen=True)
@@ -420,7 +421,12 @@ class NodeRun:
         scope = self.scope
         if extra:
             scope.update(extra)
-        return render_value(value, scope, step=self.node.id if self.node is not None else None)
+        return render_value(
+            value,
+            scope,
+            step=self.node.id if self.node is not None else None,
+            seconds=self.rt.time_budget_s * TEMPLATE_SHARE,
+        )
 
     @staticmethod
     def dumps(value: Any) -> str:

@@ -122,8 +122,9 @@ class StepError:
 
 
 def error_matches(pattern: str, name: str) -> bool:
-    """Whether an error name matches a `catch`/`retry.on` entry (`any`, `http.4xx` classes, exact)."""
-    if pattern == "any" or pattern == name:
+    """Whether an error name matches a `catch`/`retry.on` entry: `any`, the `http.4xx` classes, the
+    name itself, or a name below it (`template` matches `template.limit`)."""
+    if pattern == "any" or pattern == name or name.startswith(pattern + "."):
         return True
     if pattern in ("http.4xx", "http.5xx") and name.startswith("http.") and name[5:].isdigit():
         return name[5] == pattern[5]
