@@ -37,7 +37,6 @@ from jinja2.utils import pass_environment
 from markupsafe import Markup
 
 from dsl.template_limits import (
-    MAX_INT_BITS,
     MAX_JSON_INDENT,
     MAX_SEQUENCE,
     MAX_VALUE_CHARS,
@@ -104,7 +103,10 @@ def check_percent(fmt: str, args: Any) -> None:
     star = max((abs(v) for v in stars), default=0)
     printed = weight(args)
     total = len(fmt)
-    for width, precision, in specs:
+    for (
+        width,
+        precision,
+    ) in specs:
         for number in (width, precision):
             if number == "*":
                 total += star
@@ -145,7 +147,7 @@ def _json_shape(value: Any) -> tuple[int, int]:
 
 
 def check_indented(value: Any, indent: Any, what: str) -> None:
-    """Pretty-printing writes one line per node indented by its depth: nodes × depth × indent."""
+    """Pretty-printing writes one line per node indented by its depth: nodes * depth * indent."""
     if not isinstance(indent, int) or isinstance(indent, bool) or indent <= 0:
         return
     if indent > MAX_JSON_INDENT:
@@ -176,7 +178,7 @@ def _pre_format(env: Any, value: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def _pre_wordwrap(
-    env: Any, s: Any, width: Any = 79, break_long_words: Any = True, wrapstring: Any = None, *_: Any, **kw: Any
+    env: Any, s: Any, width: Any = 79, _long: Any = True, wrapstring: Any = None, *_: Any, **kw: Any
 ) -> None:
     text = str(s)
     wrap = kw.get("wrapstring", wrapstring)
@@ -402,7 +404,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         check_binop(operator, left, right)
         return checked(super().call_binop(context, operator, left, right), f"the result of {operator}")
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         tick()
         if isinstance(__obj, LoopContext) and args:  # `loop(children)` in a recursive loop
             args = (Counted(args[0]), *args[1:])
@@ -455,6 +457,3 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-__all__ = ["BoundedSandbox", "MAX_INT_BITS"]

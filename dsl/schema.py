@@ -528,6 +528,7 @@ BUILTIN_ERRORS = (
     "http.5xx",
     "input.invalid",
     "template",
+    "template.limit",
     "cancelled",
     "any",
 )

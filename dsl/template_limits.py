@@ -60,7 +60,9 @@ class Budget:
     def emit(self, chars: int) -> None:
         self.output_left -= chars
         if self.output_left < 0:
-            raise TemplateLimit(f"template limit: the template emitted more than {4 * MAX_VALUE_CHARS} characters")
+            raise TemplateLimit(
+                f"template limit: the template emitted more than {4 * MAX_VALUE_CHARS} characters"
+            )
 
 
 _ACTIVE: ContextVar[Budget | None] = ContextVar("hopflow_template_budget", default=None)
@@ -139,7 +141,9 @@ def need_items(count: int, what: str) -> None:
 
 def need_bits(bits: float, what: str) -> None:
     if bits > MAX_INT_BITS:
-        raise TemplateLimit(f"template limit: {what} would be a {int(bits)}-bit integer (at most {MAX_INT_BITS})")
+        raise TemplateLimit(
+            f"template limit: {what} would be a {int(bits)}-bit integer (at most {MAX_INT_BITS})"
+        )
 
 
 def checked(value: Any, what: str) -> Any:

@@ -424,7 +424,9 @@ def render_string(source: str, context: Mapping[str, Any], *, seconds: float | N
                 if isinstance(value, Undefined):
                     value._fail_with_undefined_error()
                 if isinstance(value, str) and len(value) > MAX_OUTPUT_CHARS:
-                    raise TemplateLimit(f"template limit: the output is larger than {MAX_OUTPUT_CHARS} characters")
+                    raise TemplateLimit(
+                        f"template limit: the output is larger than {MAX_OUTPUT_CHARS} characters"
+                    )
                 return value
             chunks: list[str] = []
             size = 0

@@ -68,8 +68,8 @@ COMPENSATE = "$compensate"
 TIMEOUT = "$timeout"
 LOCK_MARGIN_MS = 10_000
 HIDDEN_PARK_KEYS = frozenset({"token", "id", "at", "expect"})  # park info kept out of history lines
-BUSY_WAIT_S = 2.0
-TEMPLATE_SHARE = 0.5  # one render may use this share of the delivery's time budget (then template.limit)  # how long a completion waits for a branch another delivery holds right now
+BUSY_WAIT_S = 2.0  # how long a completion waits for a branch another delivery holds right now
+TEMPLATE_SHARE = 0.5  # the share of the time budget one render may use (then: template.limit)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def _render_measured(source: str) -> tuple[BaseException | None, int]:
     tracemalloc.start()
     try:
         render_string(source, SCOPE)
-    except BaseException as exc:  # noqa: BLE001 - the test judges whatever came out
+    except BaseException as exc:  # the test judges whatever came out
         return exc, tracemalloc.get_traced_memory()[1]
     finally:
         peak = tracemalloc.get_traced_memory()[1]
@@ -124,7 +124,8 @@ def test_ordinary_templates_still_work() -> None:
     assert render_string("{{ 2 ** 64 }}", {}) == 2**64
     assert render_string("{{ 'ab' ~ 'cd' }}", {}) == "abcd"
     assert render_string("{{ users|join(',', attribute='n') }}", {"users": [{"n": "a"}, {"n": "b"}]}) == "a,b"
-    assert render_string("{% for x in [[1, [2]]] recursive %}{{ loop(x) if x is iterable else x }}{% endfor %}", {}) == "12"
+    recursive = "{% for x in [[1, [2]]] recursive %}{{ loop(x) if x is iterable else x }}{% endfor %}"
+    assert render_string(recursive, {}) == "12"
     text = "{% for i in range(3) %}{{ loop.index }}{% if loop.last %}.{% endif %}{% endfor %}"
     assert render_string(text, {}) == "123."
     assert render_string("{{ {'a': [1]}|tojson(indent=2) }}", {}) == '{\n  "a": [\n    1\n  ]\n}'
@@ -222,3 +223,16 @@ def test_a_hostile_template_through_the_webhook_is_caught_not_dead(harness: Any,
     record = h.runtime.record(eid)
     assert record["status"] == "succeeded"
     assert record["output"]["caught"] == "template.limit"
+
+
+def test_template_catches_its_limit_and_the_limit_is_a_known_name() -> None:
+    from dsl.validate import validate_text
+    from engine.model import error_matches
+
+    assert error_matches("template", "template.limit")
+    assert error_matches("template.limit", "template.limit")
+    assert not error_matches("template.limit", "template")
+    assert not error_matches("templ", "template.limit")
+    text = _hostile("{{ 1 }}").replace("errors: [template]", "errors: [template.limit]")
+    result = validate_text(text, "hostile.yaml")
+    assert not [d for d in result.diagnostics if d.rule in ("unknown-error", "schema")], result.diagnostics

@@ -99,7 +99,7 @@ def check_error_names(ctx: CheckContext) -> Iterator[Diagnostic]:
 
 def _covers(earlier: str, name: str) -> bool:
     """Whether a catch of ``earlier`` takes every error ``name`` stands for."""
-    if earlier in ("any", name):
+    if earlier in ("any", name) or name.startswith(earlier + "."):
         return True
     if earlier in ("http.4xx", "http.5xx") and name.startswith("http.") and len(name) == 8:
         return name[5] == earlier[5] and name[6:].isdigit()
