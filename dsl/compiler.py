@@ -35,6 +35,7 @@ from dsl.graph import (
     Retry,
     Scope,
     TemplateRef,
+    env_names,
     freeze,
 )
 from dsl.source import Document, JsonPath, LoadError, load
@@ -203,12 +204,13 @@ class _Compiler:
             version=root.get("version"),
             description=root.get("description"),
             input_schema=freeze(root.get("input")),
-            env=tuple(sorted({e for e in env if isinstance(e, str)})) if isinstance(env, list) else (),
+            env=tuple(sorted(set(env_names(env)))),
             timeout_ms=self.duration(root.get("timeout"), ("timeout",)),
             output=freeze(root.get("output")),
             has_output="output" in root,
             output_reads=step_reads(output_refs),
             on_failure=on_failure if isinstance(on_failure, str) else "compensate",
+            secret_env=tuple(sorted(set(env_names(env, secret=True)))),
         )
 
     def steps(self, steps: Any, path: JsonPath, scope: str, owner: str | None) -> None:
@@ -280,6 +282,7 @@ class _Compiler:
             compensate=self.compensation(body.get("compensate"), (*path, "compensate")),
             reads=step_reads(own),
             templates=templates,
+            secret=body.get("secret") is True,
         )
 
     def step_retry(self, kind: str, body: Mapping[str, Any], path: JsonPath) -> Retry:

@@ -148,6 +148,7 @@ class Node:
     compensate: Compensation | None = None
     reads: tuple[str, ...] = ()  # step ids whose outputs this node's templates (not compensate's) read
     templates: tuple[TemplateRef, ...] = ()
+    secret: bool = False  # `secret: true`: its rendered input and output are redacted from every view
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,12 @@ class Graph:
     has_output: bool = False
     output_reads: tuple[str, ...] = ()
     on_failure: str = "compensate"  # "compensate" | "stop"
+    secret_env: tuple[str, ...] = ()  # the names of `env` declared `secret: true`
     hash: str = field(default="", compare=False)
+
+    @property
+    def secret_steps(self) -> frozenset[str]:
+        return frozenset(sid for sid, node in self.nodes.items() if node.secret)
 
     @property
     def entry(self) -> str | None:
@@ -177,7 +183,11 @@ class Graph:
         """Canonical plain-JSON form (the thing that is hashed, stored in Redis and printed)."""
         return {
             "format": FORMAT,
-            **{f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "hash"},
+            **{
+                f.name: _plain(getattr(self, f.name))
+                for f in fields(self)
+                if f.name != "hash" and not (f.name in _OMITTED_WHEN_EMPTY and not getattr(self, f.name))
+            },
         }
 
     def canonical(self) -> str:
@@ -208,6 +218,7 @@ class Graph:
             has_output=bool(data.get("has_output")),
             output_reads=tuple(data.get("output_reads") or ()),
             on_failure=data.get("on_failure", "compensate"),
+            secret_env=tuple(data.get("secret_env") or ()),
         )
         return graph.with_hash()
 
@@ -223,11 +234,38 @@ def canonical_json(value: Any) -> str:
 _SCALARS = (str, int, float, bool, type(None))
 
 
+def env_names(env: Any, *, secret: bool = False) -> list[str]:
+    """The names a document's `env` declares (``NAME`` or ``{name: NAME, secret: true}``); with
+    ``secret``, only the secret ones. Forgiving: a malformed entry is skipped (the schema reports it)."""
+    if isinstance(env, str):
+        env = [env]
+    elif isinstance(env, Mapping):
+        env = list(env)
+    if not isinstance(env, list):
+        return []
+    out = []
+    for entry in env:
+        if isinstance(entry, str) and not secret:
+            out.append(entry)
+        elif isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+            if not secret or entry.get("secret") is True:
+                out.append(entry["name"])
+    return out
+
+
+# fields added after graphs were first stored: left out while unset, so older graphs keep their hash
+_OMITTED_WHEN_EMPTY = frozenset({"secret", "secret_env"})
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, _SCALARS):  # fast path: most values in a graph are scalars
         return value
     if hasattr(value, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in fields(value)
+            if not (f.name in _OMITTED_WHEN_EMPTY and not getattr(value, f.name))
+        }
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
@@ -274,4 +312,5 @@ def _node(d: Mapping[str, Any]) -> Node:
             TemplateRef(tuple(t["path"]), t["source"], t["native"], tuple(t["names"]))
             for t in d.get("templates") or ()
         ),
+        secret=bool(d.get("secret")),
     )

@@ -53,6 +53,7 @@ from engine.decide import (
 )
 from engine.errors import UnknownExecution
 from engine.model import Message, Outgoing, Status, StepContext, StepError, StepFailure
+from engine.redact import Redactor, env_secrets, remember, secret_strings
 from engine.store import call_entries, outbox_entries
 
 if TYPE_CHECKING:
@@ -68,6 +69,10 @@ COMPENSATE = "$compensate"
 TIMEOUT = "$timeout"
 LOCK_MARGIN_MS = 10_000
 HIDDEN_PARK_KEYS = frozenset({"token", "id", "at", "expect"})  # park info kept out of history lines
+# history fields that are hopflow's own words (ids, names, numbers): never redacted by value
+PLAIN_HISTORY = frozenset(
+    {"step", "phase", "status", "attempt", "duration_ms", "error", "event", "time", "branch"}
+)
 BUSY_WAIT_S = 2.0  # how long a completion waits for a branch another delivery holds right now
 TEMPLATE_SHARE = 0.5  # the share of the time budget one render may use (then: template.limit)
 
@@ -365,6 +370,7 @@ class NodeRun:
         self.error_in = loads(self.b.get("error"))
         self.status: str | None = self.header.get("status")
         self.after: list[Any] = []
+        self._redactor: Redactor | None = None
         self.started = time.monotonic()
         self.ops: dict[str, Any] = {
             "eid": self.eid,
@@ -421,16 +427,46 @@ class NodeRun:
         scope = self.scope
         if extra:
             scope.update(extra)
-        return render_value(
+        rendered = render_value(
             value,
             scope,
             step=self.node.id if self.node is not None else None,
             seconds=self.rt.time_budget_s * TEMPLATE_SHARE,
         )
+        if self.node is not None and self.node.secret:
+            self.add_secrets(rendered)
+        return rendered
 
     @staticmethod
     def dumps(value: Any) -> str:
         return dumps(value)
+
+    # -- secrets (engine/redact.py): what this node stores for people is redacted before it is stored
+
+    @property
+    def redactor(self) -> Redactor:
+        """Secret env values, and the values of the secret steps this node read (built once)."""
+        if self._redactor is None:
+            redactor = Redactor(env_secrets(self.graph.secret_env))
+            for sid, value in self.steps.items():
+                if sid in self.graph.nodes and self.graph.nodes[sid].secret:
+                    redactor.add(secret_strings(value))
+            self._redactor = redactor
+            remember(redactor.values)
+        return self._redactor
+
+    def add_secrets(self, value: Any) -> None:
+        """Values of a secret step (its rendered input, its result, its output) seen by this node."""
+        found = secret_strings(value)
+        if found:
+            self.redactor.add(found)
+            remember(found)
+
+    def redact_error(self, error: StepError) -> StepError:
+        message = self.redactor.text(error.message) if self.redactor else error.message
+        if message == error.message:
+            return error
+        return StepError(error.name, message, error.step, error.attempt, error.retry_after_ms)
 
     def step_path(self, step: str) -> str:
         return f"{self.branch}/{step}" if self.branch else step
@@ -591,9 +627,10 @@ class NodeRun:
 
     def history(self, **fields: Any) -> None:
         flat: list[str] = []
+        redactor = self.redactor
         for k, v in fields.items():
             if v is not None:
-                flat += [k, str(v)]
+                flat += [k, str(v) if not redactor or k in PLAIN_HISTORY else redactor.text(str(v))]
         flat += ["time", f"{self.now:.3f}"]
         if self.branch and "branch" not in fields:
             flat += ["branch", self.branch]
@@ -609,7 +646,7 @@ class NodeRun:
             attempt=self.attempt,
             duration_ms=int((time.monotonic() - self.started) * 1000),
             error=error.name if error else None,
-            message=error.message[:500] if error else None,
+            message=self.redact_error(error).message[:500] if error else None,
         )
 
     def apply(self, outcome: Outcome) -> None:
@@ -647,6 +684,9 @@ class NodeRun:
         node = self.node
         assert node is not None
         skipped = isinstance(outcome, Skipped)
+        if node.secret and isinstance(outcome, Done):
+            self.add_secrets(outcome.result)
+            self.add_secrets(output)
         field = output_field(self.graph, node.id, self.branch)
         self.ops["outputs"][field] = dumps(output)
         self.steps[node.id] = output
@@ -692,6 +732,8 @@ class NodeRun:
         node = self.node
         assert node is not None
         value = outcome.output if outcome.has_output else None
+        if node.secret:
+            self.add_secrets(value)
         field = output_field(self.graph, node.id, self.branch)
         self.ops["outputs"][field] = dumps(value)
         self.steps[node.id] = value
@@ -705,12 +747,14 @@ class NodeRun:
     def on_error(self, error: StepError) -> None:
         node = self.node
         assert node is not None
-        error = StepError(
-            error.name,
-            error.message,
-            error.step or node.id,
-            error.attempt or self.attempt,
-            error.retry_after_ms,
+        error = self.redact_error(
+            StepError(
+                error.name,
+                error.message,
+                error.step or node.id,
+                error.attempt or self.attempt,
+                error.retry_after_ms,
+            )
         )
         self.node_history("run", "error", error)
         decision = after_error(node, error, self.attempt, rand=self.rt.random)
@@ -785,6 +829,7 @@ class NodeRun:
     def fail_execution(
         self, error: StepError, *, cancelled: bool = False, compensate: bool | None = None
     ) -> None:
+        error = self.redact_error(error)
         want = compensate if compensate is not None else self.graph.on_failure == "compensate"
         comps = self.comps + (1 if "comp_push" in self.ops else 0)
         if want and comps > 0:
@@ -808,12 +853,15 @@ class NodeRun:
         self.status = status
         hset = self.ops["hset"]
         hset.update({"status": status.value, "finished_at": self.now})
+        redactor = self.redactor
         if status == Status.SUCCEEDED:
             if output_from_last:
-                self.ops["output_from_last"] = True
+                self.ops["output_from_last"] = True  # a secret last step's output: the views redact it
             else:
-                hset["output"] = dumps(output)
+                hset["output"] = dumps(redactor.value(output) if redactor else output)
         if error is not None:
+            if redactor and isinstance(error.get("message"), str):
+                error = {**error, "message": redactor.text(error["message"])}
             hset["error"] = dumps(error)
         self.ops["bset"]["phase"] = "done"
         self.ops["bdel"] += ["park"]

@@ -22,8 +22,9 @@ from engine.clock import Clock, SystemClock
 from engine.context import iso
 from engine.dispatch import DispatchError
 from engine.errors import InputInvalid, NotResumable, UnknownExecution, UnknownWorkflow
-from engine.interpreter import Advance, Interpreter, dumps, loads
+from engine.interpreter import PLAIN_HISTORY, Advance, Interpreter, dumps, loads
 from engine.model import Message, Outgoing, Status, StepError, StepFailure
+from engine.redact import Redactor, env_secrets, install_log_filter, remember, secret_strings
 from engine.store import Store, check_execution_id, outbox_entries
 
 log = logging.getLogger("hopflow.runtime")
@@ -61,6 +62,7 @@ class Runtime:
         self.faults = faults
         self.random = random
         self.interpreter = Interpreter(self)
+        install_log_filter()
         self._modules: dict[str, Any] = {}
         self._validators: dict[str, Any] = {}
         if getattr(dispatcher, "complete", False) is None:
@@ -177,9 +179,14 @@ class Runtime:
         header = self.store.header(execution_id)
         if not header:
             raise UnknownExecution(execution_id)
+        redactor = self.redactor(execution_id, header)
         error = loads(header.get("error"))
         if error is not None:
-            error = {"name": error.get("name"), "message": error.get("message"), "step": error.get("step")}
+            message = error.get("message")
+            if redactor and isinstance(message, str):
+                message = redactor.text(message)
+            error = {"name": error.get("name"), "message": message, "step": error.get("step")}
+        output = loads(header.get("output")) if header.get("status") == Status.SUCCEEDED else None
         trace = [
             {
                 "step": h.get("step"),
@@ -203,7 +210,7 @@ class Runtime:
             "workflow": header.get("workflow"),
             "graph": header.get("graph"),
             "status": status,
-            "output": loads(header.get("output")) if status == Status.SUCCEEDED else None,
+            "output": redactor.value(output) if redactor else output,
             "error": error if status != Status.SUCCEEDED else None,
             "trace": trace,
             "created_at": iso(float(header["created_at"])) if header.get("created_at") else None,
@@ -216,6 +223,11 @@ class Runtime:
         entries = self.store.history(execution_id)
         if not entries and not self.store.exists(execution_id):
             raise UnknownExecution(execution_id)
+        redactor = self.redactor(execution_id)
+        if redactor:
+            entries = [
+                {k: v if k in PLAIN_HISTORY else redactor.text(v) for k, v in e.items()} for e in entries
+            ]
         out = []
         for e in entries:
             item: dict[str, Any] = {}
@@ -228,6 +240,27 @@ class Runtime:
                     item[k] = v
             out.append(item)
         return out
+
+    def redactor(self, execution_id: str, header: dict[str, str] | None = None) -> Redactor:
+        """What the views redact by value (engine/redact.py): the secret env values this process
+        has, and the stored outputs of the execution's secret steps. The interpreter redacted what it
+        stored already; this also covers a secret step's output that became the execution's output."""
+        header = self.store.header(execution_id) if header is None else header
+        graph_hash = header.get("graph") if header else None
+        if not graph_hash:
+            return Redactor()
+        try:
+            graph = self.store.get_graph(graph_hash)
+        except Exception:  # a view must not fail because the graph is gone
+            return Redactor()
+        redactor = Redactor(env_secrets(graph.secret_env))
+        secret = graph.secret_steps
+        if secret:
+            for field, value in self.store.all_outputs(execution_id).items():
+                if field.rsplit("/", 1)[-1] in secret:
+                    redactor.add(secret_strings(value))
+        remember(redactor.values)
+        return redactor
 
     def mark_dead(self, message: Message, reason: str) -> None:
         """The dispatcher gave up on ``message``: the execution becomes ``dead`` (unless it moved on)."""

@@ -71,6 +71,7 @@ def unwind(run: NodeRun) -> None:
     except StepFailure as failure:
         error = failure.error
         error = StepError(error.name, error.message, step, run.attempt, error.retry_after_ms)
+        error = run.redact_error(error)
         run.node_history("compensate", "error", error, step=step)
         if retryable(comp.retry, error, run.attempt):
             wait = delay_ms(comp.retry, run.attempt, error, rand=run.rt.random)
@@ -121,7 +122,12 @@ def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: di
         loc=item.get("loc"),
         error=error,
     )
+    for sid, value in steps.items():  # a secret step's output may reach its compensation's request
+        if sid in run.graph.nodes and run.graph.nodes[sid].secret:
+            run.add_secrets(value)
     config = render_value(comp.config, scope, step=step)
+    if step in run.graph.nodes and run.graph.nodes[step].secret:
+        run.add_secrets(config)
     timeout = run.timeout_s(comp.timeout_ms)
     path = f"{branch}/{step}" if branch else step
     ctx = replace(

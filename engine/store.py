@@ -262,6 +262,11 @@ class Store:
         raw = self._call(self.client.hmget, base(execution_id) + "o", list(fields))
         return [None if v is None else json.loads(text(v)) for v in raw]
 
+    def all_outputs(self, execution_id: str) -> dict[str, Any]:
+        """Every step output field (``<branch>/<step>`` inside foreach items), for the views' redaction."""
+        raw = self._call(self.client.hgetall, base(execution_id) + "o")
+        return {text(k): json.loads(text(v)) for k, v in raw.items()}
+
     def all_vars(self, execution_id: str) -> dict[str, Any]:
         raw = self._call(self.client.hgetall, base(execution_id) + "v")
         return {text(k): json.loads(text(v)) for k, v in raw.items()}
