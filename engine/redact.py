@@ -100,32 +100,38 @@ def remember(values: Iterable[str]) -> None:
         _log_redactor = Redactor(_known)
 
 
-class LogFilter(logging.Filter):
-    """Redacts remembered secret values from a record's formatted message (and its traceback text)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        redactor = _log_redactor
-        if not redactor:
-            return True
-        message = record.getMessage()
-        clean = redactor.text(message)
-        if clean != message:
-            record.msg, record.args = clean, ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = redactor.text(logging.Formatter().formatException(record.exc_info))
-        elif record.exc_text:
-            record.exc_text = redactor.text(record.exc_text)
-        return True
+def _redact_record(record: logging.LogRecord) -> None:
+    redactor = _log_redactor
+    if not redactor:
+        return
+    message = record.getMessage()
+    clean = redactor.text(message)
+    if clean != message:
+        record.msg, record.args = clean, ()
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redactor.text(logging.Formatter().formatException(record.exc_info))
 
 
-_FILTER = LogFilter()
+_installed = False
 
 
 def install_log_filter() -> None:
-    """Attach the filter to hopflow's loggers (a filter on a logger sees only that logger's records,
-    so each one gets it; loggers made later get it when a runtime is built again)."""
-    names = [n for n in logging.root.manager.loggerDict if n == "hopflow" or n.startswith("hopflow.")]
-    for name in ("hopflow", *names):
-        logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+    """Redact every record of hopflow's loggers (``hopflow`` and below) as it is made.
+
+    A logger's filter sees only that logger's own records and handlers belong to the application,
+    so the hook is the record factory: it catches loggers created at any time, and leaves every
+    other library's records alone."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            if record.name == "hopflow" or record.name.startswith("hopflow."):
+                _redact_record(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
+        _installed = True
