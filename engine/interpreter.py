@@ -584,6 +584,8 @@ class NodeRun:
 
                     if info.get("at") is not None:  # the call's whole time, not this delivery's
                         self.started -= max(0.0, self.now - float(info["at"]))
+                    if node.secret and self.completion is not None:
+                        self.render(node.config)  # its input is secret here too: learn its values again
                     return offload.resume(node, self, info)
                 return self.rt.step_module(node.kind).resume(node, self, info)
             if self.phase == "join":

@@ -227,3 +227,36 @@ def test_the_redactor_replaces_longest_first_and_skips_short_values() -> None:
     r = Redactor(["abcd1234", "abcd", "xyz"])
     assert r.text("key abcd1234 and abcd, xyz") == f"key {REDACTED} and {REDACTED}, xyz"
     assert r.value({"abcd": ["abcd1234", 1]}) == {REDACTED: [REDACTED, 1]}
+
+
+OFFLOADED = """
+name: offloaded
+input: {type: object}
+steps:
+  - id: call
+    secret: true
+    http:
+      method: POST
+      url: "{{ input.target }}/echo"
+      json: {card: "{{ input.card }}"}
+      expect: [201]
+      offload: true
+"""
+
+
+def test_a_secret_offloaded_steps_input_echoed_in_its_answer_is_redacted(harness: Any) -> None:
+    # the answer arrives in another delivery than the one that rendered the request
+    from test_offload import Offloading, Target
+
+    card = "4111111111111111"
+    target = Target()
+    try:
+        o = Offloading(harness, OFFLOADED)
+        eid = o.h.start("offloaded", {"target": target.url, "card": card})
+        record = o.run(eid)
+        history = o.runtime.history(eid)
+    finally:
+        target.close()
+    assert record["status"] == "failed" and record["error"]["name"] == "http.200"
+    assert REDACTED in record["error"]["message"]
+    assert card not in json.dumps([record, history, o.h.store.history(eid)])
