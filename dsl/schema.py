@@ -975,7 +975,10 @@ class _Explainer:
     def _best_of(self, error: ValidationError) -> None:
         from jsonschema.exceptions import best_match
 
-        best = best_match(error.context) if error.context else None
+        # a branch that fails only on the value's type is about another form: explain the form written
+        # (`env: [api_url]` is a name with a bad pattern, not a mapping that is missing)
+        same_form = [e for e in error.context or () if e.validator != "type" or e.relative_path]
+        best = best_match(same_form or error.context) if error.context else None
         if best is None:
             path: JsonPath = tuple(error.absolute_path)
             self.add("schema", f"{_label(path)}: {error.message}", self.value_pos(path), path, "other")
