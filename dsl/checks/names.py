@@ -123,8 +123,8 @@ def _scope(ctx: CheckContext, site: TemplateSite) -> _Scope:
         names.add("result")
     in_compensate = step is not None and site.path[len(step.path) : len(step.path) + 1] == ("compensate",)
     catch_target = step is not None and step.id in _names(ctx).catch_targets and not in_compensate
-    if catch_target:
-        names.add("error")
+    if catch_target or in_compensate:
+        names.add("error")  # a compensation reads the failure that started the unwinding
     if site.parsed is not None and _FOR_TAG.search(site.source):
         names.add("loop")
     return _Scope(frozenset(names), in_output, catch_target, foreach)
@@ -247,7 +247,8 @@ def _catches_intact(ctx: CheckContext) -> bool:
 @rule(
     "out-of-scope",
     "a template reads a name outside the place it exists: a foreach item or `index` outside that "
-    "foreach's body, `result` outside a step's `output`, `error` outside the step a `catch` jumps to",
+    "foreach's body, `result` outside a step's `output`, `error` outside the step a `catch` jumps to "
+    "and compensations",
 )
 def check_scope(ctx: CheckContext) -> Iterator[Diagnostic]:
     names = _names(ctx)
@@ -264,12 +265,8 @@ def check_scope(ctx: CheckContext) -> Iterator[Diagnostic]:
             why = "`result` exists only in a step's `output` template (it is that step's raw result)"
         elif root == "error":
             why = "`error` exists only in the step a `catch` jumps to"
-            if site.step is None:
-                pass
-            elif site.step.id in names.catch_targets:
-                why += ", not in its compensation (which runs later, when that error is long gone)"
-            else:
-                why += f", and no catch has `goto: {site.step.id}`"
+            if site.step is not None:
+                why += f" (or a compensation), and no catch has `goto: {site.step.id}`"
         elif root == "loop":
             why = "`loop` exists only inside a `{% for %}` block of the same template"
         elif root == "index":
