@@ -211,6 +211,7 @@ class _Compiler:
             output_reads=step_reads(output_refs),
             on_failure=on_failure if isinstance(on_failure, str) else "compensate",
             secret_env=tuple(sorted(set(env_names(env, secret=True)))),
+            vars=freeze(declared_vars(root.get("vars"))),
         )
 
     def steps(self, steps: Any, path: JsonPath, scope: str, owner: str | None) -> None:
@@ -470,3 +471,19 @@ class _Compiler:
                     raise self.fail(f"{target!r} is not a step id", tpath)
                 if self.nodes[target].scope != node.scope:
                     raise self.fail(f"jump to {target!r} crosses a parallel/foreach boundary", tpath)
+
+
+REDUCER_INITIAL: dict[str, Any] = {"append": [], "extend": [], "sum": 0, "merge": {}}
+
+
+def declared_vars(raw: Any) -> dict[str, dict[str, Any]]:
+    """The workflow's `vars:` declarations with defaults filled in (reducer and initial value)."""
+    if not isinstance(raw, Mapping):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, decl in raw.items():
+        decl = decl if isinstance(decl, Mapping) else {}
+        reduce = decl.get("reduce", "replace")
+        initial = decl["initial"] if "initial" in decl else REDUCER_INITIAL.get(reduce)
+        out[str(name)] = {"reduce": reduce, "initial": initial}
+    return out

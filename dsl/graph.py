@@ -166,6 +166,8 @@ class Graph:
     output_reads: tuple[str, ...] = ()
     on_failure: str = "compensate"  # "compensate" | "stop"
     secret_env: tuple[str, ...] = ()  # the names of `env` declared `secret: true`
+    # declared vars: name → {"reduce": replace|append|extend|sum|min|max|merge, "initial": value}
+    vars: Mapping[str, Any] = field(default_factory=lambda: FrozenDict())
     hash: str = field(default="", compare=False)
 
     @property
@@ -219,8 +221,14 @@ class Graph:
             output_reads=tuple(data.get("output_reads") or ()),
             on_failure=data.get("on_failure", "compensate"),
             secret_env=tuple(data.get("secret_env") or ()),
+            vars=freeze(data.get("vars") or {}),
         )
         return graph.with_hash()
+
+    def reducer(self, name: str) -> str:
+        """How a `set` of var ``name`` combines with its current value (``replace`` unless declared)."""
+        decl = self.vars.get(name)
+        return decl["reduce"] if decl is not None else "replace"
 
 
 FORMAT = 1  # bump when the meaning of the serialised form changes
@@ -254,7 +262,7 @@ def env_names(env: Any, *, secret: bool = False) -> list[str]:
 
 
 # fields added after graphs were first stored: left out while unset, so older graphs keep their hash
-_OMITTED_WHEN_EMPTY = frozenset({"secret", "secret_env"})
+_OMITTED_WHEN_EMPTY = frozenset({"secret", "secret_env", "vars"})
 
 
 def _plain(value: Any) -> Any:

@@ -120,6 +120,14 @@ def consumed_later(eid: str, outgoing: Outgoing) -> bool:
     return immediate and m.execution_id == eid and m.node != TIMEOUT
 
 
+def merge_vars(graph: Graph, wanted: tuple[str, ...] | None) -> list[str]:
+    """The declared `merge` vars a node reads (they are assembled from their own hash by begin)."""
+    if not graph.vars:
+        return []
+    names = graph.vars if wanted is None else wanted
+    return [n for n in names if n in graph.vars and graph.vars[n]["reduce"] == "merge"]
+
+
 class Interpreter:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
@@ -201,6 +209,7 @@ class Interpreter:
                 "hfields": list(HFIELDS),
                 "outputs": [f for _, f in fields],
                 "vars": "*" if wanted is None else list(wanted),
+                "vmerge": merge_vars(graph, wanted),
                 "ancestors": context.ancestors(msg.branch),
                 "now": rt.clock.now(),
             },
@@ -392,13 +401,15 @@ class NodeRun:
 
     def _vars(self, raw: Any) -> dict[str, Any]:
         wanted = var_names(self.graph, self.node.id) if self.node is not None else ()
+        merged = {k: json.loads(v) for k, v in _flat_map(self.begin.get("vmerged")).items()}
         if not raw:
-            return {}
+            return merged
         if wanted is None:
-            return {k: json.loads(v) for k, v in _flat_map(raw).items()}
-        return {
+            return {**{k: json.loads(v) for k, v in _flat_map(raw).items()}, **merged}
+        found = {
             n: json.loads(v) for n, v in zip(wanted, raw, strict=False) if v is not None and v is not False
         }
+        return {**found, **merged}
 
     def _loc(self) -> dict[str, Any]:
         loc = loads(self.b.get("ploc")) or {}
@@ -695,12 +706,26 @@ class NodeRun:
         if not skipped:
             self.ops["bset"]["last"] = field
         if isinstance(outcome, Done) and outcome.vars:
-            self.ops["vars"].update({k: dumps(v) for k, v in outcome.vars.items()})
-            self.vars.update(outcome.vars)
+            self.assign(outcome.vars)
         if not skipped and node.compensate is not None:
             self.ops["comp_push"] = sagas.entry(node.id, self.branch, self.loc)
         self.node_history("skip" if skipped else "run", "ok")
         self.goto(after_success(node, outcome).node, MISSING if skipped else output)
+
+    def assign(self, values: dict[str, Any]) -> None:
+        """Vars a step set: plain ones are written as they are; declared reduced ones go to the
+        checkpoint as contributions, which the script combines with what is stored (atomically)."""
+        from engine import reducers
+
+        for name, value in values.items():
+            op = self.graph.reducer(name)
+            if op == "replace":
+                self.ops["vars"][name] = dumps(value)
+                self.vars[name] = value
+                continue
+            self.ops.setdefault("reduce", []).append(reducers.encode(name, op, value))
+            if name in self.vars:  # this node's own view (the script's result when nothing races)
+                self.vars[name] = reducers.apply(op, self.vars[name], value)
 
     def goto(self, target: str | None, output: Any = MISSING, error: StepError | None = None) -> None:
         if target is None:

@@ -414,6 +414,7 @@ class Runtime:
                 "entry": graph.entry,
                 "timeout_ms": graph.timeout_ms,
                 "hist": self._event("started", now, workflow=graph.name, graph=graph.hash),
+                **self._initial_vars(graph),
             },
         )
         if found["kind"] == "exists":
@@ -422,6 +423,16 @@ class Runtime:
         self.store.pin(eid, graph.hash)
         self._flush(eid, outbox_entries(found.get("out")))
         return eid
+
+    @staticmethod
+    def _initial_vars(graph: Graph) -> dict[str, Any]:
+        """The start script's arguments for the workflow's declared vars (none: no arguments)."""
+        if not graph.vars:
+            return {}
+        from engine.reducers import initial_fields
+
+        fields, merged = initial_fields(graph.vars)
+        return {"vars": fields, "vm": merged}
 
     def _validate_input(self, graph: Graph, value: Any) -> None:
         if graph.input_schema is None:

@@ -269,7 +269,13 @@ class Store:
 
     def all_vars(self, execution_id: str) -> dict[str, Any]:
         raw = self._call(self.client.hgetall, base(execution_id) + "v")
-        return {text(k): json.loads(text(v)) for k, v in raw.items()}
+        found = {text(k): json.loads(text(v)) for k, v in raw.items()}
+        merged = self._call(self.client.hgetall, base(execution_id) + "vm")
+        if merged:
+            from engine.reducers import assemble
+
+            found.update(assemble({text(k): text(v) for k, v in merged.items()}))
+        return found
 
     def status(self, execution_id: str) -> str | None:
         return text(self._call(self.client.hget, header_key(execution_id), "status"))
@@ -292,7 +298,7 @@ class Store:
         """Expire every key of a finished execution (retention)."""
         prefix = base(execution_id)
         branches = [text(b) for b in self._call(self.client.smembers, prefix + "bs")]
-        keys = [prefix + s for s in ("h", "o", "v", "c", "x", "out", "oc", "p", "bs")]
+        keys = [prefix + s for s in ("h", "o", "v", "vm", "c", "x", "out", "oc", "p", "bs")]
         keys += [branch_key(execution_id, b) for b in branches]
         pipe = self.client.pipeline(transaction=False)
         for k in keys:

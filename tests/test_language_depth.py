@@ -44,3 +44,331 @@ def test_a_compensation_reads_the_error_that_started_the_unwinding(harness: Any)
     assert record["status"] == "compensated"
     release = [extra for name, extra in rec.calls if name == "release"]
     assert release == [{"why": "card.declined: fail-charge said no", "failed_step": "charge"}]
+
+
+# ------------------------------------------------------------------------------------- reducers
+
+import threading  # noqa: E402
+
+ACCUMULATE = """
+    name: accumulate
+    vars:
+      total: {reduce: sum, initial: 0}
+      seen: {reduce: append}
+      low: {reduce: min}
+      high: {reduce: max}
+      by_item: {reduce: merge}
+      flat: {reduce: extend, initial: [0]}
+    steps:
+      - id: each
+        foreach:
+          items: "{{ range(1, 51) | list }}"
+          concurrency: 10
+          steps:
+            - id: add
+              set:
+                total: "{{ item }}"
+                seen: "{{ item }}"
+                low: "{{ item }}"
+                high: "{{ item }}"
+                by_item: "{{ {item | string: item * 2} }}"
+                flat: ["{{ item }}", "{{ -item }}"]
+    output:
+      total: "{{ vars.total }}"
+      seen: "{{ vars.seen }}"
+      low: "{{ vars.low }}"
+      high: "{{ vars.high }}"
+      by_item: "{{ vars.by_item }}"
+      flat: "{{ vars.flat }}"
+"""
+
+RACY = """
+    name: racy
+    steps:
+      - id: init
+        set: {total: 0, seen: []}
+      - id: each
+        foreach:
+          items: "{{ range(1, 51) | list }}"
+          concurrency: 10
+          steps:
+            - id: add
+              set:
+                total: "{{ vars.total + item }}"
+                seen: "{{ vars.seen + [item] }}"
+    output: {total: "{{ vars.total }}", seen: "{{ vars.seen }}"}
+"""
+
+
+def drain_concurrently(h: Any) -> None:
+    """Deliver every due message at once, each in its own thread, all of them holding after their
+    step ran (the begin snapshot taken, nothing written yet) until the whole batch got there: the
+    interleaving that loses updates of a plain var."""
+    state: dict[str, Any] = {"barrier": None}
+
+    def fault(point: str, message: Any) -> None:
+        barrier = state["barrier"]
+        if point == "after_step" and barrier is not None:
+            try:
+                barrier.wait(timeout=5)
+            except threading.BrokenBarrierError:
+                pass
+
+    h.runtime.faults = fault
+    queue = h.dispatcher
+    while queue.queue:
+        batch = []
+        due = queue.queue[0][0]
+        while queue.queue and queue.queue[0][0] <= due:
+            o = queue.pop()
+            batch.append(o)
+        state["barrier"] = threading.Barrier(len(batch))
+        results: list[Any] = [None] * len(batch)
+
+        def work(i: int, o: Any, out: list[Any]) -> None:
+            out[i] = h.runtime.advance(o.message)
+
+        threads = [threading.Thread(target=work, args=(i, o, results)) for i, o in enumerate(batch)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        for o, r in zip(batch, results, strict=True):
+            if r is None or r.kind == "busy":
+                queue.publish([o])
+
+
+def test_reducers_keep_every_contribution_of_concurrent_foreach_items(harness: Any) -> None:
+    h = harness(ACCUMULATE)
+    eid = h.start("accumulate")
+    drain_concurrently(h)
+    record = h.runtime.record(eid)
+    assert record["status"] == "succeeded", record.get("error")
+    out = record["output"]
+    assert out["total"] == sum(range(1, 51)) == 1275
+    assert sorted(out["seen"]) == list(range(1, 51))
+    assert (out["low"], out["high"]) == (1, 50)
+    assert out["by_item"] == {str(i): i * 2 for i in range(1, 51)}
+    assert out["flat"][0] == 0 and sorted(out["flat"][1:]) == sorted([*range(1, 51), *range(-50, 0)])
+    assert h.store.all_vars(eid)["by_item"]["7"] == 14
+
+
+def test_the_same_interleaving_loses_updates_of_a_plain_var(harness: Any) -> None:
+    """The control: without a reducer, the batch's writers overwrite each other (why reducers exist)."""
+    h = harness(RACY)
+    eid = h.start("racy")
+    drain_concurrently(h)
+    out = h.runtime.record(eid)["output"]
+    assert out["total"] < 1275
+    assert len(out["seen"]) < 50
+
+
+def test_a_contribution_of_the_wrong_type_fails_the_step_with_template(harness: Any) -> None:
+    h = harness(
+        """
+        name: wrong
+        vars:
+          total: {reduce: sum}
+        steps:
+          - id: add
+            set: {total: "not a number"}
+            catch:
+              - {errors: [template], goto: caught}
+          - id: never
+            succeed: {}
+          - id: caught
+            set: {why: "{{ error.message }}"}
+        output: "{{ vars.why }}"
+        """
+    )
+    record = h.run("wrong")
+    assert record["status"] == "succeeded"
+    assert record["output"] == "vars.total (sum) takes a finite number, got str"
+
+
+# ----------------------------------------------- reducers under any interleaving (state machine)
+
+import heapq  # noqa: E402
+from collections import Counter  # noqa: E402
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import (  # noqa: E402
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from engine.model import Outgoing  # noqa: E402
+
+OPS = ("append", "extend", "sum", "min", "max", "merge")
+
+
+def contribution(op: str, item: int) -> Any:
+    return {"extend": [item, -item], "merge": {str(item % 7): item}}.get(op, item)
+
+
+def reducer_workflow(ops: list[str], items: list[int], concurrency: int) -> str:
+    decls = "\n".join(f"  v{i}: {{reduce: {op}}}" for i, op in enumerate(ops))
+    values = {
+        "append": "{{ item }}",
+        "extend": "{{ [item, -item] }}",
+        "sum": "{{ item }}",
+        "min": "{{ item }}",
+        "max": "{{ item }}",
+        "merge": "{{ {(item % 7) | string: item} }}",
+    }
+    sets = "\n".join(f'                v{i}: "{values[op]}"' for i, op in enumerate(ops))
+    return f"""
+name: reducers
+vars:
+{decls}
+steps:
+  - id: each
+    foreach:
+      items: {items}
+      concurrency: {concurrency}
+      steps:
+        - id: add
+          set:
+{sets}
+"""
+
+
+class ReducerMachine(RuleBasedStateMachine):
+    """Hypothesis chooses which due message starts next and which held one writes its checkpoint:
+    every begin/checkpoint interleaving of concurrent foreach items. Reduced vars must end equal to
+    the reference model (engine.reducers.apply folded over every contribution, whatever the order)."""
+
+    store: Any = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: dict[int, tuple[threading.Thread, threading.Event]] = {}
+        self.reached: dict[int, threading.Event] = {}
+        self.idents: dict[int, threading.Event] = {}
+        self.counter = 0
+
+    def _fault(self, point: str, message: Any) -> None:
+        if point == "after_step":
+            gate = self.idents.get(threading.get_ident())
+            if gate is not None:
+                self.reached[threading.get_ident()].set()
+                gate.wait(timeout=30)
+
+    @initialize(
+        ops=st.lists(st.sampled_from(OPS), min_size=1, max_size=4),
+        items=st.lists(st.integers(-20, 20), min_size=1, max_size=8),
+        concurrency=st.integers(1, 5),
+    )
+    def start(self, ops: list[str], items: list[int], concurrency: int) -> None:
+        from conftest import QueueDispatcher
+
+        from engine.actions import ActionRegistry
+        from engine.catalog import Catalog
+        from engine.clock import VirtualClock
+        from engine.runtime import Runtime
+
+        self.store.client.flushdb()
+        self.ops, self.items = ops, items
+        clock = VirtualClock()
+        self.bus = QueueDispatcher(clock)
+        catalog = Catalog.from_texts([reducer_workflow(ops, items, concurrency)])
+        self.runtime = Runtime(
+            self.store, self.bus, catalog, actions=ActionRegistry(), clock=clock, faults=self._fault
+        )
+        self.eid = self.runtime.start("reducers", {})
+
+    def _spawn(self, message: Any) -> None:
+        gate = threading.Event()
+        reached = threading.Event()
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            self.idents[threading.get_ident()] = gate
+            self.reached[threading.get_ident()] = reached
+            try:
+                box["result"] = self.runtime.advance(message)
+            finally:
+                reached.set()
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        reached.wait(timeout=30)
+        if thread.is_alive():
+            self.held[self.counter] = (thread, gate)
+            self.counter += 1
+        else:
+            thread.join()
+            if box.get("result") is None or box["result"].kind == "busy":  # redeliver, as a bus does
+                entry = (self.bus.clock.now(), next(self.bus.counter), Outgoing(message))
+                heapq.heappush(self.bus.queue, entry)
+
+    @precondition(lambda self: bool(self.bus.queue))
+    @rule(data=st.data())
+    def deliver(self, data: Any) -> None:
+        pending = sorted(self.bus.queue)
+        pick = data.draw(st.integers(0, len(pending) - 1))
+        entry = pending[pick]
+        self.bus.queue.remove(entry)
+        heapq.heapify(self.bus.queue)
+        self._spawn(entry[2].message)
+
+    @precondition(lambda self: bool(self.held))
+    @rule(data=st.data())
+    def checkpoint(self, data: Any) -> None:
+        key = data.draw(st.sampled_from(sorted(self.held)))
+        thread, gate = self.held.pop(key)
+        gate.set()
+        thread.join(timeout=30)
+
+    @rule()
+    def settle(self) -> None:
+        """Nothing pending and nothing held: the execution is over (the teardown checks it)."""
+
+    @invariant()
+    def no_thread_lost(self) -> None:
+        for thread, _ in self.held.values():
+            assert thread.is_alive()
+
+    def teardown(self) -> None:
+        if not hasattr(self, "bus"):
+            return
+        for thread, gate in self.held.values():
+            gate.set()
+            thread.join(timeout=30)
+        self.runtime.faults = None
+        self.bus.drain(self.runtime)
+        record = self.runtime.record(self.eid)
+        assert record["status"] == "succeeded", record.get("error")
+        got = self.store.all_vars(self.eid)
+        from engine import reducers
+
+        for i, op in enumerate(self.ops):
+            want: Any = {"append": [], "extend": [], "sum": 0, "merge": {}}.get(op)
+            for item in self.items:
+                want = reducers.apply(op, want, contribution(op, item))
+            value = got.get(f"v{i}")
+            if op in ("append", "extend"):
+                assert Counter(map(str, value)) == Counter(map(str, want)), (op, value, want)
+            elif op == "merge":
+                assert set(value) == set(want), (op, value, want)  # which item wins a key: any writer
+            else:
+                assert value == want, (op, value, want)
+
+
+def test_reducers_never_lose_a_contribution_under_any_interleaving(store: Any) -> None:
+    ReducerMachine.store = store
+    run_state_machine_as_test(
+        ReducerMachine,
+        settings=settings(
+            max_examples=30,
+            stateful_step_count=40,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

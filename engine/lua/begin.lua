@@ -1,5 +1,6 @@
 -- Start one node: check the message is current, take the branch lock, load what the node reads.
--- KEYS: header, branch, lock.  A: eid, seq, node, branch, token, lock_ms, hfields, outputs, vars, ancestors
+-- KEYS: header, branch, lock.  A: eid, seq, node, branch, token, lock_ms, hfields, outputs, vars, ancestors,
+--   vmerge (declared merge vars the node reads: assembled from hf:{E}:vm)
 local function outbox() return redis.call('HGETALL', BASE .. 'out') end
 
 if redis.call('EXISTS', KEYS[1]) == 0 then return result({kind = 'missing'}) end
@@ -30,6 +31,25 @@ if A.vars == '*' then
   r.vars = redis.call('HGETALL', BASE .. 'v')
 elseif #A.vars > 0 then
   r.vars = redis.call('HMGET', BASE .. 'v', unpack(A.vars))
+end
+if A.vmerge and #A.vmerge > 0 then
+  -- merge vars live in hf:{E}:vm as "<name>\n<json key>" → json value: assemble each as an object
+  local groups = {}
+  local all = redis.call('HGETALL', BASE .. 'vm')
+  for i = 1, #all, 2 do
+    local cut = string.find(all[i], '\n', 1, true)
+    local name = string.sub(all[i], 1, cut - 1)
+    groups[name] = groups[name] or {}
+    table.insert(groups[name], string.sub(all[i], cut + 1) .. ':' .. all[i + 1])
+  end
+  local merged = {}
+  for _, name in ipairs(A.vmerge) do
+    local g = groups[name] or {}
+    table.sort(g)
+    merged[#merged + 1] = name
+    merged[#merged + 1] = '{' .. table.concat(g, ',') .. '}'
+  end
+  r.vmerged = merged
 end
 local aborts = {}
 for i, p in ipairs(A.ancestors) do aborts[i] = redis.call('HGET', bkey(p), 'abort') end

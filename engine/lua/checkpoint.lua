@@ -3,7 +3,9 @@
 -- KEYS: header, branch, lock.
 -- A: eid, branch, seq, token, now, hmax, ancestors, outputs, vars, comp_push, comp_pop, hset, hdel,
 --    bset, bdel, history, consumed, msgs, park, self_node, fanout, finish_branch, output_from_last,
---    call ({id, body}: an offloaded call to record in hf:{E}:oc)
+--    call ({id, body}: an offloaded call to record in hf:{E}:oc),
+--    reduce ([{n, op, v | kv}]: contributions to declared vars, combined here with what is stored, so
+--    concurrent branches never lose one; see engine/reducers.py)
 -- seq first: "someone else advanced" (the caller's work is superseded) differs from "my lock
 -- expired but nobody advanced" (the caller must not acknowledge: the message has to come back)
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '-1')
@@ -34,6 +36,40 @@ end
 
 hset_all(BASE .. 'o', A.outputs)
 hset_all(BASE .. 'v', A.vars)
+if A.reduce then
+  local vk = BASE .. 'v'
+  for _, r in ipairs(A.reduce) do
+    if r.op == 'append' or r.op == 'extend' then
+      if r.v ~= '' then  -- extend with an empty list adds nothing
+        local cur = redis.call('HGET', vk, r.n)
+        if not cur or string.sub(cur, 1, 1) ~= '[' or string.match(cur, '^%[%s*%]$') then
+          cur = '[' .. r.v .. ']'
+        else
+          cur = string.sub(cur, 1, -2) .. ',' .. r.v .. ']'
+        end
+        redis.call('HSET', vk, r.n, cur)
+      end
+    elseif r.op == 'sum' then
+      local total = (tonumber(redis.call('HGET', vk, r.n) or '0') or 0) + tonumber(r.v)
+      if total == total and total ~= math.huge and total ~= -math.huge then
+        redis.call('HSET', vk, r.n, string.format('%.17g', total))
+      end
+    elseif r.op == 'min' or r.op == 'max' then
+      local cur = tonumber(redis.call('HGET', vk, r.n) or 'null')
+      local v = tonumber(r.v)
+      if cur == nil or (r.op == 'min' and v < cur) or (r.op == 'max' and v > cur) then
+        redis.call('HSET', vk, r.n, r.v)
+      end
+    elseif r.op == 'merge' and #r.kv > 0 then
+      local args = {}
+      for i = 1, #r.kv, 2 do
+        args[#args + 1] = r.n .. '\n' .. r.kv[i]
+        args[#args + 1] = r.kv[i + 1]
+      end
+      redis.call('HSET', BASE .. 'vm', unpack(args))
+    end
+  end
+end
 if A.comp_pop then redis.call('RPOP', BASE .. 'c') end
 if A.comp_push then redis.call('RPUSH', BASE .. 'c', A.comp_push) end
 hset_all(KEYS[1], A.hset)
