@@ -52,7 +52,7 @@ from engine.decide import (
     after_success,
 )
 from engine.errors import UnknownExecution
-from engine.model import Message, Outgoing, Status, StepContext, StepError, StepFailure
+from engine.model import Message, NotCurrent, Outgoing, Status, StepContext, StepError, StepFailure
 from engine.redact import Redactor, env_secrets, remember, secret_strings
 from engine.store import call_entries, outbox_entries
 
@@ -67,6 +67,7 @@ HFIELDS = ("status", "input", "started_at", "deadline", "stop", "parent", "comp_
 CHEAP = frozenset({"set", "switch", "succeed", "fail"})
 COMPENSATE = "$compensate"
 TIMEOUT = "$timeout"
+FANOUT_TIMEOUT = "#timeout"  # suffix of the delayed message that ends a parallel/foreach's `timeout`
 LOCK_MARGIN_MS = 10_000
 HIDDEN_PARK_KEYS = frozenset({"token", "id", "at", "expect"})  # park info kept out of history lines
 # history fields that are hopflow's own words (ids, names, numbers): never redacted by value
@@ -231,8 +232,6 @@ class Interpreter:
             ops = run.execute()
         except BaseException as exc:
             rt.store.unlock(eid, msg.branch, token)
-            from engine.steps.offload import NotCurrent
-
             if isinstance(exc, NotCurrent):  # not the answer (or timeout) the parked step waits for
                 return Advance("stale", eid), None
             raise
@@ -553,8 +552,6 @@ class NodeRun:
 
     def execute(self) -> dict[str, Any]:
         if self.completion is not None and not self.awaits_call():
-            from engine.steps.offload import NotCurrent
-
             raise NotCurrent()
         stop = loads(self.header.get("stop"))
         abort = next((loads(a) for a in self.begin.get("aborts") or [] if a), None)
@@ -568,6 +565,11 @@ class NodeRun:
                 {"name": "timeout", "message": "the execution's timeout passed"},
                 except_branch=self.branch,
             )
+        if self.msg.node.endswith(FANOUT_TIMEOUT):
+            if self.phase != "join" or stop or abort:
+                raise NotCurrent()  # joined already, or stopping anyway: the timeout has nothing to end
+            self.fanout_timeout()
+            return self.ops
         if stop or abort:
             self.halt(stop, abort)
             return self.ops
@@ -577,6 +579,21 @@ class NodeRun:
         self.rt.fault("after_step", self.msg)
         self.apply(outcome)
         return self.ops
+
+    def fanout_timeout(self) -> None:
+        """A parallel/foreach's `timeout` passed while it waits for its join: stop the unfinished
+        branches like a failed sibling does (parked ones are woken, running ones stop at their next
+        node boundary, queued items never start); the join then fails the step with `timeout`. The
+        script joins at once instead when every branch has finished meanwhile."""
+        node = self.node
+        assert node is not None
+        error = StepError(
+            "timeout", f"{node.kind} {node.id!r} did not finish within its timeout", node.id, self.attempt
+        )
+        scope = f"{self.branch}/{node.id}/" if self.branch else f"{node.id}/"
+        self.ops["fanout_timeout"] = {"abort": dumps(error.to_dict()), "scope": scope}
+        self.ops["self_node"] = node.id
+        self.history(event="timeout", step=node.id)
 
     def awaits_call(self) -> bool:
         """Whether this branch is parked on an offloaded call (so an answer may complete it)."""
@@ -840,6 +857,9 @@ class NodeRun:
         if outcome.as_name is not None:
             fanout["as"] = outcome.as_name
         self.ops["fanout"] = fanout
+        if node.timeout_ms:
+            timeout = {"node": node.id + FANOUT_TIMEOUT, "branch": self.branch, "seq": -1}
+            self.ops["msgs"].append({**timeout, "delay_ms": node.timeout_ms})
 
     # ----------------------------------------------------------------------------- ends and stops
 

@@ -150,3 +150,8 @@ class StepContext:
     deadline: float  # unix seconds by which this attempt must have finished
     branch: str = ""
     workflow: str = ""
+
+
+class NotCurrent(Exception):
+    """A delivery that is not for the node's current state (an answer to a call the step no longer
+    waits for, a fan-out's timeout after its join): the interpreter acknowledges it as stale."""

@@ -170,6 +170,7 @@ class Builder:
         self.counter = 0
         self.total = 0
         self.kinds: set[str] = set()
+        self.shared: dict[str, None] = {}  # vars set inside a parallel branch or foreach body
 
     # -- names
     def new_id(self) -> str:
@@ -211,6 +212,8 @@ class Builder:
         if c.chance(0.3):
             doc["on_failure"] = c.choice(("compensate", "stop"))
         steps, first = self.scope(_Env(), depth=0, top=True)
+        if self.shared:  # steps that may run at the same time set them: declare a reducer (vars-race)
+            doc["vars"] = {name: {"reduce": "append"} for name in self.shared}
         doc["steps"] = steps
         if c.chance(0.4):
             env = _Env(steps=(first,) if first else ())
@@ -401,6 +404,8 @@ class Builder:
             sets = tuple(
                 dict.fromkeys(c.choice(("count", "status", "note", "total")) for _ in range(c.integer(1, 2)))
             )
+            if depth > 0:
+                self.shared.update(dict.fromkeys(sets))
         return _Slot(sid, kind, {}, sets)
 
     # -- steps

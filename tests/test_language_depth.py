@@ -372,3 +372,141 @@ def test_reducers_never_lose_a_contribution_under_any_interleaving(store: Any) -
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+# ----------------------------------------------------------------------------- fan-out timeouts
+
+PARALLEL_TIMEOUT = """
+    name: deadline
+    steps:
+      - id: book
+        action: rec
+        with: {name: book}
+        compensate: {action: rec, with: {name: unbook}}
+      - id: race
+        timeout: 2s
+        parallel:
+          branches:
+            - steps:
+                - id: quick
+                  action: rec
+                  with: {name: quick}
+                  compensate: {action: rec, with: {name: "undo quick: {{ error.name }}"}}
+            - steps:
+                - id: slow
+                  wait: {for: 8s}
+                - id: after_slow
+                  action: rec
+                  with: {name: after_slow}
+"""
+
+
+def test_a_parallel_timeout_stops_the_slow_branch_fails_with_timeout_and_compensates(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(PARALLEL_TIMEOUT, actions={"rec": rec})
+    start = h.clock.now()
+    eid = h.start("deadline")
+    h.drain()
+    record = h.runtime.record(eid)
+    assert record["status"] == "compensated"
+    assert record["error"]["name"] == "timeout" and record["error"]["step"] == "race"
+    names = [name for name, _ in rec.calls]
+    assert "after_slow" not in names
+    assert names[-2:] == ["undo quick: timeout", "unbook"]
+    finished = float(h.store.header(eid)["finished_at"])
+    assert 2 <= finished - start < 3  # ended at the timeout, not after the 8 s wait
+
+
+def test_a_parallel_timeout_is_catchable_on_the_fan_out_step(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        PARALLEL_TIMEOUT.replace(
+            "        timeout: 2s\n", "        timeout: 2s\n        catch: [{errors: [timeout], goto: late}]\n"
+        )
+        + """
+      - id: done
+        succeed: {output: on time}
+      - id: late
+        succeed: {output: "late: {{ error.name }} at {{ error.step }}"}
+""",
+        actions={"rec": rec},
+    )
+    record = h.run("deadline")
+    assert record["status"] == "succeeded"
+    assert record["output"] == "late: timeout at race"
+
+
+def test_a_fan_out_that_finishes_in_time_is_not_timed_out(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(PARALLEL_TIMEOUT.replace("wait: {for: 8s}", "wait: {for: 1s}"), actions={"rec": rec})
+    record = h.run("deadline")
+    assert record["status"] == "succeeded"
+    assert [n for n, _ in rec.calls] == ["book", "quick", "after_slow"]
+
+
+def test_a_foreach_timeout_stops_queued_items(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: slow-items
+        steps:
+          - id: each
+            timeout: 5s
+            foreach:
+              items: [1, 2, 3, 4, 5, 6]
+              concurrency: 2
+              steps:
+                - id: pause
+                  wait: {for: 2s}
+                - id: work
+                  action: rec
+                  with: {name: "item {{ item }}"}
+        """,
+        actions={"rec": rec},
+    )
+    record = h.run("slow-items")
+    assert record["status"] == "failed" and record["error"]["name"] == "timeout"
+    assert len(rec.calls) == 4  # two rounds of two items in 5 s; items 5 and 6 never start
+
+
+def test_hopflow_run_ends_a_parallel_at_its_timeout_in_real_time(tmp_path: Any) -> None:
+    """The issue's case on the embedded default (local dispatcher, real clock): a 2 s timeout over an
+    8 s branch ends `timeout` and compensates; the record's own times show it did not wait 8 s."""
+    import datetime as dt
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "deadline.yaml").write_text(
+        "name: deadline\nsteps:\n"
+        "  - {id: book, action: demo_rec, compensate: {action: demo_rec}}\n"
+        "  - id: race\n    timeout: 2s\n    parallel:\n      branches:\n"
+        "        - steps: [{id: quick, action: demo_rec}]\n"
+        "        - steps: [{id: slow, wait: {for: 8s}}]\n"
+    )
+    (tmp_path / "acts.py").write_text(
+        "import engine\n\n\n@engine.action('demo_rec')\ndef rec(ctx, **kw):\n    return {'ok': True}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", "deadline.yaml", "--actions", "acts.py", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["status"] == "compensated", done.stderr
+    assert record["error"]["name"] == "timeout"
+    history = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "history", record["execution_id"], "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    times = [dt.datetime.fromisoformat(h["time"].replace("Z", "+00:00")) for h in json.loads(history.stdout)]
+    assert (max(times) - min(times)).total_seconds() < 8

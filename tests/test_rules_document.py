@@ -667,7 +667,9 @@ def test_error_only_in_a_catch_target() -> None:
     assert found(text) == [("out-of-scope", "error", 12, 19)]
 
 
-def test_error_in_the_compensation_of_a_catch_target() -> None:
+def test_a_compensation_reads_error_the_failure_that_started_the_unwinding() -> None:
+    """Issue 12: docs/semantics.md says a compensation can read `error`; the checker agrees (it used to
+    refuse it in a catch target's compensation)."""
     text = """
         name: t
         steps:
@@ -676,9 +678,9 @@ def test_error_in_the_compensation_of_a_catch_target() -> None:
             catch: [{errors: [any], goto: handle}]
           - id: handle
             action: x.log
-            compensate: {action: x.undo, with: {v: "{{ error }}"}}
+            compensate: {action: x.undo, with: {v: "{{ error }}", n: "{{ error.name }}"}}
     """
-    assert found(text) == [("out-of-scope", "error", 8, 48)]
+    assert found(text) == []
 
 
 def test_nested_foreach_sees_both_items() -> None:

@@ -49,7 +49,7 @@ class _Names:
 
     catch_targets: dict[str, list[str]]  # target id → ids of the steps whose catch jumps there
     foreach_names: dict[str, list[str]]  # `as` name → foreach step ids that define it
-    assigned: dict[str, None]  # var names assigned by any set step (ordered)
+    assigned: dict[str, None]  # var names declared under `vars:` or assigned by any set step (ordered)
 
 
 def _names(ctx: CheckContext) -> _Names:
@@ -59,6 +59,9 @@ def _names(ctx: CheckContext) -> _Names:
     targets: dict[str, list[str]] = {}
     foreach: dict[str, list[str]] = {}
     assigned: dict[str, None] = {}
+    declared = ctx.root.get("vars")
+    if isinstance(declared, Mapping):  # declared vars hold their initial value from the start
+        assigned.update(dict.fromkeys(str(k) for k in declared))
     for step in ctx.steps:
         catch = step.body.get("catch")
         inner = step.body.get(step.kind) if step.kind else None

@@ -4,6 +4,7 @@
 -- A: eid, branch, seq, token, now, hmax, ancestors, outputs, vars, comp_push, comp_pop, hset, hdel,
 --    bset, bdel, history, consumed, msgs, park, self_node, fanout, finish_branch, output_from_last,
 --    call ({id, body}: an offloaded call to record in hf:{E}:oc),
+--    fanout_timeout ({abort, scope}: a parallel/foreach's timeout passed while it waits for its join),
 --    reduce ([{n, op, v | kv}]: contributions to declared vars, combined here with what is stored, so
 --    concurrent branches never lose one; see engine/reducers.py)
 -- seq first: "someone else advanced" (the caller's work is superseded) differs from "my lock
@@ -82,6 +83,21 @@ if A.output_from_last then
 end
 if A.bdel and #A.bdel > 0 then redis.call('HDEL', KEYS[2], unpack(A.bdel)) end
 hset_all(KEYS[2], A.bset, {'seq', newseq})
+-- a fan-out's timeout: stop what has not finished; if everything has (the join message, sent with the
+-- old seq, is now stale), join at once
+local T = A.fanout_timeout
+if T then
+  local fin = tonumber(redis.call('HGET', KEYS[2], 'fin') or '0')
+  local started = tonumber(redis.call('HGET', KEYS[2], 'next') or '0')
+  local total = tonumber(redis.call('HGET', KEYS[2], 'total') or '0')
+  local aborted = redis.call('HEXISTS', KEYS[2], 'abort') == 1
+  if fin >= started and (aborted or started >= total) then
+    emit(eid, A.self_node, newseq, A.branch, 0, nil)
+  elseif not aborted then
+    redis.call('HSET', KEYS[2], 'abort', T.abort)
+    wake(eid, T.scope, A.branch)
+  end
+end
 if A.history then
   for _, h in ipairs(A.history) do history(h) end
 end

@@ -26,16 +26,12 @@ from dsl.durations import format_ms
 from dsl.graph import Node
 from engine.decide import Done, Failed, Outcome, Park
 from engine.dispatch import CallResult, OffloadRequest
-from engine.model import Message, StepContext, StepError, StepFailure
+from engine.model import Message, NotCurrent, StepContext, StepError, StepFailure
 from engine.steps import http
 
 GRACE_MS = 5_000  # the timeout message waits this much longer: a callback for a call that took the
 # whole timeout is still on its way (QStash counts its own timeout and delays in whole seconds)
 MAX_CALL_BODY_BYTES = 1_048_576  # what QStash accepts as a message body
-
-
-class NotCurrent(Exception):
-    """A delivery that is not for this parked offloaded step (the interpreter acknowledges it as stale)."""
 
 
 @dataclass(frozen=True)
