@@ -67,7 +67,7 @@ HFIELDS = ("status", "input", "started_at", "deadline", "stop", "parent", "comp_
 CHEAP = frozenset({"set", "switch", "succeed", "fail"})
 COMPENSATE = "$compensate"
 TIMEOUT = "$timeout"
-FANOUT_TIMEOUT = "#timeout"  # suffix of the delayed message that ends a parallel/foreach's `timeout`
+FANOUT_TIMEOUT = "#join-timeout"  # suffix of the delayed message that ends a parallel/foreach's `timeout`
 LOCK_MARGIN_MS = 10_000
 HIDDEN_PARK_KEYS = frozenset({"token", "id", "at", "expect"})  # park info kept out of history lines
 # history fields that are hopflow's own words (ids, names, numbers): never redacted by value

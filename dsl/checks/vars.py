@@ -139,7 +139,8 @@ def check_race(ctx: CheckContext) -> Iterator[Diagnostic]:
                         "warning",
                         f"vars.{name} is also set by step {other.id!r}, in another branch of parallel "
                         f"{common[0]!r} that runs at the same time: one write overwrites the other; "
-                        f"declare it with a reducer (`vars: {{{name}: {{reduce: …}}}}`) or set it after the join",
+                        f"declare it with a reducer (`vars: {{{name}: {{reduce: …}}}}`) "
+                        "or set it after the join",
                         (*step.path, "set", name),
                         key=True,
                     )
