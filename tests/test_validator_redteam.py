@@ -183,7 +183,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
               - id: a
                 action: x.y
             """),
-        [("unknown-key", 2, 1, "name, version, description, input, env, defaults, timeout,")],
+        [("unknown-key", 2, 1, "name, version, description, input, env, vars, defaults, timeout,")],
     ),
     (
         "yes-id",

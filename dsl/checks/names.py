@@ -269,7 +269,7 @@ def check_scope(ctx: CheckContext) -> Iterator[Diagnostic]:
         elif root == "error":
             why = "`error` exists only in the step a `catch` jumps to"
             if site.step is not None:
-                why += f" (or a compensation), and no catch has `goto: {site.step.id}`"
+                why += f", and no catch has `goto: {site.step.id}` (compensations read it too)"
         elif root == "loop":
             why = "`loop` exists only inside a `{% for %}` block of the same template"
         elif root == "index":
