@@ -278,6 +278,7 @@ class _Compiler:
             output=freeze(body.get("output")),
             has_output="output" in body,
             retry=self.step_retry(kind, body, path),
+            retries=self.step_retries(body, path),
             timeout_ms=self.step_timeout(kind, body, path),
             catch=self.catch(body.get("catch"), (*path, "catch")),
             compensate=self.compensation(body.get("compensate"), (*path, "compensate")),
@@ -287,11 +288,20 @@ class _Compiler:
         )
 
     def step_retry(self, kind: str, body: Mapping[str, Any], path: JsonPath) -> Retry:
+        if isinstance(body.get("retry"), list) and body["retry"]:
+            return self.retry(body["retry"][0], (*path, "retry", 0))
         if body.get("retry") is not None:
             return self.retry(body["retry"], (*path, "retry"))
         if self.defaults_retry is not None and kind in RETRY_DEFAULT_KINDS:
             return self.defaults_retry
         return Retry()
+
+    def step_retries(self, body: Mapping[str, Any], path: JsonPath) -> tuple[Retry, ...]:
+        """`retry` written as a list of policies (the first matching the error decides)."""
+        value = body.get("retry")
+        if not isinstance(value, list):
+            return ()
+        return tuple(self.retry(r, (*path, "retry", i)) for i, r in enumerate(value))
 
     def step_timeout(self, kind: str, body: Mapping[str, Any], path: JsonPath) -> int | None:
         if body.get("timeout") is not None:
@@ -304,6 +314,7 @@ class _Compiler:
         interval = self.duration(spec.get("interval"), (*path, "interval"))
         max_interval = self.duration(spec.get("max_interval"), (*path, "max_interval"))
         on = spec.get("on")
+        not_on = spec.get("not_on")
         attempts = spec.get("max_attempts", base.max_attempts)
         backoff = spec.get("backoff", base.backoff)
         return Retry(
@@ -313,6 +324,7 @@ class _Compiler:
             max_interval_ms=base.max_interval_ms if max_interval is None else max_interval,
             jitter=spec.get("jitter", base.jitter),
             on=tuple(str(e) for e in on) if isinstance(on, list) else DEFAULT_RETRY_ON,
+            not_on=tuple(str(e) for e in not_on) if isinstance(not_on, list) else (),
         )
 
     def catch(self, value: Any, path: JsonPath) -> tuple[Catch, ...]:
@@ -325,9 +337,16 @@ class _Compiler:
             clause = self.mapping(clause, (*path, i), "a catch clause")
             errors = clause.get("errors", ["any"])
             goto = clause.get("goto")
+            raises = clause.get("raise")
+            names = tuple(str(e) for e in errors) if isinstance(errors, list) else ("any",)
+            if isinstance(raises, Mapping) and isinstance(raises.get("name"), str) and goto is None:
+                message = raises.get("message")
+                spec = {"name": raises["name"], "message": message if isinstance(message, str) else None}
+                out.append(Catch(names, None, freeze(spec)))
+                continue
             if not isinstance(goto, str):
-                raise self.fail("a catch clause needs `goto`", (*path, i))
-            out.append(Catch(tuple(str(e) for e in errors) if isinstance(errors, list) else ("any",), goto))
+                raise self.fail("a catch clause needs `goto` (or `raise`)", (*path, i))
+            out.append(Catch(names, goto))
         return tuple(out)
 
     def compensation(self, value: Any, path: JsonPath) -> Compensation | None:

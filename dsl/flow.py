@@ -170,7 +170,8 @@ class Flow:
             elif node.kind != "fail":
                 out.append(Edge(sid, self._target(node, node.next), "next"))
             for i, clause in enumerate(node.catch):
-                out.append(Edge(sid, self._target(node, clause.goto), "catch", i))
+                if clause.goto is not None:  # a `raise` entry fails the scope: no edge
+                    out.append(Edge(sid, self._target(node, clause.goto), "catch", i))
         return tuple(out), may_run
 
     # ------------------------------------------------------------------------------- dataflow

@@ -91,12 +91,14 @@ class Retry:
     max_interval_ms: int = 300_000
     jitter: str = "full"  # "full" | "none"
     on: tuple[str, ...] = DEFAULT_RETRY_ON
+    not_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Catch:
     errors: tuple[str, ...]
-    goto: str
+    goto: str | None  # None: the entry `raise`s instead
+    raises: Json = None  # {"name": NAME, "message": template | None}: fail under this name
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ class Node:
     timeout_ms: int | None = None
     catch: tuple[Catch, ...] = ()
     compensate: Compensation | None = None
+    # `retry` written as a list: the policies tried in order (``retry`` is then the first of them)
+    retries: tuple[Retry, ...] = ()
     reads: tuple[str, ...] = ()  # step ids whose outputs this node's templates (not compensate's) read
     templates: tuple[TemplateRef, ...] = ()
     secret: bool = False  # `secret: true`: its rendered input and output are redacted from every view
@@ -262,7 +266,7 @@ def env_names(env: Any, *, secret: bool = False) -> list[str]:
 
 
 # fields added after graphs were first stored: left out while unset, so older graphs keep their hash
-_OMITTED_WHEN_EMPTY = frozenset({"secret", "secret_env", "vars"})
+_OMITTED_WHEN_EMPTY = frozenset({"secret", "secret_env", "vars", "not_on", "retries", "raises"})
 
 
 def _plain(value: Any) -> Any:
@@ -289,6 +293,7 @@ def _retry(d: Mapping[str, Any]) -> Retry:
         max_interval_ms=d["max_interval_ms"],
         jitter=d["jitter"],
         on=tuple(d["on"]),
+        not_on=tuple(d.get("not_on") or ()),
     )
 
 
@@ -305,7 +310,9 @@ def _node(d: Mapping[str, Any]) -> Node:
         has_output=bool(d.get("has_output")),
         retry=_retry(d["retry"]),
         timeout_ms=d.get("timeout_ms"),
-        catch=tuple(Catch(tuple(c["errors"]), c["goto"]) for c in d.get("catch") or ()),
+        catch=tuple(
+            Catch(tuple(c["errors"]), c.get("goto"), freeze(c.get("raises"))) for c in d.get("catch") or ()
+        ),
         compensate=None
         if comp is None
         else Compensation(
@@ -315,6 +322,7 @@ def _node(d: Mapping[str, Any]) -> Node:
             timeout_ms=comp.get("timeout_ms"),
             reads=tuple(comp.get("reads") or ()),
         ),
+        retries=tuple(_retry(r) for r in d.get("retries") or ()),
         reads=tuple(d.get("reads") or ()),
         templates=tuple(
             TemplateRef(tuple(t["path"]), t["source"], t["native"], tuple(t["names"]))

@@ -160,6 +160,11 @@ def _layout(graph: Graph) -> _Layout:
         else:
             edges.append(_Edge(me, lay.after(node)))
         for catch in node.catch:
+            if catch.goto is None:  # `raise`: fails under another name
+                lay.uses_fail = True
+                label = f"{', '.join(catch.errors)} → {catch.raises['name']}"
+                edges.append(_Edge(me, "end_fail", label, "catch"))
+                continue
             edges.append(_Edge(me, lay.node_id(catch.goto), ", ".join(catch.errors), "catch"))
         if node.compensate is not None:
             edges.append(_Edge(me, "c_" + _safe(node.id), "", "undo"))

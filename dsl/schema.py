@@ -1027,6 +1027,12 @@ class _Explainer:
         present = [k for k in instance if k in keys]  # document order: point at the second one
         names = {"Step": "kind", "Compensation": "kind", "Wait": "mode"}.get(str(title), "key")
         choices = ", ".join(keys[:-1]) + f" or {keys[-1]}"
+        if not present and title == "Catch entry":  # the usual form first: say what goto is for
+            description = _property_description(error.schema, "goto")
+            message = f"{where} has no 'goto'" + (f" ({description})" if description else "")
+            message += "; or write raise: {name: …} to fail under another name"
+            self.add("missing-key", message, self.mapping_pos(path), path, "missing", key="goto")
+            return
         if not present:
             if title == "Step":
                 message = f"{where} has no kind: add exactly one of {', '.join(keys)}"
@@ -1432,12 +1438,18 @@ _STEP_PROPS = ("if", "next", "retry", "catch", "compensate", "with", *KINDS)
 
 
 def _resolve(schema: Any) -> dict[str, Any]:
-    """A subschema with its local ``$ref`` followed (one level is all our schema needs)."""
+    """A subschema with its local ``$ref`` followed (one level is all our schema needs); for a
+    ``oneOf`` of a mapping and other forms (`retry`: a policy or a list of them), the mapping."""
     if isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
         target = schema["$ref"].rsplit("/", 1)[-1]
         resolved = load_schema()["$defs"].get(target)
         if isinstance(resolved, dict):
             return resolved
+    if isinstance(schema, dict) and isinstance(schema.get("oneOf"), list) and "properties" not in schema:
+        for branch in schema["oneOf"]:
+            found = _resolve(branch) if isinstance(branch, dict) and "$ref" in branch else None
+            if found and found.get("type") == "object":
+                return found
     return schema if isinstance(schema, dict) else {}
 
 

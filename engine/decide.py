@@ -97,6 +97,7 @@ class RetryLater:
 @dataclass(frozen=True)
 class Raise:
     error: StepError
+    rename: Any = None  # a catch's `raise` ({name, message}): the interpreter renders the new error
 
 
 Decision = Goto | RetryLater | Raise
@@ -111,10 +112,18 @@ def after_success(node: Node, outcome: Done | Skipped | Jump) -> Goto:
 def after_error(
     node: Node, error: StepError, attempt: int, *, rand: Callable[[], float] = random.random
 ) -> Decision:
-    """Retry first (while attempts and the `on` list allow), then `catch`, else the scope fails."""
-    if node.kind not in retries.NO_RETRY_KINDS and retries.retryable(node.retry, error, attempt):
-        return RetryLater(attempt + 1, retries.delay_ms(node.retry, attempt, error, rand=rand))
+    """Retry first (while attempts and the `on` list allow), then `catch`, else the scope fails.
+    With a list of policies, the first one about this error decides (its attempts, its delays)."""
+    policy = retries.choose(node.retries, error) if node.retries else node.retry
+    if (
+        policy is not None
+        and node.kind not in retries.NO_RETRY_KINDS
+        and retries.retryable(policy, error, attempt)
+    ):
+        return RetryLater(attempt + 1, retries.delay_ms(policy, attempt, error, rand=rand))
     for clause in node.catch:
         if any(error_matches(pattern, error.name) for pattern in clause.errors):
+            if clause.goto is None:
+                return Raise(error, rename=clause.raises)
             return Goto(clause.goto, error)
     return Raise(error)

@@ -814,10 +814,25 @@ class NodeRun:
         elif isinstance(decision, Goto):
             self.goto(decision.node, error=decision.error)
         elif isinstance(decision, Raise):
+            error = decision.error
+            if decision.rename is not None:
+                error = self.renamed(error, decision.rename)
+                self.history(event="raise", step=node.id, error=error.name)
             if self.branch:
-                self.finish_branch(None, abort=dumps(decision.error.to_dict()))
+                self.finish_branch(None, abort=dumps(error.to_dict()))
             else:
-                self.fail_execution(decision.error)
+                self.fail_execution(error)
+
+    def renamed(self, error: StepError, spec: Any) -> StepError:
+        """The error a catch's `raise` turns ``error`` into: its name, its message (a template reading
+        `error`; a failing one keeps the caught message), the caught error kept as `cause`."""
+        message = error.message
+        if spec.get("message") is not None:
+            try:
+                message = str(self.render(spec["message"], {"error": error.to_dict()}))
+            except StepFailure:
+                pass
+        return StepError(spec["name"], message, error.step, error.attempt, cause=error.to_dict())
 
     def park(self, outcome: Park) -> None:
         node = self.node

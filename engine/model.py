@@ -116,9 +116,13 @@ class StepError:
     step: str | None = None
     attempt: int | None = None
     retry_after_ms: int | None = field(default=None, compare=False)  # from a 429/503 Retry-After
+    cause: dict[str, Any] | None = field(default=None, compare=False)  # the error a catch renamed
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "message": self.message, "step": self.step, "attempt": self.attempt}
+        out = {"name": self.name, "message": self.message, "step": self.step, "attempt": self.attempt}
+        if self.cause is not None:
+            out["cause"] = self.cause
+        return out
 
 
 def error_matches(pattern: str, name: str) -> bool:

@@ -8,19 +8,38 @@ capped exponential value, so a crowd of failing executions does not retry in loc
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from dsl.graph import Retry
 from engine.model import StepError, error_matches
 
 NO_RETRY_KINDS = frozenset({"parallel", "foreach"})  # their branches retry their own steps
+# errors that fail the same way on every attempt: `on: [any]` leaves them alone (name them to retry)
+NOT_BY_ANY = ("template",)
+
+
+def covers(policy: Retry, error: StepError) -> bool:
+    """Whether ``policy`` is about ``error``: its ``on`` names it and its ``not_on`` does not."""
+    if any(error_matches(pattern, error.name) for pattern in policy.not_on):
+        return False
+    for pattern in policy.on:
+        if pattern == "any" and any(error_matches(n, error.name) for n in NOT_BY_ANY):
+            continue
+        if error_matches(pattern, error.name):
+            return True
+    return False
+
+
+def choose(policies: Sequence[Retry], error: StepError) -> Retry | None:
+    """The first of a step's policies that is about ``error`` (a `retry` list), or None."""
+    return next((p for p in policies if covers(p, error)), None)
 
 
 def retryable(policy: Retry, error: StepError, attempt: int) -> bool:
     """``attempt`` (1-based) has just failed with ``error``: is there another one?"""
     if attempt >= policy.max_attempts:
         return False
-    return any(error_matches(pattern, error.name) for pattern in policy.on)
+    return covers(policy, error)
 
 
 def ceiling_ms(policy: Retry, attempt: int) -> int:

@@ -180,12 +180,8 @@ class Runtime:
         if not header:
             raise UnknownExecution(execution_id)
         redactor = self.redactor(execution_id, header)
-        error = loads(header.get("error"))
-        if error is not None:
-            message = error.get("message")
-            if redactor and isinstance(message, str):
-                message = redactor.text(message)
-            error = {"name": error.get("name"), "message": message, "step": error.get("step")}
+        error = _shown_error(loads(header.get("error")), redactor)
+        comp_error = _shown_error(loads(header.get("comp_error")), redactor)
         output = loads(header.get("output")) if header.get("status") == Status.SUCCEEDED else None
         trace = [
             {
@@ -212,6 +208,7 @@ class Runtime:
             "status": status,
             "output": redactor.value(output) if redactor else output,
             "error": error if status != Status.SUCCEEDED else None,
+            **({"compensation_error": comp_error} if comp_error else {}),
             "trace": trace,
             "created_at": iso(float(header["created_at"])) if header.get("created_at") else None,
             "updated_at": iso(float(header["updated_at"])) if header.get("updated_at") else None,
@@ -484,3 +481,16 @@ class Runtime:
         for k, v in fields.items():
             flat += [k, v]
         return [*flat, "time", f"{now:.3f}"]
+
+
+def _shown_error(error: Any, redactor: Any) -> dict[str, Any] | None:
+    """An error as the record shows it: name, message (redacted), step, and what a catch renamed."""
+    if not isinstance(error, dict):
+        return None
+    message = error.get("message")
+    if redactor and isinstance(message, str):
+        message = redactor.text(message)
+    shown = {"name": error.get("name"), "message": message, "step": error.get("step")}
+    if isinstance(error.get("cause"), dict):
+        shown["cause"] = _shown_error(error["cause"], redactor)
+    return shown

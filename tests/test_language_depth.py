@@ -510,3 +510,137 @@ def test_hopflow_run_ends_a_parallel_at_its_timeout_in_real_time(tmp_path: Any) 
     )
     times = [dt.datetime.fromisoformat(h["time"].replace("Z", "+00:00")) for h in json.loads(history.stdout)]
     assert (max(times) - min(times)).total_seconds() < 8
+
+
+# ------------------------------------------------------------------------------ errors and retries
+
+
+class Flaky:
+    """Fails with the errors given, in order, then succeeds; counts the attempts."""
+
+    def __init__(self, *errors: str) -> None:
+        self.errors = list(errors)
+        self.attempts = 0
+
+    def __call__(self, ctx: Any, **_: Any) -> Any:
+        self.attempts += 1
+        if self.errors:
+            raise StepFailure(StepError(self.errors.pop(0), "no"))
+        return {"ok": True}
+
+
+def test_retry_not_on_leaves_named_errors_to_catch(harness: Any) -> None:
+    flaky = Flaky("http.404", "http.503")
+    h = harness(
+        """
+        name: not-on
+        steps:
+          - id: call
+            action: flaky
+            retry: {max_attempts: 5, interval: 1s, on: [any], not_on: [http.4xx]}
+            catch: [{errors: [http.404], goto: missing}]
+          - id: fine
+            succeed: {output: fine}
+          - id: missing
+            succeed: {output: missing}
+        """,
+        actions={"flaky": flaky},
+    )
+    assert h.run("not-on")["output"] == "missing"
+    assert flaky.attempts == 1
+
+
+def test_several_retry_policies_each_error_gets_the_first_that_names_it(harness: Any) -> None:
+    flaky = Flaky("http.429", "http.429", "http.503", "http.503")
+    h = harness(
+        """
+        name: policies
+        steps:
+          - id: call
+            action: flaky
+            retry:
+              - {on: [http.429], max_attempts: 10, interval: 1m, jitter: none}
+              - {on: [any], max_attempts: 4, interval: 1s, jitter: none}
+        """,
+        actions={"flaky": flaky},
+    )
+    start = h.clock.now()
+    eid = h.start("policies")
+    h.drain()
+    record = h.runtime.record(eid)
+    assert record["status"] == "failed" and record["error"]["name"] == "http.503"
+    assert flaky.attempts == 4  # the second 503 came at attempt 4: the `any` policy allows 4 in all
+    retries = [e for e in h.runtime.history(eid) if e.get("event") == "retry"]
+    assert [int(e["delay_ms"]) for e in retries] == [60_000, 120_000, 4_000]
+    assert h.clock.now() - start >= 184
+
+
+def test_any_does_not_retry_a_template_error_that_would_fail_again(harness: Any) -> None:
+    h = harness(
+        """
+        name: tmpl
+        steps:
+          - id: call
+            action: flaky
+            with: {v: "{{ input.missing.deeper }}"}
+            retry: {on: [any], max_attempts: 5}
+        """,
+        actions={"flaky": Flaky()},
+    )
+    eid = h.start("tmpl")
+    h.drain()
+    record = h.runtime.record(eid)
+    assert record["status"] == "failed" and record["error"]["name"].startswith("template")
+    assert not [e for e in h.runtime.history(eid) if e.get("event") == "retry"]
+
+
+def test_a_catch_raise_renames_the_error_the_saga_fails_with_and_keeps_the_cause(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: order
+        steps:
+          - id: reserve
+            action: rec
+            with: {name: reserve}
+            compensate: {action: rec, with: {name: "release after {{ error.name }}"}}
+          - id: charge
+            action: rec
+            with: {name: fail-charge}
+            catch:
+              - errors: [card.declined]
+                raise: {name: order.failed, message: "could not charge: {{ error.message }}"}
+        """,
+        actions={"rec": rec},
+    )
+    record = h.run("order")
+    assert record["status"] == "compensated"
+    assert record["error"] == {
+        "name": "order.failed",
+        "message": "could not charge: fail-charge said no",
+        "step": "charge",
+        "cause": {"name": "card.declined", "message": "fail-charge said no", "step": "charge"},
+    }
+    assert rec.calls[-1] == ("release after order.failed", {})
+
+
+def test_a_failed_compensation_shows_its_own_error_in_the_record(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: undo-fails
+        steps:
+          - id: reserve
+            action: rec
+            with: {name: reserve}
+            compensate: {action: rec, with: {name: fail-release}}
+          - id: boom
+            fail: {error: order.broken}
+        """,
+        actions={"rec": rec},
+    )
+    record = h.run("undo-fails")
+    assert record["status"] == "compensation_failed"
+    assert record["error"]["name"] == "order.broken"
+    assert record["compensation_error"]["name"] == "card.declined"
+    assert record["compensation_error"]["step"] == "reserve"

@@ -28,10 +28,17 @@ def _matchers(ctx: CheckContext) -> Iterator[tuple[JsonPath, str, str]]:
     """(path of the name, the name, where it is) for every error name a catch or retry matches."""
 
     def retry_on(retry: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str, str]]:
-        if isinstance(retry, Mapping) and isinstance(retry.get("on"), list):
-            for i, name in enumerate(retry["on"]):
-                if isinstance(name, str):
-                    yield (*path, "on", i), name, "retry.on"
+        if isinstance(retry, list):  # several policies
+            for r, policy in enumerate(retry):
+                yield from retry_on(policy, (*path, r))
+            return
+        if not isinstance(retry, Mapping):
+            return
+        for key in ("on", "not_on"):
+            if isinstance(retry.get(key), list):
+                for i, name in enumerate(retry[key]):
+                    if isinstance(name, str):
+                        yield (*path, key, i), name, f"retry.{key}"
 
     defaults = ctx.root.get("defaults")
     if isinstance(defaults, Mapping):

@@ -125,8 +125,10 @@ def _scope(ctx: CheckContext, site: TemplateSite) -> _Scope:
     if in_output:
         names.add("result")
     in_compensate = step is not None and site.path[len(step.path) : len(step.path) + 1] == ("compensate",)
+    rest = site.path[len(step.path) :] if step is not None else ()
+    in_raise = len(rest) >= 3 and rest[0] == "catch" and rest[2] == "raise"  # catch[i].raise.message
     catch_target = step is not None and step.id in _names(ctx).catch_targets and not in_compensate
-    if catch_target or in_compensate:
+    if catch_target or in_compensate or in_raise:
         names.add("error")  # a compensation reads the failure that started the unwinding
     if site.parsed is not None and _FOR_TAG.search(site.source):
         names.add("loop")
@@ -241,6 +243,8 @@ def _catches_intact(ctx: CheckContext) -> bool:
         if not isinstance(catch, list):
             return False
         for entry in catch:
+            if isinstance(entry, Mapping) and "raise" in entry and "goto" not in entry:
+                continue  # a `raise` entry jumps nowhere
             goto = entry.get("goto") if isinstance(entry, Mapping) else None
             if not isinstance(goto, str) or goto not in ctx.by_id:
                 return False
