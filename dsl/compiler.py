@@ -281,7 +281,9 @@ class _Compiler:
             retries=self.step_retries(body, path),
             timeout_ms=self.step_timeout(kind, body, path),
             catch=self.catch(body.get("catch"), (*path, "catch")),
-            compensate=self.compensation(body.get("compensate"), (*path, "compensate")),
+            compensate=self.compensation(_first(body.get("compensate")), _first_path(body, path)),
+            compensate_more=self.compensations_after_first(body.get("compensate"), (*path, "compensate")),
+            compensate_on_failure=body.get("compensate_on_failure") is True,
             reads=step_reads(own),
             templates=templates,
             secret=body.get("secret") is True,
@@ -348,6 +350,12 @@ class _Compiler:
                 raise self.fail("a catch clause needs `goto` (or `raise`)", (*path, i))
             out.append(Catch(names, goto))
         return tuple(out)
+
+    def compensations_after_first(self, value: Any, path: JsonPath) -> tuple[Compensation, ...]:
+        if not isinstance(value, list):
+            return ()
+        out = [self.compensation(v, (*path, i)) for i, v in enumerate(value) if i > 0]
+        return tuple(c for c in out if c is not None)
 
     def compensation(self, value: Any, path: JsonPath) -> Compensation | None:
         if value is None:
@@ -506,3 +514,14 @@ def declared_vars(raw: Any) -> dict[str, dict[str, Any]]:
         initial = decl["initial"] if "initial" in decl else REDUCER_INITIAL.get(reduce)
         out[str(name)] = {"reduce": reduce, "initial": initial}
     return out
+
+
+def _first(value: Any) -> Any:
+    """`compensate` as one body, or the first body of a list."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _first_path(body: Mapping[str, Any], path: JsonPath) -> JsonPath:
+    return (*path, "compensate", 0) if isinstance(body.get("compensate"), list) else (*path, "compensate")

@@ -150,9 +150,19 @@ class Node:
     compensate: Compensation | None = None
     # `retry` written as a list: the policies tried in order (``retry`` is then the first of them)
     retries: tuple[Retry, ...] = ()
+    # `compensate` written as a list: the bodies after the first (``compensate``), run in order
+    compensate_more: tuple[Compensation, ...] = ()
+    compensate_on_failure: bool = False
     reads: tuple[str, ...] = ()  # step ids whose outputs this node's templates (not compensate's) read
     templates: tuple[TemplateRef, ...] = ()
     secret: bool = False  # `secret: true`: its rendered input and output are redacted from every view
+
+
+def compensations(node: Node) -> tuple[Compensation, ...]:
+    """A node's compensation bodies in the order they run (none, one, or a `compensate` list)."""
+    if node.compensate is None:
+        return ()
+    return (node.compensate, *node.compensate_more)
 
 
 @dataclass(frozen=True)
@@ -266,7 +276,10 @@ def env_names(env: Any, *, secret: bool = False) -> list[str]:
 
 
 # fields added after graphs were first stored: left out while unset, so older graphs keep their hash
-_OMITTED_WHEN_EMPTY = frozenset({"secret", "secret_env", "vars", "not_on", "retries", "raises"})
+_OMITTED_WHEN_EMPTY = frozenset(
+    {"secret", "secret_env", "vars", "not_on", "retries", "raises"}
+    | {"compensate_more", "compensate_on_failure"}
+)
 
 
 def _plain(value: Any) -> Any:
@@ -297,6 +310,16 @@ def _retry(d: Mapping[str, Any]) -> Retry:
     )
 
 
+def _compensation(comp: Mapping[str, Any]) -> Compensation:
+    return Compensation(
+        kind=comp["kind"],
+        config=freeze(comp["config"]),
+        retry=_retry(comp["retry"]),
+        timeout_ms=comp.get("timeout_ms"),
+        reads=tuple(comp.get("reads") or ()),
+    )
+
+
 def _node(d: Mapping[str, Any]) -> Node:
     comp = d.get("compensate")
     return Node(
@@ -313,16 +336,10 @@ def _node(d: Mapping[str, Any]) -> Node:
         catch=tuple(
             Catch(tuple(c["errors"]), c.get("goto"), freeze(c.get("raises"))) for c in d.get("catch") or ()
         ),
-        compensate=None
-        if comp is None
-        else Compensation(
-            kind=comp["kind"],
-            config=freeze(comp["config"]),
-            retry=_retry(comp["retry"]),
-            timeout_ms=comp.get("timeout_ms"),
-            reads=tuple(comp.get("reads") or ()),
-        ),
+        compensate=None if comp is None else _compensation(comp),
         retries=tuple(_retry(r) for r in d.get("retries") or ()),
+        compensate_more=tuple(_compensation(c) for c in d.get("compensate_more") or ()),
+        compensate_on_failure=bool(d.get("compensate_on_failure")),
         reads=tuple(d.get("reads") or ()),
         templates=tuple(
             TemplateRef(tuple(t["path"]), t["source"], t["native"], tuple(t["names"]))

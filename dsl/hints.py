@@ -316,11 +316,6 @@ def shorthand(key: str, value: Any) -> str | None:
         return "write parallel: {branches: [{steps: [...]}, …]}: each branch holds its own list of steps"
     if key == "compensate" and isinstance(value, str):
         return f"write compensate: {{action: {v}}}"
-    if key == "compensate" and isinstance(value, list):
-        return (
-            "a step has one compensation, not a list: remove the '- ' (a child workflow can undo "
-            "several things)"
-        )
     if key == "catch" and isinstance(value, dict):
         return "write catch as a list: catch: [{errors: [...], goto: id}] (start each entry with '- ')"
     if key == "switch" and isinstance(value, dict):

@@ -975,6 +975,17 @@ class _Explainer:
     def _best_of(self, error: ValidationError) -> None:
         from jsonschema.exceptions import best_match
 
+        # every form refused the value's type (`compensate: x.undo`, a mapping or a list of them):
+        # explain it as the first form's type error, which carries the hints
+        firsts: dict[Any, ValidationError] = {}
+        for e in error.context or ():
+            if e.validator == "type" and not e.relative_path and e.schema_path:
+                firsts.setdefault(e.schema_path[0], e)
+        branches = error.validator_value if isinstance(error.validator_value, list) else []
+        if branches and len(firsts) == len(branches):
+            self.explain(firsts[min(firsts)])
+            return
+
         # a branch that fails only on the value's type is about another form: explain the form written
         # (`env: [api_url]` is a name with a bad pattern, not a mapping that is missing)
         same_form = [e for e in error.context or () if e.validator != "type" or e.relative_path]

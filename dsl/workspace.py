@@ -46,10 +46,13 @@ def links_of(doc: Any, steps: Iterable[StepRef] | None = None) -> Links:
         steps = CheckContext(doc).steps
     calls: list[tuple[str, Position]] = []
     for step in steps:
-        for where, body in (
-            ((*step.path, "workflow"), step.body.get("workflow")),
-            ((*step.path, "compensate", "workflow"), _get(step.body.get("compensate"), "workflow")),
-        ):
+        comp = step.body.get("compensate")
+        comps = list(enumerate(comp)) if isinstance(comp, list) else [(None, comp)]
+        places = [((*step.path, "workflow"), step.body.get("workflow"))]
+        for i, body in comps:
+            where = (*step.path, "compensate") if i is None else (*step.path, "compensate", i)
+            places.append(((*where, "workflow"), _get(body, "workflow")))
+        for where, body in places:
             child = _get(body, "name")
             if isinstance(child, str) and not is_template(child):
                 calls.append((child, doc.at((*where, "name"))))

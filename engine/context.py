@@ -74,6 +74,12 @@ def _compute_owners(graph: Graph, step_id: str) -> frozenset[str]:
     return frozenset(owners)
 
 
+def input_field(field: str) -> str:
+    """The field of ``hf:{E}:o`` holding the rendered input of the step whose output is ``field``
+    (recorded only for steps with a compensation, which reads it as ``steps.ID.input``)."""
+    return field + "|in"
+
+
 def output_field(graph: Graph, step_id: str, branch: str) -> str:
     """The field of ``hf:{E}:o`` holding ``step_id``'s output as seen from ``branch``."""
     if step_id not in graph.nodes:

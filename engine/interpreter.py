@@ -30,6 +30,7 @@ from engine import context, sagas
 from engine.context import (
     MISSING,
     build_scope,
+    input_field,
     may_end,
     output_field,
     render_value,
@@ -377,6 +378,7 @@ class NodeRun:
         self.loc = self._loc()
         self.error_in = loads(self.b.get("error"))
         self.status: str | None = self.header.get("status")
+        self.step_input: Any = None  # what the step ran with (recorded for its compensation)
         self.after: list[Any] = []
         self._redactor: Redactor | None = None
         self.started = time.monotonic()
@@ -636,12 +638,14 @@ class NodeRun:
             from engine.steps import http
 
             config = self.render(node.config)
+            self.step_input = config
             timeout = self.timeout_s(node.timeout_ms)
             return Done(http.execute(config, self.step_context(node.id, timeout), timeout_s=timeout))
         if node.kind == "action":
             from engine.steps import action
 
             kwargs = self.render(node.config.get("with") or {})
+            self.step_input = kwargs
             timeout = self.timeout_s(node.timeout_ms)
             result = action.execute(
                 node.config["name"],
@@ -725,9 +729,18 @@ class NodeRun:
         if isinstance(outcome, Done) and outcome.vars:
             self.assign(outcome.vars)
         if not skipped and node.compensate is not None:
-            self.ops["comp_push"] = sagas.entry(node.id, self.branch, self.loc)
+            self.register_compensation()
         self.node_history("skip" if skipped else "run", "ok")
         self.goto(after_success(node, outcome).node, MISSING if skipped else output)
+
+    def register_compensation(self) -> None:
+        """Push this step's compensation (in this checkpoint) with the input it ran with."""
+        node = self.node
+        assert node is not None
+        self.ops["comp_push"] = sagas.entry(node.id, self.branch, self.loc)
+        if self.step_input is not None:
+            field = output_field(self.graph, node.id, self.branch)
+            self.ops["outputs"][input_field(field)] = dumps(self.step_input)
 
     def assign(self, values: dict[str, Any]) -> None:
         """Vars a step set: plain ones are written as they are; declared reduced ones go to the
@@ -802,6 +815,9 @@ class NodeRun:
         )
         self.node_history("run", "error", error)
         decision = after_error(node, error, self.attempt, rand=self.rt.random)
+        failed_for_good = not isinstance(decision, RetryLater)
+        if failed_for_good and node.compensate_on_failure and node.compensate is not None:
+            self.register_compensation()  # it may have had effects before failing: undo them too
         if isinstance(decision, RetryLater):
             self.ops["bset"].update({"attempt": decision.attempt, "phase": "run"})
             self.ops["bdel"] += ["park"]

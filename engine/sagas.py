@@ -19,7 +19,8 @@ import json
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from engine.context import build_scope, output_field, render_value
+from dsl.graph import compensations
+from engine.context import build_scope, input_field, output_field, render_value
 from engine.model import Status, StepError, StepFailure
 from engine.retry import delay_ms, retryable
 
@@ -55,8 +56,9 @@ def unwind(run: NodeRun) -> None:
     item = json.loads(top)
     step = item["step"]
     node = run.graph.nodes[step]
-    comp = node.compensate
-    assert comp is not None
+    bodies = compensations(node)
+    part = min(int(run.b.get("ci") or 0), len(bodies) - 1)  # a `compensate` list: which body now
+    comp = bodies[part]
     run.attempt = int(run.b.get("attempt") or 1)
     parked = json.loads(run.b["park"]) if run.b.get("park") else None
     try:
@@ -91,9 +93,15 @@ def unwind(run: NodeRun) -> None:
         return None
     del result
     run.node_history("compensate", "ok", step=step)
+    if part + 1 < len(bodies):  # the next body of this step's list, same entry on the stack
+        run.ops["bset"].update({"attempt": 1, "ci": part + 1})
+        run.ops["bdel"].append("park")
+        run.ops["msgs"].append({"node": COMPENSATE, "branch": "", "seq": -1})
+        return None
     run.ops["comp_pop"] = True
     run.ops["hset"]["comp_ran"] = ran + 1
     run.ops["bset"].update({"attempt": 1})
+    run.ops["bdel"].append("ci")
     run.ops["bdel"].append("park")
     run.ops["msgs"].append({"node": COMPENSATE, "branch": "", "seq": -1})
     return None
@@ -109,8 +117,10 @@ def _park(run: NodeRun, info: dict[str, Any]) -> None:
 def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: dict | None) -> Any:
     branch = item.get("branch") or ""
     fields = [(sid, output_field(run.graph, sid, branch)) for sid in comp.reads if sid in run.graph.nodes]
-    values = run.rt.store.outputs(run.eid, [f for _, f in fields])
+    own_input = input_field(output_field(run.graph, step, branch))
+    values = run.rt.store.outputs(run.eid, [f for _, f in fields] + [own_input])
     steps = {sid: v for (sid, _), v in zip(fields, values, strict=False)}
+    step_input = values[-1]
     vars_ = run.rt.store.all_vars(run.eid) if _reads_vars(run, step) else {}
     scope = build_scope(
         run.graph,
@@ -122,6 +132,8 @@ def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: di
         loc=item.get("loc"),
         error=error,
     )
+    own = scope["steps"].setdefault(step, {"output": None})
+    own["input"] = step_input  # the step's rendered input, recorded when it ran (steps.ID.input)
     for sid, value in steps.items():  # a secret step's output may reach its compensation's request
         if sid in run.graph.nodes and run.graph.nodes[sid].secret:
             run.add_secrets(value)

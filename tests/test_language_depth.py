@@ -644,3 +644,59 @@ def test_a_failed_compensation_shows_its_own_error_in_the_record(harness: Any) -
     assert record["error"]["name"] == "order.broken"
     assert record["compensation_error"]["name"] == "card.declined"
     assert record["compensation_error"]["step"] == "reserve"
+
+
+# ------------------------------------------------------------------------ compensations with data
+
+def test_a_compensation_list_runs_in_order_and_reads_the_input_and_output(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: transfer
+        input: {type: object}
+        steps:
+          - id: withdraw
+            action: rec
+            with: {name: withdraw, account: "{{ input.from }}", cents: "{{ input.cents }}"}
+            compensate:
+              - action: rec
+                with:
+                  name: "deposit back {{ steps.withdraw.input.cents }} to {{ steps.withdraw.input.account }}"
+              - action: rec
+                with: {name: "notify {{ steps.withdraw.output.account }} after {{ error.name }}"}
+          - id: deposit
+            action: rec
+            with: {name: fail-deposit}
+        """,
+        actions={"rec": rec},
+    )
+    record = h.run("transfer", {"from": "acc-1", "cents": 500})
+    assert record["status"] == "compensated"
+    names = [n for n, _ in rec.calls]
+    assert names[-2:] == ["deposit back 500 to acc-1", "notify acc-1 after card.declined"]
+    assert [t["step"] for t in record["trace"] if t["phase"] == "compensate"] == ["withdraw", "withdraw"]
+
+
+def test_compensate_on_failure_undoes_a_step_that_failed_after_partial_effects(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: payment
+        steps:
+          - id: book
+            action: rec
+            with: {name: book}
+            compensate: {action: rec, with: {name: unbook}}
+          - id: pay
+            action: rec
+            with: {name: fail-pay, amount: 30}
+            compensate_on_failure: true
+            compensate:
+              action: rec
+              with: {name: "refund {{ steps.pay.input.amount }} ({{ error.name }})"}
+        """,
+        actions={"rec": rec},
+    )
+    record = h.run("payment")
+    assert record["status"] == "compensated"
+    assert [n for n, _ in rec.calls][-2:] == ["refund 30 (card.declined)", "unbook"]

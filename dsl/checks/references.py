@@ -88,13 +88,37 @@ def unknown_step(ctx: CheckContext) -> Iterator[Diagnostic]:
         )
 
 
-@rule("reference-attribute", "a template reads `steps.X.<name>` other than `steps.X.output`")
+def _own_compensation(r: _Ref, target: str) -> bool:
+    """Whether the reference sits in the compensation of step ``target`` itself."""
+    step = r.site.step
+    if step is None or step.id != target:
+        return False
+    return r.site.path[len(step.path) : len(step.path) + 1] == ("compensate",)
+
+
+@rule(
+    "reference-attribute",
+    "a template reads `steps.X.<name>` other than `steps.X.output` (and `steps.X.input` in X's own "
+    "compensation)",
+)
 def attribute(ctx: CheckContext) -> Iterator[Diagnostic]:
     for r in _steps_refs(ctx):
         parts = r.ref.parts
         if len(parts) < 2 or parts[1] == "output" or parts[0] not in ctx.by_id:
             continue
         target, name = parts[0], parts[1]
+        if name == "input" and _own_compensation(r, target):
+            continue  # the rendered input the step ran with, recorded for its compensation
+        if name == "input":
+            yield ctx.diag(
+                "reference-attribute",
+                "error",
+                f"steps.{target}.input (what {target!r} ran with) is readable only in the compensation "
+                f"of {target!r} itself",
+                r.site.path,
+                offset=r.offset,
+            )
+            continue
         prefix = f"steps.{target}."
         offset = r.offset + len(prefix) if r.site.source.startswith(prefix, r.offset) else r.offset
         if difflib.get_close_matches(name, ["output"], n=1, cutoff=0.6):
