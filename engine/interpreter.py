@@ -242,6 +242,8 @@ class Interpreter:
                 return Advance("busy", eid), None
             return Advance("stale", eid), None  # fenced out: a newer worker advanced this branch
         rt.fault("after_checkpoint", msg)
+        if run.status != run.header.get("status") and run.status is not None:
+            rt.indexed(eid, str(run.status))
         for callback in run.after:
             callback()
         entries = outbox_entries(written.get("out"))
@@ -392,7 +394,7 @@ class NodeRun:
             "consumed": msg.dedup_id,
             "outputs": {},
             "vars": {},
-            "hset": {"updated_at": self.now},
+            "hset": {"updated_at": self.now, "updated_rt": time.time()},
             "hdel": [],
             "bset": {},
             "bdel": [],

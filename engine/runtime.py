@@ -12,16 +12,18 @@ import importlib
 import json
 import logging
 import random as _random
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from dsl.graph import Graph, thaw
+from engine import index
 from engine.catalog import Catalog
 from engine.clock import Clock, SystemClock
 from engine.context import iso
 from engine.dispatch import DispatchError
-from engine.errors import InputInvalid, NotResumable, UnknownExecution, UnknownWorkflow
+from engine.errors import InputInvalid, NotResumable, StoreUnavailable, UnknownExecution, UnknownWorkflow
 from engine.interpreter import PLAIN_HISTORY, Advance, Interpreter, dumps, loads
 from engine.model import Message, Outgoing, Status, StepError, StepFailure
 from engine.redact import Redactor, env_secrets, install_log_filter, remember, secret_strings
@@ -140,6 +142,7 @@ class Runtime:
             raise NotResumable(
                 f"execution {execution_id!r} is {found.get('status')}, not compensation_failed"
             )
+        self.indexed(execution_id, Status.COMPENSATING.value, force=True)
         self._flush(execution_id, outbox_entries(found.get("out")))
 
     def recover(self, older_than_s: float = 60) -> int:
@@ -165,6 +168,7 @@ class Runtime:
                 redriven = True
             if status in TERMINAL:
                 if len(old) == len(entries):  # crashed after its final checkpoint: tidy up now
+                    self.indexed(eid, status)
                     self.finished(eid)
                 count += redriven
                 continue
@@ -172,6 +176,7 @@ class Runtime:
                 if self._rewake(eid, branch, int(seq)):
                     redriven = True
             count += redriven
+        index.sweep(self.store)  # entries of executions whose records expired (retention)
         return count
 
     def record(self, execution_id: str) -> dict[str, Any]:
@@ -291,6 +296,7 @@ class Runtime:
             },
         )
         if found["kind"] == "dead":
+            self.indexed(eid, Status.DEAD.value)
             self._flush(eid, outbox_entries(found.get("out")))
             self.finished(eid)
 
@@ -375,6 +381,14 @@ class Runtime:
             except UnknownExecution:
                 pass
 
+    def indexed(self, execution_id: str, status: str, *, force: bool = False) -> None:
+        """Tell the listing index about a status change (after the record has it). A failure here
+        changes nothing the execution does: a listing repairs a stale entry from the record."""
+        try:
+            index.moved(self.store, execution_id, status, force=force)
+        except StoreUnavailable as exc:
+            log.warning("the listing index missed %s becoming %s (%s)", execution_id, status, exc.message)
+
     def finished(self, execution_id: str) -> None:
         self.store.remove_active(execution_id)
         if self.store.retention_s:
@@ -400,7 +414,18 @@ class Runtime:
             header["deadline"] = now + graph.timeout_ms / 1000
         if parent is not None:
             header["parent"] = dumps(parent)
+        real = time.time()  # listings and status show real time, whatever clock the runtime runs on
+        header["created_rt"] = header["updated_rt"] = real
         self.store.add_active(eid, now)
+        index.put(
+            self.store,
+            eid,
+            workflow=graph.name,
+            graph=graph.hash,
+            status=Status.RUNNING.value,
+            started=real,
+            parent=parent["eid"] if parent else None,
+        )
         found = self.store.run(
             "start",
             eid,
