@@ -47,6 +47,9 @@ VARIABLES: dict[str, str] = {
     "HOPFLOW_WORKFLOWS": "the workflow folder of the ASGI entry point",
     "HOPFLOW_ACTIONS": "action modules the ASGI entry point imports",
     "HOPFLOW_MAX_BODY_BYTES": "largest request body accepted",
+    "HOPFLOW_METRICS": "collect Prometheus metrics from the start (unset: from the first /metrics scrape)",
+    "HOPFLOW_METRICS_KEY": "a bearer token that may read /metrics only (for a Prometheus scraper)",
+    "HOPFLOW_LOG_FORMAT": "text (default) or json: one line per node and per request",
 }
 SECRETS = frozenset(
     {
@@ -55,6 +58,7 @@ SECRETS = frozenset(
         "QSTASH_NEXT_SIGNING_KEY",
         "HOPFLOW_API_KEY",
         "HOPFLOW_SIGNING_KEY",
+        "HOPFLOW_METRICS_KEY",
     }
 )
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -166,6 +170,9 @@ class Config:
     actions: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # a request body must arrive within this (408)
+    metrics: bool = False  # collect from the start (else from the first /metrics scrape)
+    metrics_key: str | None = field(default=None, repr=False)
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if self.public_url and self.public_url.endswith("/"):
@@ -194,6 +201,7 @@ class Config:
             self.qstash_next_signing_key,
             self.api_key,
             self.signing_key,
+            self.metrics_key,
         ):
             if secret and len(secret) >= 4:
                 text = text.replace(secret, fingerprint(secret))
@@ -493,6 +501,34 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
         error(
             "HOPFLOW_DEV_INSECURE", "must be 1 or 0", "set HOPFLOW_DEV_INSECURE=1 (development) or unset it"
         )
+
+    # --- metrics and logs
+    metrics = (_env_value(env, "HOPFLOW_METRICS") or "").lower()
+    if metrics in _TRUE:
+        values["metrics"] = True
+        ok("HOPFLOW_METRICS", "on: metrics are collected from the start")
+    elif metrics in _FALSE:
+        ok("HOPFLOW_METRICS", "unset: metrics are collected from the first /metrics scrape")
+    else:
+        error("HOPFLOW_METRICS", "must be 1 or 0", "set HOPFLOW_METRICS=1 or unset it")
+    metrics_key = _env_value(env, "HOPFLOW_METRICS_KEY")
+    if metrics_key is None:
+        ok("HOPFLOW_METRICS_KEY", "unset: /metrics takes the API key")
+    elif len(metrics_key) < MIN_API_KEY_CHARS:
+        error(
+            "HOPFLOW_METRICS_KEY",
+            f"too short ({len(metrics_key)} characters; at least {MIN_API_KEY_CHARS})",
+            "set HOPFLOW_METRICS_KEY to the output of `hopflow keys api-key`",
+        )
+    else:
+        values["metrics_key"] = metrics_key
+        ok("HOPFLOW_METRICS_KEY", f"set ({fingerprint(metrics_key)}): it may read /metrics only")
+    log_format = (_env_value(env, "HOPFLOW_LOG_FORMAT") or "text").lower()
+    if log_format in ("text", "json"):
+        values["log_format"] = log_format
+        ok("HOPFLOW_LOG_FORMAT", log_format)
+    else:
+        error("HOPFLOW_LOG_FORMAT", "must be text or json", "set HOPFLOW_LOG_FORMAT=json or unset it")
 
     # --- the ASGI entry point's extras
     workflows = _env_value(env, "HOPFLOW_WORKFLOWS")

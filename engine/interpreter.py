@@ -53,7 +53,8 @@ from engine.decide import (
     after_success,
 )
 from engine.errors import UnknownExecution
-from engine.model import Message, NotCurrent, Outgoing, Status, StepContext, StepError, StepFailure
+from engine.model import TERMINAL, Message, NotCurrent, Outgoing, Status, StepContext, StepError, StepFailure
+from engine.observe import NodeEvent, node_outcome
 from engine.redact import Redactor, env_secrets, remember, secret_strings
 from engine.store import call_entries, outbox_entries
 
@@ -181,6 +182,7 @@ class Interpreter:
     ) -> tuple[Advance, tuple[str, Outgoing] | None]:
         rt = self.rt
         eid = msg.execution_id
+        trips = rt.store.trips()
         if msg.node == TIMEOUT:
             return rt.deadline_reached(eid), None
         graph_hash = rt.store.pinned_graph(eid)
@@ -244,6 +246,8 @@ class Interpreter:
         rt.fault("after_checkpoint", msg)
         if run.status != run.header.get("status") and run.status is not None:
             rt.indexed(eid, str(run.status))
+            if rt.observers and run.status in TERMINAL:
+                rt.observers.finished(graph.name, str(run.status))
         for callback in run.after:
             callback()
         entries = outbox_entries(written.get("out"))
@@ -252,6 +256,8 @@ class Interpreter:
         published = self.flush(eid, to_publish, msg, keep_consumed=True)
         if written.get("called") and run.call is not None:
             self.hand_off(eid, [run.call])
+        if rt.observers:
+            rt.observers.node(run.event(rt.store.trips() - trips))
         return Advance("advanced", eid, run.status, 1, published), chained
 
     def chain_candidate(
@@ -291,12 +297,26 @@ class Interpreter:
         trip per node; why that is safe is in docs/engine-design.md ("The outbox")."""
         if not entries:
             return 0
-        self.rt.dispatcher.publish([o for _, o in entries])
+        self.publish([o for _, o in entries])
         if cause is not None:
             self.rt.fault("after_publish", cause)
         ids = [i for i, o in entries if not (keep_consumed and consumed_later(eid, o))]
         self.rt.store.clear_outbox(eid, ids)
         return len(entries)
+
+    def publish(self, outgoing: list[Outgoing]) -> None:
+        """Hand messages to the dispatcher (counted for the observers: published or failed)."""
+        rt = self.rt
+        if not rt.observers:
+            rt.dispatcher.publish(outgoing)
+            return
+        kind = dispatcher_kind(rt.dispatcher)
+        try:
+            rt.dispatcher.publish(outgoing)
+        except Exception:
+            rt.observers.published(kind, len(outgoing), False)
+            raise
+        rt.observers.published(kind, len(outgoing), True)
 
     def hand_off(self, eid: str, calls: list[OffloadRequest]) -> int:
         """Give recorded offloaded calls to the dispatcher, then clear their records (a crash in
@@ -340,6 +360,11 @@ class Interpreter:
         if may_end(node) and graph.has_output:
             ids += [s for s in graph.output_reads if s not in ids]
         return [(sid, output_field(graph, sid, branch)) for sid in ids if sid in graph.nodes]
+
+
+def dispatcher_kind(dispatcher: Any) -> str:
+    name = type(dispatcher).__name__
+    return {"QStashDispatcher": "qstash", "LocalDispatcher": "local"}.get(name, name.lower())
 
 
 class NodeRun:
@@ -401,6 +426,31 @@ class NodeRun:
             "history": [],
             "msgs": [],
         }
+
+    def event(self, round_trips: int) -> NodeEvent:
+        """What this node did, for the observers (metrics, the per-node log line)."""
+        default = self.node.id if self.node is not None else COMPENSATE
+        step, phase, outcome = node_outcome(self.ops["history"], default)
+        kind = self.node.kind if self.node is not None else "compensate"
+        if phase == "compensate" and step in self.graph.nodes:
+            comp = self.graph.nodes[step].compensate
+            kind = comp.kind if comp is not None else kind
+        elif self.phase == "join" and outcome == "ok":
+            outcome = "joined"
+        if "fanout" in self.ops:
+            outcome = "fanout"
+        return NodeEvent(
+            execution_id=self.eid,
+            workflow=self.graph.name,
+            step=step,
+            kind=kind,
+            phase=phase,
+            outcome=outcome,
+            attempt=self.attempt,
+            ms=(time.monotonic() - self.started) * 1000,
+            round_trips=round_trips,
+            branch=self.branch,
+        )
 
     def _vars(self, raw: Any) -> dict[str, Any]:
         wanted = var_names(self.graph, self.node.id) if self.node is not None else ()

@@ -26,6 +26,7 @@ from engine.dispatch import DispatchError
 from engine.errors import InputInvalid, NotResumable, StoreUnavailable, UnknownExecution, UnknownWorkflow
 from engine.interpreter import PLAIN_HISTORY, Advance, Interpreter, dumps, loads
 from engine.model import Message, Outgoing, Status, StepError, StepFailure
+from engine.observe import Observers
 from engine.redact import Redactor, env_secrets, install_log_filter, remember, secret_strings
 from engine.store import Store, check_execution_id, outbox_entries
 
@@ -65,6 +66,8 @@ class Runtime:
         self.random = random
         self.interpreter = Interpreter(self)
         install_log_filter()
+        self.observers = Observers()  # metrics, node logs (engine.observe); empty: no cost
+        self.metrics: Any = None  # engine.observe.metrics.PrometheusMetrics once enabled
         self._modules: dict[str, Any] = {}
         self._validators: dict[str, Any] = {}
         if getattr(dispatcher, "complete", False) is None:
@@ -81,7 +84,10 @@ class Runtime:
         return self._create(graph, input, execution_id, None)
 
     def advance(self, message: Message) -> Advance:
-        return self.interpreter.advance(message)
+        result = self.interpreter.advance(message)
+        if self.observers:
+            self.observers.delivery(result.kind)
+        return result
 
     def complete_offloaded(self, message: Message, callback: Any, *, failure: bool = False) -> Advance:
         """The answer to an ``offload: true`` http call: completes the step parked at ``message``
@@ -92,7 +98,10 @@ class Runtime:
         :class:`~engine.dispatch.CallResult`; ``failure`` marks QStash's failure callback. A stale,
         duplicate or out-of-place answer changes nothing (kind ``stale``/``finished``); ``busy`` means
         the branch stayed locked by another delivery (the caller should deliver it again later)."""
-        return self.interpreter.complete(message, callback, failure=failure)
+        result = self.interpreter.complete(message, callback, failure=failure)
+        if self.observers:
+            self.observers.delivery(result.kind)
+        return result
 
     def cancel(self, execution_id: str, *, compensate: bool = True) -> None:
         """Stop every branch at its next node boundary; compensate (unless told not to); ``cancelled``."""
@@ -116,7 +125,7 @@ class Runtime:
                 Outgoing(Message(i["eid"], i["node"], int(i["seq"]), i.get("branch") or "")) for i in infos
             ]
             try:
-                self.dispatcher.publish(wake)
+                self.interpreter.publish(wake)
             except DispatchError as exc:
                 # The event is already handed to its waiters (durably claimed), so the notification
                 # has succeeded: reporting a failure would make the caller retry, and the retry
@@ -297,6 +306,8 @@ class Runtime:
         )
         if found["kind"] == "dead":
             self.indexed(eid, Status.DEAD.value)
+            if self.observers:
+                self.observers.finished(header.get("workflow") or "", Status.DEAD.value)
             self._flush(eid, outbox_entries(found.get("out")))
             self.finished(eid)
 

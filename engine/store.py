@@ -108,6 +108,11 @@ class Store:
         self._stored: set[str] = set()
         self._pins: OrderedDict[str, str] = OrderedDict()  # execution id → graph hash (LRU)
         self._lock = threading.Lock()
+        self._trips = threading.local()
+
+    def trips(self) -> int:
+        """Redis round trips this thread has made through the store (metrics: per node)."""
+        return getattr(self._trips, "n", 0)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Store:
@@ -120,6 +125,7 @@ class Store:
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import redis
 
+        self._trips.n = getattr(self._trips, "n", 0) + 1
         try:
             return fn(*args, **kwargs)
         except redis.exceptions.NoScriptError:

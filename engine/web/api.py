@@ -96,15 +96,45 @@ async def _record_call(hop: HopflowApp, fn: Callable[..., Any], eid: str, *args:
 
 async def status(hop: HopflowApp, request: Request) -> Response:
     """``GET /v1/executions/{id}``: the record."""
-    authorize(hop.config, request)
+    authorize(hop.config, request, scope="read")
     eid = _execution_id(request)
     runtime = await hop.runtime_async()
     return json_response(await _record_call(hop, runtime.record, eid))
 
 
+async def list_executions(hop: HopflowApp, request: Request) -> Response:
+    """``GET /v1/executions``: newest first, filtered, one page (docs/operations.md)."""
+    from engine import index
+
+    authorize(hop.config, request, scope="read")
+    params: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        params.setdefault(name, []).append(value)
+    try:
+        filters, cursor, limit = index.parse_filters(params)
+        if cursor:
+            index.decode_cursor(cursor)
+    except index.FilterError as exc:
+        raise Problem(
+            "bad-request", exc.message, errors=[{"path": exc.param, "message": exc.message}]
+        ) from None
+    runtime = await hop.runtime_async()
+    page = await hop.call(index.list_executions, runtime.store, filters, cursor, limit)
+    return json_response({"executions": page.executions, "next_cursor": page.next_cursor})
+
+
+async def counts(hop: HopflowApp, request: Request) -> Response:
+    """``GET /v1/counts``: executions per status, and per workflow and status."""
+    from engine import index
+
+    authorize(hop.config, request, scope="read")
+    runtime = await hop.runtime_async()
+    return json_response(await hop.call(index.counts, runtime.store))
+
+
 async def history(hop: HopflowApp, request: Request) -> Response:
     """``GET /v1/executions/{id}/history``: every history entry, oldest first."""
-    authorize(hop.config, request)
+    authorize(hop.config, request, scope="read")
     eid = _execution_id(request)
     runtime = await hop.runtime_async()
     events = await _record_call(hop, runtime.history, eid)

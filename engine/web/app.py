@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.web import api, openapi, webhook
+from engine.web import api, metrics, openapi, webhook
 from engine.web.auth import DEV_WARNING, route_path
 from engine.web.core import HopflowApp, RuntimeFactory
 from engine.web.paths import CALLBACK_PATH, FAILED_PATH, STEP_PATH
@@ -40,6 +40,9 @@ def routes(hop: HopflowApp) -> list[Any]:
         Route(FAILED_PATH, guard(webhook.step_failed), methods=["POST"]),
         Route(CALLBACK_PATH, guard(webhook.step_callback), methods=["POST"]),
         Route("/v1/executions", guard(api.start), methods=["POST"]),
+        Route("/v1/executions", guard(api.list_executions), methods=["GET"]),
+        Route("/v1/counts", guard(api.counts), methods=["GET"]),
+        Route("/metrics", guard(metrics.serve), methods=["GET"]),
         Route("/v1/executions/{execution_id}", guard(api.status), methods=["GET"]),
         Route("/v1/executions/{execution_id}/history", guard(api.history), methods=["GET"]),
         Route("/v1/executions/{execution_id}/cancel", guard(api.cancel), methods=["POST"]),

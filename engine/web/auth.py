@@ -55,8 +55,9 @@ def dev_bypass(config: Config, request: Request) -> bool:
     return config.dev_insecure and is_loopback_client(request)
 
 
-def authorize(config: Config, request: Request) -> None:
-    """``Authorization: Bearer $HOPFLOW_API_KEY`` (constant-time), or the dev bypass."""
+def authorize(config: Config, request: Request, scope: str = "operate") -> None:
+    """``Authorization: Bearer $HOPFLOW_API_KEY`` (constant-time), or the dev bypass. ``scope``
+    (``read`` or ``operate``) is what the route needs; the one key holds both (scoped keys: http-guard)."""
     if dev_bypass(config, request):
         return
     challenge = {"WWW-Authenticate": 'Bearer realm="hopflow"'}

@@ -51,6 +51,8 @@ class HopflowApp:
         self.verifier: DeliveryVerifier = DeliveryVerifier(config, now)
         self.local_dispatcher_started = False
         self._runtime = runtime
+        if runtime is not None:
+            self._observe(runtime)
         self._factory = runtime_factory or _default_factory
         self._built_here = runtime is None
         self._run_local = run_local_dispatcher
@@ -94,8 +96,18 @@ class HopflowApp:
             return self._runtime
         with self._lock:
             if self._runtime is None:
-                self._runtime = self._factory(self.config)
+                runtime = self._factory(self.config)
+                self._observe(runtime)
+                self._runtime = runtime
             return self._runtime
+
+    def _observe(self, runtime: Runtime) -> None:
+        """Metrics from the start when configured (``HOPFLOW_METRICS=1``; otherwise the first
+        ``/metrics`` scrape switches them on, so an app nobody scrapes never imports them)."""
+        if self.config.metrics and hasattr(runtime, "observers"):
+            from engine.observe.metrics import enable
+
+            enable(runtime)
 
     async def runtime_async(self) -> Runtime:
         """:meth:`runtime` from a handler: built in a worker thread; a failure is a 500 problem."""
@@ -151,7 +163,6 @@ class HopflowApp:
                 raise
             except Exception:
                 import traceback
-
 
                 log.error(
                     "unhandled error in %s %s\n%s",
