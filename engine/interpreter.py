@@ -233,6 +233,7 @@ class Interpreter:
         run = NodeRun(rt, graph, node, msg, begin, token, fields, completion)
         try:
             ops = run.execute()
+            run.stamp_due()
         except BaseException as exc:
             rt.store.unlock(eid, msg.branch, token)
             if isinstance(exc, NotCurrent):  # not the answer (or timeout) the parked step waits for
@@ -426,6 +427,21 @@ class NodeRun:
             "history": [],
             "msgs": [],
         }
+
+    def stamp_due(self) -> None:
+        """Record on the branch when its own delayed message is due (a wait, a retry backoff, an
+        event's or offloaded call's timeout), in real time: ``status`` says "until …" from it."""
+        for m in self.ops["msgs"]:
+            if m.get("branch") == self.branch and "eid" not in m:
+                if m.get("not_before") is not None:
+                    due = float(m["not_before"])
+                elif m.get("delay_ms"):
+                    due = self.now + m["delay_ms"] / 1000
+                else:
+                    continue
+                self.ops["bset"]["due"] = f"{due - self.now + time.time():.3f}"
+                return
+        self.ops["bdel"].append("due")
 
     def event(self, round_trips: int) -> NodeEvent:
         """What this node did, for the observers (metrics, the per-node log line)."""

@@ -151,6 +151,7 @@ class Runtime:
             raise NotResumable(
                 f"execution {execution_id!r} is {found.get('status')}, not compensation_failed"
             )
+        self.store.touch(execution_id)
         self.indexed(execution_id, Status.COMPENSATING.value, force=True)
         self._flush(execution_id, outbox_entries(found.get("out")))
 
@@ -197,6 +198,7 @@ class Runtime:
         error = _shown_error(loads(header.get("error")), redactor)
         comp_error = _shown_error(loads(header.get("comp_error")), redactor)
         output = loads(header.get("output")) if header.get("status") == Status.SUCCEEDED else None
+        entries = self.store.history(execution_id)
         trace = [
             {
                 "step": h.get("step"),
@@ -204,17 +206,22 @@ class Runtime:
                 "status": h.get("status"),
                 "attempt": int(h.get("attempt") or 1),
             }
-            for h in self.store.history(execution_id)
+            for h in entries
             if h.get("phase") in TRACE_PHASES
         ]
         status = header.get("status")
         current: list[dict[str, Any]] = []
+        located: list[dict[str, Any]] = []
         if status not in TERMINAL:
-            for branch, fields in self.store.branches(execution_id).items():
+            branches = self.store.branches(execution_id)
+            for branch, fields in branches.items():
                 if fields.get("phase", "run") != "done" and fields.get("node"):
                     current.append(
                         {"branch": branch, "node": fields["node"], "phase": fields.get("phase", "run")}
                     )
+            located = self._where(execution_id, header, status, branches, entries)
+            if redactor:  # event keys, retried errors' messages, call URLs may quote a secret
+                located = redactor.value(located)
         return {
             "execution_id": execution_id,
             "workflow": header.get("workflow"),
@@ -224,10 +231,39 @@ class Runtime:
             "error": error if status != Status.SUCCEEDED else None,
             **({"compensation_error": comp_error} if comp_error else {}),
             "trace": trace,
-            "created_at": iso(float(header["created_at"])) if header.get("created_at") else None,
-            "updated_at": iso(float(header["updated_at"])) if header.get("updated_at") else None,
+            "created_at": _real_iso(header, "created"),
+            "updated_at": _real_iso(header, "updated"),
             "current": current,
+            "where": located,
         }
+
+    def _where(
+        self,
+        execution_id: str,
+        header: dict[str, str],
+        status: str | None,
+        branches: dict[str, dict[str, str]],
+        entries: list[dict[str, str]],
+    ) -> list[dict[str, Any]]:
+        from engine import where
+        from engine.errors import GraphMissing
+
+        try:
+            graph = self.store.get_graph(header.get("graph") or "")
+        except GraphMissing:
+            graph = None
+        top = None
+        if status in (Status.COMPENSATING, Status.COMPENSATION_FAILED):
+            top = self.store.compensation_top(execution_id)
+        return where.branches(
+            graph=graph,
+            status=status,
+            branches=branches,
+            parked=self.store.parked(execution_id),
+            history=entries,
+            compensation_top=top,
+            child_status=self.store.status,
+        )
 
     def history(self, execution_id: str) -> list[dict[str, Any]]:
         """Every history entry, oldest first, with numbers as numbers and ``time`` as ISO-8601."""
@@ -305,6 +341,7 @@ class Runtime:
             },
         )
         if found["kind"] == "dead":
+            self.store.touch(eid)
             self.indexed(eid, Status.DEAD.value)
             if self.observers:
                 self.observers.finished(header.get("workflow") or "", Status.DEAD.value)
@@ -343,6 +380,7 @@ class Runtime:
             raise UnknownExecution(execution_id)
         self._flush(execution_id, outbox_entries(found.get("out")))
         if found["kind"] == "stopped":
+            self.store.touch(execution_id)
             return error
         if found["kind"] == "already":
             return loads(self.store.header(execution_id).get("stop"))
@@ -530,3 +568,10 @@ def _shown_error(error: Any, redactor: Any) -> dict[str, Any] | None:
     if isinstance(error.get("cause"), dict):
         shown["cause"] = _shown_error(error["cause"], redactor)
     return shown
+
+
+def _real_iso(header: dict[str, str], name: str) -> str | None:
+    """A header time in real time: ``<name>_rt`` (written beside the runtime clock's ``<name>_at``,
+    which is virtual under ``run --fast-forward``), else ``<name>_at``."""
+    raw = header.get(f"{name}_rt") or header.get(f"{name}_at")
+    return iso(float(raw)) if raw else None

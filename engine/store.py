@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -282,6 +283,14 @@ class Store:
 
             found.update(assemble({text(k): text(v) for k, v in merged.items()}))
         return found
+
+    def touch(self, execution_id: str) -> None:
+        """Stamp the header's real-time ``updated_rt`` after a script that only set ``updated_at``."""
+        self._call(self.client.hset, header_key(execution_id), "updated_rt", f"{time.time():.6f}")
+
+    def compensation_top(self, execution_id: str) -> str | None:
+        """The newest entry of the compensation stack (the next compensation to run), if any."""
+        return text(self._call(self.client.lindex, base(execution_id) + "c", -1))
 
     def status(self, execution_id: str) -> str | None:
         return text(self._call(self.client.hget, header_key(execution_id), "status"))

@@ -170,3 +170,16 @@ def test_local_queue_depth_is_a_gauge(tmp_path: Any, redis_db: Any) -> None:
     got = samples(metrics.render()[0].decode())
     assert got[("hopflow_local_queue_depth", ())] == 1
 
+
+def test_the_http_record_says_where_each_branch_is(harness: Any) -> None:
+    wait = "name: waiter\nsteps:\n  - id: pay\n    wait: {event: paid, key: '{{ input.k }}'}\n"
+    h = harness(wait)
+    app = create_app(h.runtime, config=config())
+    with TestClient(app) as client:
+        h.start("waiter", {"k": "A1"}, "w1")
+        h.drain()
+        record = client.get("/v1/executions/w1", headers=AUTH).json()
+    (where,) = record["where"]
+    assert where["node"] == "pay" and where["kind"] == "wait" and where["state"] == "waiting"
+    assert where["waiting_for"] == {"event": "paid", "key": "A1"}
+    assert where["text"] == "step 'pay' (wait): waiting for event 'paid' with key 'A1' (no timeout)"

@@ -272,28 +272,58 @@ def _when(value: Any) -> str:
         return str(value) if value is not None else ""
 
 
-def print_status(record: dict[str, Any]) -> None:
-    click.echo(f"execution  {record.get('execution_id')}")
-    click.echo(f"workflow   {record.get('workflow')}  (graph {str(record.get('graph') or '')[:12]})")
-    click.echo(f"status     {record.get('status')}")
+TRACE_SHOWN = 20  # trace lines `hopflow status` prints without --full
+
+
+def _shown(value: Any) -> str:
+    """A value for a status line: never Python's ``None``."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def print_status(record: dict[str, Any], *, full: bool = False, last: int = TRACE_SHOWN) -> None:
+    """The record in words: where each branch is and what it waits for, then a capped trace."""
+    click.echo(f"execution  {_shown(record.get('execution_id'))}")
+    graph = str(record.get("graph") or "")[:12]
+    click.echo(f"workflow   {_shown(record.get('workflow'))}" + (f"  (graph {graph})" if graph else ""))
+    click.echo(f"status     {_shown(record.get('status'))}")
     for key in ("created_at", "started_at", "updated_at", "finished_at"):
         if record.get(key) is not None:
             click.echo(f"{key.replace('_at', ''):<10} {_when(record[key])}")
-    current = record.get("current") or record.get("nodes")
-    if current and record.get("status") not in FINAL:
-        click.echo(f"current    {json.dumps(current, ensure_ascii=False)}")
-    if record.get("error"):
-        error = record["error"]
-        click.echo(f"error      {error.get('name')}: {error.get('message')} (step {error.get('step')})")
+    where = record.get("where")
+    if where and record.get("status") not in FINAL:
+        for i, entry in enumerate(where):
+            click.echo(f"{'where' if i == 0 else '':<10} {_shown(entry.get('text'))}")
+    elif record.get("status") not in FINAL:
+        for i, item in enumerate(record.get("current") or []):  # a server without `where`
+            branch = f" (branch {item['branch']})" if item.get("branch") else ""
+            line = f"step {_shown(item.get('node'))}{branch}: {_shown(item.get('phase'))}"
+            click.echo(f"{'where' if i == 0 else '':<10} {line}")
+    error = record.get("error")
+    if error:
+        text = f"{_shown(error.get('name'))}: {_shown(error.get('message'))}"
+        if error.get("step"):
+            text += f" (step {error['step']})"
+        click.echo(f"error      {text}")
     if record.get("status") == "succeeded":
         click.echo(f"output     {json.dumps(record.get('output'), ensure_ascii=False)}")
     trace = record.get("trace") or []
     if trace:
-        click.echo("trace")
-        for item in trace:
+        hidden = 0 if full or len(trace) <= last else len(trace) - last
+        if hidden:
             click.echo(
-                f"  {item.get('step', ''):<24} {item.get('phase', ''):<11} #{item.get('attempt') or '-':<3} "
-                f"{item.get('status', '')}"
+                f"trace      the last {last} of {len(trace)} ({hidden} earlier not shown: --full for all)"
+            )
+        else:
+            click.echo("trace")
+        for item in trace[hidden:]:
+            attempt = item.get("attempt")
+            click.echo(
+                f"  {_shown(item.get('step')):<24} {_shown(item.get('phase')):<11} "
+                f"#{attempt if attempt is not None else '-':<3} {_shown(item.get('status'))}"
             )
 
 
@@ -449,11 +479,30 @@ def start(
 @click.command("status", context_settings=CONTEXT)
 @click.argument("execution_id", metavar="EXEC")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole record as JSON.")
+@click.option("--full", is_flag=True, help="Print the whole trace (default: the last 20 entries).")
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=TRACE_SHOWN,
+    show_default=True,
+    metavar="N",
+    help="Trace entries to print.",
+)
 @remote_options
 @_guard
-def status(execution_id: str, as_json: bool, url: str | None, api_key: str | None) -> None:
-    """Show an execution: status, current node(s), output or error, timestamps, trace."""
-    _show("status", lambda backend: backend.record(execution_id), print_status, as_json, url, api_key)
+def status(
+    execution_id: str, as_json: bool, full: bool, last: int, url: str | None, api_key: str | None
+) -> None:
+    """Show an execution: its status, where each branch is and what it waits for, output or error,
+    timestamps (real time, UTC) and the end of its trace."""
+    _show(
+        "status",
+        lambda backend: backend.record(execution_id),
+        lambda record: print_status(record, full=full, last=last),
+        as_json,
+        url,
+        api_key,
+    )
 
 
 @click.command("history", context_settings=CONTEXT)

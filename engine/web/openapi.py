@@ -43,6 +43,35 @@ def _json_body(ref: str, description: str) -> dict[str, Any]:
     }
 
 
+def _list_parameters() -> list[dict[str, Any]]:
+    def query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "query",
+            "description": description,
+            "schema": schema or {"type": "string"},
+        }
+
+    when = "ISO 8601 (UTC when no zone) or epoch seconds"
+    return [
+        {
+            **query("status", "Repeatable, or a comma list"),
+            "schema": {"type": "array", "items": {"type": "string"}},
+            "style": "form",
+            "explode": True,
+        },
+        query("workflow", "Workflow name"),
+        query("graph", "Graph hash"),
+        query("parent", "The parent execution's id: its child executions"),
+        query("started_after", f"Started at or after ({when})"),
+        query("started_before", f"Started before ({when})"),
+        query("updated_after", f"Updated at or after ({when})"),
+        query("updated_before", f"Updated before ({when})"),
+        query("cursor", "next_cursor of the previous page"),
+        query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+    ]
+
+
 def openapi_document(server_url: str | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 description of every route (served at ``GET /openapi.json``)."""
     common = {
@@ -171,6 +200,39 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         **timeout,
                         "404": _problem_ref("Unknown workflow"),
                         "422": _problem_ref("Invalid request or input: `errors` lists the schema errors"),
+                        **api_errors,
+                    },
+                },
+                "get": {
+                    "operationId": "listExecutions",
+                    "summary": "Executions newest first (start time, then id), filtered, one page",
+                    "security": [{"apiKey": []}],
+                    "parameters": _list_parameters(),
+                    "responses": {
+                        "200": _json_body("ExecutionPage", "One page; next_cursor null on the last"),
+                        "400": _problem_ref("A bad filter, cursor or limit (1-200)"),
+                        **api_errors,
+                    },
+                },
+            },
+            "/v1/counts": {
+                "get": {
+                    "operationId": "countExecutions",
+                    "summary": "Executions per status, and per workflow and status",
+                    "security": [{"apiKey": []}],
+                    "responses": {"200": _json_body("Counts", "The counts"), **api_errors},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics (text format); the API key or HOPFLOW_METRICS_KEY",
+                    "security": [{"apiKey": []}],
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
                         **api_errors,
                     },
                 }
@@ -400,6 +462,81 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         "current": {"type": "array", "items": {"type": "object"}},
                         "created_at": {"type": ["string", "null"]},
                         "updated_at": {"type": ["string", "null"]},
+                        "where": {"type": "array", "items": {"$ref": "#/components/schemas/Where"}},
+                    },
+                },
+                "Where": {
+                    "type": "object",
+                    "description": "Where one active branch is, and what it waits for (real time, UTC)",
+                    "required": ["branch", "node", "kind", "state", "text"],
+                    "properties": {
+                        "branch": {"type": "string"},
+                        "node": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "state": {
+                            "enum": [
+                                "running",
+                                "waiting",
+                                "retrying",
+                                "offloaded",
+                                "joining",
+                                "compensating",
+                                "compensation_failed",
+                            ]
+                        },
+                        "waiting_for": {
+                            "type": ["object", "null"],
+                            "properties": {"event": {"type": "string"}, "key": {"type": "string"}},
+                        },
+                        "until": {"type": ["string", "null"]},
+                        "attempt": {"type": ["integer", "null"]},
+                        "next_attempt_at": {"type": ["string", "null"]},
+                        "call": {"type": ["object", "null"]},
+                        "child": {"type": ["object", "null"]},
+                        "text": {"type": "string"},
+                    },
+                },
+                "Summary": {
+                    "type": "object",
+                    "required": [
+                        "execution_id",
+                        "workflow",
+                        "graph",
+                        "status",
+                        "started_at",
+                        "updated_at",
+                        "parent",
+                    ],
+                    "properties": {
+                        "execution_id": {"type": "string"},
+                        "workflow": {"type": "string"},
+                        "graph": {"type": "string"},
+                        "status": {"type": "string"},
+                        "started_at": {"type": "string"},
+                        "updated_at": {"type": ["string", "null"]},
+                        "parent": {"type": ["string", "null"]},
+                    },
+                },
+                "ExecutionPage": {
+                    "type": "object",
+                    "required": ["executions", "next_cursor"],
+                    "properties": {
+                        "executions": {"type": "array", "items": {"$ref": "#/components/schemas/Summary"}},
+                        "next_cursor": {"type": ["string", "null"]},
+                    },
+                },
+                "Counts": {
+                    "type": "object",
+                    "required": ["status", "workflow"],
+                    "properties": {
+                        "status": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        "workflow": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer"},
+                            },
+                        },
                     },
                 },
                 "History": {
