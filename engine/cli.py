@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "resume": "engine.commands.run:resume",
     "recover": "engine.commands.run:recover",
     "status": "engine.commands.operate:status",
+    "list": "engine.commands.operate:list_",
     "history": "engine.commands.operate:history",
     "cancel": "engine.commands.operate:cancel",
     "notify": "engine.commands.operate:notify",

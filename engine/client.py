@@ -119,6 +119,16 @@ class HopflowClient:
             self._request("POST", f"/v1/events/{_segment(event)}", {"key": key, "data": data})["resumed"]
         )
 
+    def list_executions(self, params: dict[str, list[str]]) -> dict[str, Any]:
+        """One page of ``GET /v1/executions`` (``params``: query name → values)."""
+        from urllib.parse import urlencode
+
+        query = urlencode([(k, v) for k, values in params.items() for v in values])
+        return dict(self._request("GET", "/v1/executions" + (f"?{query}" if query else "")))
+
+    def counts(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/v1/counts"))
+
     def health(self) -> dict[str, Any]:
         return dict(self._request("GET", "/healthz", auth=False))
 

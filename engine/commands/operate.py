@@ -58,6 +58,7 @@ class Backend(Protocol):
     def history(self, execution_id: str) -> list[dict[str, Any]]: ...
     def cancel(self, execution_id: str, compensate: bool = True) -> None: ...
     def notify(self, event: str, key: str, data: Any) -> int: ...
+    def list(self, params: dict[str, list[str]]) -> dict[str, Any]: ...
 
 
 class LocalBackend:
@@ -156,6 +157,29 @@ class LocalBackend:
     def notify(self, event: str, key: str, data: Any) -> int:
         return int(self._call(self.runtime().notify, event, key, data))
 
+    def list(self, params: dict[str, list[str]]) -> dict[str, Any]:
+        from engine import index
+
+        filters, cursor, limit = _filters(params)
+        page = self._call(index.list_executions, self.runtime().store, filters, cursor, limit)
+        return {"executions": page.executions, "next_cursor": page.next_cursor}
+
+
+def _filters(params: dict[str, list[str]]) -> Any:
+    """The listing's filters, or a usage error (2) naming the bad one."""
+    from engine import index
+
+    try:
+        found = index.parse_filters(params)
+        if found[1]:
+            index.decode_cursor(found[1])
+    except index.FilterError as exc:
+        message = exc.message
+        if exc.param and message.startswith(exc.param):  # name the option as the user typed it
+            message = "--" + exc.param.replace("_", "-") + message[len(exc.param) :]
+        raise BackendError(message, 2) from None
+    return found
+
 
 UNREACHABLE_HINT = "is `hopflow serve` running there? check --url / HOPFLOW_URL"
 
@@ -230,6 +254,10 @@ class RemoteBackend:
 
     def notify(self, event: str, key: str, data: Any) -> int:
         return int(self._call(self.client.notify, event, key, data))
+
+    def list(self, params: dict[str, list[str]]) -> dict[str, Any]:
+        _filters(params)  # the same usage errors as the local store, before any request
+        return dict(self._call(self.client.list_executions, params))
 
     def close(self) -> None:
         self.client.close()
@@ -531,6 +559,90 @@ def _show(
         click.echo(json.dumps(found, ensure_ascii=False, default=str))
     else:
         printer(found)
+
+
+def print_list(page: dict[str, Any]) -> None:
+    """A table of executions (rich), then how to get the next page."""
+    from rich.console import Console
+    from rich.table import Table
+
+    executions = page.get("executions") or []
+    if not executions:
+        click.echo("no executions match")
+    else:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("EXECUTION", "WORKFLOW", "STATUS", "STARTED", "UPDATED", "PARENT"):
+            table.add_column(column, no_wrap=True)
+        for e in executions:
+            table.add_row(
+                _shown(e.get("execution_id")),
+                _shown(e.get("workflow")),
+                _shown(e.get("status")),
+                _shown(e.get("started_at")),
+                _shown(e.get("updated_at")),
+                e.get("parent") or "",
+            )
+        console = Console(highlight=False)
+        if not console.is_terminal:  # a pipe or a file: one line per execution, whatever the width
+            console.width = 400
+        console.print(table)
+    if page.get("next_cursor"):
+        click.echo(f"more: add --cursor {page['next_cursor']}", err=True)
+
+
+@click.command("list", context_settings=CONTEXT)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    metavar="STATUS",
+    help="running, failed, … (repeat, or a comma list).",
+)
+@click.option("--workflow", metavar="NAME", help="Only this workflow.")
+@click.option("--graph", metavar="HASH", help="Only executions pinned to this graph hash.")
+@click.option("--parent", metavar="EXEC", help="Only the child executions of EXEC.")
+@click.option(
+    "--started-after", metavar="TIME", help="ISO 8601 (UTC unless a zone is given) or epoch seconds."
+)
+@click.option("--started-before", metavar="TIME")
+@click.option("--updated-after", metavar="TIME")
+@click.option("--updated-before", metavar="TIME")
+@click.option("--limit", default="50", show_default=True, metavar="N", help="Page size (1-200).")
+@click.option("--cursor", metavar="CURSOR", help="The next page: the cursor the previous page printed.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"executions": [...], "next_cursor": ...}.')
+@remote_options
+@_guard
+def list_(
+    statuses: tuple[str, ...],
+    workflow: str | None,
+    graph: str | None,
+    parent: str | None,
+    started_after: str | None,
+    started_before: str | None,
+    updated_after: str | None,
+    updated_before: str | None,
+    limit: str,
+    cursor: str | None,
+    as_json: bool,
+    url: str | None,
+    api_key: str | None,
+) -> None:
+    """List executions, newest first, filtered; one page at a time (docs/operations.md)."""
+    given = {
+        "status": list(statuses),
+        "workflow": [workflow],
+        "graph": [graph],
+        "parent": [parent],
+        "started_after": [started_after],
+        "started_before": [started_before],
+        "updated_after": [updated_after],
+        "updated_before": [updated_before],
+        "limit": [limit],
+        "cursor": [cursor],
+    }
+    params = {k: [v for v in values if v is not None] for k, values in given.items()}
+    params = {k: v for k, v in params.items() if v}
+    _show("list", lambda backend: backend.list(params), print_list, as_json, url, api_key)
 
 
 @click.command("cancel", context_settings=CONTEXT)
