@@ -183,3 +183,15 @@ def test_the_http_record_says_where_each_branch_is(harness: Any) -> None:
     assert where["node"] == "pay" and where["kind"] == "wait" and where["state"] == "waiting"
     assert where["waiting_for"] == {"event": "paid", "key": "A1"}
     assert where["text"] == "step 'pay' (wait): waiting for event 'paid' with key 'A1' (no timeout)"
+
+
+def test_prometheus_client_is_not_imported_until_metrics_are_used() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, engine.asgi, engine.web.app, engine.runtime, engine.interpreter, engine.commands.serve; "
+        "print('prometheus_client' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr

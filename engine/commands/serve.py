@@ -48,6 +48,12 @@ def _loud(lines: list[str]) -> None:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="text, or json: one object per line with a trace_id (default: $HOPFLOW_LOG_FORMAT or text).",
+)
 @max_nodes_option("webhook call")
 @click.option(
     "--recover-every",
@@ -65,11 +71,11 @@ def serve(
     host: str,
     port: int,
     log_level: str,
+    log_format: str | None,
     max_nodes_per_call: int | None,
     recover_every: float,
 ) -> None:
     """Serve the HTTP API (webhook, executions, events) with uvicorn."""
-    import logging
 
     from engine.config import inspect_env, redact_url
 
@@ -80,6 +86,8 @@ def serve(
         overrides["actions"] = ",".join(actions)
     if max_nodes_per_call is not None:
         overrides["max_nodes_per_call"] = max_nodes_per_call
+    if log_format is not None:
+        overrides["log_format"] = log_format
     config, issues = inspect_env(os.environ, **overrides)
     errors = [i for i in issues if i.severity == "error"]
     if config is None or errors:
@@ -168,9 +176,10 @@ def serve(
 
     import uvicorn
 
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()), format="%(levelname)s %(name)s: %(message)s"
-    )
+    from engine.observe.logs import NodeLog, configure
+
+    log_config = configure(config.log_format, log_level)
+    runtime.observers.add(NodeLog())  # one line per node (execution, step, kind, outcome, ms)
     app = create_app(runtime, config=config, run_local_dispatcher=config.dispatcher_kind == "local")
     sweep = None
     if recover_every > 0:
@@ -179,7 +188,7 @@ def serve(
         sweep = RecoverSweep(runtime, interval_s=recover_every).start()
         click.echo(f"hopflow serve: recover sweep every {recover_every:g} s", err=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+        uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", log_config=log_config)
     finally:
         if sweep is not None:
             sweep.stop()
