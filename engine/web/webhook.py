@@ -55,6 +55,8 @@ async def step(hop: HopflowApp, request: Request) -> Response:
     if scheme != "ed25519" and hasattr(dispatcher, "defer_if_early"):
         deferred = await hop.call(dispatcher.defer_if_early, message, dict(request.headers))
         if deferred:
+            if runtime.observers:
+                runtime.observers.delivery("deferred")
             return json_response({"result": "deferred", "execution_id": message.execution_id}, 202)
     result = await _advance(hop, runtime, message)
     kind = getattr(result, "kind", str(result))
