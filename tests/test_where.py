@@ -4,6 +4,7 @@ state, and ``hopflow status`` printing it — real time, no ``None``, the trace 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import time
 from typing import Any
 
@@ -240,3 +241,41 @@ def test_status_prints_words_caps_the_trace_and_never_none(h: Any) -> None:
     with runner.isolation() as (out, _err, *_):
         print_status(failed)
         assert "None" not in out.getvalue().decode()
+
+
+SECRET = "sk_live_where_0123456789abcdef"
+
+SECRET_RETRY = """
+name: secret-retry
+env: [{name: WHERE_KEY, secret: true}]
+steps:
+  - id: charge
+    action: t.echo
+    with: {key: "{{ env.WHERE_KEY }}"}
+    retry: {max_attempts: 3, interval: 1m, jitter: none, on: [action.RuntimeError]}
+"""
+
+SECRET_WAIT = """
+name: secret-wait
+env: [{name: WHERE_KEY, secret: true}]
+steps:
+  - id: pay
+    wait: {event: paid, key: "{{ env.WHERE_KEY }}"}
+"""
+
+
+def echo(_ctx: Any, key: str) -> None:
+    raise RuntimeError(f"refused key {key}")
+
+
+def test_where_never_shows_a_secret(harness: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHERE_KEY", SECRET)
+    h = harness(SECRET_RETRY, SECRET_WAIT, actions={"t.echo": echo})
+    retrying = h.start("secret-retry", {})
+    waiting = h.start("secret-wait", {})
+    settle(h)
+    for eid in (retrying, waiting):
+        record = h.runtime.record(eid)
+        assert record["where"] and SECRET not in json.dumps(record)
+    (w,) = h.runtime.record(retrying)["where"]
+    assert w["state"] == "retrying" and "refused key" in w["text"]
