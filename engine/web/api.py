@@ -102,6 +102,13 @@ async def status(hop: HopflowApp, request: Request) -> Response:
     return json_response(await _record_call(hop, runtime.record, eid))
 
 
+async def executions(hop: HopflowApp, request: Request) -> Response:
+    """``/v1/executions``: ``POST`` starts one, ``GET`` lists them (one route, so a 405 names both)."""
+    if request.method == "POST":
+        return await start(hop, request)
+    return await list_executions(hop, request)
+
+
 async def list_executions(hop: HopflowApp, request: Request) -> Response:
     """``GET /v1/executions``: newest first, filtered, one page (docs/operations.md)."""
     from engine import index
