@@ -195,3 +195,31 @@ def test_prometheus_client_is_not_imported_until_metrics_are_used() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_an_early_qstash_delivery_counts_as_deferred(harness: Any) -> None:
+    import time
+
+    from test_asgi import PUBLIC
+
+    from engine.dispatch.qstash import NOT_BEFORE_HEADER, QStashDispatcher
+    from engine.qstash_dev import start_dev_server
+    from engine.signing import sign_qstash
+
+    h = harness(OK, actions={"t.ok": lambda *a, **k: 1})
+    h.start("ok", {}, "early")
+    message = h.dispatcher.pop().message
+    with start_dev_server() as dev:
+        h.runtime.dispatcher = QStashDispatcher(dev.token, dev.url, PUBLIC + "/v1/step")
+        cfg = config(qstash_current_signing_key=dev.current_signing_key, metrics=True)
+        frozen = time.time()
+        with TestClient(create_app(h.runtime, config=cfg, now=lambda: frozen)) as client:
+            body = message.to_json()
+            token = sign_qstash(body, PUBLIC + "/v1/step", dev.current_signing_key, now=frozen)
+            headers = {"Upstash-Signature": token, NOT_BEFORE_HEADER: str(int(frozen) + 3600)}
+            r = client.post("/v1/step", content=body, headers=headers)
+            assert r.status_code == 202 and r.json()["result"] == "deferred"
+            got = samples(client.get("/metrics", headers=AUTH).text)
+        h.runtime.dispatcher.close()
+    assert got[("hopflow_deliveries_total", (("result", "deferred"),))] == 1
+    assert ("hopflow_deliveries_total", (("result", "advanced"),)) not in got
