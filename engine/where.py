@@ -141,6 +141,10 @@ def _one(
         fin = int(fields.get("fin") or 0)
         entry["state"] = "joining"
         entry["text"] = f"{label}: {fin} of {total} branch(es) finished, waiting for the rest"
+        timeout = _float(fields.get("due"))  # the fan-out's own timeout message, if it has one
+        if timeout is not None:
+            entry["until"] = iso(timeout)
+            entry["text"] += f" until {iso(timeout)} (then it times out)"
         return entry
 
     if phase == "park":

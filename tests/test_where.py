@@ -204,6 +204,18 @@ def test_parallel_branches_each_say_where_they_are(h: Any) -> None:
     assert "(branch both/1)" in found["both/1"]["text"]
 
 
+def test_a_fan_out_with_a_timeout_says_until_when(harness: Any) -> None:
+    timed = PARALLEL.replace("name: fan", "name: timed-fan").replace(
+        "    parallel:\n", "    timeout: 1h\n    parallel:\n"
+    )
+    h = harness(timed)
+    eid = h.start("timed-fan", {})
+    settle(h)
+    found = {w["branch"]: w for w in where(h, eid)}
+    assert found[""]["state"] == "joining" and near(found[""]["until"], time.time() + 3600)
+    assert "then it times out" in found[""]["text"]
+
+
 def test_a_compensation_being_retried(h: Any) -> None:
     eid = h.start("undo-slowly", {})
     settle(h)
