@@ -228,6 +228,10 @@ def test_a_compensation_being_retried(h: Any) -> None:
     assert record["status"] == "compensation_failed"
     (w,) = record["where"]
     assert w["state"] == "compensation_failed" and "hopflow resume" in w["text"]
+    with CliRunner().isolation() as (out, _err, *_):
+        print_status(record)
+        text = out.getvalue().decode()
+    assert "comp error action.RuntimeError: card network down (step book)" in text and "None" not in text
 
 
 def test_status_prints_words_caps_the_trace_and_never_none(h: Any) -> None:

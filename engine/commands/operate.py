@@ -330,12 +330,12 @@ def print_status(record: dict[str, Any], *, full: bool = False, last: int = TRAC
             branch = f" (branch {item['branch']})" if item.get("branch") else ""
             line = f"step {_shown(item.get('node'))}{branch}: {_shown(item.get('phase'))}"
             click.echo(f"{'where' if i == 0 else '':<10} {line}")
-    error = record.get("error")
-    if error:
-        text = f"{_shown(error.get('name'))}: {_shown(error.get('message'))}"
-        if error.get("step"):
-            text += f" (step {error['step']})"
-        click.echo(f"error      {text}")
+    for label, error in (("error", record.get("error")), ("comp error", record.get("compensation_error"))):
+        if error:
+            text = f"{_shown(error.get('name'))}: {_shown(error.get('message'))}"
+            if error.get("step"):
+                text += f" (step {error['step']})"
+            click.echo(f"{label:<10} {text}")
     if record.get("status") == "succeeded":
         click.echo(f"output     {json.dumps(record.get('output'), ensure_ascii=False)}")
     trace = record.get("trace") or []
