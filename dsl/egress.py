@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 CATEGORIES = ("loopback", "private", "link-local", "metadata")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-_HOST = re.compile(rf"(?:\*|(?:\*\.)?{_LABEL}(?:\.{_LABEL})*)\.?")
+_HOST = re.compile(rf"\*|(?:\*\.)?{_LABEL}(?:\.{_LABEL})*\.?")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
