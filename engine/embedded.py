@@ -278,11 +278,22 @@ def embedded_runtime(
         clock=clock,
         time_budget_s=budget,
         max_nodes_per_call=chain,
-        egress=egress if egress is not None else EgressPolicy.from_env(allow_loopback=True),
+        egress=egress if egress is not None else _env_egress(),
     )
     dispatcher.deliver = in_process_delivery(runtime)
     dispatcher.on_dead = runtime.mark_dead
     return runtime, dispatcher
+
+
+def _env_egress() -> EgressPolicy:
+    """The environment's egress rules, loopback allowed (local examples call 127.0.0.1)."""
+    from dsl.egress import RuleError
+    from engine.egress import EgressPolicy
+
+    try:
+        return EgressPolicy.from_env(allow_loopback=True)
+    except RuleError as exc:
+        raise EmbeddedError(f"HOPFLOW_EGRESS_ALLOW/HOPFLOW_EGRESS_DENY: {exc}") from None
 
 
 def _env_budget() -> float:
