@@ -247,7 +247,6 @@ def embedded_runtime(
     from engine.catalog import Catalog
     from engine.clock import Clock, SystemClock, VirtualClock
     from engine.dispatch.local import LocalDispatcher
-    from engine.egress import EgressPolicy
     from engine.runtime import Runtime
     from engine.store import Store
 

@@ -26,7 +26,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         HITS.append(self.path)
         if self.path.startswith("/to-loopback"):
             target = self.path.split("=", 1)[1]
@@ -77,7 +77,9 @@ STRICT = EgressPolicy()
 def test_loopback_is_refused_by_default_and_allowed_when_asked(port: int) -> None:
     message = refused(f"http://127.0.0.1:{port}/x?token=s3cret", STRICT)
     assert "127.0.0.1" in message and "loopback" in message and "s3cret" not in message
-    assert call(f"http://127.0.0.1:{port}/x", EgressPolicy(allow_loopback=True))["json"] == {"secret": "internal"}
+    assert call(f"http://127.0.0.1:{port}/x", EgressPolicy(allow_loopback=True))["json"] == {
+        "secret": "internal"
+    }
     assert call(f"http://127.0.0.1:{port}/x", EgressPolicy.from_texts(["127.0.0.0/8"]))["status"] == 200
     assert call(f"http://127.0.0.1:{port}/x", EgressPolicy.from_texts(["loopback"]))["status"] == 200
 
@@ -91,7 +93,16 @@ def test_a_hostname_resolving_to_loopback_is_refused_after_resolution(port: int)
 
 @pytest.mark.parametrize(
     "host",
-    ["[::1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "0.0.0.0", "127.1", "2130706433", "[::]", "[64:ff9b::7f00:1]"],
+    [
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "0.0.0.0",
+        "127.1",
+        "2130706433",
+        "[::]",
+        "[64:ff9b::7f00:1]",
+    ],
 )
 def test_other_spellings_of_loopback_are_refused(port: int, host: str) -> None:
     refused(f"http://{host}:{port}/x", STRICT)

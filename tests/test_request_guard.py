@@ -110,7 +110,9 @@ def test_loopback_names_are_answered_on_a_loopback_connection_only(app: Any) -> 
 
 
 def test_allowed_hosts_add_names_and_patterns(harness: Any) -> None:
-    app = create_app(harness(GREET).runtime, config=config(allowed_hosts=("api.example.com", "*.preview.app")))
+    app = create_app(
+        harness(GREET).runtime, config=config(allowed_hosts=("api.example.com", "*.preview.app"))
+    )
     for base, ok in (
         ("https://api.example.com", True),
         ("https://pr-1.preview.app", True),
@@ -126,7 +128,8 @@ def test_allowed_hosts_add_names_and_patterns(harness: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "origin", ["https://evil.example", "null", "http://hopflow.test:8080", "https://hopflow.test.evil.example"]
+    "origin",
+    ["https://evil.example", "null", "http://hopflow.test:8080", "https://hopflow.test.evil.example"],
 )
 def test_a_foreign_origin_is_403_and_changes_nothing(app: Any, redis_db: Any, origin: str) -> None:
     before = sorted(redis_db.scan_iter())
@@ -134,7 +137,9 @@ def test_a_foreign_origin_is_403_and_changes_nothing(app: Any, redis_db: Any, or
         body = {"workflow": "greet", "input": {"name": "z"}, "id": "evil"}
         r = c.post("/v1/executions", json=body, headers={**auth(OPERATE), "Origin": origin})
         problem(r, 403, "cross-origin")
-        problem(c.post("/v1/events/greet.ok", json={"key": "a"}, headers={"Origin": origin}), 403, "cross-origin")
+        problem(
+            c.post("/v1/events/greet.ok", json={"key": "a"}, headers={"Origin": origin}), 403, "cross-origin"
+        )
     assert sorted(redis_db.scan_iter()) == before
 
 
