@@ -6,8 +6,9 @@ An ASGI middleware around the whole app (every route, present and future, unknow
   ``HOPFLOW_ALLOWED_HOSTS`` (``api.example.com``, ``*.example.com``; ``*`` turns the check off), and
   loopback names (``localhost``, ``127.0.0.1``, ``[::1]``) when the connection itself arrived on a
   loopback address. Anything else is 421 ``misdirected-request``: a web page whose own name was
-  re-pointed at this server (DNS rebinding) sends its own name as Host. ``GET /healthz`` is exempt
-  (platform probes use the pod's address; it reveals nothing).
+  re-pointed at this server (DNS rebinding) sends its own name as Host. ``GET /healthz`` and
+  ``GET /metrics`` are exempt (probes and scrapers use the pod's address; the first reveals
+  nothing, the second takes a key).
 * **Origin** — a request carrying an ``Origin`` that is not this server's own (the Host it was sent
   to, or ``HOPFLOW_PUBLIC_URL``'s origin) is 403 ``cross-origin``, and so is one a browser marks
   ``Sec-Fetch-Site: cross-site``/``same-site``. Requests without them (curl, the SDK, the CLI,
@@ -38,6 +39,9 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 WEBHOOK_PATHS = frozenset({STEP_PATH, FAILED_PATH, CALLBACK_PATH})  # signed: their own rules
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# read by machines that address the pod, not the public name (platform probes, Prometheus scrapes);
+# /healthz reveals nothing and /metrics takes its key: no Host check for them
+PROBE_PATHS = frozenset({"/healthz", "/metrics"})
 MAX_ECHO = 100
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
@@ -129,7 +133,7 @@ def check(config: Config, scope: Scope) -> Problem | None:
     if len(hosts) > 1:
         return Problem("bad-request", "more than one Host header")
     host = split_host(hosts[0]) if hosts else None
-    probe = path == "/healthz" and method in ("GET", "HEAD")
+    probe = path in PROBE_PATHS and method in ("GET", "HEAD")
     if not probe:
         if host is None:
             return Problem("bad-request", "the Host header is missing or malformed")
