@@ -70,8 +70,8 @@ def client(policy: EgressPolicy | None = None) -> httpx.Client:
         if found is None:
             import httpx
 
-            if len(_clients) >= MAX_POLICIES:
-                _clients.pop(next(iter(_clients))).close()
+            if len(_clients) >= MAX_POLICIES:  # dropped, not closed: a step may still be using it
+                _clients.pop(next(iter(_clients)))
             limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
             found = httpx.Client(
                 headers={"User-Agent": USER_AGENT},
