@@ -336,7 +336,8 @@ scope = {
     "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
     "scheme": "http", "path": "/v1/step", "raw_path": b"/v1/step", "query_string": b"",
     "root_path": "", "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 80),
-    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+    "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
                 (b"upstash-signature", os.environ["BENCH_SIG"].encode())],
 }
 sent = []

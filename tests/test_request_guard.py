@@ -183,3 +183,25 @@ def test_json_types_pass(app: Any) -> None:
         # a bodiless cancel needs no type
         r = c.post("/v1/executions/x1/cancel", headers={"Authorization": f"Bearer {OPERATE}"})
         assert r.status_code == 202, r.text
+
+
+# ----------------------------------------------------------------------------- the dev key
+
+
+def test_serve_without_a_key_makes_a_dev_key_shown_once(
+    harness: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No key-less mode: ``hopflow serve`` without a key prints a random one (once) and requires it."""
+    from engine.commands.serve import with_dev_key
+
+    cfg = with_dev_key(Config(public_url=PUBLIC))
+    err = capsys.readouterr().err
+    key = cfg.api_key
+    assert key and len(key) >= 32 and err.count(key) == 1 and f"export HOPFLOW_API_KEY={key}" in err
+    assert key not in repr(cfg) and key not in cfg.redact(f"token {key}")
+    assert with_dev_key(Config()).api_key != key  # random per run
+    capsys.readouterr()
+    app = create_app(harness(GREET).runtime, config=cfg)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:  # a loopback client gets no pass
+        problem(c.get("/v1/executions/nope"), 401, "unauthorized")
+        assert c.get("/v1/executions/nope", headers=auth(key)).status_code == 404
