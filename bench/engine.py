@@ -201,6 +201,7 @@ class Bench:
         from engine.actions import REGISTRY
         from engine.clock import SystemClock
         from engine.dispatch.local import LocalDispatcher
+        from engine.egress import EgressPolicy
         from engine.embedded import LEASE_S, in_process_delivery
         from engine.runtime import Runtime
         from engine.store import Store
@@ -218,6 +219,7 @@ class Bench:
             actions=REGISTRY,
             clock=clock,
             max_nodes_per_call=max_nodes_per_call,
+            egress=EgressPolicy(allow_loopback=True),  # the bench's services listen on 127.0.0.1
         )
         if not memory:
             dispatcher.deliver = in_process_delivery(runtime)
@@ -334,7 +336,8 @@ scope = {
     "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
     "scheme": "http", "path": "/v1/step", "raw_path": b"/v1/step", "query_string": b"",
     "root_path": "", "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 80),
-    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+    "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
                 (b"upstash-signature", os.environ["BENCH_SIG"].encode())],
 }
 sent = []
@@ -387,6 +390,7 @@ def stub_qstash() -> Iterator[str]:
 
 def cold_start(bench: Bench, tmp: Path, repeat: int, top: int) -> None:
     from engine.catalog import Catalog
+    from engine.egress import EgressPolicy
     from engine.model import Message
     from engine.runtime import Runtime
     from engine.signing import sign_qstash
@@ -413,7 +417,7 @@ def cold_start(bench: Bench, tmp: Path, repeat: int, top: int) -> None:
     (folder / "cold-webhook.yaml").write_text(COLD_YAML)
     catalog = Catalog.from_directory(folder)
     queue = MemoryQueue()
-    runtime = Runtime(Store(bench.clients["store"]), queue, catalog)
+    runtime = Runtime(Store(bench.clients["store"]), queue, catalog, egress=EgressPolicy(allow_loopback=True))
     public = "http://127.0.0.1:9/"
     url = public.rstrip("/") + "/v1/step"
 

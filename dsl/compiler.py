@@ -197,6 +197,8 @@ class _Compiler:
         env = root.get("env")
         output_refs = template_refs(root.get("output"))
         on_failure = root.get("on_failure", "compensate")
+        egress = root.get("egress")
+        allow = egress.get("allow") if isinstance(egress, dict) else None
         return Graph(
             name=name,
             nodes=FrozenDict(self.nodes),
@@ -212,6 +214,7 @@ class _Compiler:
             on_failure=on_failure if isinstance(on_failure, str) else "compensate",
             secret_env=tuple(sorted(set(env_names(env, secret=True)))),
             vars=freeze(declared_vars(root.get("vars"))),
+            egress_allow=tuple(a for a in allow if isinstance(a, str)) if isinstance(allow, list) else (),
         )
 
     def steps(self, steps: Any, path: JsonPath, scope: str, owner: str | None) -> None:

@@ -182,6 +182,7 @@ class Graph:
     secret_env: tuple[str, ...] = ()  # the names of `env` declared `secret: true`
     # declared vars: name → {"reduce": replace|append|extend|sum|min|max|merge, "initial": value}
     vars: Mapping[str, Any] = field(default_factory=lambda: FrozenDict())
+    egress_allow: tuple[str, ...] = ()  # the workflow's `egress.allow` rules (dsl/egress.py)
     hash: str = field(default="", compare=False)
 
     @property
@@ -197,7 +198,7 @@ class Graph:
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical plain-JSON form (the thing that is hashed, stored in Redis and printed)."""
-        return {
+        data = {
             "format": FORMAT,
             **{
                 f.name: _plain(getattr(self, f.name))
@@ -205,6 +206,7 @@ class Graph:
                 if f.name != "hash" and not (f.name in _OMITTED_WHEN_EMPTY and not getattr(self, f.name))
             },
         }
+        return data
 
     def canonical(self) -> str:
         # to_dict() is already plain JSON data: serialise it directly (same text as canonical_json)
@@ -236,6 +238,7 @@ class Graph:
             on_failure=data.get("on_failure", "compensate"),
             secret_env=tuple(data.get("secret_env") or ()),
             vars=freeze(data.get("vars") or {}),
+            egress_allow=tuple(data.get("egress_allow") or ()),
         )
         return graph.with_hash()
 
@@ -278,7 +281,7 @@ def env_names(env: Any, *, secret: bool = False) -> list[str]:
 # fields added after graphs were first stored: left out while unset, so older graphs keep their hash
 _OMITTED_WHEN_EMPTY = frozenset(
     {"secret", "secret_env", "vars", "not_on", "retries", "raises"}
-    | {"compensate_more", "compensate_on_failure"}
+    | {"compensate_more", "compensate_on_failure", "egress_allow"}
 )
 
 

@@ -524,6 +524,7 @@ def _suggest(word: str, options: Iterable[str]) -> str | None:
 BUILTIN_ERRORS = (
     "timeout",
     "http.connect",
+    "http.egress",
     "http.4xx",
     "http.5xx",
     "input.invalid",

@@ -45,7 +45,6 @@ _LAZY = {
     "STEP_PATH": "engine.web.paths",
     "FAILED_PATH": "engine.web.paths",
     "CALLBACK_PATH": "engine.web.paths",
-    "DEV_WARNING": "engine.web.auth",
 }
 
 

@@ -16,6 +16,7 @@ import hashlib
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -38,12 +39,16 @@ VARIABLES: dict[str, str] = {
     "QSTASH_CURRENT_SIGNING_KEY": "verifying QStash deliveries",
     "QSTASH_NEXT_SIGNING_KEY": "verifying QStash deliveries after a key rotation",
     "HOPFLOW_PUBLIC_URL": "the URL QStash delivers to and signs",
-    "HOPFLOW_API_KEY": "the bearer token of the HTTP API",
+    "HOPFLOW_API_KEY": "the bearer token of the HTTP API (scope operate)",
+    "HOPFLOW_API_KEYS": "more API keys with scopes (read:KEY,operate:KEY): rotation, read-only access",
+    "HOPFLOW_ALLOWED_HOSTS": "Host names the server answers besides HOPFLOW_PUBLIC_URL's and loopback",
+    "HOPFLOW_EGRESS_ALLOW": "what http steps may reach beyond public addresses (CIDR, host patterns)",
+    "HOPFLOW_EGRESS_DENY": "what http steps may never reach (CIDR, host patterns); beats every allow",
     "HOPFLOW_SIGNING_KEY": "signing local-dispatcher deliveries (Ed25519 private key)",
     "HOPFLOW_VERIFY_KEYS": "verifying local-dispatcher deliveries (Ed25519 public keys)",
     "HOPFLOW_TIME_BUDGET": "how long one webhook call may work",
     "HOPFLOW_MAX_NODES_PER_CALL": "how many cheap nodes one call may chain (1: one node per call)",
-    "HOPFLOW_DEV_INSECURE": "development only: accept unsigned/unauthenticated loopback requests",
+    "HOPFLOW_DEV_INSECURE": "removed: ignored (the API always needs a key, deliveries a signature)",
     "HOPFLOW_WORKFLOWS": "the workflow folder of the ASGI entry point",
     "HOPFLOW_ACTIONS": "action modules the ASGI entry point imports",
     "HOPFLOW_MAX_BODY_BYTES": "largest request body accepted",
@@ -57,11 +62,16 @@ SECRETS = frozenset(
         "QSTASH_CURRENT_SIGNING_KEY",
         "QSTASH_NEXT_SIGNING_KEY",
         "HOPFLOW_API_KEY",
+        "HOPFLOW_API_KEYS",
         "HOPFLOW_SIGNING_KEY",
         "HOPFLOW_METRICS_KEY",
     }
 )
+SCOPES = ("read", "operate")  # operate implies read
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_HOST_NAME = re.compile(
+    r"(?:\*|(?:\*\.)?[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*|\[[0-9a-f:.]+\])"
+)
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
@@ -151,6 +161,47 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class ApiKey:
+    """One bearer key of the HTTP API and its scope: ``read`` (status, history, lists, the dashboard's
+    views) or ``operate`` (also start, cancel, notify, resume)."""
+
+    scope: str
+    secret: str = field(repr=False)
+    source: str = "HOPFLOW_API_KEYS"
+
+    def allows(self, scope: str) -> bool:
+        return self.scope == "operate" or self.scope == scope
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.secret)
+
+    def __repr__(self) -> str:
+        return f"ApiKey({self.scope}, {self.fingerprint})"
+
+
+def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
+    """``HOPFLOW_API_KEYS``: comma-separated ``scope:key`` entries (``read:KEY1,operate:KEY2``);
+    ValueError naming the entry's position (never its key) when one is unusable."""
+    keys: list[ApiKey] = []
+    seen: set[str] = set()
+    for n, entry in enumerate((e.strip() for e in text.split(",")), start=1):
+        if not entry:
+            continue
+        scope, sep, secret = entry.partition(":")
+        scope, secret = scope.strip().lower(), secret.strip()
+        if not sep or scope not in SCOPES:
+            raise ValueError(f"entry {n} is not scope:key with a scope of {' or '.join(SCOPES)}")
+        if len(secret) < MIN_API_KEY_CHARS or any(c.isspace() for c in secret):
+            raise ValueError(f"entry {n}: the key must be at least {MIN_API_KEY_CHARS} characters, no spaces")
+        if secret in seen:
+            raise ValueError(f"entry {n}: the same key is listed twice")
+        seen.add(secret)
+        keys.append(ApiKey(scope, secret))
+    return tuple(keys)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the webhook, the API and the dispatchers need. Build with :meth:`from_env`."""
 
@@ -165,7 +216,10 @@ class Config:
     verify_keys: tuple[str, ...] = ()
     time_budget_s: float = DEFAULT_TIME_BUDGET_S
     max_nodes_per_call: int = DEFAULT_MAX_NODES_PER_CALL
-    dev_insecure: bool = False
+    api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)  # HOPFLOW_API_KEYS
+    allowed_hosts: tuple[str, ...] = ()  # HOPFLOW_ALLOWED_HOSTS (names or *.domain patterns)
+    egress_allow: tuple[str, ...] = ()  # HOPFLOW_EGRESS_ALLOW rules (dsl/egress.py)
+    egress_deny: tuple[str, ...] = ()  # HOPFLOW_EGRESS_DENY rules
     workflows_dir: str = DEFAULT_WORKFLOWS_DIR
     actions: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -183,7 +237,9 @@ class Config:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if not f.repr:
+            if f.name == "api_keys":
+                shown.append(f"api_keys={[f'{k.scope}:{k.fingerprint}' for k in value]}")
+            elif not f.repr:
                 shown.append(f"{f.name}={fingerprint(value)}")
             elif f.name == "redis_url":
                 shown.append(f"redis_url={redact_url(value)!r}")
@@ -202,6 +258,7 @@ class Config:
             self.api_key,
             self.signing_key,
             self.metrics_key,
+            *(k.secret for k in self.api_keys),
         ):
             if secret and len(secret) >= 4:
                 text = text.replace(secret, fingerprint(secret))
@@ -213,6 +270,18 @@ class Config:
             if password:
                 text = text.replace(password, "***")
         return text
+
+    @property
+    def keys(self) -> tuple[ApiKey, ...]:
+        """Every API key: ``HOPFLOW_API_KEY`` (scope operate) first, then ``HOPFLOW_API_KEYS``."""
+        own = (ApiKey("operate", self.api_key, "HOPFLOW_API_KEY"),) if self.api_key else ()
+        return own + self.api_keys
+
+    def egress(self) -> Any:
+        """The :class:`engine.egress.EgressPolicy` of this server's http steps (loopback refused)."""
+        from engine.egress import EgressPolicy
+
+        return EgressPolicy.from_texts(self.egress_allow, self.egress_deny)
 
     @property
     def qstash_keys(self) -> list[str]:
@@ -417,12 +486,16 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
 
     # --- API key
     api_key = _env_value(env, "HOPFLOW_API_KEY")
-    if api_key is None:
+    many = _env_value(env, "HOPFLOW_API_KEYS")
+    if api_key is None and many is None:
         warn(
             "HOPFLOW_API_KEY",
-            "unset: the HTTP API (start, status, events…) refuses every request",
+            "unset: the HTTP API (start, status, events…) refuses every request "
+            "(`hopflow serve` makes a dev key for its own run)",
             "set HOPFLOW_API_KEY to the output of `hopflow keys api-key`",
         )
+    elif api_key is None:
+        ok("HOPFLOW_API_KEY", "unset (HOPFLOW_API_KEYS holds the keys)")
     elif len(api_key) < MIN_API_KEY_CHARS:
         error(
             "HOPFLOW_API_KEY",
@@ -431,7 +504,30 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
         )
     else:
         values["api_key"] = api_key
-        ok("HOPFLOW_API_KEY", f"set ({fingerprint(api_key)}, {len(api_key)} characters)")
+        ok("HOPFLOW_API_KEY", f"set ({fingerprint(api_key)}, {len(api_key)} characters, scope operate)")
+    if many is not None:
+        try:
+            parsed = parse_api_keys(many)
+        except ValueError as exc:
+            error(
+                "HOPFLOW_API_KEYS",
+                str(exc),
+                "write comma-separated scope:key entries, e.g. read:KEY1,operate:KEY2 "
+                "(keys from `hopflow keys api-key`)",
+            )
+        else:
+            if api_key is not None and any(k.secret == api_key for k in parsed):
+                error(
+                    "HOPFLOW_API_KEYS",
+                    "lists the key of HOPFLOW_API_KEY again",
+                    "keep each key in one place (HOPFLOW_API_KEY is scope operate)",
+                )
+            elif not parsed:
+                error("HOPFLOW_API_KEYS", "lists no key", "unset it, or write read:KEY,operate:KEY")
+            else:
+                values["api_keys"] = parsed
+                shown = ", ".join(f"{k.scope} {k.fingerprint}" for k in parsed)
+                ok("HOPFLOW_API_KEYS", f"{len(parsed)} key(s): {shown}")
 
     # --- Ed25519
     _inspect_ed25519(env, values, issues)
@@ -485,21 +581,41 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
     else:
         ok("HOPFLOW_MAX_NODES_PER_CALL", f"unset: {DEFAULT_MAX_NODES_PER_CALL} (one node per call)")
 
-    # --- dev mode
+    # --- the removed dev mode
     dev = _env_value(env, "HOPFLOW_DEV_INSECURE")
-    lowered = (dev or "").lower()
-    if lowered in _TRUE:
-        values["dev_insecure"] = True
+    if dev is not None and dev.lower() not in _FALSE:
         warn(
             "HOPFLOW_DEV_INSECURE",
-            "on: unsigned webhook calls and API calls without a key are accepted from loopback clients",
-            "unset HOPFLOW_DEV_INSECURE anywhere but on your own machine",
+            "ignored: the key-less, unsigned dev mode was removed (every API call needs a key, every "
+            "delivery a signature; `hopflow serve` without a key prints a dev key at start)",
+            "unset HOPFLOW_DEV_INSECURE",
         )
-    elif lowered in _FALSE:
-        ok("HOPFLOW_DEV_INSECURE", "off")
+
+    # --- which Host names are answered
+    hosts = _env_value(env, "HOPFLOW_ALLOWED_HOSTS")
+    if hosts is not None:
+        names = tuple(h.strip().lower().rstrip(".") for h in hosts.split(",") if h.strip())
+        bad = [h for h in names if not _HOST_NAME.fullmatch(h)]
+        if bad or not names:
+            error(
+                "HOPFLOW_ALLOWED_HOSTS",
+                f"not a host name: {bad[0][:60]!r}" if bad else "lists no host",
+                "comma-separated names, e.g. api.example.com,*.example.com (no scheme, no port)",
+            )
+        else:
+            values["allowed_hosts"] = names
+            ok(
+                "HOPFLOW_ALLOWED_HOSTS",
+                "answered besides the public URL's host and loopback: " + ", ".join(names),
+            )
     else:
-        error(
-            "HOPFLOW_DEV_INSECURE", "must be 1 or 0", "set HOPFLOW_DEV_INSECURE=1 (development) or unset it"
+        allowed = [urlsplit(public).hostname] if public and values.get("public_url") else []
+        info(
+            "HOPFLOW_ALLOWED_HOSTS",
+            "unset: requests are answered for Host "
+            + (f"{allowed[0]} (HOPFLOW_PUBLIC_URL) and " if allowed else "")
+            + "loopback names (on a loopback connection); any other Host gets 421",
+            "",
         )
 
     # --- metrics and logs
@@ -529,6 +645,32 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
         ok("HOPFLOW_LOG_FORMAT", log_format)
     else:
         error("HOPFLOW_LOG_FORMAT", "must be text or json", "set HOPFLOW_LOG_FORMAT=json or unset it")
+    # --- what http steps may reach
+    from dsl.egress import RuleError, parse_rules
+
+    for variable, field_name in (
+        ("HOPFLOW_EGRESS_ALLOW", "egress_allow"),
+        ("HOPFLOW_EGRESS_DENY", "egress_deny"),
+    ):
+        raw = _env_value(env, variable)
+        if raw is None:
+            continue
+        try:
+            rules = parse_rules(raw)
+        except RuleError as exc:
+            error(
+                variable,
+                str(exc),
+                f"list addresses, CIDR networks, host patterns or categories in {variable}",
+            )
+            continue
+        values[field_name] = tuple(r.text for r in rules)
+        ok(variable, ", ".join(r.text for r in rules) or "empty")
+    if not any(i.variable.startswith("HOPFLOW_EGRESS") and i.severity == "error" for i in issues):
+        from engine.egress import EgressPolicy
+
+        policy = EgressPolicy.from_texts(values.get("egress_allow", ()), values.get("egress_deny", ()))
+        info("HOPFLOW_EGRESS_ALLOW", "egress policy: " + "; ".join(policy.describe()), "")
 
     # --- the ASGI entry point's extras
     workflows = _env_value(env, "HOPFLOW_WORKFLOWS")
@@ -569,7 +711,7 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
         ok("HOPFLOW_MAX_BODY_BYTES", f"unset: {DEFAULT_MAX_BODY_BYTES} bytes (1 MiB)")
 
     # --- cross-checks
-    if token is None and not values.get("verify_keys") and not values.get("dev_insecure"):
+    if token is None and not values.get("verify_keys"):
         info(
             "HOPFLOW_VERIFY_KEYS",
             "no delivery signatures can be verified: POST /v1/step answers 401; "

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.catalog import Catalog
     from engine.dispatch.local import LocalDispatcher
+    from engine.egress import EgressPolicy
     from engine.model import Message
     from engine.runtime import Runtime
 
@@ -228,6 +229,7 @@ def embedded_runtime(
     workers: int = 8,
     poll_interval_s: float = 1.0,
     directory: str | Path | None = None,
+    egress: EgressPolicy | None = None,
 ) -> tuple[Runtime, LocalDispatcher]:
     """A ready runtime on the embedded default: catalog, store, local dispatcher, clock.
 
@@ -236,7 +238,8 @@ def embedded_runtime(
     ``time_budget_s`` and ``max_nodes_per_call`` default to ``HOPFLOW_TIME_BUDGET`` and
     ``HOPFLOW_MAX_NODES_PER_CALL`` (else 7.5 s and 1). With
     ``fast_forward`` the clock is virtual and the dispatcher jumps it over waits when nothing else is
-    runnable. The dispatcher's
+    runnable. ``egress`` defaults to the environment's policy *with loopback allowed* (local
+    examples call services on 127.0.0.1; ``hopflow serve`` refuses loopback). The dispatcher's
     ``deliver`` advances the runtime in-process; ``on_dead`` marks the execution ``dead``; its
     ``complete`` (bound by the runtime) completes offloaded calls in-process.
     """
@@ -274,10 +277,22 @@ def embedded_runtime(
         clock=clock,
         time_budget_s=budget,
         max_nodes_per_call=chain,
+        egress=egress if egress is not None else _env_egress(),
     )
     dispatcher.deliver = in_process_delivery(runtime)
     dispatcher.on_dead = runtime.mark_dead
     return runtime, dispatcher
+
+
+def _env_egress() -> EgressPolicy:
+    """The environment's egress rules, loopback allowed (local examples call 127.0.0.1)."""
+    from dsl.egress import RuleError
+    from engine.egress import EgressPolicy
+
+    try:
+        return EgressPolicy.from_env(allow_loopback=True)
+    except RuleError as exc:
+        raise EmbeddedError(f"HOPFLOW_EGRESS_ALLOW/HOPFLOW_EGRESS_DENY: {exc}") from None
 
 
 def _env_budget() -> float:

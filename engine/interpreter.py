@@ -554,6 +554,10 @@ class NodeRun:
     def timeout_s(self, timeout_ms: int | None) -> float:
         return (timeout_ms / 1000) if timeout_ms else self.rt.time_budget_s
 
+    def egress(self) -> Any:
+        """The egress policy of this workflow's http steps: the runtime's plus ``egress.allow``."""
+        return self.rt.egress.for_workflow(self.graph.egress_allow)
+
     def step_context(self, step: str, timeout_s: float) -> StepContext:
         return StepContext(
             execution_id=self.eid,
@@ -708,7 +712,8 @@ class NodeRun:
             config = self.render(node.config)
             self.step_input = config
             timeout = self.timeout_s(node.timeout_ms)
-            return Done(http.execute(config, self.step_context(node.id, timeout), timeout_s=timeout))
+            ctx = self.step_context(node.id, timeout)
+            return Done(http.execute(config, ctx, timeout_s=timeout, egress=self.egress()))
         if node.kind == "action":
             from engine.steps import action
 

@@ -23,6 +23,7 @@ from engine.catalog import Catalog
 from engine.clock import Clock, SystemClock
 from engine.context import iso
 from engine.dispatch import DispatchError
+from engine.egress import EgressPolicy
 from engine.errors import InputInvalid, NotResumable, StoreUnavailable, UnknownExecution, UnknownWorkflow
 from engine.interpreter import PLAIN_HISTORY, Advance, Interpreter, dumps, loads
 from engine.model import Message, Outgoing, Status, StepError, StepFailure
@@ -54,6 +55,7 @@ class Runtime:
         max_nodes_per_call: int = 1,
         faults: Faults | None = None,
         random: Callable[[], float] = _random.random,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -64,6 +66,8 @@ class Runtime:
         self.max_nodes_per_call = max(1, int(max_nodes_per_call))
         self.faults = faults
         self.random = random
+        # what http steps may connect to (None: the environment's policy, loopback refused)
+        self.egress: EgressPolicy = egress if egress is not None else EgressPolicy.from_env()
         self.interpreter = Interpreter(self)
         install_log_filter()
         self.observers = Observers()  # metrics, node logs (engine.observe); empty: no cost
@@ -75,6 +79,13 @@ class Runtime:
             from engine.embedded import in_process_completion
 
             dispatcher.complete = in_process_completion(self)
+        if getattr(dispatcher, "perform", False) is None:
+            # and makes them under this runtime's egress policy
+            import functools
+
+            from engine.steps.offload import perform
+
+            dispatcher.perform = functools.partial(perform, policy=self.egress)
 
     # ------------------------------------------------------------------------------- public API
 

@@ -148,7 +148,7 @@ def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: di
     if comp.kind == "http":
         from engine.steps import http
 
-        return http.execute(config, ctx, timeout_s=timeout)
+        return http.execute(config, ctx, timeout_s=timeout, egress=run.egress())
     if comp.kind == "action":
         from engine.steps import action
 

@@ -149,6 +149,7 @@ def workflow(text: str) -> str:
 def harness(store: Any) -> Callable[..., Harness]:
     """``harness(yaml, yaml2, ..., actions={"name": fn}, **runtime_kwargs)`` → a ready :class:`Harness`."""
     from engine.catalog import Catalog
+    from engine.egress import EgressPolicy
     from engine.runtime import Runtime
 
     def make(
@@ -173,6 +174,8 @@ def harness(store: Any) -> Callable[..., Harness]:
             catalog = Catalog({g.name: g for g in graphs})
         else:
             catalog = Catalog.from_texts([workflow(t) for t in texts])
+        # the tests' services listen on 127.0.0.1: allow loopback (the egress tests pass their own policy)
+        kwargs.setdefault("egress", EgressPolicy(allow_loopback=True))
         runtime = Runtime(store, dispatcher, catalog, actions=registry, clock=clock, **kwargs)
         return Harness(runtime, dispatcher, clock, store, registry)
 

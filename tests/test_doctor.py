@@ -91,7 +91,7 @@ def test_a_good_api_key_is_shown_as_a_fingerprint(clean_env: pytest.MonkeyPatch)
     clean_env.setenv("HOPFLOW_API_KEY", API_KEY)
     result = doctor("--offline")
     assert result.exit_code == 0
-    assert f"set ({fingerprint(API_KEY)}, {len(API_KEY)} characters)" in result.output
+    assert f"set ({fingerprint(API_KEY)}, {len(API_KEY)} characters, scope operate)" in result.output
     assert API_KEY not in result.output
 
 
@@ -228,18 +228,67 @@ def test_a_signing_key_without_verify_keys_is_a_warning() -> None:
     assert issue.fix == f"set HOPFLOW_VERIFY_KEYS={PAIR.public_key} on every worker"
 
 
-def test_dev_insecure_values() -> None:
-    assert (
-        "must be 1 or 0"
-        in only(
-            run_checks({"HOPFLOW_DEV_INSECURE": "maybe"}, network=False), "HOPFLOW_DEV_INSECURE", "error"
-        ).message
+def test_the_removed_dev_mode_is_ignored_with_a_warning() -> None:
+    for value in ("1", "maybe"):
+        issue = only(
+            run_checks({"HOPFLOW_DEV_INSECURE": value}, network=False), "HOPFLOW_DEV_INSECURE", "warning"
+        )
+        assert "ignored" in issue.message
+    assert not [
+        i
+        for i in run_checks({"HOPFLOW_DEV_INSECURE": "0"}, network=False)
+        if i.severity in ("warning", "error") and i.variable == "HOPFLOW_DEV_INSECURE"
+    ]
+
+
+def test_scoped_keys_are_shown_as_fingerprints_only(clean_env: pytest.MonkeyPatch) -> None:
+    reader, operator = "r" * 40, "o" * 40
+    clean_env.setenv("HOPFLOW_API_KEY", API_KEY)
+    clean_env.setenv("HOPFLOW_API_KEYS", f"read:{reader}, operate:{operator}")
+    result = doctor("--offline", "--json")
+    assert result.exit_code == 0, result.output
+    assert reader not in result.output and operator not in result.output and API_KEY not in result.output
+    keys = [f for f in json.loads(result.output)["findings"] if f["variable"] == "HOPFLOW_API_KEYS"]
+    assert keys[0]["message"] == f"2 key(s): read {fingerprint(reader)}, operate {fingerprint(operator)}"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("admin:" + "a" * 40, "entry 1 is not scope:key"),
+        ("read:short", "entry 1: the key must be at least 32"),
+        (f"read:{'a' * 40},operate:{'a' * 40}", "entry 2: the same key is listed twice"),
+        (f"read:{API_KEY}", "lists the key of HOPFLOW_API_KEY again"),
+    ],
+)
+def test_bad_scoped_keys_are_errors_that_never_echo_a_key(value: str, message: str) -> None:
+    issues = run_checks({"HOPFLOW_API_KEY": API_KEY, "HOPFLOW_API_KEYS": value}, network=False)
+    issue = only(issues, "HOPFLOW_API_KEYS", "error")
+    assert message in issue.message
+    assert "a" * 40 not in issue.message and API_KEY not in issue.message
+
+
+def test_doctor_shows_the_egress_policy_and_the_answered_hosts() -> None:
+    issues = run_checks(
+        {
+            "HOPFLOW_EGRESS_ALLOW": "10.0.0.0/8,*.internal.example.com",
+            "HOPFLOW_EGRESS_DENY": "10.9.0.0/16",
+            "HOPFLOW_ALLOWED_HOSTS": "api.example.com",
+        },
+        network=False,
     )
-    assert (
-        "loopback"
-        in only(
-            run_checks({"HOPFLOW_DEV_INSECURE": "1"}, network=False), "HOPFLOW_DEV_INSECURE", "warning"
-        ).message
+    policy = [i.message for i in issues if i.message.startswith("egress policy:")]
+    assert len(policy) == 1
+    assert "refused unless allowed: loopback, link-local, private, metadata" in policy[0]
+    assert "allowed: 10.0.0.0/8, *.internal.example.com" in policy[0]
+    assert "denied (beats every allow): 10.9.0.0/16" in policy[0]
+    assert "api.example.com" in only(issues, "HOPFLOW_ALLOWED_HOSTS", "ok").message
+    bad = only(
+        run_checks({"HOPFLOW_EGRESS_ALLOW": "10.0.0.0/33"}, network=False), "HOPFLOW_EGRESS_ALLOW", "error"
+    )
+    assert "10.0.0.0/33" in bad.message
+    assert only(
+        run_checks({"HOPFLOW_ALLOWED_HOSTS": "http://x"}, network=False), "HOPFLOW_ALLOWED_HOSTS", "error"
     )
 
 

@@ -139,6 +139,7 @@ def stack(redis_socket: str, db: int, **dev_options: Any) -> Iterator[Stack]:
     from engine.asgi import create_app
     from engine.catalog import Catalog
     from engine.dispatch.qstash import QStashDispatcher
+    from engine.egress import EgressPolicy
     from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
     from engine.store import Store
@@ -153,7 +154,10 @@ def stack(redis_socket: str, db: int, **dev_options: Any) -> Iterator[Stack]:
             dispatcher = QStashDispatcher(
                 dev.token, dev.url, url + "/v1/step", failure_callback_url=url + "/v1/step/failed"
             )
-            runtime = Runtime(Store(client), dispatcher, catalog, actions=REGISTRY)
+            # the examples' services listen on 127.0.0.1: allow loopback egress, as the README's stack does
+            runtime = Runtime(
+                Store(client), dispatcher, catalog, actions=REGISTRY, egress=EgressPolicy(allow_loopback=True)
+            )
             config = Config(
                 api_key=API_KEY,
                 public_url=url,
@@ -378,7 +382,11 @@ def test_the_local_dispatcher_delivers_over_http_signed_with_ed25519(redis_socke
 
     def make_app(url: str) -> Any:
         config = Config(
-            api_key=API_KEY, public_url=url, signing_key=pair.private_key, verify_keys=(pair.public_key,)
+            api_key=API_KEY,
+            public_url=url,
+            signing_key=pair.private_key,
+            verify_keys=(pair.public_key,),
+            egress_allow=("loopback",),  # HOPFLOW_EGRESS_ALLOW=loopback: the examples' services are local
         )
         runtime = build_runtime(config, redis=client, catalog=Catalog.from_directory(WORKFLOWS))
         holder["runtime"] = runtime

@@ -13,12 +13,13 @@ concurrency) run uvicorn on 127.0.0.1 and speak HTTP over real sockets.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
+from starlette.testclient import TestClient as _TestClient
 
 from engine.asgi import create_app
 from engine.config import Config
@@ -26,13 +27,16 @@ from engine.model import Message
 from engine.signing import generate_ed25519_keypair, sign_ed25519, sign_qstash
 
 PUBLIC = "https://hopflow.test"
+# clients reach the app by its public name, as QStash and API clients do (the guard answers no other Host)
+TestClient = functools.partial(_TestClient, base_url=PUBLIC)
 API_KEY = "red-team-api-key-0123456789abcdefghij"
 QSTASH_CURRENT = "sig_redteam_current_0123456789ab"
 QSTASH_NEXT = "sig_redteam_next_0123456789abcdef"
 QSTASH_TOKEN = "qstash-token-redteam-0123456789"
 KEYS = generate_ed25519_keypair()
 SECRETS = (API_KEY, QSTASH_CURRENT, QSTASH_NEXT, QSTASH_TOKEN, KEYS.private_key)
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
+# API calls send JSON (the request guard refuses other bodies with 415)
+AUTH = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
 
 GREET = """
 name: greet
@@ -430,7 +434,11 @@ def test_a_client_that_disconnects_mid_body_gets_no_500(api: Api, caplog: pytest
         "root_path": "",
         "scheme": "http",
         "query_string": b"",
-        "headers": [(b"authorization", AUTH["Authorization"].encode()), (b"host", b"x")],
+        "headers": [
+            (b"authorization", AUTH["Authorization"].encode()),
+            (b"host", b"hopflow.test"),
+            (b"content-type", b"application/json"),
+        ],
         "client": ("203.0.113.7", 1234),
         "server": ("x", 80),
     }
@@ -621,7 +629,7 @@ def test_a_public_url_with_a_path_prefix(harness: Any, redis_db: Any, public: st
     message = h.dispatcher.pop().message
     body = message.to_json()
     app = create_app(h.runtime, config=config(public_url=public))
-    with TestClient(app, root_path="/api") as client:
+    with TestClient(app, root_path="/api", base_url="https://example.test") as client:
         before = snapshot(redis_db)
         for wrong in ("https://example.test/v1/step", "https://example.test/api/api/v1/step"):
             r = client.post("/api/v1/step", content=body, headers=qstash(body, wrong))
@@ -729,13 +737,13 @@ def test_the_first_of_two_authorization_headers_counts(api: Api) -> None:
 
 @pytest.mark.parametrize("header", ["X-Forwarded-For", "X-Real-IP", "Forwarded"])
 @pytest.mark.parametrize("client", ["203.0.113.7", "127.0.0.1"])
-def test_dev_bypass_ignores_forwarded_loopback_claims(
+def test_forwarded_loopback_claims_win_nothing(
     harness: Any, redis_db: Any, header: str, client: str
 ) -> None:
     h = harness(GREET)
     h.runtime.start("greet", {"name": "d"}, "dev")
     message = h.dispatcher.pop().message
-    app = create_app(h.runtime, config=config(dev_insecure=True))
+    app = create_app(h.runtime, config=config())
     value = "for=127.0.0.1" if header == "Forwarded" else "127.0.0.1"
     with TestClient(app, client=(client, 5000)) as c:
         before = snapshot(redis_db)
@@ -919,6 +927,7 @@ def request_bytes(method: str, path: str, body: bytes = b"", **headers: str) -> 
     lines = [
         f"{method} {path} HTTP/1.1",
         "Host: 127.0.0.1",
+        *(["Content-Type: application/json"] if method == "POST" and "Content_Type" not in headers else []),
         *(f"{k.replace('_', '-')}: {v}" for k, v in headers.items()),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
@@ -1065,15 +1074,15 @@ def test_over_loopback_odd_headers_and_methods(served: Served) -> None:
     assert snapshot(served.redis) == before
 
 
-def test_over_loopback_dev_bypass_is_not_won_with_a_forwarded_for_header(harness: Any, redis_db: Any) -> None:
+def test_over_loopback_nothing_is_won_with_a_forwarded_for_header(harness: Any, redis_db: Any) -> None:
     """uvicorn trusts X-Forwarded-For from 127.0.0.1 (its default): the client becomes whatever the
-    header says, and the header stays — either way the bypass is refused."""
+    header says. There is no loopback bypass any more: every variant needs a signature or a key."""
     from engine.qstash_dev import serve_in_thread
 
     h = harness(GREET)
     h.runtime.start("greet", {"name": "d"}, "dev")
     body = h.dispatcher.pop().message.to_json()
-    with serve_in_thread(create_app(h.runtime, config=config(dev_insecure=True))) as url:
+    with serve_in_thread(create_app(h.runtime, config=config())) as url:
         port = int(url.rsplit(":", 1)[1])
         before = snapshot(redis_db)
         for value in ("127.0.0.1", "203.0.113.7", "::1"):
@@ -1087,8 +1096,9 @@ def test_over_loopback_dev_bypass_is_not_won_with_a_forwarded_for_header(harness
                 "unauthorized",
             )
         assert snapshot(redis_db) == before
-        direct = request_bytes("GET", "/v1/executions/dev")  # the bypass itself still works, from loopback
-        assert exchange(port, direct)[0] == 200
+        direct = request_bytes("GET", "/v1/executions/dev")  # plain loopback: no bypass either
+        assert_raw_problem(exchange(port, direct), 401, "unauthorized")
+        assert snapshot(redis_db) == before
 
 
 def test_fifty_concurrent_starts_with_one_id_make_one_execution(served: Served) -> None:

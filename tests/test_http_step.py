@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from engine.egress import EgressPolicy
 from engine.model import StepContext, StepFailure
 from engine.steps import http
 
@@ -120,8 +121,12 @@ def ctx() -> StepContext:
     return StepContext("exec-1", "call", 1, "exec-1:call", time.time() + 30)
 
 
+# the server is on 127.0.0.1: these tests allow loopback (tests/test_egress.py tests the refusals)
+LOOPBACK = EgressPolicy(allow_loopback=True)
+
+
 def run(config: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
-    return http.execute(config, ctx(), timeout_s=timeout_s)
+    return http.execute(config, ctx(), timeout_s=timeout_s, egress=LOOPBACK)
 
 
 def fail(config: dict[str, Any], timeout_s: float = 5.0) -> Any:

@@ -26,9 +26,12 @@ import pytest
 from helpers import serve_app
 
 from engine.dispatch import CallRejected, CallResult, OffloadRequest, callback_url
+from engine.egress import EgressPolicy
 from engine.model import Message
 from engine.steps.offload import perform
 
+# the target listens on 127.0.0.1: these tests allow loopback (tests/test_egress.py tests refusals)
+LOOPBACK = EgressPolicy(allow_loopback=True)
 HANG_GUARD_S = 30.0  # only stops a broken test from hanging; no assertion depends on it
 FINAL = {"succeeded", "failed", "compensated", "compensation_failed", "cancelled", "dead"}
 
@@ -136,7 +139,8 @@ class Offloading:
         """Make the call against the loopback target and deliver its answer."""
         if request in self.calls:
             self.calls.remove(request)
-        return self.runtime.complete_offloaded(request.message, perform(request), **kwargs)
+        answer = perform(request, self.runtime.egress)
+        return self.runtime.complete_offloaded(request.message, answer, **kwargs)
 
     def deliver_next(self) -> Any:
         o = self.h.dispatcher.pop()
@@ -298,7 +302,7 @@ def test_a_duplicate_answer_and_a_late_failure_callback_change_nothing(harness: 
     eid = o.h.start("export", {"target": target.url})
     o.deliver_next()
     (request,) = o.calls
-    answer = perform(request)
+    answer = perform(request, LOOPBACK)
     assert o.runtime.complete_offloaded(request.message, answer).kind == "advanced"
     history = o.runtime.history(eid)
     again = o.runtime.complete_offloaded(request.message, answer)
@@ -321,7 +325,7 @@ def test_answers_that_do_not_name_the_parked_step_are_ignored(harness: Any, targ
     eid = o.h.start("export", {"target": target.url})
     o.deliver_next()
     (request,) = o.calls
-    answer = perform(request)
+    answer = perform(request, LOOPBACK)
     m = request.message
     before = (o.runtime.history(eid), o.runtime.record(eid)["current"])
     wrong = [
@@ -352,7 +356,7 @@ def test_an_answer_for_a_branch_locked_by_another_delivery_is_busy_then_complete
     eid = o.h.start("export", {"target": target.url})
     o.deliver_next()
     (request,) = o.calls
-    answer = perform(request)
+    answer = perform(request, LOOPBACK)
     lock = f"hf:{{{eid}}}:l:"
     o.h.store.client.set(lock, "another-delivery", px=60_000)  # e.g. its timeout message right now
     history = o.runtime.history(eid)
@@ -378,7 +382,7 @@ def test_a_failure_callback_without_a_response_fails_the_step_with_http_connect(
     assert record["status"] == "failed"
     assert record["error"]["name"] == "http.connect" and record["error"]["step"] == "start_export"
     # the local caller says the same for a refused connection
-    made = perform(request)
+    made = perform(request, LOOPBACK)
     assert made.status == 0 and made.error == "http.connect"
 
 
@@ -406,7 +410,10 @@ def test_no_answer_within_the_timeout_fails_the_step_with_timeout(harness: Any, 
     record = o.runtime.record(eid)
     assert record["status"] == "succeeded"
     assert record["output"].startswith("timeout: GET ") and "no answer within 2h" in record["output"]
-    assert o.runtime.complete_offloaded(request.message, perform(request)).kind in ("stale", "finished")
+    assert o.runtime.complete_offloaded(request.message, perform(request, LOOPBACK)).kind in (
+        "stale",
+        "finished",
+    )
     assert target.requests and o.runtime.record(eid)["output"] == record["output"]
 
 
@@ -490,7 +497,10 @@ def test_a_cancel_while_waiting_ignores_the_late_answer(harness: Any, target: Ta
     o.runtime.cancel(eid)
     o.h.drain()
     assert o.runtime.record(eid)["status"] == "cancelled"
-    assert o.runtime.complete_offloaded(request.message, perform(request)).kind in ("stale", "finished")
+    assert o.runtime.complete_offloaded(request.message, perform(request, LOOPBACK)).kind in (
+        "stale",
+        "finished",
+    )
     assert o.runtime.record(eid)["status"] == "cancelled"
 
 
@@ -678,14 +688,14 @@ def test_a_local_crash_between_the_call_and_its_answer_makes_the_call_again(
     crashes = {"left": 1}
 
     def crashing_perform(request: OffloadRequest) -> CallResult:
-        result = perform(request)  # the call is made...
+        result = perform(request, LOOPBACK)  # the call is made...
         if crashes["left"]:
             crashes["left"] -= 1
             raise Crash()  # ...and the process dies before its answer is kept
         return result
 
     dispatcher = LocalDispatcher(redis_db, lease_s=0.3, perform=crashing_perform, poll_interval_s=0.05)
-    runtime = Runtime(Store(redis_db), dispatcher, Catalog.from_texts([EXPORT]))
+    runtime = Runtime(Store(redis_db), dispatcher, Catalog.from_texts([EXPORT]), egress=LOOPBACK)
     assert dispatcher.complete is not None  # bound by the runtime: answers complete in-process
     dispatcher.deliver = in_process_delivery(runtime)
     eid = runtime.start("export", {"target": target.url})
@@ -702,7 +712,13 @@ def test_a_failed_completion_is_retried_from_the_kept_answer_without_calling_aga
 ) -> None:
     from engine.dispatch.local import LocalDispatcher, Redeliver
 
-    dispatcher = LocalDispatcher(redis_db, backoff_s=0.01, jitter=False, poll_interval_s=0.05)
+    dispatcher = LocalDispatcher(
+        redis_db,
+        backoff_s=0.01,
+        jitter=False,
+        poll_interval_s=0.05,
+        perform=lambda request: perform(request, LOOPBACK),
+    )
     answers: list[CallResult] = []
     failures = {"left": 2}
 
@@ -780,7 +796,7 @@ def test_through_qstash_the_call_and_its_callbacks_complete_the_steps(redis_db: 
             dispatcher = QStashDispatcher(
                 dev.token, dev.url, url + "/v1/step", failure_callback_url=url + "/v1/step/failed"
             )
-            holder["runtime"] = runtime = Runtime(Store(redis_db), dispatcher, catalog)
+            holder["runtime"] = runtime = Runtime(Store(redis_db), dispatcher, catalog, egress=LOOPBACK)
             config = Config(
                 api_key="k" * 40,
                 public_url=url,

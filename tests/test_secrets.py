@@ -144,7 +144,8 @@ def test_the_http_api_shows_no_secret(harness: Any, monkeypatch: pytest.MonkeyPa
     pay = h.run("pay", {})["execution_id"]
     tokens = h.run("tokens", {})["execution_id"]
     app = create_app(h.runtime, config=Config(api_key=API_KEY, public_url="https://hopflow.test"))
-    with TestClient(app, client=("203.0.113.7", 40000)) as client:
+    # by the public name (the request guard answers no other Host)
+    with TestClient(app, client=("203.0.113.7", 40000), base_url="https://hopflow.test") as client:
         headers = {"Authorization": f"Bearer {API_KEY}"}
         for eid in (pay, tokens):
             for path in (f"/v1/executions/{eid}", f"/v1/executions/{eid}/history"):

@@ -207,7 +207,8 @@ def test_a_hostile_template_through_the_webhook_is_caught_not_dead(harness: Any,
         config=Config(public_url=public, qstash_current_signing_key=key, qstash_next_signing_key=key),
     )
     eid = h.start("hostile", {})
-    with TestClient(app, client=("203.0.113.7", 40000)) as client:
+    # by the public name, as QStash delivers (the request guard answers no other Host)
+    with TestClient(app, client=("203.0.113.7", 40000), base_url="https://hopflow.test") as client:
         while (outgoing := h.dispatcher.pop()) is not None:
             body = outgoing.message.to_json()
             r = client.post(

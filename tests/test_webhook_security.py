@@ -8,6 +8,7 @@ The dev bypass is proven loopback-only with Starlette's TestClient ``client=`` a
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -15,9 +16,10 @@ import logging
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-from starlette.testclient import TestClient
+from starlette.testclient import TestClient as _TestClient
 
 from engine.asgi import create_app
 from engine.config import Config
@@ -25,6 +27,8 @@ from engine.model import Message
 from engine.signing import b64url_encode, generate_ed25519_keypair, sign_ed25519, sign_qstash
 
 PUBLIC = "https://hopflow.test"
+# clients reach the app by its public name, as QStash and API clients do (the guard answers no other Host)
+TestClient = functools.partial(_TestClient, base_url=PUBLIC)
 STEP = PUBLIC + "/v1/step"
 CURRENT = "sig_current_0123456789abcdef"
 NEXT = "sig_next_0123456789abcdef012"
@@ -61,13 +65,17 @@ class Target:
     def __init__(self, harness: Any, redis: Any, **cfg: Any) -> None:
         self.h = harness(FLOW)
         self.redis = redis
-        self.app = create_app(self.h.runtime, config=config(**cfg))
+        self.config = config(**cfg)
+        self.app = create_app(self.h.runtime, config=self.config)
         self.eid = self.h.start("two", {})
         self.message: Message = self.h.dispatcher.pop().message
         self.body = self.message.to_json()
 
     def client(self, host: str = "203.0.113.7") -> TestClient:
-        return TestClient(self.app, client=(host, 40000))
+        # by the server's public name (or, without one, as a local client of a loopback server)
+        public = urlsplit(self.config.public_url or "http://localhost")
+        base = f"{public.scheme}://{public.netloc}"
+        return TestClient(self.app, client=(host, 40000), base_url=base)
 
     def snapshot(self) -> Any:
         keys = sorted(self.redis.scan_iter(count=1000))
@@ -370,32 +378,38 @@ def test_ed25519_tampered_body_wrong_url_stale_and_future_are_401(target: Target
 # ------------------------------------------------------------------------------------- dev bypass
 
 
-def test_dev_bypass_accepts_unsigned_loopback_requests(
-    harness: Any, redis_db: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="hopflow.asgi"):
-        t = Target(harness, redis_db, dev_insecure=True, api_key=None)
-        with t.client("127.0.0.1") as c:
-            assert c.post("/v1/step", content=t.body).status_code == 200
-            assert c.get(f"/v1/executions/{t.eid}").status_code == 200
-        with t.client("::1") as c:
-            assert c.get(f"/v1/executions/{t.eid}/history").status_code == 200
-    warnings = [r for r in caplog.records if "HOPFLOW_DEV_INSECURE" in r.getMessage()]
-    assert len(warnings) >= 2  # at app creation, and again at (each) start of the lifespan
-    assert all(r.levelno == logging.WARNING for r in warnings)
+def test_there_is_no_dev_mode_even_when_the_old_variable_is_set(harness: Any, redis_db: Any) -> None:
+    """HOPFLOW_DEV_INSECURE=1 used to let loopback clients skip signatures and keys — including the
+    server's own http steps, which are loopback clients. It is ignored now (doctor warns)."""
+    from engine.config import inspect_env
+
+    cfg, issues = inspect_env({"HOPFLOW_DEV_INSECURE": "1", "HOPFLOW_PUBLIC_URL": PUBLIC})
+    assert cfg is not None and not hasattr(cfg, "dev_insecure")
+    assert any(i.variable == "HOPFLOW_DEV_INSECURE" and i.severity == "warning" for i in issues)
+    t = Target(harness, redis_db, api_key=None)
+    before = t.snapshot()
+    for host in ("127.0.0.1", "::1"):
+        with t.client(host) as c:
+            refused(t, c.post("/v1/step", content=t.body), before)
+            r = c.get(f"/v1/executions/{t.eid}")
+            assert r.status_code == 503 and r.json()["type"].endswith("/api-disabled")
+            assert t.unchanged(before)
 
 
-@pytest.mark.parametrize("host", ["203.0.113.7", "10.0.0.2", "192.168.1.1", "testclient", "::ffff:8.8.8.8"])
-def test_dev_bypass_refuses_other_clients(harness: Any, redis_db: Any, host: str) -> None:
-    t = Target(harness, redis_db, dev_insecure=True)
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "::1", "203.0.113.7", "10.0.0.2", "192.168.1.1", "testclient", "::ffff:8.8.8.8"]
+)
+def test_no_client_address_is_trusted(harness: Any, redis_db: Any, host: str) -> None:
+    t = Target(harness, redis_db)
     before = t.snapshot()
     with t.client(host) as c:
         refused(t, c.post("/v1/step", content=t.body), before)
         refused(t, c.get(f"/v1/executions/{t.eid}"), before)
+        refused(t, c.get(f"/v1/executions/{t.eid}/history"), before)
 
 
-def test_dev_bypass_refuses_loopback_requests_that_came_through_a_proxy(harness: Any, redis_db: Any) -> None:
-    t = Target(harness, redis_db, dev_insecure=True)
+def test_loopback_requests_that_came_through_a_proxy_are_refused(harness: Any, redis_db: Any) -> None:
+    t = Target(harness, redis_db)
     before = t.snapshot()
     with t.client("127.0.0.1") as c:
         for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):

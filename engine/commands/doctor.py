@@ -101,6 +101,10 @@ def _safe(text: str, env: Mapping[str, str]) -> str:
         value = (env.get(name) or "").strip()
         if len(value) >= 4:
             text = text.replace(value, fingerprint(value))
+    for entry in (env.get("HOPFLOW_API_KEYS") or "").split(","):
+        value = entry.partition(":")[2].strip()
+        if len(value) >= 4:
+            text = text.replace(value, fingerprint(value))
     url = (env.get("REDIS_URL") or "").strip()
     if url:
         from urllib.parse import urlsplit

@@ -157,17 +157,31 @@ def local_runtime(
     from engine.embedded import EmbeddedError, embedded_runtime
 
     try:
-        return embedded_runtime(
+        built = embedded_runtime(
             catalog,
             actions=list(actions),
             fast_forward=fast_forward,
             time_budget_s=budget_ms / 1000,
             max_nodes_per_call=max_nodes_per_call,
         )
+        if _calls_http(catalog):
+            click.echo(
+                f"hopflow {command}: note: http steps may reach loopback here (127.0.0.1, localhost); "
+                "`hopflow serve` refuses it unless HOPFLOW_EGRESS_ALLOW allows it",
+                err=True,
+            )
+        return built
     except ActionLoadError as exc:
         usage_exit(command, str(exc))
     except EmbeddedError as exc:
         fail_exit(command, str(exc))
+
+
+def _calls_http(catalog: Catalog) -> bool:
+    try:
+        return any(n.kind == "http" for name in catalog.names() for n in catalog.get(name).nodes.values())
+    except Exception:  # a lazily compiled catalog reports its own errors later
+        return False
 
 
 def max_nodes_option(per: str, note: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:

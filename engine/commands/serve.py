@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from engine.commands.run import actions_option, max_nodes_option
+from engine.config import Config, is_loopback_host
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -25,6 +26,23 @@ def _fail(message: str, code: int = 1, lines: list[str] | None = None) -> NoRetu
     for line in lines or []:
         click.echo(f"  {line}", err=True)
     sys.exit(code)
+
+
+def with_dev_key(config: Config) -> Config:
+    """No API key configured: a random one for this run, shown once on the terminal (never logged:
+    the config's redaction replaces it by its fingerprint everywhere else)."""
+    import dataclasses
+    import secrets
+
+    key = secrets.token_urlsafe(32)
+    click.secho(
+        "hopflow serve: no HOPFLOW_API_KEY is set; this run's dev key (shown once, valid until the "
+        "server stops; scope operate):",
+        fg="yellow",
+        err=True,
+    )
+    click.echo(f"  export HOPFLOW_API_KEY={key}", err=True)
+    return dataclasses.replace(config, api_key=key)
 
 
 def _loud(lines: list[str]) -> None:
@@ -159,20 +177,17 @@ def serve(
                 "and HOPFLOW_PUBLIC_URL (docs/deploy.md).",
             ]
         )
-    if not config.api_key and not config.dev_insecure:
+    if not config.keys:
+        config = with_dev_key(config)
+    if not is_loopback_host(host) and not config.public_url and not config.allowed_hosts:
         click.secho(
-            "hopflow serve: HOPFLOW_API_KEY is not set: the API refuses every request "
-            "(`hopflow keys api-key` makes one)",
+            f"hopflow serve: listening on {host}, but only loopback Host names are answered: set "
+            "HOPFLOW_PUBLIC_URL or HOPFLOW_ALLOWED_HOSTS to the name clients use",
             fg="yellow",
             err=True,
         )
-    if config.dev_insecure:
-        _loud(
-            [
-                "HOPFLOW_DEV_INSECURE=1: unsigned webhook calls and API calls without a key",
-                "are accepted from loopback clients. Never use this on a shared machine.",
-            ]
-        )
+    for line in config.egress().describe():
+        click.echo(f"hopflow serve: egress: {line}", err=True)
 
     import uvicorn
 

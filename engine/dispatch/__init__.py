@@ -52,6 +52,7 @@ class OffloadRequest:
     headers: dict[str, str]
     body: bytes | None
     timeout_s: float
+    egress: tuple[str, ...] = ()  # the workflow's `egress.allow` rules: whoever makes the call checks them
 
     @property
     def dedup_id(self) -> str:
@@ -66,6 +67,7 @@ class OffloadRequest:
             "headers": dict(self.headers),
             "body": None if self.body is None else base64.b64encode(self.body).decode("ascii"),
             "timeout_s": self.timeout_s,
+            **({"egress": list(self.egress)} if self.egress else {}),
         }
 
     @classmethod
@@ -79,6 +81,7 @@ class OffloadRequest:
             headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
             body=None if body is None else base64.b64decode(body),
             timeout_s=float(data["timeout_s"]),
+            egress=tuple(str(r) for r in data.get("egress") or ()),
         )
 
 

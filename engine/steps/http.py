@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from engine.egress import EgressPolicy, EgressRefused, guarded_transport
 from engine.model import StepContext, StepError, StepFailure
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -39,33 +40,57 @@ MAX_EXCERPT_CHARS = 200
 USER_AGENT = "hopflow/0.1"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
-_client: httpx.Client | None = None
+MAX_REDIRECTS = 20
+MAX_POLICIES = 64  # distinct egress policies with a pool of their own (workflows with `egress`)
+
+_clients: dict[EgressPolicy, httpx.Client] = {}
 _client_lock = threading.Lock()
+_default_policy: EgressPolicy | None = None
 
 
-def client() -> httpx.Client:
-    """The shared client (connection pool). Per-request timeouts are passed on each call."""
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                import httpx
+def default_policy() -> EgressPolicy:
+    """The environment's policy (loopback refused), read once: what a step gets when its runtime
+    names none."""
+    global _default_policy
+    if _default_policy is None:
+        _default_policy = EgressPolicy.from_env()
+    return _default_policy
 
-                _client = httpx.Client(
-                    headers={"User-Agent": USER_AGENT},
-                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-                    timeout=httpx.Timeout(30.0),
-                )
-    return _client
+
+def client(policy: EgressPolicy | None = None) -> httpx.Client:
+    """The pool for ``policy`` (default: :func:`default_policy`). Each policy has its own pool, so a
+    connection opened under one workflow's allow list is never reused under another's; every
+    connection is checked by :class:`engine.egress.GuardedBackend`."""
+    policy = policy if policy is not None else default_policy()
+    found = _clients.get(policy)
+    if found is not None:
+        return found
+    with _client_lock:
+        found = _clients.get(policy)
+        if found is None:
+            import httpx
+
+            if len(_clients) >= MAX_POLICIES:  # dropped, not closed: a step may still be using it
+                _clients.pop(next(iter(_clients)))
+            limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+            found = httpx.Client(
+                headers={"User-Agent": USER_AGENT},
+                transport=guarded_transport(policy, limits=limits),
+                timeout=httpx.Timeout(30.0),
+                trust_env=False,
+            )
+            _clients[policy] = found
+    return found
 
 
 def close_client() -> None:
-    """Close the pool (tests, orderly shutdown). The next call creates a new one."""
-    global _client
+    """Close the pools (tests, orderly shutdown). The next call creates new ones."""
+    global _default_policy
     with _client_lock:
-        if _client is not None:
-            _client.close()
-            _client = None
+        for each in _clients.values():
+            each.close()
+        _clients.clear()
+        _default_policy = None
 
 
 def _fail(name: str, message: str, retry_after_ms: int | None = None) -> StepFailure:
@@ -205,8 +230,18 @@ def _parse_json(text: str, content_type: str) -> Any:
         return None
 
 
-def execute(config: Mapping[str, Any], ctx: StepContext, *, timeout_s: float) -> dict[str, Any]:
-    """Make the request; return ``{status, headers, json, text}`` or raise :class:`StepFailure`."""
+def egress_failure(shown: str, exc: EgressRefused) -> StepFailure:
+    """The catchable ``http.egress`` error: names the host and why, never the URL's secrets."""
+    return _fail("http.egress", f"{shown}: refused by the egress policy: {exc.reason}")
+
+
+def execute(
+    config: Mapping[str, Any], ctx: StepContext, *, timeout_s: float, egress: EgressPolicy | None = None
+) -> dict[str, Any]:
+    """Make the request; return ``{status, headers, json, text}`` or raise :class:`StepFailure`.
+
+    Redirects are followed here, hop by hop (each hop's host is checked by the egress policy
+    before its connection, and the connection itself is checked after DNS resolution)."""
     import httpx
 
     method = str(config.get("method") or "GET").upper()
@@ -227,21 +262,24 @@ def execute(config: Mapping[str, Any], ctx: StepContext, *, timeout_s: float) ->
 
     started = time.monotonic()
     deadline = started + timeout_s
+    pool = client(egress)
     try:
-        request = client().build_request(
+        request = pool.build_request(
             method, url, headers=headers, params=_query(config), content=content, timeout=timeout_s
         )
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, TypeError) as exc:
         raise _fail("http.request", f"{shown}: invalid request: {exc}") from None
 
     try:
-        response = client().send(request, stream=True, follow_redirects=follow)
+        response = _send(pool, request, follow, egress or default_policy())
         try:
             body = _read_body(response, deadline, shown)
         finally:
             response.close()
     except StepFailure:
         raise
+    except EgressRefused as exc:
+        raise egress_failure(shown, exc) from None
     except httpx.TimeoutException:
         raise _fail("timeout", f"{shown}: no response within {timeout_s:g}s") from None
     except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError) as exc:
@@ -269,6 +307,21 @@ def execute(config: Mapping[str, Any], ctx: StepContext, *, timeout_s: float) ->
         detail = f": {_excerpt(text)}" if text.strip() else ""
         raise _fail(f"http.{status}", f"{shown} → {status} {reason}{detail}".rstrip(), retry_after)
     return result
+
+
+def _send(pool: httpx.Client, request: httpx.Request, follow: bool, policy: EgressPolicy) -> httpx.Response:
+    """Send, following redirects by hand: every hop's host is judged before it is connected to."""
+    import httpx
+
+    for _hop in range(MAX_REDIRECTS + 1):
+        if request.url.host:
+            policy.check_name(request.url.host)
+        response = pool.send(request, stream=True, follow_redirects=False)
+        if not follow or response.next_request is None:
+            return response
+        response.close()
+        request = response.next_request
+    raise httpx.TooManyRedirects("too many redirects", request=request)
 
 
 def _read_body(response: httpx.Response, deadline: float, shown: str) -> bytes:

@@ -26,6 +26,7 @@ from dsl.durations import format_ms
 from dsl.graph import Node
 from engine.decide import Done, Failed, Outcome, Park
 from engine.dispatch import CallResult, OffloadRequest
+from engine.egress import EgressPolicy, EgressRefused
 from engine.model import Message, NotCurrent, StepContext, StepError, StepFailure
 from engine.steps import http
 
@@ -43,11 +44,22 @@ class Completion:
 
 
 def build(
-    config: Mapping[str, Any], ctx: StepContext, *, timeout_s: float, message: Message
+    config: Mapping[str, Any],
+    ctx: StepContext,
+    *,
+    timeout_s: float,
+    message: Message,
+    egress: EgressPolicy | None = None,
+    workflow_allow: tuple[str, ...] = (),
 ) -> OffloadRequest:
     """The rendered ``http`` config as a request someone else can make; StepFailure(http.request) if
     it cannot be made (the same rules as an inline call, plus an absolute http(s) URL and QStash's
-    1 MiB body limit)."""
+    1 MiB body limit), StepFailure(http.egress) when the egress policy refuses its host.
+
+    The host is checked here, at publish time, because QStash makes the call where no connection
+    guard of ours runs: the name itself (literal addresses, deny patterns, metadata names) and,
+    when it resolves here, every address it resolves to. The local dispatcher checks again when
+    it connects."""
     import httpx
 
     method = str(config.get("method") or "GET").upper()
@@ -79,6 +91,15 @@ def build(
         raise StepFailure(
             StepError("http.request", f"{shown}: an offloaded call needs an absolute http(s) URL")
         )
+    policy = (egress or http.default_policy()).for_workflow(workflow_allow)
+    try:
+        policy.check_name(full.host)
+        try:
+            policy.resolve(full.host, full.port or (443 if full.scheme == "https" else 80))
+        except OSError:
+            pass  # not resolvable from here: QStash resolves it on its side
+    except EgressRefused as exc:
+        raise http.egress_failure(shown, exc) from None
     return OffloadRequest(
         message=message,
         attempt=ctx.attempt,
@@ -87,6 +108,7 @@ def build(
         headers=headers,
         body=content,
         timeout_s=timeout_s,
+        egress=tuple(workflow_allow),
     )
 
 
@@ -96,7 +118,14 @@ def run(node: Node, rc: Any) -> Outcome:
     timeout_s = rc.timeout_s(node.timeout_ms)
     ctx = rc.step_context(node.id, timeout_s)
     where = Message(rc.eid, node.id, rc.msg.seq + 1, rc.branch)  # the seq the branch parks at
-    request = build(config, ctx, timeout_s=timeout_s, message=where)
+    request = build(
+        config,
+        ctx,
+        timeout_s=timeout_s,
+        message=where,
+        egress=rc.rt.egress,
+        workflow_allow=rc.graph.egress_allow,
+    )
     expect = http._expect(config)
     rc.offload(request)
     info: dict[str, Any] = {
@@ -161,28 +190,32 @@ def judge(node: Node, info: Mapping[str, Any], completion: Completion) -> Outcom
 # ------------------------------------------------------------------------- the local caller's side
 
 
-def perform(request: OffloadRequest) -> CallResult:
+def perform(request: OffloadRequest, policy: EgressPolicy | None = None) -> CallResult:
     """Make the call (httpx, the request's timeout, no redirects followed — like QStash) and describe
-    the outcome; the target's failures are results, never exceptions."""
+    the outcome; the target's failures are results, never exceptions. The connection is checked by
+    ``policy`` (default: the environment's) plus the workflow's rules the request carries."""
     import httpx
 
     shown = f"{request.method} {http.safe_url(request.url)}"
+    pool = http.client((policy or http.default_policy()).for_workflow(request.egress))
     deadline = time.monotonic() + request.timeout_s
     try:
-        built = http.client().build_request(
+        built = pool.build_request(
             request.method,
             request.url,
             headers=request.headers,
             content=request.body,
             timeout=request.timeout_s,
         )
-        response = http.client().send(built, stream=True, follow_redirects=False)
+        response = pool.send(built, stream=True, follow_redirects=False)
         try:
             body = http._read_body(response, deadline, shown)
         finally:
             response.close()
     except StepFailure as failure:  # http.too_large, timeout while reading
         return CallResult(0, error=failure.error.name, detail=failure.error.message)
+    except EgressRefused as exc:
+        return CallResult(0, error="http.egress", detail=f"refused by the egress policy: {exc.reason}")
     except httpx.TimeoutException:
         return CallResult(0, error="timeout", detail=f"no response within {request.timeout_s:g}s")
     except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError) as exc:

@@ -1,6 +1,7 @@
 """The operations API: start, inspect, cancel and signal executions; and the health check.
 
-Every route but ``/healthz`` takes the bearer API key (:func:`engine.web.auth.authorize`). The request's
+Every route but ``/healthz`` takes a bearer API key (:func:`engine.web.auth.authorize`): scope
+``read`` to look, ``operate`` to change anything. The request's
 own shape is checked before the runtime is called, and the runtime validates the rest (the input
 schema, the id) before it writes: a refused request changes nothing in Redis.
 
@@ -39,7 +40,7 @@ async def start(hop: HopflowApp, request: Request) -> Response:
     from engine.catalog import CatalogError
     from engine.errors import InputInvalid, InvalidExecutionId, UnknownWorkflow
 
-    authorize(hop.config, request)
+    authorize(hop.config, request, scope="operate")
     data = parse_json(await hop.body(request))
     workflow, input_, execution_id = start_request(data)
     runtime = await hop.runtime_async()
@@ -150,7 +151,7 @@ async def history(hop: HopflowApp, request: Request) -> Response:
 
 async def cancel(hop: HopflowApp, request: Request) -> Response:
     """``POST /v1/executions/{id}/cancel`` ``{compensate?}``: stop at the next node boundary."""
-    authorize(hop.config, request)
+    authorize(hop.config, request, scope="operate")
     eid = _execution_id(request)
     body = await hop.body(request)
     compensate = True
@@ -184,7 +185,7 @@ async def cancel(hop: HopflowApp, request: Request) -> Response:
 
 async def event(hop: HopflowApp, request: Request) -> Response:
     """``POST /v1/events/{name}`` ``{key, data}``: resume the waiting executions, or keep the event."""
-    authorize(hop.config, request)
+    authorize(hop.config, request, scope="operate")
     name: str = request.path_params["name"]
     if not EVENT_NAME.fullmatch(name):
         raise Problem(

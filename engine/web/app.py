@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.web import api, metrics, openapi, webhook
-from engine.web.auth import DEV_WARNING, route_path
+from engine.web.auth import route_path
 from engine.web.core import HopflowApp, RuntimeFactory
+from engine.web.guard import RequestGuard
 from engine.web.paths import CALLBACK_PATH, FAILED_PATH, STEP_PATH
 from engine.web.problems import Problem, for_status
 
@@ -84,9 +85,12 @@ def build(hop: HopflowApp) -> Starlette:
     """The Starlette app serving ``hop``'s routes; every error is a problem document."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
 
     app = Starlette(
         routes=routes(hop),
+        # Host, Origin and Content-Type rules for every request, before any route (guard.py)
+        middleware=[Middleware(RequestGuard, config=hop.config)],
         exception_handlers={HTTPException: _http_error, Problem: _problem, Exception: _crash},
         lifespan=hop.lifespan,
     )
@@ -94,8 +98,6 @@ def build(hop: HopflowApp) -> Starlette:
     app.router.redirect_slashes = False
     app.state.hopflow = hop
     hop.app = app
-    if hop.config.dev_insecure:
-        log.warning(DEV_WARNING)
     return app
 
 

@@ -1,12 +1,18 @@
-"""Who may call: the operations API's bearer key, the webhook's delivery signatures, the dev bypass.
+"""Who may call: the operations API's scoped bearer keys and the webhook's delivery signatures.
 
-* API routes take ``Authorization: Bearer $HOPFLOW_API_KEY`` (scheme case-insensitive, compared in
-  constant time); a server without a key answers 503 ``api-disabled``.
+* API routes take ``Authorization: Bearer <key>`` (scheme case-insensitive). The token is compared
+  in constant time against *every* configured key (``HOPFLOW_API_KEY``, scope ``operate``, and
+  ``HOPFLOW_API_KEYS``, ``read:KEY,operate:KEY``), so several keys can be valid at once (rotation)
+  and the time taken does not tell which one, or how much of one, matched. A route names the scope
+  it needs (``read``: status, history, lists, views; ``operate``: start, cancel, notify, resume —
+  ``operate`` implies ``read``); a valid key without it is 403 ``forbidden``. A server without any
+  key answers 503 ``api-disabled``.
 * Webhook routes take a QStash JWT or an Ed25519 ``Hopflow-Signature`` over the raw body and the
   *public* URL (``HOPFLOW_PUBLIC_URL`` + the path below the app's root + the query), never the URL
   as seen behind a proxy (:mod:`engine.signing` checks them).
-* ``HOPFLOW_DEV_INSECURE=1`` lets a direct loopback client skip both — only when the request carries
-  no proxy header, since behind a local reverse proxy every client would look like loopback.
+
+There is no key-less or unsigned mode, not even for loopback clients: a server's own ``http`` steps
+are loopback clients too (``hopflow serve`` without a key makes a random dev key instead).
 """
 
 from __future__ import annotations
@@ -21,15 +27,11 @@ from engine.web.problems import Problem
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.requests import Request
 
-    from engine.config import Config
+    from engine.config import ApiKey, Config
 
 log = logging.getLogger("hopflow.asgi")
 
-DEV_WARNING = (
-    "HOPFLOW_DEV_INSECURE=1: UNSIGNED WEBHOOK CALLS AND API CALLS WITHOUT A KEY ARE ACCEPTED FROM "
-    "LOOPBACK CLIENTS. Never set this on a server anyone else can reach."
-)
-PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+SCOPES = ("read", "operate")
 
 
 def route_path(request: Request) -> str:
@@ -41,38 +43,44 @@ def route_path(request: Request) -> str:
     return path
 
 
-def is_loopback_client(request: Request) -> bool:
-    """A direct loopback client: no proxy headers (a local reverse proxy would make everyone loopback)."""
-    from engine.config import is_loopback_host
-
-    client = request.client
-    if client is None or not is_loopback_host(client.host):
-        return False
-    return not any(h in request.headers for h in PROXY_HEADERS)
-
-
-def dev_bypass(config: Config, request: Request) -> bool:
-    return config.dev_insecure and is_loopback_client(request)
+def matching_key(keys: tuple[ApiKey, ...], token: str) -> ApiKey | None:
+    """The key equal to ``token``, compared in constant time against every key (no early exit)."""
+    given = token.encode()
+    found: ApiKey | None = None
+    for key in keys:
+        if hmac.compare_digest(given, key.secret.encode()) and found is None:
+            found = key
+    return found
 
 
-def authorize(config: Config, request: Request, scope: str = "operate") -> None:
-    """``Authorization: Bearer $HOPFLOW_API_KEY`` (constant-time), or the dev bypass. ``scope``
-    (``read`` or ``operate``) is what the route needs; the one key holds both (scoped keys: http-guard)."""
-    if dev_bypass(config, request):
-        return
+def authorize(config: Config, request: Request, scope: str = "operate") -> ApiKey:
+    """``Authorization: Bearer <key>`` with a key that has ``scope``; the key, else a problem
+    (503 no key configured, 401 missing/unknown key, 403 key without the scope)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
     challenge = {"WWW-Authenticate": 'Bearer realm="hopflow"'}
-    key = config.api_key
-    if not key:
-        raise Problem("api-disabled", "this server has no HOPFLOW_API_KEY configured, so the API is disabled")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    keys = config.keys
+    if not keys:
         raise Problem(
-            "unauthorized",
-            "missing bearer token (Authorization: Bearer <HOPFLOW_API_KEY>)",
-            headers=challenge,
+            "api-disabled", "this server has no API key configured (HOPFLOW_API_KEY), so the API is disabled"
         )
-    if not hmac.compare_digest(token.strip().encode(), key.encode()):
+    kind, _, token = request.headers.get("authorization", "").partition(" ")
+    if kind.lower() != "bearer" or not token.strip():
+        raise Problem(
+            "unauthorized", "missing bearer token (Authorization: Bearer <API key>)", headers=challenge
+        )
+    key = matching_key(keys, token.strip())
+    if key is None:
         raise Problem("unauthorized", "invalid API key", headers=challenge)
+    if not key.allows(scope):
+        raise Problem(
+            "forbidden",
+            f"this API key has scope {key.scope}; this request needs scope {scope}",
+            headers={
+                "WWW-Authenticate": f'Bearer realm="hopflow", error="insufficient_scope", scope="{scope}"'
+            },
+        )
+    return key
 
 
 class DeliveryVerifier:
@@ -91,11 +99,9 @@ class DeliveryVerifier:
         return self._ed25519
 
     def verify(self, request: Request, body: bytes) -> str:
-        """The scheme that vouched for the raw ``body`` (``qstash``/``ed25519``/``dev``), else a 401."""
+        """The scheme that vouched for the raw ``body`` (``qstash``/``ed25519``), else a 401."""
         from engine.signing import SignatureError, public_url, verify_delivery
 
-        if dev_bypass(self.config, request):
-            return "dev"
         if not self.config.public_url:
             log.error("cannot verify deliveries: HOPFLOW_PUBLIC_URL is not set")
             raise Problem(

@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.web.auth import DEV_WARNING, DeliveryVerifier, route_path
+from engine.web.auth import DeliveryVerifier, route_path
 from engine.web.problems import Problem
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -68,8 +68,6 @@ class HopflowApp:
         async def lifespan(_a: Any) -> Any:
             from starlette.concurrency import run_in_threadpool
 
-            if self.config.dev_insecure:
-                log.warning(DEV_WARNING)
             if self.should_run_local():
                 runtime = await run_in_threadpool(self.runtime)
                 runtime.dispatcher.start()

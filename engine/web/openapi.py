@@ -79,7 +79,13 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
         "500": _problem_ref("Unexpected error or server misconfiguration"),
         "503": _problem_ref("Redis or the dispatcher is unreachable: retry later"),
     }
-    api_errors = {"401": _problem_ref("Missing or invalid API key"), **common}
+    api_errors = {
+        "401": _problem_ref("Missing or invalid API key"),
+        "403": _problem_ref("The key lacks the route's scope, or the request came from another origin"),
+        "415": _problem_ref("A body that is not application/json (or application/…+json)"),
+        "421": _problem_ref("A Host this server does not answer for"),
+        **common,
+    }
     timeout = {"408": _problem_ref("The body did not arrive within the time bound (30 s)")}
     webhook_errors = {
         "400": _problem_ref("Malformed Content-Length, or a body that does not match it"),
@@ -346,7 +352,12 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "bearer", "description": "HOPFLOW_API_KEY"},
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "HOPFLOW_API_KEY (scope operate) or a key of HOPFLOW_API_KEYS "
+                    "(read:KEY,operate:KEY); GET routes need read, the others operate",
+                },
                 "qstash": {
                     "type": "apiKey",
                     "in": "header",

@@ -94,6 +94,7 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
         actions=REGISTRY,
         time_budget_s=config.time_budget_s,
         max_nodes_per_call=config.max_nodes_per_call,
+        egress=config.egress(),
     )
     if config.dispatcher_kind == "local":
         dispatcher.deliver = local_delivery(runtime, config)
