@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
-from test_asgi import API_KEY, AUTH, assert_problem, config
+from test_asgi import API_KEY, AUTH, TestClient, assert_problem, config
 
 from engine.asgi import create_app
 
