@@ -90,6 +90,14 @@ def tick(n: int = 1) -> None:
         active.tick(n)
 
 
+def seconds_left() -> float:
+    """Wall time left to the render in progress (the default bound outside one)."""
+    active = _ACTIVE.get()
+    if active is None:
+        return DEFAULT_SECONDS
+    return max(0.001, active.deadline - time.monotonic())
+
+
 def emit(chars: int) -> None:
     active = _ACTIVE.get()
     if active is not None:

@@ -22,12 +22,27 @@ from dsl.template_limits import (
     TemplateError,
     TemplateLimit,
     budget,
+    need,
+    need_items,
+    seconds_left,
 )
 
 __all__ = ["MAX_OUTPUT_CHARS", "MAX_SEQUENCE", "TemplateError", "TemplateLimit", "budget"]
 
-EXTRA_FILTERS = ("datetime", "isoformat", "tojson", "seconds")
-EXTRA_GLOBALS = ("duration",)
+EXTRA_FILTERS = (
+    "datetime",
+    "isoformat",
+    "tojson",
+    "seconds",
+    "fromjson",
+    "merge",
+    "regex_match",
+    "regex_search",
+    "regex_replace",
+)
+# `now` and `uuid` are the execution's: the engine puts them in each render's scope
+EXTRA_GLOBALS = ("duration", "now", "uuid")
+MAX_PATTERN_CHARS = 1000
 
 _NATIVE = re.compile(r"^\{\{(?P<expr>.*)\}\}\n?$", re.DOTALL)
 
@@ -81,6 +96,78 @@ def _seconds(value: Any) -> float:
     return ms / 1000 if ms % 1000 else ms // 1000
 
 
+def _fromjson(value: Any) -> Any:
+    """JSON text → data (the reverse of `tojson`): a body an API returned as a string."""
+    if not isinstance(value, str | bytes):
+        raise TypeError(f"fromjson expects JSON text, got {type(value).__name__}")
+    need(len(value) * 4, "fromjson")  # parsed data takes a few times its text at most
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"fromjson: not JSON ({exc})") from None
+
+
+def _merge(value: Any, *others: Any) -> dict[str, Any]:
+    """`a | merge(b, c)`: a mapping with the keys of each later one added (shallow; later wins)."""
+    out: dict[str, Any] = {}
+    for m in (value, *others):
+        if not isinstance(m, Mapping):
+            raise TypeError(f"merge expects mappings, got {type(m).__name__}")
+        need_items(len(out) + len(m), "merge")
+        out.update(m)
+    return out
+
+
+def _regex(pattern: Any) -> Any:
+    """A compiled pattern, from the `regex` module: its matches are bounded by the render's time
+    (a pattern that backtracks catastrophically on a client's input fails as `template.limit`)."""
+    if not isinstance(pattern, str):
+        raise TypeError(f"a regular expression must be text, got {type(pattern).__name__}")
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise TemplateLimit(f"template limit: a regular expression over {MAX_PATTERN_CHARS} characters")
+    import regex
+
+    try:
+        return regex.compile(pattern)
+    except regex.error as exc:
+        raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} expects text, got {type(value).__name__}")
+    return value
+
+
+def _timed(call: Any) -> Any:
+    try:
+        return call(seconds_left())
+    except TimeoutError:
+        raise TemplateLimit("template limit: a regular expression ran out of time") from None
+
+
+def _regex_match(value: Any, pattern: Any) -> bool:
+    """Whether the text matches ``pattern`` at its start (Python's `re.match`; anchor with `$`)."""
+    text, rx = _text(value, "regex_match"), _regex(pattern)
+    return _timed(lambda s: rx.match(text, timeout=s)) is not None
+
+
+def _regex_search(value: Any, pattern: Any, group: Any = 0) -> Any:
+    """The first match of ``pattern`` in the text (or of its ``group``), or null."""
+    text, rx = _text(value, "regex_search"), _regex(pattern)
+    found = _timed(lambda s: rx.search(text, timeout=s))
+    return None if found is None else found.group(group)
+
+
+def _regex_replace(value: Any, pattern: Any, replacement: Any = "", count: Any = 0) -> str:
+    """Every match (or the first ``count``) replaced; ``\\1`` in ``replacement`` is group 1."""
+    text, rx = _text(value, "regex_replace"), _regex(pattern)
+    repl = _text(replacement, "regex_replace's replacement")
+    matches = _timed(lambda s: len(rx.findall(text, timeout=s)))
+    need(len(text) + matches * (len(repl) + 16), "regex_replace")
+    return _timed(lambda s: rx.sub(repl, text, count=int(count or 0), timeout=s))
+
+
 def _duration(value: Any) -> _dt.timedelta:
     try:
         return _dt.timedelta(milliseconds=parse_ms(value))
@@ -127,7 +214,17 @@ def environment() -> Any:
             return super().getattr(obj, attribute)
 
     env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    env.filters.update(datetime=_to_datetime, isoformat=_isoformat, tojson=_tojson, seconds=_seconds)
+    env.filters.update(
+        datetime=_to_datetime,
+        isoformat=_isoformat,
+        tojson=_tojson,
+        seconds=_seconds,
+        fromjson=_fromjson,
+        merge=_merge,
+        regex_match=_regex_match,
+        regex_search=_regex_search,
+        regex_replace=_regex_replace,
+    )
     env.bound_filters()
     env.globals.clear()  # no range/lipsum/dict/cycler/joiner/namespace beyond what we add back
     env.globals.update(duration=_duration, range=_bounded_range)

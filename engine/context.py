@@ -142,9 +142,13 @@ def build_scope(
     vars: Mapping[str, Any],
     loc: Mapping[str, Any] | None = None,
     error: Mapping[str, Any] | None = None,
+    now: float | None = None,
+    uuid_seed: str | None = None,
 ) -> dict[str, Any]:
     """The names a template may use (DSL.md "Templates"). ``env`` holds only declared names, read
-    from the process environment now (never stored, never logged)."""
+    from the process environment now (never stored, never logged). ``now()`` is the execution's
+    clock (virtual under fast-forward); ``uuid()`` derives from ``uuid_seed`` (the step's path), so a
+    redelivery or a retry of the step renders the same ids."""
     scope: dict[str, Any] = {}
     if loc:
         scope.update(loc)
@@ -157,7 +161,25 @@ def build_scope(
     )
     if error is not None:
         scope["error"] = dict(error)
+    if now is not None:
+        scope["now"] = lambda: iso(now)
+    scope["uuid"] = _Uuids(f"{execution_id}:{uuid_seed or ''}")
     return scope
+
+
+class _Uuids:
+    """``uuid()`` in a template: the n-th call of a step's render gives the same id every time the
+    step runs (UUID 5 of the execution, the step path and n), never a fresh random one."""
+
+    def __init__(self, seed: str) -> None:
+        self.seed = seed
+        self.n = 0
+
+    def __call__(self) -> str:
+        import uuid
+
+        self.n += 1
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"hopflow:{self.seed}:{self.n}"))
 
 
 class _Env(dict[str, str]):

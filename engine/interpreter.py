@@ -407,6 +407,7 @@ class NodeRun:
         self.error_in = loads(self.b.get("error"))
         self.status: str | None = self.header.get("status")
         self.step_input: Any = None  # what the step ran with (recorded for its compensation)
+        self.uuids: Any = None
         self.after: list[Any] = []
         self._redactor: Redactor | None = None
         self.started = time.monotonic()
@@ -492,7 +493,7 @@ class NodeRun:
 
     @property
     def scope(self) -> dict[str, Any]:
-        return build_scope(
+        scope = build_scope(
             self.graph,
             execution_id=self.eid,
             started_at=float(self.header.get("started_at") or self.now),
@@ -501,7 +502,13 @@ class NodeRun:
             vars=self.vars,
             loc=self.loc,
             error=self.error_in,
+            now=self.now,
+            uuid_seed=self.step_path(self.node.id) if self.node is not None else "",
         )
+        if self.uuids is None:  # one counter for all of this node's renders (with, output, …)
+            self.uuids = scope["uuid"]
+        scope["uuid"] = self.uuids
+        return scope
 
     def render(self, value: Any, extra: dict[str, Any] | None = None) -> Any:
         scope = self.scope

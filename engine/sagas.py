@@ -131,6 +131,8 @@ def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: di
         vars=vars_,
         loc=item.get("loc"),
         error=error,
+        now=run.now,
+        uuid_seed=f"{branch}/{step}:compensate" if branch else f"{step}:compensate",
     )
     own = scope["steps"].setdefault(step, {"output": None})
     own["input"] = step_input  # the step's rendered input, recorded when it ran (steps.ID.input)

@@ -648,6 +648,7 @@ def test_a_failed_compensation_shows_its_own_error_in_the_record(harness: Any) -
 
 # ------------------------------------------------------------------------ compensations with data
 
+
 def test_a_compensation_list_runs_in_order_and_reads_the_input_and_output(harness: Any) -> None:
     rec = Recorder()
     h = harness(
@@ -700,3 +701,97 @@ def test_compensate_on_failure_undoes_a_step_that_failed_after_partial_effects(h
     record = h.run("payment")
     assert record["status"] == "compensated"
     assert [n for n, _ in rec.calls][-2:] == ["refund 30 (card.declined)", "unbook"]
+
+
+# -------------------------------------------------------------------------------------- built-ins
+
+
+def test_builtins_fromjson_merge_and_regex_filters(harness: Any) -> None:
+    h = harness(
+        r"""
+        name: builtins
+        input: {type: object}
+        steps:
+          - id: parse
+            set:
+              body: "{{ input.raw | fromjson }}"
+              merged: "{{ {'a': 1, 'b': 2} | merge({'b': 3}, {'c': 4}) }}"
+              is_order: "{{ input.ref | regex_match('ORD-[0-9]+$') }}"
+              number: "{{ input.ref | regex_search('[0-9]+') }}"
+              masked: "{{ input.card | regex_replace('[0-9](?=[0-9]{4})', '*') }}"
+              swapped: '{{ "last, first" | regex_replace("(\\w+), (\\w+)", "\\2 \\1") }}'
+        output:
+          body: "{{ vars.body }}"
+          merged: "{{ vars.merged }}"
+          is_order: "{{ vars.is_order }}"
+          number: "{{ vars.number }}"
+          masked: "{{ vars.masked }}"
+          swapped: "{{ vars.swapped }}"
+        """
+    )
+    record = h.run("builtins", {"raw": '{"x": [1, 2]}', "ref": "ORD-1234", "card": "4111111111111111"})
+    assert record["status"] == "succeeded", record.get("error")
+    assert record["output"] == {
+        "body": {"x": [1, 2]},
+        "merged": {"a": 1, "b": 3, "c": 4},
+        "is_order": True,
+        "number": "1234",
+        "masked": "************1111",
+        "swapped": "first last",
+    }
+
+
+def test_a_catastrophic_regex_on_client_input_is_a_template_limit_not_a_stuck_worker(harness: Any) -> None:
+    h = harness(
+        """
+        name: redos
+        input: {type: object}
+        steps:
+          - id: check
+            set: {ok: "{{ input.s | regex_match('(a|aa)+$') }}"}
+            catch: [{errors: [template.limit], goto: refused}]
+          - id: fine
+            succeed: {output: fine}
+          - id: refused
+            succeed: {output: "{{ error.name }}"}
+        """,
+        time_budget_s=1.0,
+    )
+    record = h.run("redos", {"s": "a" * 40 + "!"})
+    assert record["output"] == "template.limit"
+
+
+def test_uuid_is_stable_for_a_step_across_redeliveries_and_now_is_the_execution_clock(harness: Any) -> None:
+    h = harness(
+        """
+        name: ids
+        steps:
+          - id: make
+            action: rec
+            with: {name: make, a: "{{ uuid() }}", b: "{{ uuid() }}", at: "{{ now() }}"}
+        """,
+        actions={"rec": Recorder()},
+    )
+    eid = h.start("ids")
+    first = h.dispatcher.pop()
+    assert first is not None
+    h.runtime.advance(first.message)
+    made = h.store.outputs(eid, ["make"])[0]
+    assert made["a"] != made["b"]
+    import datetime as dt
+
+    at = dt.datetime.fromisoformat(made["at"].replace("Z", "+00:00")).timestamp()
+    assert abs(at - h.clock.now()) < 1
+    # the same step in another execution gets other ids; in this one, a re-run renders the same
+    from engine.context import build_scope
+
+    again = build_scope(
+        h.runtime.catalog.get("ids"),
+        execution_id=eid,
+        started_at=0,
+        input={},
+        steps={},
+        vars={},
+        uuid_seed="make",
+    )["uuid"]
+    assert [again(), again()] == [made["a"], made["b"]]

@@ -2378,7 +2378,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
                 action: x.y
                 with: {v: "{{ now() }}"}
             """),
-        [("unknown-name", 5, 19, "use execution.started_at, so a retried step renders the")],
+        [],  # now() is a built-in since issue 12 (the execution's clock, virtual under fast-forward)
     ),
     (
         "tpl-execution-typo",
@@ -3077,7 +3077,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
                 action: x.y
                 with: {at: "{{ now() }}"}
             """),
-        [("unknown-name", 5, 20, "use execution.started_at, so a retried step renders the")],
+        [],  # now() is a built-in since issue 12 (the execution's clock, virtual under fast-forward)
     ),
     (
         "unknown-kind-no-suggestion",

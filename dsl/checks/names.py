@@ -31,10 +31,8 @@ ATTRIBUTES = {
     "error": ("name", "message", "step", "attempt"),
 }
 _NO_SUCH_FUNCTION = {
-    "now": "there is no now(): use execution.started_at, so a retried step renders the same value",
-    "utcnow": "there is no utcnow(): use execution.started_at",
-    "today": "there is no today(): use execution.started_at",
-    "uuid": "there is no uuid(): use execution.id (with the step id) for a stable unique value",
+    "utcnow": "there is no utcnow(): use now() (the execution's clock) or execution.started_at",
+    "today": "there is no today(): use now() (the execution's clock) or execution.started_at",
     "random": "there is no random(): templates must render the same value when a step is retried",
     "lipsum": "lipsum is not available in workflow templates",
     "dict": "dict() is not available: write a mapping literal, {'key': value}",
