@@ -433,6 +433,9 @@ class _Compiler:
         if kind == "fail":
             spec = self.mapping(value, kpath, "`fail`")
             return {"error": spec.get("error"), "message": spec.get("message")}
+        if kind == "emit":
+            spec = self.mapping(value, kpath, "`emit`")
+            return {"event": spec.get("event"), "key": spec.get("key"), "data": spec.get("data")}
         raise self.fail(f"unknown step kind {kind!r}", kpath)  # pragma: no cover - KINDS is closed
 
     def expect(self, value: Any, path: JsonPath) -> list[int] | None:

@@ -20,6 +20,7 @@ set        ``{vars: {name: template, ...}}``
 workflow   ``{name, input: value}``
 succeed    ``{output: value | None, has_output: bool}``
 fail       ``{error: Name, message: template | None}``
+emit       ``{event: name, key: template, data: value}``
 ========== =====================================================================================
 """
 
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 Json = Any
-KINDS = ("http", "action", "wait", "switch", "parallel", "foreach", "set", "workflow", "succeed", "fail")
+KINDS = ("http", "action", "wait", "switch", "parallel", "foreach", "set", "workflow", "succeed", "fail", "emit")
 COMPENSATION_KINDS = ("http", "action", "workflow")
 DEFAULT_RETRY_ON = ("timeout", "http.5xx", "http.429", "http.connect")
 TOP_SCOPE = ""

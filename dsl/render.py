@@ -110,6 +110,8 @@ def detail(node: Node) -> str:
         return "succeed"
     if kind == "fail":
         return _short(f"fail {config.get('error', '')}")
+    if kind == "emit":
+        return _short(f"emit event {config.get('event', '')}")
     return kind
 
 
@@ -219,6 +221,7 @@ _MERMAID_SHAPES = {
     "workflow": ('[["', '"]]'),
     "succeed": ('(["', '"])'),
     "fail": ('>"', '"]'),
+    "emit": ('>"', '"]'),
 }
 
 
@@ -295,6 +298,7 @@ _DOT_SHAPES = {
     "workflow": "shape=component",
     "succeed": 'shape=box, style="rounded,bold"',
     "fail": "shape=octagon",
+    "emit": "shape=cds",
 }
 
 

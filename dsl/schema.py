@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from dsl.source import Document, JsonPath
 
-KINDS = ("http", "action", "wait", "switch", "parallel", "foreach", "set", "workflow", "succeed", "fail")
+KINDS = ("http", "action", "wait", "switch", "parallel", "foreach", "set", "workflow", "succeed", "fail", "emit")
 RULES = {
     "schema": "a value has the wrong type or shape for its place in the workflow",
     "unknown-key": "a key the language does not know at that place (with a did-you-mean suggestion)",
@@ -463,6 +463,7 @@ _PLACE_NOUNS = {
     "workflow": "child workflow",
     "succeed": "succeed",
     "fail": "fail",
+    "emit": "emit",
     "defaults": "defaults",
     "catch": "catch list",
     "switch": "switch",
@@ -1484,6 +1485,7 @@ _KIND_DEFS = {
     "workflow": "child_workflow",
     "succeed": "succeed",
     "fail": "fail",
+    "emit": "emit",
 }
 
 

@@ -121,13 +121,17 @@ class Runtime:
             {"name": "cancelled", "message": "the execution was cancelled", "compensate": compensate},
         )
 
-    def notify(self, event: str, key: Any, data: Any = None) -> int:
+    def notify(self, event: str, key: Any, data: Any = None, *, event_id: str | None = None) -> int:
         """Deliver an event to every execution waiting for (event, key); none waiting: keep it 7 days
-        for the first wait that matches. Returns how many waiting executions were resumed."""
+        for the first wait that matches. Returns how many waiting executions were resumed.
+        ``event_id``: the same id again (a retried call, a redelivered `emit`) is not a new event."""
         key = key if isinstance(key, str) else dumps(key)
         now = self.clock.now()
-        body = dumps({"data": data, "id": uuid.uuid4().hex, "at": now})
-        found = self.store.event(event, key, {"op": "notify", "now": now, "event": body})
+        body = dumps({"data": data, "id": event_id or uuid.uuid4().hex, "at": now})
+        args: dict[str, Any] = {"op": "notify", "now": now, "event": body}
+        if event_id is not None:
+            args["id"] = event_id
+        found = self.store.event(event, key, args)
         if found["kind"] != "delivered":
             return 0
         infos = [json.loads(i) for i in found.get("infos") or [] if i and i != "null"]

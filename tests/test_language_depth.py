@@ -795,3 +795,55 @@ def test_uuid_is_stable_for_a_step_across_redeliveries_and_now_is_the_execution_
         uuid_seed="make",
     )["uuid"]
     assert [again(), again()] == [made["a"], made["b"]]
+
+
+def test_an_emit_step_resumes_a_waiting_execution_exactly_once(harness: Any) -> None:
+    h = harness(
+        """
+        name: waiter
+        input: {type: object}
+        steps:
+          - id: w
+            wait: {event: order.approved, key: "{{ input.order }}", timeout: 1h}
+        output: "{{ steps.w.output }}"
+        """,
+        """
+        name: approver
+        input: {type: object}
+        steps:
+          - id: tell
+            emit: {event: order.approved, key: "{{ input.order }}", data: {by: "{{ input.who }}"}}
+        """,
+    )
+    waiter = h.start("waiter", {"order": "o-1"})
+    h.drain(until=lambda: h.runtime.record(waiter)["current"][0]["phase"] == "park")
+    approver = h.start("approver", {"order": "o-1", "who": "ann"})
+    first = h.dispatcher.pop()
+    while first is not None and first.message.execution_id != approver:
+        h.runtime.advance(first.message)
+        first = h.dispatcher.pop()
+    assert first is not None
+    # the emit step is delivered twice (a crash after the event was stored, before the checkpoint)
+    crash = {"on": True}
+
+    def fault(point: str, message: Any) -> None:
+        if point == "after_step" and crash["on"] and message.execution_id == approver:
+            crash["on"] = False
+            raise RuntimeError("crash after the event was sent")
+
+    h.runtime.faults = fault
+    try:
+        h.runtime.advance(first.message)
+    except RuntimeError:
+        pass
+    lock = h.store.client.get(f"hf:{{{approver}}}:l:")  # the crashed worker's lock, expired early
+    h.store.unlock(approver, "", lock.decode() if isinstance(lock, bytes) else lock or "")
+    h.runtime.faults = None
+    heapq.heappush(h.dispatcher.queue, (h.clock.now(), 10**9, first))  # the redelivery
+    h.drain()
+    assert h.runtime.record(approver)["output"] == {"event": "order.approved", "key": "o-1", "resumed": 0}
+    assert h.runtime.record(waiter)["output"] == {"by": "ann"}
+    # the event was kept only once: a second wait for the same key times out instead of taking a copy
+    again = h.start("waiter", {"order": "o-1"})
+    h.drain()
+    assert h.runtime.record(again)["status"] == "failed"

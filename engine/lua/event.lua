@@ -1,10 +1,10 @@
 -- Events for one (name, key): pending events, waiting executions, and claims.
 -- A claim is keyed by the waiter's token (execution, branch, seq of the wait), so a wait that crashed
 -- after claiming and before checkpointing gets the same event again when its message is redelivered.
--- KEYS: pending list.  A: op, token, now, ttl_s, info, event
-local P, W, WI, C = BASE .. 'p', BASE .. 'w', BASE .. 'wi', BASE .. 'c'
+-- KEYS: pending list.  A: op, token, now, ttl_s, info, event, id (notify: the event's id, deduplicated)
+local P, W, WI, C, IDS = BASE .. 'p', BASE .. 'w', BASE .. 'wi', BASE .. 'c', BASE .. 'ids'
 local function touch()
-  for _, k in ipairs({P, W, WI, C}) do redis.call('EXPIRE', k, A.ttl_s) end
+  for _, k in ipairs({P, W, WI, C, IDS}) do redis.call('EXPIRE', k, A.ttl_s) end
 end
 
 if A.op == 'claim' then
@@ -33,6 +33,10 @@ elseif A.op == 'check' then
   redis.call('HDEL', WI, A.token)
   return result({kind = 'none'})
 elseif A.op == 'notify' then
+  -- an event id seen before (a retried notify, a redelivered emit step): not a second event
+  if A.id and redis.call('HSETNX', IDS, A.id, string.format('%.3f', A.now)) == 0 then
+    return result({kind = 'duplicate'})
+  end
   local ws = redis.call('ZRANGE', W, 0, -1)
   if #ws == 0 then
     redis.call('RPUSH', P, string.format('%.3f', A.now) .. '|' .. A.event)
