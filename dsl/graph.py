@@ -33,7 +33,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 Json = Any
-KINDS = ("http", "action", "wait", "switch", "parallel", "foreach", "set", "workflow", "succeed", "fail", "emit")
+KINDS = (
+    *("http", "action", "wait", "switch", "parallel", "foreach", "set", "workflow", "succeed", "fail"),
+    "emit",
+)
 COMPENSATION_KINDS = ("http", "action", "workflow")
 DEFAULT_RETRY_ON = ("timeout", "http.5xx", "http.429", "http.connect")
 TOP_SCOPE = ""

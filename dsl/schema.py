@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 from dsl import hints
 from dsl.diagnostics import Diagnostic, Position, sort
 from dsl.durations import DurationError, parse_ms
+from dsl.graph import KINDS
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
 
     from dsl.source import Document, JsonPath
 
-KINDS = ("http", "action", "wait", "switch", "parallel", "foreach", "set", "workflow", "succeed", "fail", "emit")
 RULES = {
     "schema": "a value has the wrong type or shape for its place in the workflow",
     "unknown-key": "a key the language does not know at that place (with a did-you-mean suggestion)",
