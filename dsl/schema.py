@@ -989,9 +989,11 @@ class _Explainer:
             return
 
         # a branch that fails only on the value's type is about another form: explain the form written
-        # (`env: [api_url]` is a name with a bad pattern, not a mapping that is missing)
-        same_form = [e for e in error.context or () if e.validator != "type" or e.relative_path]
-        best = best_match(same_form or error.context) if error.context else None
+        # (`env: [api_url]` is a name with a bad pattern, not a mapping that is missing); a "one of
+        # these keys" rule says nothing about a value that is not a mapping (its type error does)
+        context = [e for e in error.context or () if not _vacuous_one_of(e)]
+        same_form = [e for e in context if e.validator != "type" or e.relative_path]
+        best = best_match(same_form or context) if context else None
         if best is None:
             path: JsonPath = tuple(error.absolute_path)
             self.add("schema", f"{_label(path)}: {error.message}", self.value_pos(path), path, "other")
@@ -1448,6 +1450,16 @@ _JSON_SCHEMA_WORDS = frozenset(
 )
 _STEP_KEYS = ("if", "output", "next", "retry", "timeout", "catch", "compensate")
 _STEP_PROPS = ("if", "next", "retry", "catch", "compensate", "with", *KINDS)
+
+
+def _vacuous_one_of(error: Any) -> bool:
+    """A ``oneOf`` of "required" branches failing on a value that is no mapping (each branch holds)."""
+    branches = error.validator_value if error.validator == "oneOf" else None
+    return (
+        isinstance(branches, list)
+        and not isinstance(error.instance, dict)
+        and all(isinstance(b, dict) and set(b) <= {"required", "maxProperties"} for b in branches)
+    )
 
 
 def _resolve(schema: Any) -> dict[str, Any]:

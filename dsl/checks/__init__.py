@@ -31,11 +31,18 @@ _CHECKS: list[tuple[str, Check]] = []
 
 
 def rule(name: str, description: str) -> Callable[[Check], Check]:
-    """Register a check under a stable rule name (a module may register several)."""
+    """Register a check under a stable rule name (a module may register several). Warnings inside a
+    step that lists their rule under `ignore:` are dropped (an author's acknowledged exception)."""
 
     def register(fn: Check) -> Check:
         RULES[name] = description
-        _CHECKS.append((name, fn))
+
+        def checked(ctx: CheckContext) -> Iterator[Diagnostic]:
+            for found in fn(ctx):
+                if found.severity != "warning" or not ctx.ignored(found):
+                    yield found
+
+        _CHECKS.append((name, checked))
         return fn
 
     return register
@@ -154,6 +161,10 @@ class CheckContext:
             sites.append(TemplateSite(path, source, owner, parsed, error))
         return sites
 
+    def ignored(self, found: Diagnostic) -> bool:
+        """Whether a step that `ignore`s this rule encloses the diagnostic's position."""
+        return id(found) in self.extra.get("ignored", ())
+
     def diag(
         self,
         rule: str,
@@ -172,7 +183,19 @@ class CheckContext:
             position = self.doc.key_at(path)
         else:
             position = self.doc.at(path)
-        return Diagnostic(rule, severity, message, position)
+        found = Diagnostic(rule, severity, message, position)
+        if severity == "warning" and self._ignores(rule, path):
+            self.extra.setdefault("ignored", set()).add(id(found))
+        return found
+
+    def _ignores(self, rule: str, path: JsonPath) -> bool:
+        for step in self.steps:
+            if tuple(path[: len(step.path)]) != tuple(step.path):
+                continue
+            ignore = step.body.get("ignore")
+            if isinstance(ignore, list) and rule in ignore:
+                return True
+        return False
 
 
 def _strings(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
@@ -188,7 +211,7 @@ def _strings(value: Any, path: JsonPath) -> Iterator[tuple[JsonPath, str]]:
 
 _ID = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _STEP_KEYS = frozenset(
-    {"id", "if", "output", "next", "retry", "timeout", "catch", "compensate", "with", *KINDS}
+    {"id", "if", "output", "next", "retry", "timeout", "catch", "compensate", "with", "ignore", *KINDS}
 )
 
 
