@@ -847,3 +847,23 @@ def test_an_emit_step_resumes_a_waiting_execution_exactly_once(harness: Any) -> 
     again = h.start("waiter", {"order": "o-1"})
     h.drain()
     assert h.runtime.record(again)["status"] == "failed"
+
+
+def test_ignore_acknowledges_a_warning_on_its_own_step_only() -> None:
+    from dsl.validate import validate_text
+
+    text = """name: poller
+steps:
+  - id: tick
+    ignore: [endless-loop]
+    action: x.y
+    next: pause
+  - id: pause
+    wait: {for: 1h}
+    next: tick
+"""
+    assert [d.rule for d in validate_text(text, "p.yaml").diagnostics] == []
+    unacknowledged = text.replace("    ignore: [endless-loop]\n", "")
+    assert [d.rule for d in validate_text(unacknowledged, "p.yaml").diagnostics] == ["endless-loop"]
+    elsewhere = unacknowledged.replace("    wait: {for: 1h}\n", "    ignore: [endless-loop]\n    wait: {for: 1h}\n")
+    assert [d.rule for d in validate_text(elsewhere, "p.yaml").diagnostics] == ["endless-loop"]
