@@ -1,0 +1,289 @@
+"""Where an execution is on its graph: one state per node, derived from the record and the history.
+
+Pure (no I/O, no Redis): the dashboard's execution view calls it with what ``Runtime.record`` and
+``Runtime.history`` returned, and tests call it with hand-written histories. The history says what
+each node *did* (ran ok, failed, was retried, parked, skipped, compensated); the record's ``current``
+(and ``where``, when the server gives it) says where each live branch *is* now, which wins over the
+past for a node some branch is on.
+
+States: ``pending`` (not reached), ``running``, ``waiting`` (an event, a time, a child, an offloaded
+call), ``retrying`` (an attempt failed, the next one is scheduled), ``done``, ``failed``, ``skipped``
+(its ``if`` was false), ``compensated`` (ran, then was undone) and ``cancelled`` (a stop halted it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsl.durations import format_ms
+from dsl.graph import Graph
+
+STATES = (
+    "pending",
+    "running",
+    "waiting",
+    "retrying",
+    "done",
+    "failed",
+    "skipped",
+    "compensated",
+    "cancelled",
+)
+COMPENSATE_NODE = "$compensate"  # the branch node of an execution that is compensating
+TERMINAL = frozenset({"succeeded", "failed", "compensated", "cancelled", "dead"})
+WHERE_STATES = {"running": "running", "waiting": "waiting", "retrying": "retrying", "offloaded": "waiting"}
+
+
+@dataclass
+class _Node:
+    """What the history says about one node (its state is decided at the end)."""
+
+    last: str = "pending"  # done | failed | skipped | retrying | waiting | cancelled
+    runs: int = 0  # successful runs (foreach items and loops run a node several times)
+    skipped: int = 0
+    attempt: int = 0  # the highest attempt seen
+    duration_ms: int | None = None  # of its last successful run
+    error: dict[str, Any] | None = None  # the last failed attempt's error
+    wait: dict[str, str] = field(default_factory=dict)  # the last park's details (wait_* fields)
+    retry: dict[str, Any] = field(default_factory=dict)  # the last scheduled retry
+    pushed: int = 0  # compensations registered (runs of a node that has a compensation)
+    compensated: int = 0  # compensations that ran ok
+    comp_state: str | None = None  # running | retrying | failed | done
+    comp_error: dict[str, Any] | None = None
+    order: int = -1  # history index of its last successful run (the compensation stack's order)
+
+
+def node_states(graph: Graph, record: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> dict:
+    """``{node id: {state, detail, kind, runs, attempt, error, compensation, ...}}`` for every node."""
+    seen: dict[str, _Node] = {node_id: _Node() for node_id in graph.nodes}
+    for index, entry in enumerate(history):
+        _apply(seen, graph, index, entry)
+
+    status = str(record.get("status") or "")
+    live = _live_positions(record) if status not in TERMINAL else {}
+    if status == "compensating" or status == "compensation_failed":
+        _mark_compensating(seen, graph, status)
+
+    out: dict[str, dict[str, Any]] = {}
+    for node_id, node in graph.nodes.items():
+        info = seen[node_id]
+        state, detail = _decide(info, live.get(node_id), status)
+        out[node_id] = {
+            "state": state,
+            "detail": detail,
+            "kind": node.kind,
+            "runs": info.runs,
+            "attempt": info.attempt or None,
+            "duration_ms": info.duration_ms,
+            "error": info.error if state in ("failed", "retrying") else None,
+            "compensation": _compensation(info) if node.compensate is not None else None,
+            "branches": sorted(live[node_id]["branches"]) if node_id in live else [],
+            "wait": dict(info.wait) if state == "waiting" and info.wait else None,
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------- history
+
+
+def _apply(seen: dict[str, _Node], graph: Graph, index: int, entry: Mapping[str, Any]) -> None:
+    step = entry.get("step")
+    if not isinstance(step, str) or step not in seen:
+        return
+    info = seen[step]
+    phase = entry.get("phase")
+    event = entry.get("event")
+    attempt = _int(entry.get("attempt"))
+    if phase == "run":
+        info.attempt = max(info.attempt, attempt or 1)
+        if entry.get("status") == "ok":
+            info.last = "done"
+            info.runs += 1
+            info.duration_ms = _int(entry.get("duration_ms"))
+            info.error = None
+            info.wait = {}
+            info.order = index
+            if graph.nodes[step].compensate is not None:
+                info.pushed += 1
+        else:
+            info.last = "failed"
+            info.error = _error(entry)
+    elif phase == "skip":
+        info.skipped += 1
+        if info.last == "pending":
+            info.last = "skipped"
+    elif phase == "compensate":
+        if entry.get("status") == "ok":
+            info.compensated += 1
+            info.comp_state = "done"
+            info.comp_error = None
+        else:
+            info.comp_state = "failed"
+            info.comp_error = _error(entry)
+    elif event == "retry":
+        retry = {"attempt": attempt, "delay_ms": _int(entry.get("delay_ms")), "time": entry.get("time")}
+        if entry.get("phase") == "compensate-retry":
+            info.comp_state = "retrying"
+        else:
+            info.last = "retrying"
+            info.retry = retry
+    elif event == "park":
+        info.last = "waiting"
+        info.wait = {k[5:]: str(v) for k, v in entry.items() if k.startswith("wait_")}
+    elif event == "halted":
+        if info.last in ("waiting", "retrying", "pending", "done"):
+            info.last = "cancelled"
+            info.error = {"name": entry.get("error") or "halted", "message": "halted at a stop"}
+    elif event == "compensation_failed":
+        info.comp_state = "failed"
+
+
+def _error(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "name": entry.get("error"),
+        "message": entry.get("message") or "",
+        "attempt": _int(entry.get("attempt")),
+    }
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------------- the present
+
+
+def _live_positions(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Node id → {phase, branches, where} for every branch that is on it now."""
+    live: dict[str, dict[str, Any]] = {}
+    for cur in record.get("current") or ():
+        node = cur.get("node")
+        if not isinstance(node, str) or node == COMPENSATE_NODE:
+            continue
+        slot = live.setdefault(node, {"phases": set(), "branches": set(), "where": []})
+        slot["phases"].add(cur.get("phase") or "run")
+        slot["branches"].add(cur.get("branch") or "")
+    for where in record.get("where") or ():
+        node = where.get("node") if isinstance(where, Mapping) else None
+        if isinstance(node, str) and node in live:
+            live[node]["where"].append(where)
+    return live
+
+
+def _mark_compensating(seen: dict[str, _Node], graph: Graph, status: str) -> None:
+    """The compensation on top of the stack: the newest run whose undo has not happened yet."""
+    waiting = [(info.order, node_id) for node_id, info in seen.items() if info.pushed > info.compensated]
+    if not waiting:
+        return
+    _, top = max(waiting)
+    info = seen[top]
+    if status == "compensation_failed":
+        info.comp_state = "failed"
+    elif info.comp_state not in ("retrying", "failed"):
+        info.comp_state = "running"
+
+
+def _decide(info: _Node, live: dict[str, Any] | None, status: str) -> tuple[str, str]:
+    if live is not None:
+        return _live_state(info, live)
+    if info.comp_state in ("running", "retrying", "failed"):
+        what = {"running": "compensating now", "retrying": "compensation retrying"}.get(info.comp_state)
+        if info.comp_state == "failed":
+            err = info.comp_error or {}
+            what = f"compensation failed: {_error_text(err)}" if err else "compensation failed"
+            return "failed", what
+        return "running", what or ""
+    if info.pushed and info.compensated >= info.pushed:
+        times = f" ({info.compensated} times)" if info.pushed > 1 else ""
+        return "compensated", "ran, then compensated" + times
+    last = info.last
+    if last == "done":
+        return "done", _done_text(info)
+    if last == "failed":
+        return "failed", _error_text(info.error or {})
+    if last == "skipped":
+        return "skipped", "skipped: its condition was false"
+    if last == "cancelled":
+        return "cancelled", "stopped here by " + str((info.error or {}).get("name") or "a stop")
+    if last in ("waiting", "retrying") and status in TERMINAL:
+        # the execution ended while this node was parked (a failed sibling, a stop)
+        return "cancelled", "the execution ended while it was " + last
+    if last == "waiting":
+        return "waiting", _wait_text(info.wait)
+    if last == "retrying":
+        return "retrying", _retry_text(info)
+    return "pending", "not reached"
+
+
+def _live_state(info: _Node, live: dict[str, Any]) -> tuple[str, str]:
+    phases = live["phases"]
+    many = len(live["branches"]) > 1
+    prefix = f"{len(live['branches'])} branches: " if many else ""
+    wheres = live["where"]
+    if wheres:
+        state = WHERE_STATES.get(str(wheres[0].get("state") or ""), "running")
+        text = "; ".join(str(w.get("text") or "") for w in wheres if w.get("text"))
+        if text:
+            return state, text
+    if "park" in phases:
+        return "waiting", prefix + _wait_text(info.wait)
+    if "join" in phases:
+        return "running", prefix + "waiting for its branches to finish"
+    if info.last == "retrying":
+        return "retrying", prefix + _retry_text(info)
+    return "running", prefix + "running" + (f" (attempt {info.attempt + 1})" if info.last == "failed" else "")
+
+
+def _compensation(info: _Node) -> str | None:
+    if info.comp_state is not None:
+        return info.comp_state
+    return "registered" if info.pushed > info.compensated else None
+
+
+# ------------------------------------------------------------------------------------------ words
+
+
+def _done_text(info: _Node) -> str:
+    text = "done"
+    if info.runs > 1:
+        text += f" ({info.runs} runs)"
+    if info.attempt > 1:
+        text += f" after {info.attempt} attempts"
+    if info.duration_ms is not None:
+        text += f" in {format_ms(info.duration_ms) if info.duration_ms >= 1000 else f'{info.duration_ms} ms'}"
+    return text
+
+
+def _error_text(error: Mapping[str, Any]) -> str:
+    name = error.get("name") or "error"
+    message = error.get("message") or ""
+    return f"{name}: {message}" if message else str(name)
+
+
+def _wait_text(wait: Mapping[str, str]) -> str:
+    kind = wait.get("wait")
+    if kind == "event":
+        return f"waiting for event {wait.get('event', '?')} (key {wait.get('key', '?')})"
+    if kind == "until":
+        return "waiting until " + wait["until"] if wait.get("until") else "waiting until a set time"
+    if kind == "for":
+        return "waiting (a delay)"
+    if "child" in wait:
+        return "waiting for child execution " + wait["child"]
+    if "call" in wait or kind == "call":
+        return "waiting for the answer of an offloaded call"
+    return "waiting"
+
+
+def _retry_text(info: _Node) -> str:
+    err = info.error or {}
+    attempt = info.retry.get("attempt")
+    delay = info.retry.get("delay_ms")
+    when = f" in {format_ms(delay) if delay and delay >= 1000 else f'{delay or 0} ms'}"
+    after = f" after {_error_text(err)}" if err else ""
+    return f"retrying: attempt {attempt or '?'}{when}{after}"
