@@ -56,7 +56,10 @@ def routes(hop: HopflowApp) -> list[Any]:
         Route("/v1/workflows", guard(catalogue.list_workflows), methods=["GET"]),
         Route("/v1/workflows/{name}", guard(catalogue.get_workflow), methods=["GET"]),
         Route("/ui", guard(assets.index_redirect), methods=["GET", "HEAD"]),
-        Route("/ui/{asset:path}", guard(assets.serve), methods=["GET", "HEAD"]),
+        *(
+            Route(f"/ui/{name}", guard(assets.serving(name)), methods=["GET", "HEAD"])
+            for name in assets.ASSETS
+        ),
     ]
 
 

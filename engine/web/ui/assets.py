@@ -1,7 +1,8 @@
 """The dashboard's static files at ``/ui/`` (no key needed: they hold nothing about executions).
 
 The page asks for the API key and fetches every datum from the JSON API with it. Only the files
-listed in :data:`ASSETS` are served (no path from the URL ever reaches the file system). Each
+listed in :data:`ASSETS` are served, each by its own route (no path from the URL ever reaches the
+file system). Each
 answer carries a strict Content-Security-Policy (scripts from this origin only, nothing framed,
 no forms posted anywhere), an ETag, and a gzip body when the client takes one (the vendored
 Mermaid script is 3.5 MB).
@@ -12,11 +13,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING
-
-from engine.web.problems import Problem
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.requests import Request
@@ -76,25 +76,25 @@ async def index_redirect(hop: HopflowApp, request: Request) -> Response:
     return Response(status_code=307, headers={"Location": "ui/", **HEADERS})
 
 
-async def serve(hop: HopflowApp, request: Request) -> Response:
-    from starlette.concurrency import run_in_threadpool
-    from starlette.responses import Response
+def serving(name: str) -> Callable[[HopflowApp, Request], Awaitable[Response]]:
+    """The route handler of ``/ui/<name>`` (one route per file: nothing from the URL is a path)."""
 
-    name: str = request.path_params.get("asset", "")
-    if name not in ASSETS:
-        raise Problem("not-found", f"no dashboard file {name[:100]!r}")
-    asset = await run_in_threadpool(_asset, name)
-    headers = {**HEADERS, "ETag": asset.etag, "Vary": "Accept-Encoding"}
-    if asset.etag in request.headers.get("if-none-match", ""):
-        return Response(status_code=304, headers=headers)
-    body = asset.body
-    if "gzip" in request.headers.get("accept-encoding", "").lower():
-        body = asset.gzipped
-        headers["Content-Encoding"] = "gzip"
-    if request.method == "HEAD":
-        return Response(
-            status_code=200,
-            headers={**headers, "Content-Length": str(len(body))},
-            media_type=asset.media_type,
-        )
-    return Response(body, headers=headers, media_type=asset.media_type)
+    async def serve(hop: HopflowApp, request: Request) -> Response:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import Response
+
+        asset = await run_in_threadpool(_asset, name)
+        headers = {**HEADERS, "ETag": asset.etag, "Vary": "Accept-Encoding"}
+        if asset.etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        body = asset.body
+        if "gzip" in request.headers.get("accept-encoding", "").lower():
+            body = asset.gzipped
+            headers["Content-Encoding"] = "gzip"
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(body))
+            return Response(status_code=200, headers=headers, media_type=asset.media_type)
+        return Response(body, headers=headers, media_type=asset.media_type)
+
+    serve.__name__ = "ui_" + (name or "index").replace(".", "_")
+    return serve
