@@ -96,6 +96,7 @@ def test_the_catalogue_of_a_folder_shows_each_files_validation_state(app: Any, t
 
     h, client = app
     (tmp_path / "good.yaml").write_text(SAGA.lstrip())
+    (tmp_path / "good.input.json").write_text('{"k": "sample"}')
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "nap.yaml").write_text(
         "name: nap\nsteps:\n  - id: rest\n    wait: {for: 0s}\n  - id: up\n    succeed: {}\n"
@@ -115,7 +116,9 @@ def test_the_catalogue_of_a_folder_shows_each_files_validation_state(app: Any, t
     assert all(str(tmp_path) not in d["message"] for d in broken["diagnostics"])  # no server paths
     one = client.get("/v1/workflows/broken", headers=AUTH).json()
     assert one["mermaid"] is None and one["nodes"] == []
+    assert client.get("/v1/workflows/trip", headers=AUTH).json()["example_input"] == {"k": "sample"}
     nap_detail = client.get("/v1/workflows/nap", headers=AUTH).json()
+    assert nap_detail["example_input"] is None
     assert [(n["id"], n["line"]) for n in nap_detail["nodes"]] == [("rest", 3), ("up", 5)]
 
 

@@ -195,6 +195,17 @@ def test_the_catalogue_lists_workflows_with_their_validation_state_and_graph(
     assert page.locator("#graph g.node").count() >= 3
 
 
+def test_an_execution_started_from_its_workflow_page_is_followed(server: dict[str, Any], page: Any) -> None:
+    sign_in(page, server["url"], "#/workflows/hold")
+    page.fill("#start-input", '{"k": "from-the-page"}')
+    page.click("#start-form button[type=submit]")
+    page.wait_for_selector('#graph g.node.current[data-step="wait_go"][data-state="waiting"]')
+    eid = page.url.rsplit("/", 1)[-1]
+    assert server["http"].get(f"/v1/executions/{eid}").json()["workflow"] == "hold"
+    server["runtime"].notify("go", "from-the-page", None)
+    page.wait_for_selector("#status [data-state=succeeded]")
+
+
 def test_a_waiting_execution_is_highlighted_and_an_event_from_the_page_resumes_it(
     server: dict[str, Any], page: Any
 ) -> None:

@@ -10,6 +10,7 @@ Contract: docs/http-api.md ("Workflow catalogue").
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 MAX_FILES = 500  # workflow files validated for one listing
 MAX_DIAGNOSTICS = 50  # per workflow
+MAX_EXAMPLE_BYTES = 64 * 1024  # an example input file read for the start form
 _CACHE_SIZE = 1000
 _cache: OrderedDict[tuple[str, int, int], Result] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -58,6 +60,7 @@ async def get_workflow(hop: HopflowApp, request: Request) -> Response:
     graph: Graph | None = found["_graph"]
     doc = _public(found)
     doc["mermaid"] = to_mermaid(graph) if graph is not None else None
+    doc["example_input"] = await hop.call(example_input, found["_path"])
     lines: dict[str, int] = found["_lines"]
     doc["nodes"] = (
         [
@@ -106,14 +109,36 @@ def catalogue(catalog: Any) -> list[dict[str, Any]]:
                 "valid": result.ok,
                 "diagnostics": [_diagnostic(d) for d in result.diagnostics[:MAX_DIAGNOSTICS]],
                 "_lines": _step_lines(result),
+                "_path": path,
             },
         )
     for name, graph in graphs.items():
         entries.setdefault(
             name,
-            {"name": name, "file": None, "_graph": graph, "valid": True, "diagnostics": [], "_lines": {}},
+            {
+                "name": name,
+                "file": None,
+                "_graph": graph,
+                "valid": True,
+                "diagnostics": [],
+                "_lines": {},
+                "_path": None,
+            },
         )
     return [entries[name] for name in sorted(entries)]
+
+
+def example_input(path: Path | None) -> Any:
+    """The start payload kept next to a workflow file (``NAME.input.json``, as in ``workflows/``)."""
+    if path is None:
+        return None
+    sample = path.with_name(path.name.rsplit(".", 1)[0] + ".input.json")
+    try:
+        if not sample.is_file() or sample.stat().st_size > MAX_EXAMPLE_BYTES:
+            return None
+        return json.loads(sample.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _public(entry: dict[str, Any]) -> dict[str, Any]:

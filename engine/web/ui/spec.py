@@ -137,6 +137,7 @@ def schemas() -> dict[str, Any]:
                     "required": ["mermaid", "nodes"],
                     "properties": {
                         "mermaid": {"type": ["string", "null"]},
+                        "example_input": {"description": "NAME.input.json next to the file, if any"},
                         "nodes": {
                             "type": "array",
                             "items": {

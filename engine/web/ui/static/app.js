@@ -458,6 +458,7 @@
     const cancelRow = h("div", { class: "inline" }, cancelBtn, h("label", {}, compensate, "compensate"));
     const el = h("div", { class: "card actions", id: "actions" }, h("h2", {}, "Operate"), cancelRow, resumeBtn, evForm, msg);
     let prefilled = false;
+    let denied = false; // a 403 answered one of the buttons: this key may only read
 
     async function act(what, fn) {
       msg.className = "note";
@@ -467,8 +468,9 @@
         msg.textContent = `${what}: done`;
       } catch (e) {
         if (e.status === 403) {
-          scopes = scopes.filter((s) => s !== "operate");
-          msg.textContent = `${what}: this key may not operate (403).`;
+          denied = true;
+          for (const c of el.querySelectorAll("button, input, textarea")) c.disabled = true;
+          msg.textContent = `${what}: this key may only read (403); sign in with an operate key to act.`;
         } else {
           msg.textContent = `${what}: ${e.message}`;
         }
@@ -495,8 +497,7 @@
     });
 
     function update(v) {
-      const canOperate = operator();
-      el.hidden = !canOperate || TERMINAL.has(v.status);
+      el.hidden = !(operator() || denied) || TERMINAL.has(v.status);
       cancelRow.hidden = v.status !== "running";
       resumeBtn.hidden = v.status !== "compensation_failed";
       const waiting = Object.values(v.nodes).find((n) => n.state === "waiting" && n.wait && n.wait.wait === "event");
@@ -550,7 +551,7 @@
     if (me !== route) return;
     const graph = h("div", { class: "graph", id: "graph" });
     const state = !w.valid ? "invalid" : "valid";
-    const start = operator() && w.valid ? startForm(w.name) : null;
+    const start = operator() && w.valid ? startForm(w.name, w.example_input) : null;
     page.append(
       h("h1", {}, w.name, " ", h("span", { class: `badge s-${state}` }, state)),
       w.description ? h("p", { class: "muted" }, w.description) : null,
@@ -567,8 +568,8 @@
     }
   }
 
-  function startForm(name) {
-    const input = h("textarea", { id: "start-input" }, "{}");
+  function startForm(name, example) {
+    const input = h("textarea", { id: "start-input", rows: 8 }, example === null || example === undefined ? "{}" : json(example));
     const msg = h("p", { class: "note", role: "status" });
     const form = h("form", { id: "start-form" }, h("h2", {}, "Start an execution"), h("label", { for: "start-input" }, "input (JSON)"), input,
       h("div", {}, h("button", { type: "submit", class: "primary" }, "Start")), msg);
