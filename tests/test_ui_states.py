@@ -153,7 +153,8 @@ def test_a_retry_in_its_backoff_is_retrying_then_done(harness: Any) -> None:
     h.drain(limit=1)  # the first attempt fails; its retry waits 10 s in the queue
     found = states(h, eid)
     assert found["call"]["state"] == "retrying"
-    assert found["call"]["detail"] == "retrying: attempt 2 in 10s after action.RuntimeError: try 1"
+    detail = found["call"]["detail"]  # "in 10s", or "at <time>" from the record's where when present
+    assert detail.startswith("retrying: attempt 2 ") and detail.endswith(" after action.RuntimeError: try 1")
     assert found["after"]["state"] == "pending"
     h.drain()
     found = states(h, eid)
@@ -236,16 +237,42 @@ def test_a_compensation_that_gave_up_is_failed_until_resumed() -> None:
     assert found["a"]["compensation"] == "failed"
 
 
-def test_where_from_the_record_gives_the_words_for_a_live_node() -> None:
+def test_where_from_the_record_gives_the_real_times_of_a_live_node() -> None:
     g = graph(LINE)
+    history = [ok("a"), {"step": "b", "phase": "run", "status": "error", "error": "http.503", "attempt": 1}]
+    history.append({"event": "retry", "step": "b", "attempt": 2, "delay_ms": 5000})
     record = {
         "status": "running",
         "current": [{"branch": "", "node": "b", "phase": "run"}],
-        "where": [{"branch": "", "node": "b", "state": "retrying", "text": "b: attempt 2 at 10:00:05"}],
+        "where": [
+            {"branch": "", "node": "b", "state": "retrying", "next_attempt_at": "2026-01-01T10:00:05Z"}
+        ],
     }
-    found = node_states(g, record, [ok("a")])
+    found = node_states(g, record, history)
     assert found["b"]["state"] == "retrying"
-    assert found["b"]["detail"] == "b: attempt 2 at 10:00:05"
+    assert found["b"]["detail"] == "retrying: attempt 2 at 2026-01-01T10:00:05Z after http.503"
+    record["where"] = []  # a server without where: the delay from the history
+    assert node_states(g, record, history)["b"]["detail"] == "retrying: attempt 2 in 5s after http.503"
+    record["where"] = [{"node": "b", "state": "offloaded", "until": "2026-01-01T10:01:00Z"}]
+    found = node_states(g, record, history)
+    assert found["b"]["state"] == "waiting"
+    assert (
+        found["b"]["detail"]
+        == "waiting for the answer of its offloaded call (times out at 2026-01-01T10:01:00Z)"
+    )
+
+
+def test_a_timed_event_wait_says_when_it_times_out() -> None:
+    g = graph("name: w\nsteps:\n  - id: w\n    wait: {event: go, key: k, timeout: 1h}\n")
+    history = [{"event": "park", "step": "w", "wait_wait": "event", "wait_event": "go", "wait_key": "k"}]
+    record = {
+        "status": "running",
+        "current": [{"branch": "", "node": "w", "phase": "park"}],
+        "where": [{"node": "w", "state": "waiting", "until": "2026-01-01T11:00:00Z"}],
+    }
+    found = node_states(g, record, history)
+    assert found["w"]["detail"] == "waiting for event go (key k) (times out at 2026-01-01T11:00:00Z)"
+    assert found["w"]["wait"] == {"wait": "event", "event": "go", "key": "k"}
 
 
 def test_a_running_node_and_unknown_entries() -> None:

@@ -33,7 +33,13 @@ STATES = (
 )
 COMPENSATE_NODE = "$compensate"  # the branch node of an execution that is compensating
 TERMINAL = frozenset({"succeeded", "failed", "compensated", "cancelled", "dead"})
-WHERE_STATES = {"running": "running", "waiting": "waiting", "retrying": "retrying", "offloaded": "waiting"}
+WHERE_STATES = {  # the record's where[].state → a node state
+    "running": "running",
+    "joining": "running",
+    "waiting": "waiting",
+    "offloaded": "waiting",
+    "retrying": "retrying",
+}
 
 
 @dataclass
@@ -221,22 +227,33 @@ def _decide(info: _Node, live: dict[str, Any] | None, status: str) -> tuple[str,
 
 
 def _live_state(info: _Node, live: dict[str, Any]) -> tuple[str, str]:
+    """A node some branch is on. The record's ``where`` (when the server gives it) knows the real
+    times (until when a wait lasts, when the next attempt runs) and offloaded calls; the words stay
+    ours, since the page already names the node."""
     phases = live["phases"]
     many = len(live["branches"]) > 1
     prefix = f"{len(live['branches'])} branches: " if many else ""
-    wheres = live["where"]
-    if wheres:
-        state = WHERE_STATES.get(str(wheres[0].get("state") or ""), "running")
-        text = "; ".join(str(w.get("text") or "") for w in wheres if w.get("text"))
-        if text:
-            return state, text
-    if "park" in phases:
-        return "waiting", prefix + _wait_text(info.wait)
+    where: Mapping[str, Any] = live["where"][0] if live["where"] else {}
+    state = WHERE_STATES.get(str(where.get("state") or ""))
+    until = where.get("until") if isinstance(where.get("until"), str) else None
+    if where.get("state") == "offloaded":
+        return "waiting", prefix + "waiting for the answer of its offloaded call" + _by(until)
+    child = where.get("child")
+    if isinstance(child, Mapping) and child.get("execution_id"):
+        shown = f" ({child['status']})" if child.get("status") else ""
+        return "waiting", prefix + f"waiting for child execution {child['execution_id']}{shown}" + _by(until)
+    if "park" in phases or state == "waiting":
+        return "waiting", prefix + _wait_text(info.wait, until)
     if "join" in phases:
         return "running", prefix + "waiting for its branches to finish"
-    if info.last == "retrying":
-        return "retrying", prefix + _retry_text(info)
+    if info.last == "retrying" or state == "retrying":
+        at = where.get("next_attempt_at") if isinstance(where.get("next_attempt_at"), str) else None
+        return "retrying", prefix + _retry_text(info, at)
     return "running", prefix + "running" + (f" (attempt {info.attempt + 1})" if info.last == "failed" else "")
+
+
+def _by(until: str | None) -> str:
+    return f" (times out at {until})" if until else ""
 
 
 def _compensation(info: _Node) -> str | None:
@@ -265,25 +282,27 @@ def _error_text(error: Mapping[str, Any]) -> str:
     return f"{name}: {message}" if message else str(name)
 
 
-def _wait_text(wait: Mapping[str, str]) -> str:
+def _wait_text(wait: Mapping[str, str], until: str | None = None) -> str:
     kind = wait.get("wait")
     if kind == "event":
-        return f"waiting for event {wait.get('event', '?')} (key {wait.get('key', '?')})"
-    if kind == "until":
-        return "waiting until " + wait["until"] if wait.get("until") else "waiting until a set time"
-    if kind == "for":
-        return "waiting (a delay)"
+        return f"waiting for event {wait.get('event', '?')} (key {wait.get('key', '?')})" + _by(until)
+    if kind in ("until", "for"):
+        return (
+            f"waiting until {until}"
+            if until
+            else ("waiting (a delay)" if kind == "for" else "waiting until a set time")
+        )
     if "child" in wait:
-        return "waiting for child execution " + wait["child"]
-    if "call" in wait or kind == "call":
-        return "waiting for the answer of an offloaded call"
-    return "waiting"
+        return "waiting for child execution " + wait["child"] + _by(until)
+    if "call" in wait or kind == "offload":
+        return "waiting for the answer of its offloaded call" + _by(until)
+    return "waiting" + (f" until {until}" if until else "")
 
 
-def _retry_text(info: _Node) -> str:
+def _retry_text(info: _Node, at: str | None = None) -> str:
     err = info.error or {}
     attempt = info.retry.get("attempt")
     delay = info.retry.get("delay_ms")
-    when = f" in {format_ms(delay) if delay and delay >= 1000 else f'{delay or 0} ms'}"
+    when = f" at {at}" if at else f" in {format_ms(delay) if delay and delay >= 1000 else f'{delay or 0} ms'}"
     after = f" after {_error_text(err)}" if err else ""
     return f"retrying: attempt {attempt or '?'}{when}{after}"
