@@ -268,3 +268,20 @@ def test_ui_files_refuse_other_methods(app: Any) -> None:
     _, client = app
     r = client.post("/ui/", content=b"x")
     assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_a_read_key_reads_the_dashboards_routes_and_may_not_resume(harness: Any) -> None:
+    try:
+        from engine.config import parse_api_keys
+    except ImportError:
+        pytest.skip("waits for scoped API keys (HOPFLOW_API_KEYS with read:KEY, another branch)")
+    read = {"Authorization": "Bearer " + "r" * 40}
+    h = harness(SAGA, actions={"t.ok": lambda ctx: 1, "t.undo": lambda ctx: None, "t.ship": lambda ctx: 1})
+    config = Config(api_key=API_KEY, api_keys=parse_api_keys("read:" + "r" * 40))
+    with TestClient(create_app(h.runtime, config=config)) as client:
+        eid = h.start("trip", {"k": "r"})
+        h.drain()
+        assert client.get("/v1/whoami", headers=read).json() == {"scopes": ["read"]}
+        assert client.get("/v1/workflows", headers=read).status_code == 200
+        assert client.get(f"/v1/executions/{eid}/view", headers=read).status_code == 200
+        assert client.post(f"/v1/executions/{eid}/resume", headers=read).status_code == 403

@@ -30,6 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 API_KEY = "ui-test-key-0123456789abcdef0123456789"
+READ_KEY = "ui-read-key-0123456789abcdef0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 WAIT_MS = 15_000  # a bound so a broken page fails instead of hanging; never a timing assertion
 
@@ -73,7 +74,6 @@ def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from engine.actions import ActionRegistry
     from engine.asgi import create_app
     from engine.catalog import Catalog
-    from engine.config import Config
     from engine.dispatch.local import LocalDispatcher
     from engine.embedded import in_process_delivery
     from engine.runtime import Runtime
@@ -97,10 +97,28 @@ def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     dispatcher.on_dead = runtime.mark_dead
 
     def make(url: str) -> Any:
-        return create_app(runtime, config=Config(api_key=API_KEY), run_local_dispatcher=True)
+        return create_app(runtime, config=config(), run_local_dispatcher=True)
 
     with serve_app(make, start_timeout_s=20) as url, httpx.Client(base_url=url, headers=AUTH) as http:
         yield {"url": url, "http": http, "runtime": runtime}
+
+
+def scoped_keys() -> Any:
+    """``engine.config.parse_api_keys`` where the server has scoped keys (HOPFLOW_API_KEYS), else None."""
+    try:
+        from engine.config import parse_api_keys
+    except ImportError:
+        return None
+    return parse_api_keys
+
+
+def config() -> Any:
+    from engine.config import Config
+
+    parse = scoped_keys()
+    if parse is None:
+        return Config(api_key=API_KEY)
+    return Config(api_key=API_KEY, api_keys=parse(f"read:{READ_KEY}"))
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +149,9 @@ def page(browser_context: Any) -> Iterator[Any]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def sign_in(page: Any, url: str, hash_: str = "") -> None:
+def sign_in(page: Any, url: str, hash_: str = "", key: str = API_KEY) -> None:
     page.goto(f"{url}/ui/{hash_}")
-    page.fill("#key", API_KEY)
+    page.fill("#key", key)
     page.click("#signin-form button[type=submit]")
     page.wait_for_selector("#nav:not([hidden])")
 
@@ -260,6 +278,21 @@ def test_cancel_from_the_page_stops_a_waiting_execution(server: dict[str, Any], 
     assert wait_status(server, eid, {"cancelled"})["status"] == "cancelled"
     page.wait_for_selector('#graph g.node[data-step="wait_go"][data-state="cancelled"]')
     assert not page.is_visible("#actions")
+
+
+def test_a_read_only_key_sees_everything_and_operates_nothing(server: dict[str, Any], page: Any) -> None:
+    if scoped_keys() is None:
+        pytest.skip("waits for scoped API keys (HOPFLOW_API_KEYS with read:KEY, another branch)")
+    eid = start(server, "hold", {"k": "read-only"})
+    wait_status(server, eid, {"running"})
+    sign_in(page, server["url"], f"#/executions/{eid}", key=READ_KEY)
+    page.wait_for_selector('#graph g.node.current[data-step="wait_go"][data-state="waiting"]')
+    assert page.inner_text("#who") == "read only"
+    assert not page.is_visible("#actions") and not page.is_visible("#cancel")
+    page.goto(f"{server['url']}/ui/#/workflows/hold")
+    page.wait_for_selector("#graph svg g.node")
+    assert not page.is_visible("#start-form")
+    server["runtime"].notify("go", "read-only", None)
 
 
 def test_an_unknown_execution_says_so(server: dict[str, Any], page: Any) -> None:
