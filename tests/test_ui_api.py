@@ -18,6 +18,7 @@ from engine.asgi import create_app
 from engine.config import Config
 
 API_KEY = "u" * 40
+PUBLIC = "https://hopflow.test"  # the name the app answers for (requests to another Host are refused)
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 SAGA = """
@@ -58,7 +59,9 @@ def app(harness: Any, flags: Flags) -> Iterator[tuple[Any, TestClient]]:
             raise RuntimeError("undo service down")
 
     h = harness(SAGA, actions={"t.ok": lambda ctx: {"id": "b1"}, "t.undo": undo, "t.ship": ship})
-    with TestClient(create_app(h.runtime, config=Config(api_key=API_KEY))) as client:
+    with TestClient(
+        create_app(h.runtime, config=Config(api_key=API_KEY, public_url=PUBLIC)), base_url=PUBLIC
+    ) as client:
         yield h, client
 
 
@@ -277,11 +280,48 @@ def test_a_read_key_reads_the_dashboards_routes_and_may_not_resume(harness: Any)
         pytest.skip("waits for scoped API keys (HOPFLOW_API_KEYS with read:KEY, another branch)")
     read = {"Authorization": "Bearer " + "r" * 40}
     h = harness(SAGA, actions={"t.ok": lambda ctx: 1, "t.undo": lambda ctx: None, "t.ship": lambda ctx: 1})
-    config = Config(api_key=API_KEY, api_keys=parse_api_keys("read:" + "r" * 40))
-    with TestClient(create_app(h.runtime, config=config)) as client:
+    config = Config(api_key=API_KEY, public_url=PUBLIC, api_keys=parse_api_keys("read:" + "r" * 40))
+    with TestClient(create_app(h.runtime, config=config), base_url=PUBLIC) as client:
         eid = h.start("trip", {"k": "r"})
         h.drain()
         assert client.get("/v1/whoami", headers=read).json() == {"scopes": ["read"]}
         assert client.get("/v1/workflows", headers=read).status_code == 200
         assert client.get(f"/v1/executions/{eid}/view", headers=read).status_code == 200
         assert client.post(f"/v1/executions/{eid}/resume", headers=read).status_code == 403
+
+
+SECRET = """
+name: sec
+input: {type: object}
+steps:
+  - id: token
+    secret: true
+    action: t.token
+  - id: use
+    action: t.echo
+    with: {t: "{{ steps.token.output.access_token }}"}
+"""
+
+
+def test_the_view_never_shows_a_secret_steps_values(harness: Any) -> None:
+    try:
+        from engine.redact import REDACTED
+    except ImportError:
+        pytest.skip("waits for secret marking (engine/redact.py, another branch)")
+    token = "tok-very-secret-0123456789"
+    h = harness(
+        SECRET,
+        actions={"t.token": lambda ctx: {"access_token": token}, "t.echo": lambda ctx, t: {"got": t}},
+    )
+    with TestClient(
+        create_app(h.runtime, config=Config(api_key=API_KEY, public_url=PUBLIC)), base_url=PUBLIC
+    ) as client:
+        eid = h.start("sec", {"note": token})
+        h.drain()
+        r = client.get(f"/v1/executions/{eid}/view", headers=AUTH)
+        assert r.status_code == 200
+        assert token not in r.text
+        view = r.json()
+        assert view["steps"]["token"]["outputs"] == [{"item": "", "value": REDACTED}]
+        assert view["steps"]["use"]["outputs"] == [{"item": "", "value": {"got": REDACTED}}]
+        assert view["input"] == {"note": REDACTED}

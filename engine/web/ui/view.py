@@ -15,6 +15,7 @@ Contract: docs/http-api.md ("Execution view").
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.web.auth import authorize
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 TIMELINE_LIMIT = 500  # newest history entries in the timeline (the history route has them all)
 MAX_VALUE_CHARS = 4000  # of one output or input shown
 MAX_OUTPUTS = 200  # stored outputs listed (a foreach over thousands of items stores thousands)
+REDACTED = "[redacted]"  # engine/redact.py's mark
 
 
 async def view(hop: HopflowApp, request: Request) -> Response:
@@ -81,6 +83,8 @@ def execution_view(runtime: Runtime, eid: str) -> dict[str, Any]:
         state["undo"] = drawn_id(node_id, "undo") if node.compensate is not None else None
         state["join"] = drawn_id(node_id, "join") if node.kind in ("parallel", "foreach") else None
     header = runtime.store.header(eid)
+    redactor = _redactor(runtime, eid, header)
+    shown = redactor.value if redactor else (lambda value: value)
     return {
         "execution_id": eid,
         "workflow": record.get("workflow"),
@@ -90,25 +94,35 @@ def execution_view(runtime: Runtime, eid: str) -> dict[str, Any]:
         "updated_at": record.get("updated_at"),
         "error": record.get("error"),
         "output": _clip(record.get("output")),
-        "input": _clip(_loads(header.get("input"))),
+        "input": _clip(shown(_loads(header.get("input")))),
         "parent": _loads(header.get("parent")),
         "current": record.get("current") or [],
         "mermaid": to_mermaid(graph),
         "nodes": states,
-        "steps": _steps(graph, runtime.store.all_outputs(eid)),
+        "steps": _steps(graph, runtime.store.all_outputs(eid), shown),
         "compensations": compensations(history),
         "timeline": timeline(history, TIMELINE_LIMIT),
     }
 
 
-def _steps(graph: Graph, outputs: dict[str, Any]) -> dict[str, Any]:
-    """Per step: its configuration as written (templates unrendered) and its stored outputs."""
+def _redactor(runtime: Runtime, eid: str, header: dict[str, str]) -> Any:
+    """What a view redacts (engine/redact.py: secret env values, secret steps' values), on a server
+    that knows secrets; None on one that does not."""
+    make = getattr(runtime, "redactor", None)
+    return make(eid, header) if callable(make) else None
+
+
+def _steps(graph: Graph, outputs: dict[str, Any], shown: Callable[[Any], Any]) -> dict[str, Any]:
+    """Per step: its configuration as written (templates unrendered) and its stored outputs; a
+    secret step's outputs are never shown, any other's with the secret values redacted."""
     from dsl.graph import thaw
 
     found: dict[str, list[dict[str, Any]]] = {}
     for field in sorted(outputs)[:MAX_OUTPUTS]:
         item, _, step = field.rpartition("/")
-        found.setdefault(step, []).append({"item": item, "value": _clip(outputs[field])})
+        node = graph.nodes.get(step)
+        value = REDACTED if getattr(node, "secret", False) else _clip(shown(outputs[field]))
+        found.setdefault(step, []).append({"item": item, "value": value})
     steps = {}
     for node_id, node in graph.nodes.items():
         steps[node_id] = {
