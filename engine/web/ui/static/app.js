@@ -431,12 +431,15 @@
 
   function renderTimeline(box, v) {
     const t = v.timeline;
+    const old = box.querySelector(".timeline");
+    const follow = !old || old.scrollTop + old.clientHeight >= old.scrollHeight - 4; // at the end: stay there
+    const kept = old ? old.scrollTop : 0;
     const list = h("ol", { class: "timeline", id: "timeline" }, t.entries.map((e) => h("li", {
       class: `k-${e.kind} ${e.status === "error" ? "st-error" : ""}`,
     }, h("span", { class: "t" }, clock(e.time)), h("span", { class: "x" }, e.text, e.branch ? h("span", { class: "muted" }, ` [${e.branch}]`) : ""))));
     fill(box, h("h2", {}, "Timeline"),
       t.total > t.shown ? h("p", { class: "muted note" }, `the last ${t.shown} of ${t.total} entries`) : null, list);
-    list.scrollTop = list.scrollHeight;
+    list.scrollTop = follow ? list.scrollHeight : kept;
   }
 
   function renderIO(box, v) {
