@@ -9,6 +9,7 @@ tab (sessionStorage is per tab, so each starts signed out). Nothing is installed
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -53,6 +54,18 @@ steps:
       output: {got: "{{ steps.wait_go.output }}"}
 """
 
+SLOW = """
+name: slow
+description: one action that runs until the test lets it finish
+input: {type: object}
+steps:
+  - id: work
+    action: ui.block
+    timeout: 7s
+  - id: after
+    succeed: {}
+"""
+
 TRIP = """
 name: trip
 description: a saga whose last step fails, so the earlier ones are undone newest first
@@ -82,6 +95,8 @@ def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     folder = tmp_path_factory.mktemp("ui-workflows")
     (folder / "hold.yaml").write_text(HOLD.lstrip())
     (folder / "trip.yaml").write_text(TRIP.lstrip())
+    (folder / "slow.yaml").write_text(SLOW.lstrip())
+    release = threading.Event()
     undone: list[str] = []
     registry = ActionRegistry()
     registry.register("ui.ok", lambda ctx: {"ok": True})
@@ -91,6 +106,8 @@ def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         raise RuntimeError("the warehouse is on fire")
 
     registry.register("ui.boom", boom)
+    # bounded below the step's timeout: a test that never releases it still ends
+    registry.register("ui.block", lambda ctx: {"released": release.wait(6.5)})
     dispatcher = LocalDispatcher(redis_server, prefix="hf:{ui-tests}", poll_interval_s=0.2)
     runtime = Runtime(Store(redis_server), dispatcher, Catalog.from_directory(folder), actions=registry)
     dispatcher.deliver = in_process_delivery(runtime)
@@ -100,7 +117,8 @@ def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         return create_app(runtime, config=config(), run_local_dispatcher=True)
 
     with serve_app(make, start_timeout_s=20) as url, httpx.Client(base_url=url, headers=AUTH) as http:
-        yield {"url": url, "http": http, "runtime": runtime}
+        yield {"url": url, "http": http, "runtime": runtime, "release": release}
+        release.set()
 
 
 def scoped_keys() -> Any:
@@ -246,6 +264,19 @@ def test_a_waiting_execution_is_highlighted_and_an_event_from_the_page_resumes_i
     assert node_state(page, "finish") == "done"
     assert '"ok": 1' in page.inner_text("#output")
     assert wait_status(server, eid, {"succeeded"})["output"] == {"got": {"ok": 1}}
+
+
+def test_a_node_that_is_running_is_drawn_running_until_it_is_done(server: dict[str, Any], page: Any) -> None:
+    server["release"].clear()
+    sign_in(page, server["url"], "#/workflows/slow")  # the page and Mermaid loaded before it starts
+    page.wait_for_selector("#graph svg g.node")
+    eid = start(server, "slow", {})
+    page.evaluate("id => { location.hash = '#/executions/' + id }", eid)
+    page.wait_for_selector('#graph g.node.current[data-step="work"][data-state="running"]')
+    assert node_state(page, "after") == "pending"
+    server["release"].set()
+    page.wait_for_selector("#status [data-state=succeeded]")
+    assert node_state(page, "work") == "done" and node_state(page, "after") == "done"
 
 
 def test_a_failed_saga_shows_its_error_and_its_compensations_newest_first(
