@@ -267,10 +267,27 @@ def test_only_the_dashboards_own_files_are_served(app: Any, path: str) -> None:
     problem(client.get(path), 404, "not-found")
 
 
-def test_ui_files_refuse_other_methods(app: Any) -> None:
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/ui", {"GET", "HEAD"}),
+        ("/ui/", {"GET", "HEAD"}),
+        ("/ui/app.js", {"GET", "HEAD"}),
+        ("/v1/workflows", {"GET", "HEAD"}),
+        ("/v1/workflows/trip", {"GET", "HEAD"}),
+        ("/v1/executions/x/view", {"GET", "HEAD"}),
+        ("/v1/whoami", {"GET", "HEAD"}),
+        ("/v1/executions/x/resume", {"POST"}),
+    ],
+)
+def test_the_dashboards_routes_refuse_other_methods(app: Any, path: str, allowed: set[str]) -> None:
     _, client = app
-    r = client.post("/ui/", content=b"x")
-    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD"}
+    for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+        if method in allowed:
+            continue
+        r = client.request(method, path, headers=AUTH, json={})
+        assert r.status_code == 405, (method, path, r.text)
+        assert set(r.headers["allow"].split(", ")) == allowed
 
 
 def test_a_read_key_reads_the_dashboards_routes_and_may_not_resume(harness: Any) -> None:
