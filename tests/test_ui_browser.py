@@ -8,6 +8,7 @@ tab (sessionStorage is per tab, so each starts signed out). Nothing is installed
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -324,6 +325,34 @@ def test_a_read_only_key_sees_everything_and_operates_nothing(server: dict[str, 
     page.wait_for_selector("#graph svg g.node")
     assert not page.is_visible("#start-form")
     server["runtime"].notify("go", "read-only", None)
+
+
+def test_a_403_from_a_button_disables_the_buttons_in_place(server: dict[str, Any], page: Any) -> None:
+    """A key whose scope shrank after sign-in: the server's 403 (faked here at the browser's network
+    layer; the server's own 403 is tests/test_ui_api.py's) leaves the page readable, buttons off."""
+    eid = start(server, "hold", {"k": "forbidden"})
+    wait_status(server, eid, {"running"})
+    sign_in(page, server["url"], f"#/executions/{eid}")
+    page.wait_for_selector('#graph g.node[data-step="wait_go"][data-state="waiting"]')
+    forbidden = {
+        "type": "https://hopflow.dev/problems/forbidden",
+        "title": "Forbidden",
+        "status": 403,
+        "detail": "this API key has scope read; this request needs scope operate",
+    }
+    page.route(
+        "**/v1/executions/*/cancel",
+        lambda route: route.fulfill(
+            status=403, content_type="application/problem+json", body=json.dumps(forbidden)
+        ),
+    )
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#cancel")
+    page.wait_for_selector("#actions .note.error")
+    assert "may only read" in page.inner_text("#actions .note.error")
+    assert page.is_disabled("#cancel") and page.is_disabled("#event-form button[type=submit]")
+    assert server["http"].get(f"/v1/executions/{eid}").json()["status"] == "running"
+    server["runtime"].notify("go", "forbidden", None)
 
 
 def test_an_unknown_execution_says_so(server: dict[str, Any], page: Any) -> None:
