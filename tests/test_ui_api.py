@@ -125,6 +125,30 @@ def test_the_catalogue_of_a_folder_shows_each_files_validation_state(app: Any, t
     assert [(n["id"], n["line"]) for n in nap_detail["nodes"]] == [("rest", 3), ("up", 5)]
 
 
+def test_the_catalogue_runs_the_folder_wide_checks(app: Any, tmp_path: Path) -> None:
+    """Like `hopflow validate DIR`: names unique in the folder, child workflows that exist."""
+    from engine.web.wiring import LazyCatalog
+
+    h, client = app
+    (tmp_path / "a.yaml").write_text("name: same\nsteps:\n  - id: x\n    succeed: {}\n")
+    (tmp_path / "b.yaml").write_text("name: same\nsteps:\n  - id: y\n    succeed: {}\n")
+    (tmp_path / "parent.yaml").write_text(
+        "name: parent\nsteps:\n  - id: call\n    workflow: {name: nobody}\n"
+    )
+    h.runtime.catalog = LazyCatalog(str(tmp_path))
+    found = [
+        (w["name"], w["file"], w["valid"], [d["rule"] for d in w["diagnostics"]])
+        for w in client.get("/v1/workflows", headers=AUTH).json()["workflows"]
+    ]
+    assert found == [
+        ("parent", "parent.yaml", False, ["unknown-workflow"]),
+        ("same", "a.yaml", True, []),
+        ("same", "b.yaml", False, ["duplicate-workflow-name"]),
+    ]
+    text = client.get("/v1/workflows", headers=AUTH).text
+    assert str(tmp_path) not in text  # the server's folder stays private
+
+
 # ----------------------------------------------------------------------------------------- view
 
 

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dsl.diagnostics import Diagnostic
 from engine.web.auth import authorize
 from engine.web.bodies import json_response
 from engine.web.problems import Problem
@@ -93,39 +94,65 @@ def catalogue(catalog: Any) -> list[dict[str, Any]]:
             graphs[name] = catalog.get(name)
     except CatalogError:
         graphs = {}
-    files = _files(catalog, graphs)
-    entries: dict[str, dict[str, Any]] = {}
-    for path in files[:MAX_FILES]:
-        result = _validated(path)
+    files = _files(catalog, graphs)[:MAX_FILES]
+    results = [(path, _validated(path)) for path in files]
+    directory = getattr(catalog, "directory", None)
+    across = _across(results, directory)
+    entries: list[dict[str, Any]] = []
+    for path, result in results:
         graph = result.graph
         name = graph.name if graph is not None else _name_in(result) or path.stem
-        shown = graphs.get(name, graph)
-        entries.setdefault(
-            name,
+        diagnostics = sorted([*result.diagnostics, *across.get(result.file, [])], key=Diagnostic.sort_key)
+        entries.append(
             {
                 "name": name,
-                "file": _shown(path, getattr(catalog, "directory", None)),
-                "_graph": shown,
-                "valid": result.ok,
-                "diagnostics": [_diagnostic(d) for d in result.diagnostics[:MAX_DIAGNOSTICS]],
+                "file": _shown(path, directory),
+                "_graph": graphs.get(name, graph) if result.ok else None,
+                "valid": not any(d.is_error for d in diagnostics),
+                "diagnostics": [_diagnostic(d, directory) for d in diagnostics[:MAX_DIAGNOSTICS]],
                 "_lines": _step_lines(result),
                 "_path": path,
-            },
+            }
         )
+    named = {e["name"] for e in entries}
     for name, graph in graphs.items():
-        entries.setdefault(
-            name,
-            {
-                "name": name,
-                "file": None,
-                "_graph": graph,
-                "valid": True,
-                "diagnostics": [],
-                "_lines": {},
-                "_path": None,
-            },
-        )
-    return [entries[name] for name in sorted(entries)]
+        if name not in named:
+            entries.append(
+                {
+                    "name": name,
+                    "file": None,
+                    "_graph": graph,
+                    "valid": True,
+                    "diagnostics": [],
+                    "_lines": {},
+                    "_path": None,
+                }
+            )
+    return sorted(entries, key=lambda e: (e["name"], e["file"] or ""))
+
+
+def _across(results: list[tuple[Path, Result]], directory: Any) -> dict[str, list[Diagnostic]]:
+    """The folder-wide checks ``hopflow validate DIR`` runs (unique names, child workflows that
+    exist), by file."""
+    from dsl.workspace import check
+
+    found: dict[str, list[Diagnostic]] = {}
+    if results:
+        for d in check([(result.file, result.links) for _, result in results]):
+            found.setdefault(d.position.file, []).append(d)
+    return found
+
+
+def _private(text: str, directory: Any) -> str:
+    """A message without the server's folder: files relative to it, the folder by its role."""
+    if not isinstance(directory, str | Path):
+        return text
+    absolute = str(Path(directory).resolve())
+    text = text.replace(absolute + os.sep, "").replace(absolute, "the workflows folder")
+    given = str(Path(directory))
+    if given not in (".", os.sep):  # "workflows/a.yaml" → "a.yaml"; the word alone is left alone
+        text = text.replace(" " + given + os.sep, " ")
+    return text
 
 
 def example_input(path: Path | None) -> Any:
@@ -187,7 +214,7 @@ def _validated(path: Path) -> Result:
 
     try:
         st = os.stat(path)
-        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        key = (str(path), st.st_size, st.st_mtime_ns)  # as given: results name their file so
     except OSError:
         return validate_path(path)
     with _cache_lock:
@@ -229,11 +256,11 @@ def _step_lines(result: Result) -> dict[str, int]:
     return lines
 
 
-def _diagnostic(d: Any) -> dict[str, Any]:
+def _diagnostic(d: Diagnostic, directory: Any) -> dict[str, Any]:
     return {
         "severity": d.severity,
         "rule": d.rule,
-        "message": d.message,
+        "message": _private(d.message, directory),
         "line": d.position.line,
         "column": d.position.column,
     }
