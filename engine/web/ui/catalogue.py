@@ -214,7 +214,7 @@ def _validated(path: Path) -> Result:
 
     try:
         st = os.stat(path)
-        key = (str(path), st.st_size, st.st_mtime_ns)  # as given: results name their file so
+        key = (str(path), st.st_size, st.st_mtime_ns)  # as given: a Result names its file so
     except OSError:
         return validate_path(path)
     with _cache_lock:
