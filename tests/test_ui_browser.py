@@ -296,6 +296,15 @@ def test_a_failed_saga_shows_its_error_and_its_compensations_newest_first(
     assert node_state(page, "pay") == "compensated"
     timeline = page.inner_text("#timeline")
     assert timeline.index("pay compensated") < timeline.index("book compensated")
+    # the steps table says the same, and selects a step like a click on the graph
+    states = page.eval_on_selector_all(
+        "#steps tr", "rows => rows.map(r => [r.dataset.step, r.dataset.state])"
+    )
+    assert states == [["book", "compensated"], ["pay", "compensated"], ["ship", "failed"]]
+    page.click('#steps tr[data-step="book"] button')
+    page.wait_for_selector('#graph g.node.selected[data-step="book"]')
+    step = page.inner_text("#step")
+    assert "Step book" in step and '"ok": true' in step and "ui.ok" in step
     assert not page.is_visible("#actions")  # nothing to operate on a finished execution
 
 

@@ -284,10 +284,19 @@
     const comps = h("div");
     const timelineBox = h("div", { class: "card" });
     const io = h("div", { class: "card" });
+    const stepsBox = h("div", { class: "card" });
     const actions = actionsPanel(eid, () => refresh());
+    let drawnNodes = {};
+    const select = (id) => {
+      selected.step = id;
+      renderStep(stepBox, last, selected);
+      renderSteps(stepsBox, last, selected, select);
+      paintSelected(drawnNodes, selected);
+    };
     page.append(head, errorBox,
       h("div", { class: "row" },
-        h("div", { class: "grow" }, where, h("div", { class: "card" }, h("h2", {}, "Graph"), graph, legend()), io),
+        h("div", { class: "grow" }, where, h("div", { class: "card" }, h("h2", {}, "Graph"), graph, legend()),
+          stepsBox, io),
         h("div", { class: "side" }, actions.el, stepBox, comps, timelineBox)));
 
     let last = null;
@@ -313,11 +322,13 @@
       try {
         const drawn = await draw(graph, view.mermaid);
         if (me !== route) return;
-        paint(drawn, view, selected, () => renderStep(stepBox, last, selected));
+        drawnNodes = drawn;
+        paint(drawn, view, selected, select);
       } catch (e) {
         fill(graph, h("p", { class: "error" }, `The graph cannot be drawn: ${e.message}`));
       }
       renderStep(stepBox, view, selected);
+      renderSteps(stepsBox, view, selected, select);
       if (!TERMINAL.has(view.status)) poll(refresh, POLL_MS);
     }
     await refresh();
@@ -377,7 +388,7 @@
         title.textContent = `${id}: ${n.state} — ${n.detail}`;
         if (!g.dataset.bound) {
           g.dataset.bound = "1";
-          g.addEventListener("click", () => { selected.step = g.dataset.step; onSelect(); paintSelected(drawn, selected); });
+          g.addEventListener("click", () => onSelect(g.dataset.step));
         }
       }
       const undo = n.undo && drawn[n.undo];
@@ -418,6 +429,14 @@
       s.outputs.length
         ? s.outputs.map((o) => [o.item ? h("div", { class: "muted mono" }, o.item) : null, h("pre", {}, json(o.value))])
         : h("p", { class: "muted" }, "nothing stored"));
+  }
+
+  // Every step in graph order with its state: the graph's content for keyboards and screen readers.
+  function renderSteps(box, v, selected, onSelect) {
+    fill(box, h("h2", {}, "Steps"), h("table", { id: "steps" }, h("tbody", {}, Object.entries(v.nodes).map(([id, n]) =>
+      h("tr", { class: `clickable${selected.step === id ? " selected" : ""}`, "data-step": id, "data-state": n.state },
+        h("td", { class: "mono" }, h("button", { type: "button", class: "linkish", onclick: () => onSelect(id) }, id)),
+        h("td", { class: "muted" }, n.kind), h("td", {}, badge(n.state)), h("td", {}, n.detail))))));
   }
 
   function renderComps(box, v) {
