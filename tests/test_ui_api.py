@@ -27,6 +27,7 @@ input: {type: object}
 steps:
   - id: book
     action: t.ok
+    with: {who: "{{ input.k }}"}
     compensate: {action: t.undo}
   - id: wait_go
     wait: {event: go, key: "{{ input.k }}"}
@@ -58,7 +59,7 @@ def app(harness: Any, flags: Flags) -> Iterator[tuple[Any, TestClient]]:
         if flags.fail_undo:
             raise RuntimeError("undo service down")
 
-    h = harness(SAGA, actions={"t.ok": lambda ctx: {"id": "b1"}, "t.undo": undo, "t.ship": ship})
+    h = harness(SAGA, actions={"t.ok": lambda ctx, who: {"id": "b1"}, "t.undo": undo, "t.ship": ship})
     with TestClient(
         create_app(h.runtime, config=Config(api_key=API_KEY, public_url=PUBLIC)), base_url=PUBLIC
     ) as client:
@@ -165,7 +166,9 @@ def test_the_view_of_a_waiting_execution(app: Any) -> None:
     assert view["nodes"]["wait_go"]["branches"] == [""]
     assert view["nodes"]["ship"]["state"] == "pending"
     assert view["steps"]["book"]["outputs"] == [{"item": "", "value": {"id": "b1"}}]
-    assert view["steps"]["book"]["config"] == {"name": "t.ok", "with": {}}
+    assert view["steps"]["book"]["config"] == {"name": "t.ok", "with": {"who": "{{ input.k }}"}}
+    assert view["steps"]["book"]["inputs"] == [{"item": "", "value": {"who": "v1"}}]  # rendered
+    assert view["steps"]["ship"]["inputs"] == []  # recorded for steps with a compensation only
     assert "n_wait_go" in view["mermaid"]
     texts = [e["text"] for e in view["timeline"]["entries"]]
     assert texts[0] == "started (trip)" and texts[-1] == "wait_go waiting for event go (key v1)"
@@ -320,7 +323,9 @@ def test_a_read_key_reads_the_dashboards_routes_and_may_not_resume(harness: Any)
     except ImportError:
         pytest.skip("waits for scoped API keys (HOPFLOW_API_KEYS with read:KEY, another branch)")
     read = {"Authorization": "Bearer " + "r" * 40}
-    h = harness(SAGA, actions={"t.ok": lambda ctx: 1, "t.undo": lambda ctx: None, "t.ship": lambda ctx: 1})
+    h = harness(
+        SAGA, actions={"t.ok": lambda ctx, who: 1, "t.undo": lambda ctx: None, "t.ship": lambda ctx: 1}
+    )
     config = Config(api_key=API_KEY, public_url=PUBLIC, api_keys=parse_api_keys("read:" + "r" * 40))
     with TestClient(create_app(h.runtime, config=config), base_url=PUBLIC) as client:
         eid = h.start("trip", {"k": "r"})
@@ -338,6 +343,8 @@ steps:
   - id: token
     secret: true
     action: t.token
+    with: {note: "{{ input.note }}"}
+    compensate: {action: t.undo}
   - id: use
     action: t.echo
     with: {t: "{{ steps.token.output.access_token }}"}
@@ -352,7 +359,11 @@ def test_the_view_never_shows_a_secret_steps_values(harness: Any) -> None:
     token = "tok-very-secret-0123456789"
     h = harness(
         SECRET,
-        actions={"t.token": lambda ctx: {"access_token": token}, "t.echo": lambda ctx, t: {"got": t}},
+        actions={
+            "t.token": lambda ctx, note: {"access_token": token},
+            "t.echo": lambda ctx, t: {"got": t},
+            "t.undo": lambda ctx: None,
+        },
     )
     with TestClient(
         create_app(h.runtime, config=Config(api_key=API_KEY, public_url=PUBLIC)), base_url=PUBLIC
@@ -364,5 +375,6 @@ def test_the_view_never_shows_a_secret_steps_values(harness: Any) -> None:
         assert token not in r.text
         view = r.json()
         assert view["steps"]["token"]["outputs"] == [{"item": "", "value": REDACTED}]
+        assert view["steps"]["token"]["inputs"] == [{"item": "", "value": REDACTED}]
         assert view["steps"]["use"]["outputs"] == [{"item": "", "value": {"got": REDACTED}}]
         assert view["input"] == {"note": REDACTED}

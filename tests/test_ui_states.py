@@ -284,3 +284,58 @@ def test_a_running_node_and_unknown_entries() -> None:
     assert {info["state"] for info in found.values()} <= set(STATES)
     assert timeline(history, limit=2)["total"] == 3
     assert timeline(history, limit=2)["shown"] == 2
+
+
+PARTIAL = """
+name: partial
+input: {type: object}
+steps:
+  - id: book
+    action: t.ok
+    compensate: {action: t.undo}
+  - id: pay
+    action: t.pay
+    with: {cents: 200}
+    retry: {max_attempts: 2, interval: 1s, jitter: none, on: [action.RuntimeError]}
+    compensate_on_failure: true
+    compensate: {action: t.undo}
+"""
+
+
+def test_a_step_that_failed_for_good_with_compensate_on_failure_is_undone_first(harness: Any) -> None:
+    def pay(ctx: Any, cents: int) -> Any:
+        raise RuntimeError(f"captured {cents}, then refused")
+
+    h = harness(PARTIAL, actions={"t.ok": lambda ctx: 1, "t.undo": lambda ctx: None, "t.pay": pay})
+    eid = h.start("partial", {})
+    h.drain(limit=2)  # book, then pay's first attempt fails and is retried: nothing registered for it
+    found = states(h, eid)
+    assert found["pay"]["state"] == "retrying" and found["pay"]["compensation"] is None
+    h.drain()
+    assert h.runtime.record(eid)["status"] == "compensated"
+    history = h.runtime.history(eid)
+    assert [c["step"] for c in compensations(history)] == ["pay", "book"]
+    found = states(h, eid)
+    assert found["pay"]["state"] == "compensated"
+    assert found["pay"]["detail"] == (
+        "failed (action.RuntimeError: captured 200, then refused), then compensated"
+    )
+    assert found["book"]["state"] == "compensated"
+
+
+def test_while_compensating_the_failed_step_with_compensate_on_failure_is_on_top() -> None:
+    g = graph(PARTIAL)
+    history = [
+        ok("book"),
+        {"step": "pay", "phase": "run", "status": "error", "error": "x", "attempt": 1},
+        {"event": "retry", "step": "pay", "attempt": 2, "delay_ms": 1000},
+        {"step": "pay", "phase": "run", "status": "error", "error": "x", "attempt": 2},
+        {"event": "compensating", "error": "x"},
+    ]
+    record = {
+        "status": "compensating",
+        "current": [{"branch": "", "node": "$compensate", "phase": "compensate"}],
+    }
+    found = node_states(g, record, history)
+    assert found["pay"]["compensation"] == "running" and found["pay"]["state"] == "running"
+    assert found["book"]["compensation"] == "registered"

@@ -58,7 +58,8 @@ class _Node:
     compensated: int = 0  # compensations that ran ok
     comp_state: str | None = None  # running | retrying | failed | done
     comp_error: dict[str, Any] | None = None
-    order: int = -1  # history index of its last successful run (the compensation stack's order)
+    order: int = -1  # history index of its last registration (the compensation stack's order)
+    pushed_on_failure: bool = False  # its last failed attempt registered its undo (until a retry)
 
 
 def node_states(graph: Graph, record: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> dict:
@@ -106,6 +107,7 @@ def _apply(seen: dict[str, _Node], graph: Graph, index: int, entry: Mapping[str,
         info.attempt = max(info.attempt, attempt or 1)
         if entry.get("status") == "ok":
             info.last = "done"
+            info.pushed_on_failure = False
             info.runs += 1
             info.duration_ms = _int(entry.get("duration_ms"))
             info.error = None
@@ -116,6 +118,12 @@ def _apply(seen: dict[str, _Node], graph: Graph, index: int, entry: Mapping[str,
         else:
             info.last = "failed"
             info.error = _error(entry)
+            node = graph.nodes[step]
+            if getattr(node, "compensate_on_failure", False) and node.compensate is not None:
+                # registered when it failed for good; a retry event right after says it did not
+                info.pushed += 1
+                info.order = index
+                info.pushed_on_failure = True
     elif phase == "skip":
         info.skipped += 1
         if info.last == "pending":
@@ -135,6 +143,9 @@ def _apply(seen: dict[str, _Node], graph: Graph, index: int, entry: Mapping[str,
         else:
             info.last = "retrying"
             info.retry = retry
+            if info.pushed_on_failure:
+                info.pushed -= 1
+                info.pushed_on_failure = False
     elif event == "park":
         info.last = "waiting"
         info.wait = {k[5:]: str(v) for k, v in entry.items() if k.startswith("wait_")}
@@ -206,6 +217,8 @@ def _decide(info: _Node, live: dict[str, Any] | None, status: str) -> tuple[str,
         return "running", what or ""
     if info.pushed and info.compensated >= info.pushed:
         times = f" ({info.compensated} times)" if info.pushed > 1 else ""
+        if info.last == "failed":
+            return "compensated", f"failed ({_error_text(info.error or {})}), then compensated{times}"
         return "compensated", "ran, then compensated" + times
     last = info.last
     if last == "done":

@@ -113,23 +113,24 @@ def _redactor(runtime: Runtime, eid: str, header: dict[str, str]) -> Any:
 
 
 def _steps(graph: Graph, outputs: dict[str, Any], shown: Callable[[Any], Any]) -> dict[str, Any]:
-    """Per step: its configuration as written (templates unrendered) and its stored outputs; a
-    secret step's outputs are never shown, any other's with the secret values redacted."""
+    """Per step: its configuration as written (templates unrendered), the rendered input it ran with
+    (recorded for steps with a compensation) and its stored outputs; a secret step's values are
+    never shown, any other's with the secret values redacted."""
     from dsl.graph import thaw
+    from engine.context import input_field
 
-    found: dict[str, list[dict[str, Any]]] = {}
+    suffix = input_field("")  # "<output field><suffix>" holds the step's rendered input
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for field in sorted(outputs)[:MAX_OUTPUTS]:
-        item, _, step = field.rpartition("/")
+        kind = "inputs" if field.endswith(suffix) else "outputs"
+        item, _, step = (field[: -len(suffix)] if kind == "inputs" else field).rpartition("/")
         node = graph.nodes.get(step)
         value = REDACTED if getattr(node, "secret", False) else _clip(shown(outputs[field]))
-        found.setdefault(step, []).append({"item": item, "value": value})
+        found.setdefault(step, {"inputs": [], "outputs": []})[kind].append({"item": item, "value": value})
     steps = {}
     for node_id, node in graph.nodes.items():
-        steps[node_id] = {
-            "kind": node.kind,
-            "config": _clip(thaw(node.config)),
-            "outputs": found.get(node_id, []),
-        }
+        stored = found.get(node_id, {"inputs": [], "outputs": []})
+        steps[node_id] = {"kind": node.kind, "config": _clip(thaw(node.config)), **stored}
     return steps
 
 

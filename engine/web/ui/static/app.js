@@ -418,17 +418,17 @@
       fill(box, h("h2", {}, "Step"), h("p", { class: "muted" }, "Click a step in the graph to see what it was given and what it returned."));
       return;
     }
-    const s = v.steps[id] || { config: null, outputs: [] };
+    const s = v.steps[id] || { config: null, inputs: [], outputs: [] };
+    const values = (list) => list.map((o) => [o.item ? h("div", { class: "muted mono" }, o.item) : null, h("pre", {}, json(o.value))]);
     fill(box, 
       h("h2", {}, `Step ${id} `, badge(n.state)),
       h("p", {}, n.detail),
       n.error ? h("p", { class: "error" }, `${n.error.name}: ${n.error.message || ""}`) : null,
       h("div", { class: "muted" }, `${n.kind}${n.attempt ? ` · attempt ${n.attempt}` : ""}${n.runs ? ` · ${n.runs} run(s)` : ""}${n.compensation ? ` · compensation ${n.compensation}` : ""}`),
       h("h2", {}, "Given (as written)"), h("pre", {}, json(s.config)),
+      (s.inputs || []).length ? [h("h2", {}, "Ran with (rendered)"), values(s.inputs)] : null,
       h("h2", {}, "Returned"),
-      s.outputs.length
-        ? s.outputs.map((o) => [o.item ? h("div", { class: "muted mono" }, o.item) : null, h("pre", {}, json(o.value))])
-        : h("p", { class: "muted" }, "nothing stored"));
+      s.outputs.length ? values(s.outputs) : h("p", { class: "muted" }, "nothing stored"));
   }
 
   // Every step in graph order with its state: the graph's content for keyboards and screen readers.
