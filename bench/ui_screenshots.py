@@ -72,6 +72,7 @@ def main() -> None:
     from engine.catalog import Catalog
     from engine.config import Config
     from engine.dispatch.local import LocalDispatcher
+    from engine.egress import EgressPolicy
     from engine.embedded import in_process_delivery
     from engine.runtime import Runtime
     from engine.store import Store
@@ -86,7 +87,11 @@ def main() -> None:
         load_modules(str(ROOT / "workflows" / "demo.py"))
         dispatcher = LocalDispatcher(client, poll_interval_s=0.2)
         runtime = Runtime(
-            Store(client), dispatcher, Catalog.from_directory(ROOT / "workflows"), actions=REGISTRY
+            Store(client),
+            dispatcher,
+            Catalog.from_directory(ROOT / "workflows"),
+            actions=REGISTRY,
+            egress=EgressPolicy(allow_loopback=True),  # the demo's services listen on 127.0.0.1
         )
         dispatcher.deliver = in_process_delivery(runtime)
         dispatcher.on_dead = runtime.mark_dead
