@@ -119,7 +119,7 @@ def _apply(seen: dict[str, _Node], graph: Graph, index: int, entry: Mapping[str,
             info.last = "failed"
             info.error = _error(entry)
             node = graph.nodes[step]
-            if getattr(node, "compensate_on_failure", False) and node.compensate is not None:
+            if node.compensate_on_failure and node.compensate is not None:
                 # registered when it failed for good; a retry event right after says it did not
                 info.pushed += 1
                 info.order = index

@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engine.redact import REDACTED
 from engine.web.auth import authorize
 from engine.web.bodies import json_response
 from engine.web.problems import Problem
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 TIMELINE_LIMIT = 500  # newest history entries in the timeline (the history route has them all)
 MAX_VALUE_CHARS = 4000  # of one output or input shown
 MAX_OUTPUTS = 200  # stored outputs listed (a foreach over thousands of items stores thousands)
-REDACTED = "[redacted]"  # engine/redact.py's mark
 
 
 async def view(hop: HopflowApp, request: Request) -> Response:
@@ -83,8 +83,7 @@ def execution_view(runtime: Runtime, eid: str) -> dict[str, Any]:
         state["undo"] = drawn_id(node_id, "undo") if node.compensate is not None else None
         state["join"] = drawn_id(node_id, "join") if node.kind in ("parallel", "foreach") else None
     header = runtime.store.header(eid)
-    redactor = _redactor(runtime, eid, header)
-    shown = redactor.value if redactor else (lambda value: value)
+    shown = runtime.redactor(eid, header).value  # secrets (engine/redact.py): no view shows them
     return {
         "execution_id": eid,
         "workflow": record.get("workflow"),
@@ -105,13 +104,6 @@ def execution_view(runtime: Runtime, eid: str) -> dict[str, Any]:
     }
 
 
-def _redactor(runtime: Runtime, eid: str, header: dict[str, str]) -> Any:
-    """What a view redacts (engine/redact.py: secret env values, secret steps' values), on a server
-    that knows secrets; None on one that does not."""
-    make = getattr(runtime, "redactor", None)
-    return make(eid, header) if callable(make) else None
-
-
 def _steps(graph: Graph, outputs: dict[str, Any], shown: Callable[[Any], Any]) -> dict[str, Any]:
     """Per step: its configuration as written (templates unrendered), the rendered input it ran with
     (recorded for steps with a compensation) and its stored outputs; a secret step's values are
@@ -125,7 +117,7 @@ def _steps(graph: Graph, outputs: dict[str, Any], shown: Callable[[Any], Any]) -
         kind = "inputs" if field.endswith(suffix) else "outputs"
         item, _, step = (field[: -len(suffix)] if kind == "inputs" else field).rpartition("/")
         node = graph.nodes.get(step)
-        value = REDACTED if getattr(node, "secret", False) else _clip(shown(outputs[field]))
+        value = REDACTED if node is not None and node.secret else _clip(shown(outputs[field]))
         found.setdefault(step, {"inputs": [], "outputs": []})[kind].append({"item": item, "value": value})
     steps = {}
     for node_id, node in graph.nodes.items():
