@@ -67,6 +67,15 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
+DRAWN_PREFIXES = {"node": "n_", "undo": "c_", "join": "j_"}
+
+
+def drawn_id(step: str, part: str = "node") -> str:
+    """The id of a step's box in both pictures: ``node`` (the step), ``undo`` (its compensation's
+    note) or ``join`` (a fan-out's join); the dashboard styles these boxes by the step's state."""
+    return DRAWN_PREFIXES[part] + _safe(step)
+
+
 def _short(text: str, limit: int = MAX_LABEL) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

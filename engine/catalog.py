@@ -98,5 +98,9 @@ class Catalog:
     def names(self) -> list[str]:
         return sorted(self._graphs)
 
+    def source(self, name: str) -> str | None:
+        """The file a workflow was compiled from (None when it was given as text)."""
+        return self._sources.get(name) or None
+
     def __contains__(self, name: object) -> bool:
         return name in self._graphs

@@ -270,7 +270,8 @@ class Store:
         return [None if v is None else json.loads(text(v)) for v in raw]
 
     def all_outputs(self, execution_id: str) -> dict[str, Any]:
-        """Every step output field (``<branch>/<step>`` inside foreach items), for the views' redaction."""
+        """Every step output field (``<branch>/<step>`` inside foreach items), for the views
+        (their redaction, the dashboard's step outputs)."""
         raw = self._call(self.client.hgetall, base(execution_id) + "o")
         return {text(k): json.loads(text(v)) for k, v in raw.items()}
 

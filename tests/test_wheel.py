@@ -42,6 +42,11 @@ def test_the_wheel_validates_workflows_outside_the_repository(tmp_path: Path) ->
     )
     assert build.returncode == 0, build.stderr
     (wheel,) = dist.glob("hopflow-*.whl")
+    import zipfile
+
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    for asset in ("index.html", "app.js", "style.css", "vendor/mermaid.min.js", "vendor/README.md"):
+        assert f"engine/web/ui/static/{asset}" in shipped, asset  # the dashboard needs no CDN
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path)

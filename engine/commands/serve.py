@@ -151,6 +151,7 @@ def serve(
     click.echo(
         f"hopflow serve: API on {url} (webhook POST /v1/step, description GET /openapi.json)", err=True
     )
+    click.echo(f"hopflow serve: dashboard on {url}/ui (sign in with an API key)", err=True)
     if config.max_nodes_per_call > 1:
         click.echo(
             f"hopflow serve: up to {config.max_nodes_per_call} nodes per call "

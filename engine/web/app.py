@@ -11,12 +11,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.web import api, metrics, openapi, webhook
+from engine.web import api, metrics, openapi, resume, webhook
 from engine.web.auth import route_path
 from engine.web.core import HopflowApp, RuntimeFactory
 from engine.web.guard import RequestGuard
 from engine.web.paths import CALLBACK_PATH, FAILED_PATH, STEP_PATH
 from engine.web.problems import Problem, for_status
+from engine.web.ui import assets, catalogue, view
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.applications import Starlette
@@ -49,6 +50,16 @@ def routes(hop: HopflowApp) -> list[Any]:
         Route("/v1/events/{name}", guard(api.event), methods=["POST"]),
         Route("/healthz", guard(api.healthz), methods=["GET"]),
         Route("/openapi.json", guard(openapi.serve), methods=["GET"]),
+        Route("/v1/executions/{execution_id}/resume", guard(resume.resume), methods=["POST"]),
+        Route("/v1/executions/{execution_id}/view", guard(view.view), methods=["GET"]),
+        Route("/v1/whoami", guard(view.whoami), methods=["GET"]),
+        Route("/v1/workflows", guard(catalogue.list_workflows), methods=["GET"]),
+        Route("/v1/workflows/{name}", guard(catalogue.get_workflow), methods=["GET"]),
+        Route("/ui", guard(assets.index_redirect), methods=["GET", "HEAD"]),
+        *(
+            Route(f"/ui/{name}", guard(assets.serving(name)), methods=["GET", "HEAD"])
+            for name in assets.ASSETS
+        ),
     ]
 
 

@@ -13,6 +13,7 @@ from engine.web.api import EVENT_NAME, MAX_EVENT_KEY_CHARS
 from engine.web.bodies import json_response
 from engine.web.paths import CALLBACK_PATH, FAILED_PATH, STEP_PATH
 from engine.web.problems import NON_RETRYABLE_HEADER
+from engine.web.ui import spec as ui_spec
 from engine.web.webhook import BRANCH, MAX_SEQ
 
 ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$"  # engine.store.EXECUTION_ID
@@ -290,6 +291,20 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         "404": _problem_ref("Unknown execution"),
                         "409": _problem_ref("The execution is not running (already over, or compensating)"),
                         "422": _problem_ref("Invalid body"),
+                        **api_errors,
+                    },
+                }
+            },
+            "/v1/executions/{execution_id}/resume": {
+                "post": {
+                    "operationId": "resumeExecution",
+                    "summary": "Retry the compensation that gave up (compensation_failed → compensating)",
+                    "security": [{"apiKey": []}],
+                    "parameters": [eid_param],
+                    "responses": {
+                        "202": _json_body("Resumed", "Compensating again"),
+                        "404": _problem_ref("Unknown execution"),
+                        "409": _problem_ref("The execution is not compensation_failed"),
                         **api_errors,
                     },
                 }
@@ -591,6 +606,11 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         "kept": {"type": "boolean"},
                     },
                 },
+                "Resumed": {
+                    "type": "object",
+                    "required": ["execution_id", "status"],
+                    "properties": {"execution_id": {"type": "string"}, "status": {"type": "string"}},
+                },
                 "Health": {
                     "type": "object",
                     "required": ["status", "checks"],
@@ -599,6 +619,8 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
             },
         },
     }
+    doc["paths"].update(ui_spec.paths(_problem_ref, eid_param, api_errors))
+    doc["components"]["schemas"].update(ui_spec.schemas())
     if server_url:
         doc["servers"] = [{"url": server_url}]
     return doc
