@@ -318,12 +318,17 @@ def drive(
         dispatcher.run_until(watch)
         if not quiet:
             tracker.refresh()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (engine.lifecycle): deliveries in flight
+        from engine.lifecycle import exit_code  # have finished and been checkpointed by now
+
         renderer.close()
-        status = status_of(runtime, execution_id) or "unknown"
+        try:
+            status = status_of(runtime, execution_id) or "unknown"
+        except Exception:  # Redis went away meanwhile: the hint matters more than the status
+            status = "unknown"
         hint = f"; continue it with: {resume_hint}" if resume_hint else ""
         click.echo(f"\nhopflow {command}: interrupted; execution {execution_id} is {status}{hint}", err=True)
-        sys.exit(130)
+        sys.exit(exit_code(exc))
     finally:
         renderer.close()
     return runtime.record(execution_id)

@@ -203,10 +203,17 @@ def serve(
         sweep = RecoverSweep(runtime, interval_s=recover_every).start()
         click.echo(f"hopflow serve: recover sweep every {recover_every:g} s", err=True)
     try:
+        # uvicorn drains on SIGINT/SIGTERM itself (the lifespan stops the delivery loop), then
+        # re-raises the signal: engine.lifecycle turns SIGTERM into an exception uvicorn swallows.
         uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", log_config=log_config)
     finally:
         if sweep is not None:
             sweep.stop()
+    from engine import lifecycle
+
+    if lifecycle.received is not None:  # atexit then stops the embedded Redis if we were its last user
+        click.echo("hopflow serve: stopped", err=True)
+        sys.exit(lifecycle.exit_code(lifecycle.Terminated()))
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
