@@ -117,14 +117,23 @@ def serve(
     if not os.path.isdir(config.workflows_dir):
         _fail(f"--workflows {config.workflows_dir}: not a folder", 2)
 
-    from engine.actions import ActionLoadError, ActionNotFound
+    from engine.actions import REGISTRY, ActionLoadError, ActionNotFound, load_modules
     from engine.catalog import CatalogError
     from engine.embedded import EmbeddedError
+    from engine.preflight import problems, reachable
     from engine.web.app import create_app
-    from engine.web.wiring import build_runtime
+    from engine.web.wiring import LazyCatalog, build_runtime
 
     try:
-        runtime = build_runtime(config, eager=True)
+        # Preflight, before the first side effect (the embedded Redis, a socket): the workflows
+        # compile, the actions modules import, and every declared env variable and action exists.
+        catalog = LazyCatalog(config.workflows_dir, time_budget_ms=round(config.time_budget_s * 1000))
+        catalog.load()
+        load_modules(config.actions)
+        missing = problems(reachable(catalog, catalog.names()), REGISTRY, os.environ)
+        if missing:
+            _fail(f"cannot start, {len(missing)} problem(s):", 1, missing)
+        runtime = build_runtime(config, catalog=catalog)
     except CatalogError as exc:
         lines = [
             f"{d.position.file}:{d.position.line}:{d.position.column}: {d.message} [{d.rule}]"
