@@ -80,8 +80,18 @@ def _loud(lines: list[str]) -> None:
     default=30.0,
     show_default=True,
     metavar="SECONDS",
-    help="Re-drive executions whose outbox is older than a minute, this often (the periodic "
-    "`hopflow recover`); 0 turns the sweep off.",
+    help="Re-drive executions whose outbox is older than --recover-older-than, this often (the "
+    "periodic `hopflow recover`); 0 turns the sweep off.",
+)
+@click.option(
+    "--recover-older-than",
+    "recover_older_than",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="What the sweep calls stuck: an outbox recorded at least this long ago (a live worker "
+    "publishes its own within its time budget).",
 )
 def serve(
     workflows: str | None,
@@ -92,6 +102,7 @@ def serve(
     log_format: str | None,
     max_nodes_per_call: int | None,
     recover_every: float,
+    recover_older_than: float,
 ) -> None:
     """Serve the HTTP API (webhook, executions, events) with uvicorn."""
 
@@ -209,8 +220,12 @@ def serve(
     if recover_every > 0:
         from engine.sweep import RecoverSweep
 
-        sweep = RecoverSweep(runtime, interval_s=recover_every).start()
-        click.echo(f"hopflow serve: recover sweep every {recover_every:g} s", err=True)
+        sweep = RecoverSweep(runtime, interval_s=recover_every, older_than_s=recover_older_than).start()
+        click.echo(
+            f"hopflow serve: recover sweep every {recover_every:g} s "
+            f"(outboxes older than {recover_older_than:g} s)",
+            err=True,
+        )
     try:
         # uvicorn drains on SIGINT/SIGTERM itself (the lifespan stops the delivery loop), then
         # re-raises the signal: engine.lifecycle turns SIGTERM into an exception uvicorn swallows.
