@@ -152,6 +152,41 @@ def test_sigterm_stops_run_like_ctrl_c_with_the_hint_and_the_step_checkpointed(p
     assert record["status"] == "succeeded" and record["output"] == {"done": "first"}
 
 
+def test_a_second_sigterm_stops_at_once_and_the_next_resume_takes_the_step_over(project: Path) -> None:
+    """The first SIGTERM drains; a second one does not wait for a step that would take 10 minutes
+    (a Python thread cannot be stopped): the process leaves at once with the hint, and stops its
+    embedded Redis. (The step's branch lock stays until the step's timeout + 10 s, like after a
+    crash, so a resume would wait that long: not waited for here.)"""
+    proc = subprocess.Popen(
+        _hopflow(
+            "run",
+            "nap.yaml",
+            "--actions",
+            "slow.py",
+            "--id",
+            "e1",
+            "--progress",
+            "plain",
+            "--fast-forward",
+            "--time-budget",
+            "900",
+        ),
+        cwd=project,
+        env=_env(project, SLOW_S="600"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(project / "marker", proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1)  # let the first one reach the drain (a second one earlier is handled the same)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=HANG_GUARD_S)  # without the fix: waits for the 600 s step
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "continue it with: hopflow run nap.yaml --id e1" in err
+    assert not _redis_servers_under(project / ".hopflow")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

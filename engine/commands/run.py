@@ -384,6 +384,16 @@ def drive(
             status = "unknown"
         hint = f"; continue it with: {resume_hint}" if resume_hint else ""
         click.echo(f"\nhopflow {command}: interrupted; execution {execution_id} is {status}{hint}", err=True)
+        if dispatcher.in_flight():
+            # Interrupted again while draining: a step still runs in a thread Python cannot stop, and
+            # a normal exit would wait for it. Leave now; its lease expires and the next run takes
+            # the delivery over (at least once; the idempotency key covers the effect).
+            from engine.embedded import leave_all
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            leave_all()
+            os._exit(exit_code(exc))
         sys.exit(exit_code(exc))
     finally:
         renderer.close()

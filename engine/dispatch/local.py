@@ -278,6 +278,11 @@ class LocalDispatcher:
         """Messages not yet acknowledged (due later, due now, or being delivered)."""
         return int(self.redis.zcard(self.key_due)) + int(self.redis.zcard(self.key_leased))
 
+    def in_flight(self) -> int:
+        """Deliveries of this dispatcher running right now."""
+        with self._cond:
+            return self._in_flight
+
     def idle(self) -> bool:
         """Nothing is due now and this dispatcher delivers nothing (``run_until(d.idle)`` drains)."""
         with self._cond:
@@ -421,7 +426,7 @@ class LocalDispatcher:
             if busy:
                 log.warning(
                     "local queue: stopping; finishing %d delivery(ies) in progress "
-                    "(interrupt again to stop at once)",
+                    "(interrupt again to stop at once: the next run takes them over after their lease)",
                     busy,
                 )
             raise
