@@ -89,7 +89,7 @@ local now, lease, want, wall = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(AR
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', wall, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], now, id)
+  redis.call('ZADD', KEYS[1], math.min(now, wall), id)
 end
 local out = {}
 if want > 0 then
@@ -225,23 +225,37 @@ class LocalDispatcher:
         expire ``lease_s`` of real time later for every process, whatever clock it has."""
         return int(wall_of(self.clock) * 1000)
 
+    def _soon_ms(self) -> int:
+        """"Now" for work that is due at once or after a short pause: the earlier of workflow
+        time and real time. A fast-forwarded clock runs ahead of real time; stamping an immediate
+        message with it would make every other process (a ``resume`` after this one was killed)
+        wait until real time catches up — hours or months. The earlier stamp is due at once for
+        both."""
+        return min(self._now_ms(), self._wall_ms())
+
     def due_ms(self, outgoing: Outgoing, now_ms: int | None = None) -> int:
+        """A delayed message is due on workflow time (fast-forward jumps to it); an immediate one
+        at :meth:`_soon_ms`."""
         if outgoing.not_before is not None:
             return int(outgoing.not_before * 1000)
+        delay = max(0, int(outgoing.delay_ms))
+        if delay == 0 and now_ms is None:
+            return self._soon_ms()
         base = self._now_ms() if now_ms is None else now_ms
-        return base + max(0, int(outgoing.delay_ms))
+        return base + delay
 
     def publish(self, outgoing: Sequence[Outgoing]) -> None:
         """Store every message durably (deduplicated); wakes this process's delivery loop."""
         if not outgoing:
             return
-        now = self._now_ms()
+        now, soon = self._now_ms(), self._soon_ms()
         keys = [self.key_due, self.key_leased, self.key_msg]
         args: list[Any] = [DEDUP_TTL_MS]
         for item in outgoing:
             keys.append(self._key_dedup + item.dedup_id)
             body = json.dumps({"message": item.message.to_dict()}, separators=(",", ":"))
-            args += [item.dedup_id, self.due_ms(item, now), body]
+            immediate = item.not_before is None and item.delay_ms <= 0
+            args += [item.dedup_id, soon if immediate else self.due_ms(item, now), body]
         try:
             added = int(self._publish_script(keys=keys, args=args))
         except Exception as exc:  # redis.RedisError, connection errors: the outbox stays for later
@@ -261,7 +275,7 @@ class LocalDispatcher:
             added = int(
                 self._publish_script(
                     keys=[self.key_due, self.key_leased, self.key_msg, self._key_dedup + ident],
-                    args=[DEDUP_TTL_MS, ident, self._now_ms(), body],
+                    args=[DEDUP_TTL_MS, ident, self._soon_ms(), body],
                 )
             )
         except Exception as exc:  # the interpreter keeps the call's record and hands it over again
@@ -632,7 +646,7 @@ class LocalDispatcher:
             log.warning("local queue: ack of %s failed (%s)", ident, type(exc).__name__)
 
     def _retry(self, ident: str, delay_s: float, *, count: bool) -> None:
-        due = self._now_ms() + int(max(0.0, delay_s) * 1000)
+        due = self._now_ms() + int(max(0.0, delay_s) * 1000)  # a backoff: workflow time (jumped over)
         try:
             self._retry_script(
                 keys=[self.key_due, self.key_leased, self.key_msg, self.key_att],
