@@ -396,6 +396,7 @@ class Result:
     sigkills: int = 0
     crashes: Counter[str] = field(default_factory=Counter)
     other_exits: int = 0
+    refused_starts: int = 0  # a restarted worker found Redis down and refused to start (restarted again)
     redis_restarts: int = 0
     qstash_pauses: int = 0
     proxy: ProxyStats = field(default_factory=ProxyStats)
@@ -420,6 +421,7 @@ class Result:
                 + ", ".join(f"{v} crash at {k}" for k, v in sorted(self.crashes.items())),
             ),
             ("Redis SIGKILL + restart on its AOF", str(self.redis_restarts)),
+            ("worker starts refused (Redis down), retried", str(self.refused_starts)),
             (f"qstash-dev paused {options.pause_s:g} s (SIGSTOP)", str(self.qstash_pauses)),
             ("deliveries lost / answers lost", f"{self.proxy.lost} / {self.proxy.answers_lost}"),
             ("deliveries duplicated / delayed", f"{self.proxy.duplicated} / {self.proxy.delayed}"),
@@ -588,15 +590,30 @@ class Chaos:
     # ------------------------------------------------------------------------------------- chaos
 
     def reap_workers(self) -> None:
-        """Restart every worker that died (SIGKILL or a fault-point crash)."""
+        """Restart every worker that died (SIGKILL or a fault-point crash). A worker that refused
+        to start because Redis was down at that moment (``serve`` checks it: exit 1, "cannot reach
+        Redis") is started again; any other exit is a violation, quoted from its log."""
         for port, proc in list(self.workers.items()):
             code = proc.poll()
             if code is None:
                 continue
             if code not in (CRASH_EXIT, -signal.SIGKILL):
-                self.result.other_exits += 1
-                self.result.violations.append(f"worker on {port} exited with {code} (see its log)")
+                tail = self._tail(f"worker-{port}")
+                if code == 1 and "cannot reach Redis" in tail:
+                    self.result.refused_starts += 1
+                else:
+                    self.result.other_exits += 1
+                    self.result.violations.append(f"worker on {port} exited with {code}: {tail[-600:]}")
             self.start_worker(port)
+
+    def _tail(self, name: str) -> str:
+        try:
+            with open(self.dir / f"{name}.log", "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - 4000))
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def chaos_step(self, now: float, last: dict[str, float]) -> None:
         o, r = self.o, self.result
