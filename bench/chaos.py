@@ -377,6 +377,7 @@ class Options:
     qstash_pauses: int = 1
     qstash_every_s: float = 6.0
     pause_s: float = 2.5
+    qstash_backoff_scale: float = 0.002  # QStash's retry backoff (12 s, 2.5 min, 30 min, ...) scaled
     fail_share: float = 0.3
     lose: float = 0.03
     lose_answer: float = 0.03
@@ -492,7 +493,7 @@ class Chaos:
             str(self.qstash_port),
             "--quiet",
             "--backoff-scale",
-            "0.002",
+            str(self.o.qstash_backoff_scale),
             "--max-retries",
             "30",
         ]
@@ -829,6 +830,13 @@ def parse(argv: list[str]) -> Options:
     p.add_argument("--qstash-pauses", type=int, default=d.qstash_pauses)
     p.add_argument("--qstash-every", type=float, default=d.qstash_every_s, dest="qstash_every_s")
     p.add_argument("--pause", type=float, default=d.pause_s, dest="pause_s")
+    p.add_argument(
+        "--qstash-backoff-scale",
+        type=float,
+        default=d.qstash_backoff_scale,
+        dest="qstash_backoff_scale",
+        help="qstash-dev's --backoff-scale: QStash's exponential retry backoff, scaled down",
+    )
     p.add_argument("--fail-share", type=float, default=d.fail_share, help="share of sagas that compensate")
     p.add_argument("--lose", type=float, default=d.lose)
     p.add_argument("--lose-answer", type=float, default=d.lose_answer, dest="lose_answer")
