@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from dsl.graph import Graph
+from dsl.graph import Graph, compensations
 
 
 def reachable(catalog: Any, roots: Iterable[str]) -> list[Graph]:
@@ -40,8 +40,8 @@ def _calls(graph: Graph) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
     """(step id, kind, config) of every node and compensation."""
     for node in graph.nodes.values():
         yield node.id, node.kind, node.config or {}
-        if node.compensate is not None:
-            yield f"{node.id} (compensation)", node.compensate.kind, node.compensate.config or {}
+        for body in compensations(node):
+            yield f"{node.id} (compensation)", body.kind, body.config or {}
 
 
 def problems(graphs: Iterable[Graph], registry: Any, environ: Mapping[str, str]) -> list[str]:

@@ -22,8 +22,9 @@ env: [PF_FIRST_MISSING, PF_SECOND_MISSING, PF_PRESENT]
 steps:
   - id: a
     action: nowhere.to_be_found
-    compensate:
-      action: also.missing_undo
+    compensate:  # a list: the second body is checked too
+      - action: t.ok
+      - action: also.missing_undo
   - id: b
     action: t.ok
   - id: c
