@@ -516,6 +516,7 @@ class Chaos:
             HOPFLOW_PUBLIC_URL=self.proxy_url,
             HOPFLOW_API_KEY=API_KEY,
             HOPFLOW_TIME_BUDGET="2",
+            HOPFLOW_EGRESS_ALLOW="127.0.0.1/32",  # the world is on loopback (refused by default)
             WORLD_URL=self.world_url,
         )
         return env

@@ -88,7 +88,7 @@ def project(tmp_path: Path) -> Path:
 
 def hopflow(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith(("HOPFLOW_", "PF_"))}
-    env.update(PYTHONPATH=str(ROOT), PF_PRESENT="yes", HOPFLOW_DEV_INSECURE="1")
+    env.update(PYTHONPATH=str(ROOT), PF_PRESENT="yes")
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],
         cwd=project,

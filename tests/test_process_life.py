@@ -200,7 +200,7 @@ def test_sigterm_stops_serve_and_its_embedded_redis(project: Path) -> None:
     proc = subprocess.Popen(
         _hopflow("serve", "--workflows", "workflows", "--actions", "slow.py", "--port", str(port)),
         cwd=project,
-        env=_env(project, HOPFLOW_DEV_INSECURE="1"),
+        env=_env(project),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
