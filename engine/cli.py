@@ -50,6 +50,18 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(module, attr)
         return command
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """An interrupt no command handled itself ends with one line and 130 (Ctrl-C) or 143
+        (SIGTERM), not click's "Aborted!" and 1; ``finally`` blocks and ``atexit`` still run."""
+        from engine.lifecycle import exit_code
+
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            name = ctx.invoked_subcommand
+            click.echo(f"hopflow {name}: stopped" if name else "hopflow: stopped", err=True)
+            sys.exit(exit_code(exc))
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hopflow")
@@ -58,6 +70,9 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
+    from engine import lifecycle
+
+    lifecycle.install()  # SIGTERM stops every command like Ctrl-C (graceful, then exit 143)
     return cli.main(args=argv, prog_name="hopflow")
 
 

@@ -207,6 +207,11 @@ def stop_embedded(directory: str | Path | None = None) -> None:
         _leave(path, socket)
 
 
+def leave_all() -> None:
+    """Leave every embedded server now (a process about to ``os._exit``, which skips ``atexit``)."""
+    _leave_all()
+
+
 def _leave_all() -> None:
     with _lock:
         servers = list(_servers.items())

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from dsl.graph import Graph, Node
 from engine import context, sagas
+from engine.clock import wall_of
 from engine.context import (
     MISSING,
     build_scope,
@@ -626,7 +627,7 @@ class NodeRun:
     def offload(self, request: OffloadRequest) -> None:
         """Record an offloaded call in this checkpoint; it is handed over once the checkpoint holds."""
         self.call = request
-        body = dict(request.to_dict(), at=self.now)
+        body = dict(request.to_dict(), at=self.now, wall=wall_of(self.rt.clock))  # its age for `recover`
         self.ops["call"] = {"id": request.dedup_id, "body": dumps(body)}
 
     # ------------------------------------------------------------------------------------ execute

@@ -20,7 +20,7 @@ from typing import Any
 from dsl.graph import Graph, thaw
 from engine import index
 from engine.catalog import Catalog
-from engine.clock import Clock, SystemClock
+from engine.clock import Clock, SystemClock, wall_of
 from engine.context import iso
 from engine.dispatch import DispatchError
 from engine.egress import EgressPolicy
@@ -62,6 +62,7 @@ class Runtime:
         self.catalog = catalog
         self.actions = actions
         self.clock: Clock = clock or SystemClock()
+        store.wall = lambda: wall_of(self.clock)  # outbox stamps: real time, as this runtime sees it
         self.time_budget_s = time_budget_s
         self.max_nodes_per_call = max(1, int(max_nodes_per_call))
         self.faults = faults
@@ -173,8 +174,11 @@ class Runtime:
     def recover(self, older_than_s: float = 60) -> int:
         """Re-publish outboxes older than the bound, hand over offloaded calls recorded but never
         handed to the dispatcher, and wake waits whose event or child arrived while the resuming
-        message was lost. Returns how many executions were re-driven."""
-        now = self.clock.now()
+        message was lost. Returns how many executions were re-driven.
+
+        Ages are measured on the wall clock (entries carry their wall-clock stamp): a virtual clock
+        that ``run --fast-forward`` jumped must not make an entry look years old or in the future."""
+        now = wall_of(self.clock)
         count = 0
         for eid in self.store.active():
             status = self.store.status(eid)

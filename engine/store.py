@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +110,8 @@ class Store:
         self._pins: OrderedDict[str, str] = OrderedDict()  # execution id → graph hash (LRU)
         self._lock = threading.Lock()
         self._trips = threading.local()
+        # Real time for the outbox's "recorded at" stamps (a Runtime binds its clock's ``wall``).
+        self.wall: Callable[[], float] = time.time
 
     def trips(self) -> int:
         """Redis round trips this thread has made through the store (metrics: per node)."""
@@ -205,6 +207,9 @@ class Store:
         if branch is not None:
             keys += [branch_key(execution_id, branch), lock_key(execution_id, branch)]
         args.setdefault("hmax", self.history_max)
+        # Outbox entries are stamped with the wall clock ("recorded how long ago" decides whether
+        # `recover` re-publishes them), never with a virtual clock that `run --fast-forward` jumps.
+        args.setdefault("wall", self.wall())
         return self.script(name, keys, base(execution_id), args)
 
     def event(self, name: str, key: str, args: dict[str, Any]) -> dict:
@@ -230,7 +235,7 @@ class Store:
         out = []
         for k, v in raw.items():
             data = json.loads(text(v))
-            out.append((text(k), parse_call(data), float(data.get("at") or 0)))
+            out.append((text(k), parse_call(data), float(data.get("wall") or data.get("at") or 0)))
         return out
 
     # --------------------------------------------------------------------------------------- reads
@@ -324,7 +329,7 @@ class Store:
 
 def parse_outbox_entry(entry_id: str, body: str) -> tuple[str, Outgoing, float]:
     data = json.loads(body)
-    return entry_id, Outgoing.from_dict(data), float(data.get("at") or 0)
+    return entry_id, Outgoing.from_dict(data), float(data.get("wall") or data.get("at") or 0)
 
 
 def outbox_entries(raw: Any) -> list[tuple[str, Outgoing]]:

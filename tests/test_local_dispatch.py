@@ -417,3 +417,29 @@ def test_a_freed_worker_takes_the_next_due_message_without_a_poll(rdb: Any, pref
     assert sorted(seen) == sorted(f"m{i}" for i in range(9))
     assert all(0 <= want <= 2 for want in asked)
     assert d.pending() == 0 or d.run_until(lambda: d.pending() == 0, timeout_s=HANG_GUARD_S)
+
+
+def test_a_fast_forwarded_process_leaves_nothing_on_virtual_time_for_the_next_one(
+    rdb: Any, prefix: str
+) -> None:
+    """After the virtual clock jumped two hours, what a dying fast-forwarded process leaves behind —
+    a lease it held, a message it published for "now" — is taken by a process on the real clock
+    within the lease period, not two hours later (issue: `resume` hung after a killed `run
+    --fast-forward`)."""
+    clock = VirtualClock()
+    first = make(rdb, prefix, Recorder(), clock=clock, fast_forward=True, lease_s=0.5)
+    clock.jump_to(clock.now() + 2 * 3600)  # what fast-forward does over a `wait: {for: 2h}`
+    first.publish([Outgoing(msg("held")), Outgoing(msg("queued"))])
+    wall_ms = time.time() * 1000
+    for _member, due in rdb.zrange(f"{prefix}:due", 0, -1, withscores=True):
+        assert due <= wall_ms + 1000  # immediate: due now for everyone, not in two hours
+    leased, *_ = first._lease(first._now_ms(), 1)  # it takes one, then dies without an ack
+    assert len(leased) == 1
+    deadline = rdb.zrange(f"{prefix}:leased", 0, 0, withscores=True)[0][1]
+    assert deadline <= time.time() * 1000 + 1000  # the lease is on the wall clock
+    del first
+
+    rec = Recorder()
+    second = make(rdb, prefix, rec, poll_interval_s=0.05)  # a `resume`: the system clock
+    assert second.run_until(lambda: sorted(rec.nodes) == ["held", "queued"], timeout_s=HANG_GUARD_S)
+    assert second.stats.reclaimed == 1 and second.pending() == 0

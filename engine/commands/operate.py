@@ -25,6 +25,7 @@ import click
 from engine.commands.run import (
     CONTEXT,
     FINAL,
+    JsonStdout,
     actions_option,
     build_catalog,
     core,
@@ -35,6 +36,7 @@ from engine.commands.run import (
     live_option,
     local_runtime,
     parse_json_option,
+    preflight,
     print_record,
     progress_target,
     usage_exit,
@@ -71,6 +73,9 @@ class LocalBackend:
         self._runtime: Any = None
         self._dispatcher: Any = None
         self.workflow_file: str | None = None
+        # `start --wait` runs the steps here: check env and actions first (engine.preflight); a
+        # plain `start` does not — a worker with its own environment runs them
+        self.check: list[str] | None = None
 
     def runtime(self) -> Any:
         if self._runtime is None:
@@ -79,6 +84,8 @@ class LocalBackend:
             catalog = Catalog()
             if self.workflow_file is not None or self.workflows is not None:
                 catalog, _ = build_catalog(self.command, self.workflow_file, self.workflows, 7500)
+            if self.check is not None:
+                preflight(self.command, catalog, self.actions, self.check)
             self._runtime, self._dispatcher = local_runtime(self.command, catalog, self.actions)
         return self._runtime
 
@@ -126,6 +133,8 @@ class LocalBackend:
         else:
             self.workflows = self.workflows or default_workflows_dir()
             catalog_name = workflow
+            if self.check is not None:
+                self.check = [workflow]
         return str(self._call(self.runtime().start, catalog_name, input, execution_id))
 
     def _name_of_file(self) -> str:
@@ -133,8 +142,10 @@ class LocalBackend:
 
         assert self.workflow_file is not None
         catalog, name = build_catalog(self.command, self.workflow_file, self.workflows, 7500)
-        self._runtime, self._dispatcher = local_runtime(self.command, catalog, self.actions)
         assert isinstance(catalog, Catalog) and name is not None
+        if self.check is not None:
+            preflight(self.command, catalog, self.actions, [name])
+        self._runtime, self._dispatcher = local_runtime(self.command, catalog, self.actions)
         return name
 
     def record(self, execution_id: str) -> dict[str, Any]:
@@ -481,12 +492,33 @@ def start(
             "give its `name:`",
         )
     payload = parse_json_option("start", "--input", input_, default={})
+    with JsonStdout(as_json) as out:
+        _start(
+            workflow, payload, execution_id, workflows, actions, wait, as_json, progress, url, api_key, out
+        )
+
+
+def _start(
+    workflow: str,
+    payload: Any,
+    execution_id: str | None,
+    workflows: str | None,
+    actions: tuple[str, ...],
+    wait: bool,
+    as_json: bool,
+    progress: str,
+    url: str | None,
+    api_key: str | None,
+    out: JsonStdout,
+) -> None:
     backend = guarded(
         "start", lambda: backend_from_options("start", workflows, actions, url=url, api_key=api_key)
     )
+    if wait and isinstance(backend, LocalBackend):
+        backend.check = []  # filled with the workflow started (engine.preflight)
     eid = guarded("start", lambda: backend.start(workflow, payload, execution_id))
     if not wait:
-        click.echo(json.dumps({"execution_id": eid}) if as_json else eid)
+        out.echo(json.dumps({"execution_id": eid}) if as_json else eid)
         return
     assert isinstance(backend, LocalBackend)  # --wait with --url is refused above
     runtime = backend.runtime()
@@ -500,7 +532,7 @@ def start(
         quiet=progress == "none",
         resume_hint=f"hopflow resume {eid}",
     )
-    print_record(record, as_json=as_json)
+    print_record(record, as_json=as_json, out=out)
     sys.exit(0 if record.get("status") == "succeeded" else 1)
 
 
@@ -693,16 +725,17 @@ def cancel(
         click.echo(f"cancellation of {execution_id} requested")
         return
     assert isinstance(backend, LocalBackend)  # --wait with --url is refused above
-    record = drive(
-        "cancel",
-        backend.runtime(),
-        backend.dispatcher,
-        execution_id,
-        progress_stream=progress_target(as_json),
-        live=None,
-        resume_hint=f"hopflow resume {execution_id}",
-    )
-    print_record(record, as_json=as_json)
+    with JsonStdout(as_json) as out:  # compensations (user code) run here: keep stdout for the JSON
+        record = drive(
+            "cancel",
+            backend.runtime(),
+            backend.dispatcher,
+            execution_id,
+            progress_stream=progress_target(as_json),
+            live=None,
+            resume_hint=f"hopflow resume {execution_id}",
+        )
+        print_record(record, as_json=as_json, out=out)
     sys.exit(0 if record.get("status") in ("cancelled", "compensated", "failed") else 1)
 
 

@@ -144,6 +144,62 @@ def default_workflows_dir() -> str | None:
 # --------------------------------------------------------------------------------------- running
 
 
+def preflight(command: str, catalog: Catalog, actions: tuple[str, ...], roots: list[str] | None) -> None:
+    """Load ``--actions`` and check what the workflows need from this process (engine.preflight):
+    every missing piece in one block, exit 2, before anything starts. ``roots``: the workflows
+    started here (and what they call); None: every workflow in the catalog."""
+    from engine.actions import REGISTRY, ActionLoadError, load_modules
+    from engine.preflight import problems, reachable
+
+    try:
+        load_modules(list(actions))
+    except ActionLoadError as exc:
+        usage_exit(command, str(exc))
+    names = catalog.names() if roots is None else roots
+    found = problems(reachable(catalog, names), REGISTRY, os.environ)
+    if found:
+        click.echo(f"hopflow {command}: cannot start, {len(found)} problem(s):", err=True)
+        for line in found:
+            click.echo(f"  {line}", err=True)
+        sys.exit(2)
+
+
+class JsonStdout:
+    """With ``--json``, stdout is for the JSON document alone: while user code may run (importing
+    ``--actions`` modules, steps), ``sys.stdout`` — and file descriptor 1, for subprocesses and C
+    code, when it is the process's real stdout — point at stderr. :meth:`echo` writes the document
+    to the real stdout. A no-op without ``--json``."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.out: Any = sys.stdout
+        self._fd: int | None = None
+
+    def __enter__(self) -> JsonStdout:
+        if not self.active:
+            return self
+        self.out = sys.stdout
+        try:
+            real = self.out.fileno() == 1
+        except (AttributeError, OSError, ValueError):  # a captured stream (tests): Python level only
+            real = False
+        if real:
+            self.out.flush()
+            self._fd = os.dup(1)
+            os.dup2(2, 1)
+            self.out = os.fdopen(self._fd, "w", encoding="utf-8", closefd=False)
+        sys.stdout = sys.stderr
+        return self
+
+    def echo(self, text: str) -> None:
+        click.echo(text, file=self.out)
+        self.out.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        # Not restored on purpose: a timed-out action's thread may still print before the exit.
+        return None
+
+
 def local_runtime(
     command: str,
     catalog: Catalog,
@@ -318,12 +374,27 @@ def drive(
         dispatcher.run_until(watch)
         if not quiet:
             tracker.refresh()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (engine.lifecycle): deliveries in flight
+        from engine.lifecycle import exit_code  # have finished and been checkpointed by now
+
         renderer.close()
-        status = status_of(runtime, execution_id) or "unknown"
+        try:
+            status = status_of(runtime, execution_id) or "unknown"
+        except Exception:  # Redis went away meanwhile: the hint matters more than the status
+            status = "unknown"
         hint = f"; continue it with: {resume_hint}" if resume_hint else ""
         click.echo(f"\nhopflow {command}: interrupted; execution {execution_id} is {status}{hint}", err=True)
-        sys.exit(130)
+        if dispatcher.in_flight():
+            # Interrupted again while draining: a step still runs in a thread Python cannot stop, and
+            # a normal exit would wait for it. Leave now; its lease expires and the next run takes
+            # the delivery over (at least once; the idempotency key covers the effect).
+            from engine.embedded import leave_all
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            leave_all()
+            os._exit(exit_code(exc))
+        sys.exit(exit_code(exc))
     finally:
         renderer.close()
     return runtime.record(execution_id)
@@ -368,9 +439,15 @@ def core(record: dict[str, Any]) -> dict[str, Any]:
     return {key: record.get(key) for key in RECORD_KEYS}
 
 
-def print_record(record: dict[str, Any], *, as_json: bool, started: float | None = None) -> None:
+def print_record(
+    record: dict[str, Any], *, as_json: bool, started: float | None = None, out: JsonStdout | None = None
+) -> None:
     if as_json:
-        click.echo(json.dumps(core(record), ensure_ascii=False))
+        text = json.dumps(core(record), ensure_ascii=False)
+        if out is not None:
+            out.echo(text)
+        else:
+            click.echo(text)
         return
     status = record.get("status")
     took = f" in {time.monotonic() - started:.1f} s" if started is not None else ""
@@ -458,6 +535,35 @@ def run(
     message in this process. Exit 0 when the execution succeeded, 1 for any other final status, 2 for
     usage errors (bad input, invalid workflow, unloadable actions).
     """
+    with JsonStdout(as_json) as out:
+        _run(
+            file,
+            input_,
+            actions,
+            workflows,
+            fast_forward,
+            as_json,
+            execution_id,
+            progress,
+            time_budget,
+            max_nodes_per_call,
+            out,
+        )
+
+
+def _run(
+    file: str,
+    input_: str | None,
+    actions: tuple[str, ...],
+    workflows: str | None,
+    fast_forward: bool,
+    as_json: bool,
+    execution_id: str | None,
+    progress: str,
+    time_budget: int | None,
+    max_nodes_per_call: int | None,
+    out: JsonStdout,
+) -> None:
     from engine.errors import InputInvalid, RuntimeProblem
 
     budget = _resolve_budget("run", time_budget)
@@ -466,6 +572,7 @@ def run(
     folder = workflows if workflows is not None else str(Path(file).parent)
     catalog, name = build_catalog("run", file, folder, budget)
     assert name is not None
+    preflight("run", catalog, actions, [name])
     runtime, dispatcher = local_runtime(
         "run", catalog, actions, fast_forward=fast_forward, budget_ms=budget, max_nodes_per_call=chain
     )
@@ -493,7 +600,7 @@ def run(
         quiet=progress == "none",
         resume_hint=again,
     )
-    print_record(record, as_json=as_json, started=started)
+    print_record(record, as_json=as_json, started=started, out=out)
     sys.exit(0 if record.get("status") == "succeeded" else 1)
 
 
@@ -537,6 +644,20 @@ def resume(
     succeeded, compensated, failed or cancelled without further trouble; 1 when it is parked again
     (compensation_failed) or dead.
     """
+    with JsonStdout(as_json) as out:
+        _resume(execution_id, actions, workflows, fast_forward, as_json, progress, time_budget, out)
+
+
+def _resume(
+    execution_id: str,
+    actions: tuple[str, ...],
+    workflows: str | None,
+    fast_forward: bool,
+    as_json: bool,
+    progress: str,
+    time_budget: int | None,
+    out: JsonStdout,
+) -> None:
     from engine.errors import RuntimeProblem
 
     budget = _resolve_budget("resume", time_budget)
@@ -566,7 +687,7 @@ def resume(
         quiet=progress == "none",
         resume_hint=f"hopflow resume {execution_id}",
     )
-    print_record(record, as_json=as_json, started=started)
+    print_record(record, as_json=as_json, started=started, out=out)
     sys.exit(1 if record.get("status") in ("compensation_failed", "dead") else 0)
 
 

@@ -80,8 +80,18 @@ def _loud(lines: list[str]) -> None:
     default=30.0,
     show_default=True,
     metavar="SECONDS",
-    help="Re-drive executions whose outbox is older than a minute, this often (the periodic "
-    "`hopflow recover`); 0 turns the sweep off.",
+    help="Re-drive executions whose outbox is older than --recover-older-than, this often (the "
+    "periodic `hopflow recover`); 0 turns the sweep off.",
+)
+@click.option(
+    "--recover-older-than",
+    "recover_older_than",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="What the sweep calls stuck: an outbox recorded at least this long ago (a live worker "
+    "publishes its own within its time budget).",
 )
 def serve(
     workflows: str | None,
@@ -92,6 +102,7 @@ def serve(
     log_format: str | None,
     max_nodes_per_call: int | None,
     recover_every: float,
+    recover_older_than: float,
 ) -> None:
     """Serve the HTTP API (webhook, executions, events) with uvicorn."""
 
@@ -117,14 +128,23 @@ def serve(
     if not os.path.isdir(config.workflows_dir):
         _fail(f"--workflows {config.workflows_dir}: not a folder", 2)
 
-    from engine.actions import ActionLoadError, ActionNotFound
+    from engine.actions import REGISTRY, ActionLoadError, ActionNotFound, load_modules
     from engine.catalog import CatalogError
     from engine.embedded import EmbeddedError
+    from engine.preflight import problems, reachable
     from engine.web.app import create_app
-    from engine.web.wiring import build_runtime
+    from engine.web.wiring import LazyCatalog, build_runtime
 
     try:
-        runtime = build_runtime(config, eager=True)
+        # Preflight, before the first side effect (the embedded Redis, a socket): the workflows
+        # compile, the actions modules import, and every declared env variable and action exists.
+        catalog = LazyCatalog(config.workflows_dir, time_budget_ms=round(config.time_budget_s * 1000))
+        catalog.load()
+        load_modules(config.actions)
+        missing = problems(reachable(catalog, catalog.names()), REGISTRY, os.environ)
+        if missing:
+            _fail(f"cannot start, {len(missing)} problem(s):", 1, missing)
+        runtime = build_runtime(config, catalog=catalog)
     except CatalogError as exc:
         lines = [
             f"{d.position.file}:{d.position.line}:{d.position.column}: {d.message} [{d.rule}]"
@@ -201,13 +221,24 @@ def serve(
     if recover_every > 0:
         from engine.sweep import RecoverSweep
 
-        sweep = RecoverSweep(runtime, interval_s=recover_every).start()
-        click.echo(f"hopflow serve: recover sweep every {recover_every:g} s", err=True)
+        sweep = RecoverSweep(runtime, interval_s=recover_every, older_than_s=recover_older_than).start()
+        click.echo(
+            f"hopflow serve: recover sweep every {recover_every:g} s "
+            f"(outboxes older than {recover_older_than:g} s)",
+            err=True,
+        )
     try:
+        # uvicorn drains on SIGINT/SIGTERM itself (the lifespan stops the delivery loop), then
+        # re-raises the signal: engine.lifecycle turns SIGTERM into an exception uvicorn swallows.
         uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on", log_config=log_config)
     finally:
         if sweep is not None:
             sweep.stop()
+    from engine import lifecycle
+
+    if lifecycle.received is not None:  # atexit then stops the embedded Redis if we were its last user
+        click.echo("hopflow serve: stopped", err=True)
+        sys.exit(lifecycle.exit_code(lifecycle.Terminated()))
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:

@@ -137,9 +137,11 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             sys.exit(1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (engine.lifecycle)
+            from engine.lifecycle import exit_code
+
             click.echo("hopflow: interrupted", err=True)
-            sys.exit(130)
+            sys.exit(exit_code(exc))
 
     return run
 

@@ -4,7 +4,7 @@ Redis holds everything (all keys share one hash tag, so the Lua scripts also run
 
 ==================== ====== =================================================================
 ``hf:{q}:due``        zset   dedup id → due time (ms on the runtime's clock)
-``hf:{q}:leased``     zset   dedup id → lease deadline (ms): being delivered by some process
+``hf:{q}:leased``     zset   dedup id → lease deadline (ms on the wall clock): being delivered
 ``hf:{q}:msg``        hash   dedup id → message JSON
 ``hf:{q}:att``        hash   dedup id → delivery attempts so far (counted when leased)
 ``hf:{q}:d:<id>``     string dedup marker, 10 minutes (like QStash's deduplication window)
@@ -30,7 +30,10 @@ Guarantees:
   a timed wake-up), so a chain of deliveries costs one lease per message.
 * **Parallel means parallel.** Up to ``workers`` messages are delivered at the same time.
 * **Fast-forward.** With a :class:`~engine.clock.VirtualClock` and ``fast_forward=True``, when
-  nothing is due and nothing is being delivered, the clock jumps to the next due time.
+  nothing is due and nothing is being delivered, the clock jumps to the next due time. Leases never
+  use that clock: they are stamped and expired on the wall clock (``time.time()``), so a
+  fast-forwarded process that dies leaves leases that expire ``lease_s`` later in real time, for
+  whichever process (``resume``, ``recover --drive``, ``serve``) delivers next.
 * **Offloaded calls** (``call``, for ``offload: true`` http steps) are queue entries too (body
   ``{"call": request}``, id = the request's dedup id). Delivering one makes the HTTP request
   (:func:`engine.steps.offload.perform`, the step's timeout), stores the answer on the entry
@@ -52,7 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.clock import Clock, SystemClock, VirtualClock
+from engine.clock import Clock, SystemClock, VirtualClock, wall_of
 from engine.dispatch import CallResult, DispatchError, OffloadRequest
 from engine.model import Message, Outgoing
 
@@ -82,11 +85,11 @@ return n
 """
 
 _LEASE = """
-local now, lease, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
+local now, lease, want, wall = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', wall, 'LIMIT', 0, 100)
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], now, id)
+  redis.call('ZADD', KEYS[1], math.min(now, wall), id)
 end
 local out = {}
 if want > 0 then
@@ -95,7 +98,7 @@ if want > 0 then
     redis.call('ZREM', KEYS[1], id)
     local body = redis.call('HGET', KEYS[3], id)
     if body then
-      redis.call('ZADD', KEYS[2], now + lease, id)
+      redis.call('ZADD', KEYS[2], wall + lease, id)
       local attempts = redis.call('HINCRBY', KEYS[4], id, 1)
       table.insert(out, id)
       table.insert(out, body)
@@ -217,23 +220,42 @@ class LocalDispatcher:
     def _now_ms(self) -> int:
         return int(self.clock.now() * 1000)
 
+    def _wall_ms(self) -> int:
+        """Leases live on the wall clock (``clock.wall()``), never on workflow time: a lease must
+        expire ``lease_s`` of real time later for every process, whatever clock it has."""
+        return int(wall_of(self.clock) * 1000)
+
+    def _soon_ms(self) -> int:
+        """"Now" for work that is due at once or after a short pause: the earlier of workflow
+        time and real time. A fast-forwarded clock runs ahead of real time; stamping an immediate
+        message with it would make every other process (a ``resume`` after this one was killed)
+        wait until real time catches up — hours or months. The earlier stamp is due at once for
+        both."""
+        return min(self._now_ms(), self._wall_ms())
+
     def due_ms(self, outgoing: Outgoing, now_ms: int | None = None) -> int:
+        """A delayed message is due on workflow time (fast-forward jumps to it); an immediate one
+        at :meth:`_soon_ms`."""
         if outgoing.not_before is not None:
             return int(outgoing.not_before * 1000)
+        delay = max(0, int(outgoing.delay_ms))
+        if delay == 0 and now_ms is None:
+            return self._soon_ms()
         base = self._now_ms() if now_ms is None else now_ms
-        return base + max(0, int(outgoing.delay_ms))
+        return base + delay
 
     def publish(self, outgoing: Sequence[Outgoing]) -> None:
         """Store every message durably (deduplicated); wakes this process's delivery loop."""
         if not outgoing:
             return
-        now = self._now_ms()
+        now, soon = self._now_ms(), self._soon_ms()
         keys = [self.key_due, self.key_leased, self.key_msg]
         args: list[Any] = [DEDUP_TTL_MS]
         for item in outgoing:
             keys.append(self._key_dedup + item.dedup_id)
             body = json.dumps({"message": item.message.to_dict()}, separators=(",", ":"))
-            args += [item.dedup_id, self.due_ms(item, now), body]
+            immediate = item.not_before is None and item.delay_ms <= 0
+            args += [item.dedup_id, soon if immediate else self.due_ms(item, now), body]
         try:
             added = int(self._publish_script(keys=keys, args=args))
         except Exception as exc:  # redis.RedisError, connection errors: the outbox stays for later
@@ -253,7 +275,7 @@ class LocalDispatcher:
             added = int(
                 self._publish_script(
                     keys=[self.key_due, self.key_leased, self.key_msg, self._key_dedup + ident],
-                    args=[DEDUP_TTL_MS, ident, self._now_ms(), body],
+                    args=[DEDUP_TTL_MS, ident, self._soon_ms(), body],
                 )
             )
         except Exception as exc:  # the interpreter keeps the call's record and hands it over again
@@ -269,6 +291,11 @@ class LocalDispatcher:
     def pending(self) -> int:
         """Messages not yet acknowledged (due later, due now, or being delivered)."""
         return int(self.redis.zcard(self.key_due)) + int(self.redis.zcard(self.key_leased))
+
+    def in_flight(self) -> int:
+        """Deliveries of this dispatcher running right now."""
+        with self._cond:
+            return self._in_flight
 
     def idle(self) -> bool:
         """Nothing is due now and this dispatcher delivers nothing (``run_until(d.idle)`` drains)."""
@@ -350,6 +377,7 @@ class LocalDispatcher:
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 now = self._now_ms()
+                wall = self._wall_ms()
                 # Lease only when something may have become due: a publish or retry (in this
                 # process), a worker freed while every worker was busy, or a timed wake-up (a due
                 # time, an expired lease, the poll for other processes' messages). A pass woken
@@ -371,14 +399,14 @@ class LocalDispatcher:
                     for ident, body, attempts in batch:
                         with self._cond:
                             self._in_flight += 1
-                            self._leased_at[ident] = now
+                            self._leased_at[ident] = wall
                         pool.submit(self._deliver_one, ident, body, attempts)
                     with self._cond:
                         self._saturated = len(batch) >= free
                         if batch and self._saturated:  # every free worker got one: more may be due
                             self._lease_needed = True
                             continue
-                renew_in = self._renew(now)
+                renew_in = self._renew(wall)
                 with self._cond:
                     if self._dirty:
                         continue
@@ -390,7 +418,7 @@ class LocalDispatcher:
                         and not done()
                     ):
                         assert isinstance(self.clock, VirtualClock)
-                        self.clock.advance_to((next_due + 1) / 1000)
+                        self.clock.jump_to((next_due + 1) / 1000)
                         self.stats.jumps += 1
                         self._lease_needed = True
                         continue
@@ -398,7 +426,7 @@ class LocalDispatcher:
                     if free > 0 and next_due is not None:
                         wait = min(wait, (next_due - now) / 1000)
                     if next_lease is not None:
-                        wait = min(wait, (next_lease - now) / 1000)
+                        wait = min(wait, (next_lease - wall) / 1000)
                     if renew_in is not None:
                         wait = min(wait, renew_in / 1000)
                     if deadline is not None:
@@ -406,13 +434,24 @@ class LocalDispatcher:
                     if not self._cond.wait(max(wait, 0.001)):
                         self._lease_needed = True  # timed out: a due time or a lease deadline passed
                     self.stats.wakeups += 1
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (engine.lifecycle): drain, then stop
+            with self._cond:
+                busy = self._in_flight
+            if busy:
+                log.warning(
+                    "local queue: stopping; finishing %d delivery(ies) in progress "
+                    "(interrupt again to stop at once: the next run takes them over after their lease)",
+                    busy,
+                )
+            raise
         finally:
             pool.shutdown(wait=True)  # in-flight deliveries finish and are acknowledged
             self._running.release()
 
     def _renew(self, now: int) -> int | None:
         """Extend the leases of this process's deliveries in progress (a long step must not look like
-        a crash); ms until the next renewal is due, or None when nothing is in flight."""
+        a crash); ms until the next renewal is due, or None when nothing is in flight. ``now`` is
+        wall-clock ms (leases never follow a virtual clock)."""
         third = max(1, self.lease_ms // 3)
         with self._cond:
             stale = [i for i, at in self._leased_at.items() if now - at >= third]
@@ -437,10 +476,15 @@ class LocalDispatcher:
         with self._cond:
             self._cond.wait(seconds)
 
-    def _lease(self, now: int, want: int) -> tuple[list[tuple[str, str, int]], int | None, int | None, int]:
+    def _lease(
+        self, now: int, want: int, wall: int | None = None
+    ) -> tuple[list[tuple[str, str, int]], int | None, int | None, int]:
+        """Take back expired leases (wall clock) and lease up to ``want`` messages due by ``now``
+        (the runtime's clock); next due time (runtime clock) and next lease deadline (wall clock)."""
         keys = [self.key_due, self.key_leased, self.key_msg, self.key_att]
+        wall = self._wall_ms() if wall is None else wall
         raw, next_due, next_lease, reclaimed = self._lease_script(
-            keys=keys, args=[now, self.lease_ms, max(0, want)]
+            keys=keys, args=[now, self.lease_ms, max(0, want), wall]
         )
         batch = []
         for i in range(0, len(raw), 3):
@@ -602,7 +646,7 @@ class LocalDispatcher:
             log.warning("local queue: ack of %s failed (%s)", ident, type(exc).__name__)
 
     def _retry(self, ident: str, delay_s: float, *, count: bool) -> None:
-        due = self._now_ms() + int(max(0.0, delay_s) * 1000)
+        due = self._now_ms() + int(max(0.0, delay_s) * 1000)  # a backoff: workflow time (jumped over)
         try:
             self._retry_script(
                 keys=[self.key_due, self.key_leased, self.key_msg, self.key_att],

@@ -31,7 +31,7 @@ local function emit(eid, node, seq, branch, delay_ms, not_before)
   local nb = 'null'
   if not_before then nb = string.format('%.3f', not_before) end
   local body = '{"message":' .. m .. ',"delay_ms":' .. math.floor(delay_ms or 0) .. ',"not_before":' .. nb
-    .. ',"at":' .. string.format('%.3f', A.now) .. '}'
+    .. ',"at":' .. string.format('%.3f', A.now) .. ',"wall":' .. string.format('%.3f', A.wall or A.now) .. '}'
   local id = dedup(eid, branch, seq, node)
   redis.call('HSET', BASE .. 'out', id, body)
   OUT[#OUT + 1] = {id, body}
