@@ -865,5 +865,6 @@ steps:
     assert [d.rule for d in validate_text(text, "p.yaml").diagnostics] == []
     unacknowledged = text.replace("    ignore: [endless-loop]\n", "")
     assert [d.rule for d in validate_text(unacknowledged, "p.yaml").diagnostics] == ["endless-loop"]
-    elsewhere = unacknowledged.replace("    wait: {for: 1h}\n", "    ignore: [endless-loop]\n    wait: {for: 1h}\n")
+    on_pause = "    ignore: [endless-loop]\n    wait: {for: 1h}\n"
+    elsewhere = unacknowledged.replace("    wait: {for: 1h}\n", on_pause)
     assert [d.rule for d in validate_text(elsewhere, "p.yaml").diagnostics] == ["endless-loop"]
