@@ -88,7 +88,7 @@ def initial_fields(declared: Mapping[str, Any]) -> tuple[dict[str, str], list[st
         if decl.get("reduce") == "merge":
             for k, v in (initial or {}).items():
                 merged += [merge_field(name, _dumps(str(k))), _dumps(v)]
-        elif initial is not None:
+        else:  # null too: a declared var is readable from the start
             fields[name] = _dumps(initial)
     return fields, merged
 
