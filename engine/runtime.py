@@ -320,8 +320,11 @@ class Runtime:
         remember(redactor.values)
         return redactor
 
-    def mark_dead(self, message: Message, reason: str) -> None:
-        """The dispatcher gave up on ``message``: the execution becomes ``dead`` (unless it moved on)."""
+    def mark_dead(self, message: Message, reason: str) -> str:
+        """The dispatcher gave up on ``message``: the execution becomes ``dead`` (unless it moved on).
+
+        Returns what happened: ``dead`` (marked now), ``stale`` (the execution had moved past the
+        message: nothing changed) or ``ignored`` (the execution had already ended)."""
         eid = message.execution_id
         header = self.store.header(eid)
         if not header:
@@ -358,6 +361,7 @@ class Runtime:
                 self.observers.finished(header.get("workflow") or "", Status.DEAD.value)
             self._flush(eid, outbox_entries(found.get("out")))
             self.finished(eid)
+        return str(found["kind"])
 
     # ------------------------------------------------------------------- used by the interpreter
 

@@ -106,15 +106,24 @@ async def step_failed(hop: HopflowApp, request: Request) -> Response:
         raise non_retryable(f"not a failure callback of a hopflow message: {exc}") from None
     reason = dead_reason(callback)
     runtime = await hop.runtime_async()
+    eid = message.execution_id
     try:
-        await hop.call(runtime.mark_dead, message, reason)
+        kind = await hop.call(runtime.mark_dead, message, reason)
     except UnknownExecution as exc:
         # e.g. the 489 we gave a message for an unknown execution: nothing to mark, acknowledge
-        return json_response(
-            {"result": "ignored", "execution_id": message.execution_id, "detail": exc.message}
-        )
-    log.error("execution %s is dead: %s", message.execution_id, reason)
-    return json_response({"result": "dead", "execution_id": message.execution_id, "reason": reason})
+        return json_response({"result": "ignored", "execution_id": eid, "detail": exc.message})
+    if kind == "dead":
+        log.error("execution %s is dead: %s", eid, reason)
+        return json_response({"result": "dead", "execution_id": eid, "reason": reason})
+    if kind == "stale":
+        # a message the execution has already moved past (a duplicate, an old hop, a retry of a
+        # node that has since completed): losing it loses nothing, so nothing is marked
+        detail = f"the execution had moved past this message (step {message.node}, seq {message.seq})"
+        log.info("QStash gave up on an old message of execution %s: %s; nothing marked", eid, detail)
+        return json_response({"result": "stale", "execution_id": eid, "detail": detail, "reason": reason})
+    detail = "the execution had already ended"
+    log.info("QStash gave up on a message of execution %s, which had already ended", eid)
+    return json_response({"result": "ignored", "execution_id": eid, "detail": detail, "reason": reason})
 
 
 async def step_callback(hop: HopflowApp, request: Request) -> Response:
