@@ -78,13 +78,15 @@ PLAIN_HISTORY = frozenset(
 )
 BUSY_WAIT_S = 2.0  # how long a completion waits for a branch another delivery holds right now
 TEMPLATE_SHARE = 0.5  # the share of the time budget one render may use (then: template.limit)
+WAKE_SKEW_S = 1.0  # a delayed message may run this early (QStash counts whole seconds)
 
 
 @dataclass(frozen=True)
 class Advance:
     """What one delivery did. ``kind``: ``advanced`` (a node ran and was checkpointed), ``stale``
     (duplicate, old or fenced-out: acknowledge), ``busy`` (another worker holds the branch: redeliver
-    later), ``finished`` (the execution is over: acknowledge)."""
+    later), ``finished`` (the execution is over: acknowledge), ``deferred`` (a delayed message came
+    before the wake-up time its checkpoint recorded: re-published for then, nothing ran)."""
 
     kind: str
     execution_id: str
@@ -184,7 +186,7 @@ class Interpreter:
         eid = msg.execution_id
         trips = rt.store.trips()
         if msg.node == TIMEOUT:
-            return rt.deadline_reached(eid), None
+            return rt.deadline_reached(eid, msg), None
         graph_hash = rt.store.pinned_graph(eid)
         if graph_hash is None:
             raise UnknownExecution(eid)
@@ -216,12 +218,16 @@ class Interpreter:
                 "vmerge": merge_vars(graph, wanted),
                 "ancestors": context.ancestors(msg.branch),
                 "now": rt.clock.now(),
+                "skew": WAKE_SKEW_S,
             },
             branch=msg.branch,
         )
         kind = begin["kind"]
         if kind == "missing":
             raise UnknownExecution(eid)
+        if kind == "early":
+            self.defer(msg, float(begin["wake"]))
+            return Advance("deferred", eid), None
         if kind in ("stale", "finished"):
             published = self.flush(eid, outbox_entries(begin.get("outbox")))
             if kind == "stale":
@@ -318,6 +324,14 @@ class Interpreter:
             rt.observers.published(kind, len(outgoing), False)
             raise
         rt.observers.published(kind, len(outgoing), True)
+
+    def defer(self, msg: Message, wake: float) -> None:
+        """Publish ``msg`` again for ``wake``: it was delivered before the wake-up time recorded in
+        its checkpoint (a relayed long delay, a replayed delivery). The suffix keeps the copy apart
+        from the delivery in flight (one per second, so redeliveries of that one do not multiply)."""
+        now = self.rt.clock.now()
+        self.publish([Outgoing(msg, not_before=wake, dedup_suffix=f":defer{int(now)}")])
+        log.info("%s: %s delivered %.0f s early; deferred", msg.execution_id, msg.node, wake - now)
 
     def hand_off(self, eid: str, calls: list[OffloadRequest]) -> int:
         """Give recorded offloaded calls to the dispatcher, then clear their records (a crash in

@@ -25,7 +25,7 @@ from engine.context import iso
 from engine.dispatch import DispatchError
 from engine.egress import EgressPolicy
 from engine.errors import InputInvalid, NotResumable, StoreUnavailable, UnknownExecution, UnknownWorkflow
-from engine.interpreter import PLAIN_HISTORY, Advance, Interpreter, dumps, loads
+from engine.interpreter import PLAIN_HISTORY, WAKE_SKEW_S, Advance, Interpreter, dumps, loads
 from engine.model import Message, Outgoing, Status, StepError, StepFailure
 from engine.observe import Observers
 from engine.redact import Redactor, env_secrets, install_log_filter, remember, secret_strings
@@ -401,12 +401,19 @@ class Runtime:
             return loads(self.store.header(execution_id).get("stop"))
         return None
 
-    def deadline_reached(self, execution_id: str) -> Advance:
+    def deadline_reached(self, execution_id: str, message: Message | None = None) -> Advance:
         header = self.store.header(execution_id)
         if not header:
             raise UnknownExecution(execution_id)
         if not header.get("deadline"):
             return Advance("stale", execution_id)  # no timeout: a `$timeout` message is not its own
+        deadline = float(header["deadline"])
+        if message is not None and deadline - self.clock.now() > WAKE_SKEW_S:
+            # delivered early (a relayed long delay, a replay): the stored deadline decides
+            if header.get("status") in ("running", "compensating"):
+                self.interpreter.defer(message, deadline)
+                return Advance("deferred", execution_id)
+            return Advance("finished", execution_id, header.get("status"))
         error = {"name": "timeout", "message": "the execution's timeout passed"}
         done = self.stop(execution_id, error)
         return Advance("advanced" if done else "finished", execution_id)

@@ -18,7 +18,6 @@ from engine.dispatch.qstash import (
     DispatchRejected,
     QStashDispatcher,
     parse_callback,
-    pending_not_before,
 )
 from engine.model import Message, MessageError, Outgoing
 from engine.qstash_dev import RunningDevServer, start_dev_server
@@ -117,15 +116,6 @@ def test_long_delays_are_chained(fake_qstash: Endpoint) -> None:
     assert edge.headers["upstash-delay"] == f"{week}s"
     assert f"upstash-forward-{NOT_BEFORE_HEADER.lower()}" not in edge.headers
     assert edge.headers["upstash-deduplication-id"] == MSG.dedup_id
-
-
-def test_pending_not_before() -> None:
-    assert pending_not_before({"Hopflow-Not-Before": "1000"}, now=900) == 1000
-    assert pending_not_before({"hopflow-not-before": "1000"}, now=999.5) is None  # within the skew
-    assert pending_not_before({"hopflow-not-before": "1000"}, now=1200) is None
-    assert pending_not_before({"hopflow-not-before": "soon"}, now=0) is None
-    assert pending_not_before({"hopflow-not-before": "nan"}, now=0) is None
-    assert pending_not_before({}, now=0) is None
 
 
 def test_retries_qstash_429_and_5xx_then_succeeds() -> None:
@@ -250,16 +240,20 @@ def test_chained_delay_is_deferred_by_the_receiver_until_due(dev: RunningDevServ
     msg = fresh()
 
     def receiver(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
+        # the receiver knows the target itself (hopflow: the checkpoint), never from a header
         message = Message.from_json(rec.body)
-        if state["dispatcher"].defer_if_early(message, rec.headers):
-            return 202, {}, b"deferred"
+        if state["target"] - time.time() > 1.0:
+            state["dispatcher"].publish(
+                [Outgoing(message, not_before=state["target"], dedup_suffix=f":defer{int(time.time())}")]
+            )
+            return 200, {}, b"deferred"
         state.setdefault("ran", []).append(rec)
         return 200, {}, b"ran"
 
     with endpoint(receiver) as ep:
         d = dispatcher_for(dev, ep)
         state["dispatcher"] = d
-        target = math.ceil(time.time()) + 3
+        target = state["target"] = math.ceil(time.time()) + 3
         # the plan allows 1 s: a direct publish of 3 s is refused by QStash...
         with pytest.raises(DispatchRejected, match="maximum"):
             dispatcher_for(dev, ep, max_delay_s=3600).publish([Outgoing(msg, not_before=target)])

@@ -8,9 +8,9 @@ number of times with jittered exponential backoff, within a deadline that fits a
 then DispatchError (the outbox stays, ``hopflow recover`` re-drives it).
 
 Delays beyond the plan's maximum (``max_delay_s``) are chained: the message is published with the
-maximum delay and the forwarded header ``Hopflow-Not-Before: <unix seconds>``; the receiver sees a
-target still in the future and calls :meth:`QStashDispatcher.defer_if_early` instead of running the
-node. See docs/qstash.md.
+maximum delay (and an informational, unsigned ``Hopflow-Not-Before`` header that nothing trusts).
+The wake-up time lives in the checkpoint: a delivery that arrives before it, whatever headers it
+carries, is re-published for the rest of the wait by the interpreter. See docs/qstash.md.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_MAX_DELAY_S = 7 * 86400  # QStash free plan's maximum delay; paid plans allow more
-NOT_BEFORE_HEADER = "Hopflow-Not-Before"  # what the receiver sees (QStash strips Upstash-Forward-)
+NOT_BEFORE_HEADER = "Hopflow-Not-Before"  # informational only: the checkpoint holds the wake-up time
 FAILURE_CALLBACK_QUERY = "hopflow=failure"  # from_env's failure callback: <destination>?hopflow=failure
 MAX_CALL_BODY_BYTES = 1_048_576
 
@@ -47,26 +47,6 @@ class DispatchRejected(DispatchError):
 
 def _with_query(url: str, query: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{query}"
-
-
-def pending_not_before(
-    headers: Mapping[str, str], now: float | None = None, skew_s: float = 1.0
-) -> float | None:
-    """The chained-delay target of a delivery if it is still more than ``skew_s`` in the future, else None.
-
-    Header lookup is case-insensitive; a malformed value counts as absent.
-    """
-    raw = next((v for k, v in headers.items() if k.lower() == NOT_BEFORE_HEADER.lower()), None)
-    if raw is None:
-        return None
-    try:
-        target = float(raw)
-    except ValueError:
-        return None
-    if not math.isfinite(target):
-        return None
-    current = time.time() if now is None else now
-    return target if target - current > skew_s else None
 
 
 @dataclass(frozen=True)
@@ -237,26 +217,11 @@ class QStashDispatcher:
         """Hand every message to QStash, or raise DispatchError. Idempotent per dedup id."""
         self._publish(outgoing)
 
-    def defer_if_early(
-        self, message: Message, headers: Mapping[str, str], now: float | None = None, skew_s: float = 1.0
-    ) -> bool:
-        """Re-publish a chained-delay delivery that arrived before its target; True if it did.
-
-        The receiver acknowledges (2xx) a deferred delivery and does not run the node.
-        """
-        current = self._clock() if now is None else now
-        target = pending_not_before(headers, current, skew_s)
-        if target is None:
-            return False
-        # a fresh dedup id per deferral second: a redelivered hop must not be swallowed by the window
-        self._publish([Outgoing(message, not_before=target)], suffix=f":defer{int(current)}", now=current)
-        return True
-
-    def _publish(self, outgoing: Sequence[Outgoing], suffix: str = "", now: float | None = None) -> None:
+    def _publish(self, outgoing: Sequence[Outgoing], now: float | None = None) -> None:
         if not outgoing:
             return
         current = self._clock() if now is None else now
-        entries = [self._entry(o, current, suffix) for o in outgoing]
+        entries = [self._entry(o, current) for o in outgoing]
         if len(entries) == 1:
             headers, body = entries[0]
             self._request(f"/v2/publish/{self.destination_url}", body, headers)
@@ -272,8 +237,8 @@ class QStashDispatcher:
                 {"Content-Type": "application/json"},
             )
 
-    def _entry(self, o: Outgoing, now: float, suffix: str) -> tuple[dict[str, str], bytes]:
-        dedup = o.dedup_id + suffix
+    def _entry(self, o: Outgoing, now: float) -> tuple[dict[str, str], bytes]:
+        dedup = o.dedup_id
         headers = {"Content-Type": "application/json"}
         if self.retries is not None:
             headers["Upstash-Retries"] = str(self.retries)

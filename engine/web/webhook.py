@@ -51,25 +51,19 @@ async def step(hop: HopflowApp, request: Request) -> Response:
     except MessageError as exc:
         raise non_retryable(f"not a hopflow message: {exc}") from None
     runtime = await hop.runtime_async()
-    dispatcher = runtime.dispatcher
-    if scheme != "ed25519" and hasattr(dispatcher, "defer_if_early"):
-        deferred = await hop.call(dispatcher.defer_if_early, message, dict(request.headers))
-        if deferred:
-            if runtime.observers:
-                runtime.observers.delivery("deferred")
-            return json_response({"result": "deferred", "execution_id": message.execution_id}, 202)
+    # no header decides when a delivery may run: a delayed message's wake-up time is in its
+    # checkpoint, and runtime.advance re-defers one that comes early ("deferred")
     result = await _advance(hop, runtime, message)
     kind = getattr(result, "kind", str(result))
-    if kind == "busy" and scheme != "ed25519" and hasattr(dispatcher, "defer_if_early"):
+    if kind == "busy" and scheme == "qstash":
         # another worker holds this branch. Acknowledging alone could lose the message if that
         # worker died holding the lock (QStash's retry of its delivery may be this very request),
         # and a 5xx would spend QStash retries: re-publish a copy for a little later instead.
-        from engine.dispatch.qstash import NOT_BEFORE_HEADER
+        from engine.model import Outgoing
 
-        target = hop.now() + BUSY_RETRY_S
-        await hop.call(
-            dispatcher.defer_if_early, message, {NOT_BEFORE_HEADER: str(math.ceil(target))}, now=hop.now()
-        )
+        now = hop.now()
+        again = Outgoing(message, not_before=math.ceil(now + BUSY_RETRY_S), dedup_suffix=f":defer{int(now)}")
+        await hop.call(runtime.dispatcher.publish, [again])
     payload: dict[str, Any] = {"result": kind, "execution_id": message.execution_id}
     status = getattr(result, "status", None)
     if status:
