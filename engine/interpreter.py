@@ -635,7 +635,8 @@ class NodeRun:
         return child
 
     def child_state(self, child: str) -> tuple[str | None, Any, dict | None]:
-        return self.rt.child_state(child)
+        """The child's state, only if its record names this execution and branch as its parent."""
+        return self.rt.child_state(child, {"eid": self.eid, "branch": self.branch})
 
     def offload(self, request: OffloadRequest) -> None:
         """Record an offloaded call in this checkpoint; it is handed over once the checkpoint holds."""
