@@ -304,7 +304,17 @@ class Interpreter:
         trip per node; why that is safe is in docs/engine-design.md ("The outbox")."""
         if not entries:
             return 0
-        self.publish([o for _, o in entries])
+        from engine.dispatch import PartialDispatch
+
+        try:
+            self.publish([o for _, o in entries])
+        except PartialDispatch as exc:
+            # what was accepted may go; what was not stays in the outbox for the redelivery/recover
+            taken = set(exc.accepted)
+            done = [(i, o) for i, o in entries if o.dedup_id in taken]
+            ids = [i for i, o in done if not (keep_consumed and consumed_later(eid, o))]
+            self.rt.store.clear_outbox(eid, ids)
+            raise
         if cause is not None:
             self.rt.fault("after_publish", cause)
         ids = [i for i, o in entries if not (keep_consumed and consumed_later(eid, o))]

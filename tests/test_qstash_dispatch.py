@@ -7,6 +7,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -62,8 +63,14 @@ def test_is_a_dispatcher_and_hides_its_token() -> None:
 def test_single_publish_headers(fake_qstash: Endpoint) -> None:
     dest = "https://w.example/v1/step"
     now = 1_800_000_000.0
-    d = QStashDispatcher(TOKEN, fake_qstash.url, dest, failure_callback_url=dest + "?hopflow=failure",
-                         retries=3, clock=lambda: now)
+    d = QStashDispatcher(
+        TOKEN,
+        fake_qstash.url,
+        dest,
+        failure_callback_url=dest + "?hopflow=failure",
+        retries=3,
+        clock=lambda: now,
+    )
     d.publish([Outgoing(MSG)])
     d.publish([Outgoing(MSG, delay_ms=1500)])
     d.publish([Outgoing(MSG, not_before=now + 60.2)])
@@ -119,8 +126,9 @@ def test_long_delays_are_chained(fake_qstash: Endpoint) -> None:
 
 
 def test_retries_qstash_429_and_5xx_then_succeeds() -> None:
-    answers = iter([(503, {}, b"busy"), (429, {"Retry-After": "0"}, b"slow down"),
-                    (201, {}, b'{"messageId":"m1"}')])
+    answers = iter(
+        [(503, {}, b"busy"), (429, {"Retry-After": "0"}, b"slow down"), (201, {}, b'{"messageId":"m1"}')]
+    )
     with endpoint(lambda _r: next(answers)) as ep:
         d = QStashDispatcher(TOKEN, ep.url, "https://w.example/v1/step", **fast())
         d.publish([Outgoing(MSG)])
@@ -146,8 +154,9 @@ def test_a_4xx_is_rejected_at_once() -> None:
 
 def test_connection_refused_is_a_dispatch_error() -> None:
     port = free_port()  # nothing listens there
-    d = QStashDispatcher(TOKEN, f"http://127.0.0.1:{port}", "https://w.example/v1/step", max_attempts=3,
-                         **fast())
+    d = QStashDispatcher(
+        TOKEN, f"http://127.0.0.1:{port}", "https://w.example/v1/step", max_attempts=3, **fast()
+    )
     with pytest.raises(DispatchError, match="cannot reach QStash") as info:
         d.publish([Outgoing(MSG)])
     assert not isinstance(info.value, DispatchRejected) and TOKEN not in str(info.value)
@@ -157,7 +166,11 @@ def test_connection_refused_is_a_dispatch_error() -> None:
 
 
 def test_from_env() -> None:
-    env = {"QSTASH_TOKEN": TOKEN, "QSTASH_URL": "http://127.0.0.1:8080", "HOPFLOW_PUBLIC_URL": "https://a.example/"}
+    env = {
+        "QSTASH_TOKEN": TOKEN,
+        "QSTASH_URL": "http://127.0.0.1:8080",
+        "HOPFLOW_PUBLIC_URL": "https://a.example/",
+    }
     d = QStashDispatcher.from_env(env, retries=2)
     assert d.base_url == "http://127.0.0.1:8080" and d.destination_url == "https://a.example/v1/step"
     assert d.failure_callback_url == "https://a.example/v1/step?hopflow=failure" and d.retries == 2
@@ -173,8 +186,9 @@ def test_parse_callback_rejects_garbage() -> None:
     for bad in (b"", b"[]", b"{}", b'{"status":"200"}', b'{"status":200,"body":"@@@"}'):
         with pytest.raises(MessageError):
             parse_callback(bad)
-    cb = parse_callback(json.dumps({"status": 200, "body": "", "sourceMessasgeId": "msg_1",
-                                    "header": {"a": "b"}}))
+    cb = parse_callback(
+        json.dumps({"status": 200, "body": "", "sourceMessasgeId": "msg_1", "header": {"a": "b"}})
+    )
     assert cb.source_message_id == "msg_1" and cb.headers == {"a": ["b"]} and cb.ok and cb.final
 
 
@@ -216,8 +230,12 @@ def test_round_trip_single_batch_and_dedup(dev: RunningDevServer) -> None:
         assert bodies == sorted([msg.to_json()] + [o.message.to_json() for o in fan])
         assert {Message.from_json(r.body) for r in got} == {msg} | {o.message for o in fan}
         for rec in got:
-            verify_qstash(rec.headers["upstash-signature"], rec.body, f"{ep.url}/v1/step",
-                          [dev.current_signing_key, dev.next_signing_key])
+            verify_qstash(
+                rec.headers["upstash-signature"],
+                rec.body,
+                f"{ep.url}/v1/step",
+                [dev.current_signing_key, dev.next_signing_key],
+            )
         check_signed(dev, ep)
         d.close()
 
@@ -300,10 +318,16 @@ def test_offloaded_call_posts_the_response_to_the_callback(dev: RunningDevServer
     with endpoint(answer) as ep:
         d = dispatcher_for(dev, ep)
         callback = f"{ep.url}/v1/step?hopflow=callback"
-        mid = d.publish_call(f"{ep.url}/api/charge", "put",
-                             {"Idempotency-Key": "exec-1:charge", "Content-Type": "application/json"},
-                             b'{"amount":5}', callback, dedup_id="exec-1:charge:1", timeout=30,
-                             callback_headers={"Hopflow-Step": "exec-1/charge"})
+        mid = d.publish_call(
+            f"{ep.url}/api/charge",
+            "put",
+            {"Idempotency-Key": "exec-1:charge", "Content-Type": "application/json"},
+            b'{"amount":5}',
+            callback,
+            dedup_id="exec-1:charge:1",
+            timeout=30,
+            callback_headers={"Hopflow-Step": "exec-1/charge"},
+        )
         [call] = ep.wait_for(1, "/api/charge")
         assert call.method == "PUT" and call.body == b'{"amount":5}'
         assert call.headers["idempotency-key"] == "exec-1:charge"
@@ -318,15 +342,144 @@ def test_offloaded_call_posts_the_response_to_the_callback(dev: RunningDevServer
         assert again == mid
 
         failure = f"{ep.url}/v1/step?hopflow=failure"
-        d.publish_call(f"{ep.url}/api/flaky", "GET", {}, None, callback, failure_callback_url=failure,
-                       callback_headers={"Hopflow-Step": "exec-1/flaky"})
+        d.publish_call(
+            f"{ep.url}/api/flaky",
+            "GET",
+            {},
+            None,
+            callback,
+            failure_callback_url=failure,
+            callback_headers={"Hopflow-Step": "exec-1/flaky"},
+        )
         assert dev.server.wait_idle()
         assert len(ep.on("/api/charge")) == 1 and len(ep.on("/api/flaky")) == 1  # retries=0
-        flaky = [parse_callback(r.body) for r in ep.on("/v1/step") if "callback" in r.path
-                 and r.headers["hopflow-step"] == "exec-1/flaky"]
+        flaky = [
+            parse_callback(r.body)
+            for r in ep.on("/v1/step")
+            if "callback" in r.path and r.headers["hopflow-step"] == "exec-1/flaky"
+        ]
         assert [(c.status, c.final, c.body) for c in flaky] == [(502, True, b"bad gateway")]
         [dead] = [r for r in ep.on("/v1/step") if "failure" in r.path]
         assert dead.headers["hopflow-step"] == "exec-1/flaky" and parse_callback(dead.body).dlq_id
         check_signed(dev, ep)
     with pytest.raises(DispatchRejected):
         d.publish_call("ftp://x", "GET", {}, None, callback)
+
+
+# ------------------------------------------------------------ fidelity to QStash (issue 7 item 14)
+
+
+def test_offloaded_callbacks_state_their_own_retries(fake_qstash: Endpoint) -> None:
+    """(a) QStash's callbacks inherit the source's retries (0 for an offloaded call) unless told:
+    both callbacks are published with explicit retries, and failure callbacks of messages too."""
+    dest = "https://w.example/v1/step"
+    d = QStashDispatcher(
+        TOKEN, fake_qstash.url, dest, failure_callback_url=dest + "?hopflow=failure", retries=0
+    )
+    d.publish_call(
+        "https://api.example/x",
+        "POST",
+        {},
+        b"{}",
+        dest + "/callback?x=1",
+        failure_callback_url=dest + "/callback?x=1&failure=1",
+    )
+    d.publish([Outgoing(MSG)])
+    call, message = fake_qstash.requests
+    assert call.headers["upstash-retries"] == "0"
+    assert call.headers["upstash-callback-retries"] == "3"
+    assert call.headers["upstash-failure-callback-retries"] == "3"
+    assert message.headers["upstash-retries"] == "0"
+    assert message.headers["upstash-failure-callback-retries"] == "3"
+    with pytest.raises(DispatchRejected, match="HEAD"):
+        d.publish_call("https://api.example/x", "HEAD", {}, None, dest + "/callback?x=1")
+
+
+def test_a_callback_meeting_a_busy_webhook_is_retried_through_qstash_dev(dev: RunningDevServer) -> None:
+    """(a) end to end: the offloaded call's callback gets a 503 once and still arrives."""
+    answers = iter([(503, {}, b"busy"), (200, {}, b"")])
+
+    def answer(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
+        if rec.path.startswith("/cb"):
+            return next(answers)
+        return 200, {}, b"result"
+
+    with endpoint(answer) as ep:
+        d = dispatcher_for(dev, ep)
+        d.publish_call(f"{ep.url}/api", "GET", {}, None, f"{ep.url}/cb")
+        got = ep.wait_for(2, "/cb")
+        assert [parse_callback(r.body).body for r in got] == [b"result", b"result"]
+        assert dev.server.wait_idle()
+
+
+def test_a_batch_entry_qstash_refuses_stays_in_the_outbox(harness: Any) -> None:
+    """(b) /v2/batch answers per entry; a refused entry is an error (the delivery is retried), never
+    taken for sent, and it stays in the outbox."""
+    from engine.dispatch import PartialDispatch
+
+    def answer(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
+        entries = json.loads(rec.body)
+        out = [
+            {"error": "invalid destination"} if "items/1" in e["body"] else {"messageId": f"m{i}"}
+            for i, e in enumerate(entries)
+        ]
+        return 200, {}, json.dumps(out).encode()
+
+    fan = """
+name: fan
+steps:
+  - id: items
+    foreach:
+      items: [1, 2, 3]
+      as: n
+      concurrency: 3
+      steps:
+        - id: one
+          set: {v: "{{ n }}"}
+"""
+    h = harness(fan)
+    eid = h.start("fan", {})
+    h.dispatcher.pop()  # the first node's message
+    with endpoint(answer) as ep:
+        h.runtime.dispatcher = QStashDispatcher(TOKEN, ep.url, "https://w.example/v1/step", **fast())
+        with pytest.raises(PartialDispatch) as info:
+            h.runtime.advance(Message(eid, "items", 1))
+        assert "1 of 3" in str(info.value)
+        # the refused entry is still recorded: the redelivery this error asks for (5xx), or
+        # recover, publishes it again (entries consumed by their own checkpoint stay until then)
+        left = [o.message.branch for _, o, _ in h.store.outbox(eid)]
+        assert "items/1" in left, left
+        h.runtime.dispatcher.close()
+
+
+def test_429_rate_limit_reset_headers_are_honoured() -> None:
+    """(e) QStash's 429 carries Burst-RateLimit-Reset / RateLimit-Reset (unix seconds), not
+    Retry-After: wait until the reset within the budget, else fail fast (the outbox stays)."""
+    from engine.dispatch.qstash import rate_limit_wait
+
+    now = 1_800_000_000.0
+    assert rate_limit_wait({"Burst-RateLimit-Reset": str(int(now) + 1)}, now) == 1.0
+    assert rate_limit_wait({"RateLimit-Reset": str(int(now * 1000) + 2000)}, now) == 2.0
+    assert rate_limit_wait({"Retry-After": "3"}, now) == 3.0
+    assert rate_limit_wait({}, now) is None
+    slept: list[float] = []
+    answers = iter(
+        [
+            (429, {"Burst-RateLimit-Reset": str(int(time.time()) + 2)}, b"too many"),
+            (200, {}, b'{"messageId":"m1"}'),
+        ]
+    )
+    with endpoint(lambda _r: next(answers)) as ep:
+        d = QStashDispatcher(TOKEN, ep.url, "https://w.example/v1/step", sleep=slept.append, **fast())
+        d.publish([Outgoing(MSG)])
+        assert len(ep.requests) == 2 and slept and slept[0] >= 0.5  # waited for the reset, not 50 ms
+    daily = {
+        "RateLimit-Limit": "500",
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": str(int(time.time()) + 3600),
+    }
+    with endpoint(lambda _r: (429, daily, b"daily limit")) as ep:
+        d = QStashDispatcher(TOKEN, ep.url, "https://w.example/v1/step", sleep=slept.append, **fast())
+        with pytest.raises(DispatchError, match=r"wait 3[56]\d\d s"):
+            d.publish([Outgoing(MSG)])
+        assert len(ep.requests) == 1  # no pointless retries within a call
