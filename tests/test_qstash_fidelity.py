@@ -163,3 +163,47 @@ def test_a_wait_delivered_on_time_still_runs(harness: Any) -> None:
     eid = h.start("longwait", {})
     h.drain()
     assert h.runtime.record(eid)["status"] == "succeeded"
+
+
+# ------------------------------------------------------------- item 14 (c): large offloaded answers
+
+
+def big_call(url: str) -> str:
+    return f"""
+name: bigcall
+input: {{type: object}}
+steps:
+  - id: fetch
+    http:
+      method: GET
+      url: "{url}/big?size={{{{ input.size }}}}"
+      offload: true
+    timeout: 30s
+    output: "{{{{ result.text | length }}}}"
+"""
+
+
+def test_an_offloaded_response_near_qstash_s_size_limit_completes_and_a_cut_one_fails_clearly(
+    redis_db: Any,
+) -> None:
+    """~900 KB of response is ~1.2 MB once base64-encoded in QStash's callback: over the webhook's
+    1 MiB bound, it was refused (413) and the step timed out. A response QStash cut (the dev server
+    keeps 1 MiB, like a plan's message size) fails with ``http.truncated`` instead of passing half a
+    body off as the answer."""
+    from conftest_qstash import endpoint
+
+    def answer(rec: Any) -> tuple[int, dict[str, str], bytes]:
+        size = int(rec.path.split("size=")[1])
+        return 200, {"Content-Type": "text/plain"}, b"x" * size
+
+    with endpoint(answer) as target, stack(redis_db, big_call(target.url)) as s:
+        ok = s.start("bigcall", {"size": 900_000})
+        cut = s.start("bigcall", {"size": 1_500_000})
+        wait_for(lambda: all(s.record(e)["status"] != "running" for e in (ok, cut)), "both finished", 30)
+        good = s.record(ok)
+        assert good["status"] == "succeeded", good
+        assert good["output"] == 900_000
+        bad = s.record(cut)
+        assert bad["status"] == "failed", bad
+        assert bad["error"]["name"] == "http.truncated"
+        assert "1048576 of its 1500000 bytes" in bad["error"]["message"]

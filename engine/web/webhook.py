@@ -31,6 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.web.core import HopflowApp
 
 BUSY_RETRY_S = 2.0  # a busy delivery is re-published this much later (QStash)
+# a callback carries the response *and* the request, both base64 (4/3 of their size) in JSON: with
+# QStash's 1 MB message size (upstash/docs qstash/overall/getstarted.mdx) that is ~2.7 MB, more than
+# the 1 MiB every other route accepts; the callback route alone takes this much (or 3 times the
+# configured HOPFLOW_MAX_BODY_BYTES, for plans with larger messages)
+CALLBACK_MIN_BODY_BYTES = 4 * 1_048_576
 MAX_SEQ = 2**53 - 1  # what a double (Lua's only number) holds exactly
 # "" (the top level) or <owner step>/<index>, nested with "/" ("order/0/items/3")
 BRANCH = re.compile(r"[^/]+/[0-9]{1,9}(?:/[^/]+/[0-9]{1,9})*")
@@ -130,7 +135,7 @@ async def step_callback(hop: HopflowApp, request: Request) -> Response:
     from engine.dispatch.qstash import parse_callback
     from engine.model import MessageError
 
-    body = await hop.body(request)
+    body = await hop.body(request, callback_body_limit(hop.config.max_body_bytes))
     hop.verifier.verify(request, body)
     params = dict(parse_qsl(request.url.query, keep_blank_values=True))
     seq = params.get("seq", "")
@@ -167,6 +172,11 @@ async def step_callback(hop: HopflowApp, request: Request) -> Response:
             "unavailable", "the step is busy; deliver the callback again", headers={"Retry-After": "1"}
         )
     return json_response({"result": kind, "execution_id": message.execution_id})
+
+
+def callback_body_limit(max_body_bytes: int) -> int:
+    """The body bound of ``/v1/step/callback`` (see CALLBACK_MIN_BODY_BYTES)."""
+    return max(CALLBACK_MIN_BODY_BYTES, 3 * max_body_bytes)
 
 
 def parse_message(data: Any) -> Message:
