@@ -56,7 +56,7 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_RETRIES = 3
 MAX_RETRY_DELAY_S = 86400.0  # QStash caps every retry delay (and Retry-After) at one day
 MAX_RETRIES_ACCEPTED = 100
-METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})  # Upstash-Method's enum (openapi.yaml)
 RETRY_AFTER_HEADERS = (
     "retry-after",
     "x-ratelimit-reset",
