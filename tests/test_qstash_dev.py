@@ -57,9 +57,8 @@ def signed_ok(ep: Endpoint) -> None:
 
 
 def publish(api: httpx.Client, url: str, body: bytes = b'{"x":1}', **headers: str) -> str:
-    response = api.post(
-        f"/v2/publish/{url}", content=body, headers={"Content-Type": "application/json", **headers}
-    )
+    response = api.post(f"/v2/publish/{url}", content=body,
+                        headers={"Content-Type": "application/json", **headers})
     assert response.status_code == 200, response.text  # QStash: 200 (202 for a duplicate)
     return str(response.json()["messageId"])
 
@@ -69,9 +68,8 @@ def publish(api: httpx.Client, url: str, body: bytes = b'{"x":1}', **headers: st
 
 def test_sdk_publishes_and_the_delivery_is_signed_like_qstash(dev: RunningDevServer, sdk: QStash) -> None:
     with endpoint() as ep:
-        res = sdk.message.publish_json(
-            url=f"{ep.url}/hook?tenant=a", body={"hello": "world"}, headers={"X-Custom": "v1"}
-        )
+        res = sdk.message.publish_json(url=f"{ep.url}/hook?tenant=a", body={"hello": "world"},
+                                       headers={"X-Custom": "v1"})
         [rec] = ep.wait_for(1)
         assert rec.path == "/hook?tenant=a" and rec.method == "POST"
         assert json.loads(rec.body) == {"hello": "world"}
@@ -90,21 +88,14 @@ def test_keys_endpoint_and_bad_token(dev: RunningDevServer, sdk: QStash) -> None
     before = len(dev.server.events())
     bad = {"Authorization": "Bearer not-the-token"}
     with httpx.Client(base_url=dev.url, timeout=5) as raw:
-        for method, path in (
-            ("POST", "/v2/publish/http://127.0.0.1:9/x"),
-            ("POST", "/v2/batch"),
-            ("GET", "/v2/dlq"),
-            ("GET", "/v2/keys"),
-            ("GET", "/v2/messages/msg_x"),
-            ("DELETE", "/v2/dlq/1-1"),
-            ("POST", "/v2/dlq/retry/1-1"),
-        ):
+        for method, path in (("POST", "/v2/publish/http://127.0.0.1:9/x"), ("POST", "/v2/batch"),
+                             ("GET", "/v2/dlq"), ("GET", "/v2/keys"), ("GET", "/v2/messages/msg_x"),
+                             ("DELETE", "/v2/dlq/1-1"), ("POST", "/v2/dlq/retry/1-1")):
             assert raw.request(method, path, headers=bad, content=b"[]").status_code == 401
             assert raw.request(method, path, content=b"[]").status_code == 401
     with pytest.raises(QStashError):
         QStash("wrong", base_url=dev.url, retry=False).message.publish_json(
-            url="http://127.0.0.1:9/x", body={}
-        )
+            url="http://127.0.0.1:9/x", body={})
     assert len(dev.server.events()) == before  # nothing was accepted
 
 
@@ -169,26 +160,17 @@ def test_duration_parsing() -> None:
 # ---------------------------------------------------------------------------------- retries, DLQ
 
 
-def test_retries_then_dlq_with_failure_callback(
-    dev: RunningDevServer, api: httpx.Client, sdk: QStash
-) -> None:
+def test_retries_then_dlq_with_failure_callback(dev: RunningDevServer, api: httpx.Client,
+                                                sdk: QStash) -> None:
     def answer(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
         if rec.path.startswith("/target"):
             return 500, {"X-Why": "broken"}, b"it broke"
         return 200, {}, b""
 
     with endpoint(answer) as ep:
-        mid = publish(
-            api,
-            f"{ep.url}/target",
-            b'{"order":7}',
-            **{
-                "Upstash-Retries": "2",
-                "Upstash-Failure-Callback": f"{ep.url}/failed",
-                "Upstash-Failure-Callback-Forward-X-Run": "r1",
-                "Upstash-Forward-X-Trace": "t1",
-            },
-        )
+        mid = publish(api, f"{ep.url}/target", b'{"order":7}', **{
+            "Upstash-Retries": "2", "Upstash-Failure-Callback": f"{ep.url}/failed",
+            "Upstash-Failure-Callback-Forward-X-Run": "r1", "Upstash-Forward-X-Trace": "t1"})
         attempts = ep.wait_for(3, "/target")
         assert [r.headers["upstash-retried"] for r in attempts] == ["0", "1", "2"]
         assert {r.headers["upstash-message-id"] for r in attempts} == {mid}
@@ -244,9 +226,8 @@ def test_a_hanging_endpoint_times_out_and_is_retried(dev: RunningDevServer, api:
         signed_ok(ep)
 
 
-def test_one_slow_endpoint_does_not_hold_up_other_deliveries(
-    dev: RunningDevServer, api: httpx.Client
-) -> None:
+def test_one_slow_endpoint_does_not_hold_up_other_deliveries(dev: RunningDevServer,
+                                                              api: httpx.Client) -> None:
     quick_arrived = threading.Event()
     saw_quick: list[bool] = []
 
@@ -273,10 +254,8 @@ def test_dlq_list_get_delete_retry(dev: RunningDevServer, api: httpx.Client, sdk
         return (200, {}, b"fine") if healthy["now"] else (503, {}, b"down")
 
     with endpoint(answer) as ep:
-        ids = [
-            publish(api, f"{ep.url}/d{i}", f'{{"i":{i}}}'.encode(), **{"Upstash-Retries": "0"})
-            for i in range(3)
-        ]
+        ids = [publish(api, f"{ep.url}/d{i}", f'{{"i":{i}}}'.encode(), **{"Upstash-Retries": "0"})
+               for i in range(3)]
         assert dev.server.wait_idle()
         by_url = api.get("/v2/dlq", params={"url": f"{ep.url}/d0"}).json()["messages"]
         assert [m["messageId"] for m in by_url] == [ids[0]]
@@ -311,17 +290,9 @@ def test_callback_body_shape(dev: RunningDevServer, api: httpx.Client) -> None:
         return 200, {}, b""
 
     with endpoint(answer) as ep:
-        mid = publish(
-            api,
-            f"{ep.url}/long-call",
-            b"request body",
-            **{
-                "Content-Type": "text/plain",
-                "Upstash-Method": "PUT",
-                "Upstash-Callback": f"{ep.url}/cb",
-                "Upstash-Callback-Forward-X-Step": "charge",
-            },
-        )
+        mid = publish(api, f"{ep.url}/long-call", b"request body", **{
+            "Content-Type": "text/plain", "Upstash-Method": "PUT", "Upstash-Callback": f"{ep.url}/cb",
+            "Upstash-Callback-Forward-X-Step": "charge"})
         [cb] = ep.wait_for(1, "/cb")
         [call] = ep.on("/long-call")
         assert call.method == "PUT" and call.body == b"request body"
@@ -344,9 +315,8 @@ def test_callback_body_shape(dev: RunningDevServer, api: httpx.Client) -> None:
 
 def test_batch(dev: RunningDevServer, sdk: QStash, api: httpx.Client) -> None:
     with endpoint() as ep:
-        results = sdk.message.batch_json(
-            [{"url": f"{ep.url}/b{i}", "body": {"i": i}, "headers": {"X-I": str(i)}} for i in range(4)]
-        )
+        results = sdk.message.batch_json([
+            {"url": f"{ep.url}/b{i}", "body": {"i": i}, "headers": {"X-I": str(i)}} for i in range(4)])
         ids = [r.message_id for r in results]  # type: ignore[union-attr]
         assert len(set(ids)) == 4
         got = ep.wait_for(4)
@@ -354,10 +324,8 @@ def test_batch(dev: RunningDevServer, sdk: QStash, api: httpx.Client) -> None:
         assert all(r.headers["x-i"] == str(json.loads(r.body)["i"]) for r in got)
         # like QStash, a bad entry gets an error of its own and the others are still sent
         assert dev.server.wait_idle()
-        mixed = api.post(
-            "/v2/batch",
-            json=[{"destination": f"{ep.url}/ok", "body": "{}"}, {"destination": "nowhere", "body": "{}"}],
-        )
+        mixed = api.post("/v2/batch", json=[{"destination": f"{ep.url}/ok", "body": "{}"},
+                                            {"destination": "nowhere", "body": "{}"}])
         assert mixed.status_code == 200, mixed.text
         first, second = mixed.json()
         assert first["messageId"] and "error" not in first
@@ -370,26 +338,14 @@ def test_batch(dev: RunningDevServer, sdk: QStash, api: httpx.Client) -> None:
 
 def test_deduplication_within_the_window(dev: RunningDevServer, api: httpx.Client) -> None:
     with endpoint() as ep:
-        first = api.post(
-            f"/v2/publish/{ep.url}/once",
-            content=b"{}",
-            headers={"Upstash-Deduplication-Id": "exec-1:-:4:charge"},
-        )
-        again = api.post(
-            f"/v2/publish/{ep.url}/once",
-            content=b"{}",
-            headers={"Upstash-Deduplication-Id": "exec-1:-:4:charge"},
-        )
+        first = api.post(f"/v2/publish/{ep.url}/once", content=b"{}",
+                         headers={"Upstash-Deduplication-Id": "exec-1:-:4:charge"})
+        again = api.post(f"/v2/publish/{ep.url}/once", content=b"{}",
+                         headers={"Upstash-Deduplication-Id": "exec-1:-:4:charge"})
         assert first.json() == {"messageId": first.json()["messageId"]}
         assert again.json() == {"messageId": first.json()["messageId"], "deduplicated": True}
-        content = [
-            api.post(
-                f"/v2/publish/{ep.url}/content",
-                content=b'{"same":1}',
-                headers={"Upstash-Content-Based-Deduplication": "true"},
-            ).json()
-            for _ in range(2)
-        ]
+        content = [api.post(f"/v2/publish/{ep.url}/content", content=b'{"same":1}',
+                            headers={"Upstash-Content-Based-Deduplication": "true"}).json() for _ in range(2)]
         assert content[1] == {"messageId": content[0]["messageId"], "deduplicated": True}
         assert dev.server.wait_idle()
         assert len(ep.on("/once")) == 1 and len(ep.on("/content")) == 1
@@ -412,10 +368,8 @@ def test_retry_after_is_honoured_instead_of_backoff(slow: RunningDevServer) -> N
             return 503, {"Retry-After": "1"}, b"later"
         return 200, {}, b""
 
-    with (
-        endpoint(answer) as ep,
-        httpx.Client(base_url=slow.url, timeout=5, headers={"Authorization": f"Bearer {slow.token}"}) as api,
-    ):
+    with endpoint(answer) as ep, httpx.Client(base_url=slow.url, timeout=5,
+                                              headers={"Authorization": f"Bearer {slow.token}"}) as api:
         publish(api, f"{ep.url}/ra")
         first, second = ep.wait_for(2, timeout_s=8)  # the default backoff would take 12 s
         assert second.at - first.at >= 1.0
@@ -425,10 +379,8 @@ def test_retry_after_is_honoured_instead_of_backoff(slow: RunningDevServer) -> N
 
 
 def test_deduplication_window_expires(slow: RunningDevServer) -> None:
-    with (
-        endpoint() as ep,
-        httpx.Client(base_url=slow.url, timeout=5, headers={"Authorization": f"Bearer {slow.token}"}) as api,
-    ):
+    with endpoint() as ep, httpx.Client(base_url=slow.url, timeout=5,
+                                        headers={"Authorization": f"Bearer {slow.token}"}) as api:
         headers = {"Upstash-Deduplication-Id": "d-1"}
         a = api.post(f"/v2/publish/{ep.url}/w", content=b"{}", headers=headers).json()
         b = api.post(f"/v2/publish/{ep.url}/w", content=b"{}", headers=headers).json()
@@ -441,19 +393,13 @@ def test_deduplication_window_expires(slow: RunningDevServer) -> None:
 
 
 def test_plan_delay_limit_is_enforced() -> None:
-    with (
-        start_dev_server(max_delay_s=60) as dev,
-        httpx.Client(base_url=dev.url, timeout=5, headers={"Authorization": f"Bearer {dev.token}"}) as api,
-    ):
+    with start_dev_server(max_delay_s=60) as dev, httpx.Client(base_url=dev.url, timeout=5, headers={
+            "Authorization": f"Bearer {dev.token}"}) as api:
         too_far = api.post("/v2/publish/http://127.0.0.1:9/x", content=b"{}", headers={"Upstash-Delay": "2m"})
         assert too_far.status_code == 400 and "maximum" in too_far.json()["error"]
         later = str(int(time.time()) + 3600)
-        assert (
-            api.post(
-                "/v2/publish/http://127.0.0.1:9/x", content=b"{}", headers={"Upstash-Not-Before": later}
-            ).status_code
-            == 400
-        )
+        assert api.post("/v2/publish/http://127.0.0.1:9/x", content=b"{}",
+                        headers={"Upstash-Not-Before": later}).status_code == 400
         ok = api.post("/v2/publish/http://127.0.0.1:9/x", content=b"{}", headers={"Upstash-Delay": "1m"})
         assert ok.status_code == 200
         assert api.delete(f"/v2/messages/{ok.json()['messageId']}").status_code == 200
@@ -477,8 +423,7 @@ def test_duplicate_knob_sends_every_delivery_twice() -> None:
 def test_reorder_knob_changes_arrival_order() -> None:
     with start_dev_server(reorder_window_s=0.5, seed=11, **FAST) as dev, endpoint() as ep:
         QStash(dev.token, base_url=dev.url).message.batch_json(
-            [{"url": f"{ep.url}/r", "body": {"i": i}} for i in range(8)]
-        )
+            [{"url": f"{ep.url}/r", "body": {"i": i}} for i in range(8)])
         got = ep.wait_for(8, "/r")
         order = [json.loads(r.body)["i"] for r in got]
         assert sorted(order) == list(range(8))
@@ -503,21 +448,8 @@ def test_drop_knob_redelivers_what_was_delivered() -> None:
 
 
 def test_cli_parser_and_banner() -> None:
-    args = _parser().parse_args(
-        [
-            "--port",
-            "9999",
-            "--duplicate",
-            "--reorder-window",
-            "500ms",
-            "--drop-responses",
-            "0.1",
-            "--backoff-scale",
-            "0.01",
-            "--max-delay",
-            "7d",
-        ]
-    )
+    args = _parser().parse_args(["--port", "9999", "--duplicate", "--reorder-window", "500ms",
+                                 "--drop-responses", "0.1", "--backoff-scale", "0.01", "--max-delay", "7d"])
     assert args.port == 9999 and args.duplicate and args.reorder_window == 0.5
     assert args.drop_responses == 0.1 and args.max_delay == 7 * 86400
     from engine.qstash_dev import QStashDevServer
@@ -529,14 +461,9 @@ def test_cli_parser_and_banner() -> None:
 def test_module_entry_point_serves_and_prints_credentials() -> None:
     port = free_port()
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.qstash_dev", "--port", str(port)],
-        cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "engine.qstash_dev", "--port", str(port)], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONPATH": str(root)})
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -547,11 +474,8 @@ def test_module_entry_point_serves_and_prints_credentials() -> None:
         deadline = time.monotonic() + 15
         while True:
             try:
-                keys = httpx.get(
-                    f"http://127.0.0.1:{port}/v2/keys",
-                    timeout=1,
-                    headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"},
-                )
+                keys = httpx.get(f"http://127.0.0.1:{port}/v2/keys", timeout=1,
+                                 headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"})
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "qstash-dev did not come up"

@@ -63,14 +63,8 @@ def test_is_a_dispatcher_and_hides_its_token() -> None:
 def test_single_publish_headers(fake_qstash: Endpoint) -> None:
     dest = "https://w.example/v1/step"
     now = 1_800_000_000.0
-    d = QStashDispatcher(
-        TOKEN,
-        fake_qstash.url,
-        dest,
-        failure_callback_url=dest + "?hopflow=failure",
-        retries=3,
-        clock=lambda: now,
-    )
+    d = QStashDispatcher(TOKEN, fake_qstash.url, dest, failure_callback_url=dest + "?hopflow=failure",
+                         retries=3, clock=lambda: now)
     d.publish([Outgoing(MSG)])
     d.publish([Outgoing(MSG, delay_ms=1500)])
     d.publish([Outgoing(MSG, not_before=now + 60.2)])
@@ -126,9 +120,8 @@ def test_long_delays_are_chained(fake_qstash: Endpoint) -> None:
 
 
 def test_retries_qstash_429_and_5xx_then_succeeds() -> None:
-    answers = iter(
-        [(503, {}, b"busy"), (429, {"Retry-After": "0"}, b"slow down"), (201, {}, b'{"messageId":"m1"}')]
-    )
+    answers = iter([(503, {}, b"busy"), (429, {"Retry-After": "0"}, b"slow down"),
+                    (201, {}, b'{"messageId":"m1"}')])
     with endpoint(lambda _r: next(answers)) as ep:
         d = QStashDispatcher(TOKEN, ep.url, "https://w.example/v1/step", **fast())
         d.publish([Outgoing(MSG)])
@@ -154,9 +147,8 @@ def test_a_4xx_is_rejected_at_once() -> None:
 
 def test_connection_refused_is_a_dispatch_error() -> None:
     port = free_port()  # nothing listens there
-    d = QStashDispatcher(
-        TOKEN, f"http://127.0.0.1:{port}", "https://w.example/v1/step", max_attempts=3, **fast()
-    )
+    d = QStashDispatcher(TOKEN, f"http://127.0.0.1:{port}", "https://w.example/v1/step", max_attempts=3,
+                         **fast())
     with pytest.raises(DispatchError, match="cannot reach QStash") as info:
         d.publish([Outgoing(MSG)])
     assert not isinstance(info.value, DispatchRejected) and TOKEN not in str(info.value)
@@ -166,11 +158,7 @@ def test_connection_refused_is_a_dispatch_error() -> None:
 
 
 def test_from_env() -> None:
-    env = {
-        "QSTASH_TOKEN": TOKEN,
-        "QSTASH_URL": "http://127.0.0.1:8080",
-        "HOPFLOW_PUBLIC_URL": "https://a.example/",
-    }
+    env = {"QSTASH_TOKEN": TOKEN, "QSTASH_URL": "http://127.0.0.1:8080", "HOPFLOW_PUBLIC_URL": "https://a.example/"}
     d = QStashDispatcher.from_env(env, retries=2)
     assert d.base_url == "http://127.0.0.1:8080" and d.destination_url == "https://a.example/v1/step"
     assert d.failure_callback_url == "https://a.example/v1/step?hopflow=failure" and d.retries == 2
@@ -186,9 +174,8 @@ def test_parse_callback_rejects_garbage() -> None:
     for bad in (b"", b"[]", b"{}", b'{"status":"200"}', b'{"status":200,"body":"@@@"}'):
         with pytest.raises(MessageError):
             parse_callback(bad)
-    cb = parse_callback(
-        json.dumps({"status": 200, "body": "", "sourceMessasgeId": "msg_1", "header": {"a": "b"}})
-    )
+    cb = parse_callback(json.dumps({"status": 200, "body": "", "sourceMessasgeId": "msg_1",
+                                    "header": {"a": "b"}}))
     assert cb.source_message_id == "msg_1" and cb.headers == {"a": ["b"]} and cb.ok and cb.final
 
 
@@ -230,12 +217,8 @@ def test_round_trip_single_batch_and_dedup(dev: RunningDevServer) -> None:
         assert bodies == sorted([msg.to_json()] + [o.message.to_json() for o in fan])
         assert {Message.from_json(r.body) for r in got} == {msg} | {o.message for o in fan}
         for rec in got:
-            verify_qstash(
-                rec.headers["upstash-signature"],
-                rec.body,
-                f"{ep.url}/v1/step",
-                [dev.current_signing_key, dev.next_signing_key],
-            )
+            verify_qstash(rec.headers["upstash-signature"], rec.body, f"{ep.url}/v1/step",
+                          [dev.current_signing_key, dev.next_signing_key])
         check_signed(dev, ep)
         d.close()
 
@@ -318,16 +301,10 @@ def test_offloaded_call_posts_the_response_to_the_callback(dev: RunningDevServer
     with endpoint(answer) as ep:
         d = dispatcher_for(dev, ep)
         callback = f"{ep.url}/v1/step?hopflow=callback"
-        mid = d.publish_call(
-            f"{ep.url}/api/charge",
-            "put",
-            {"Idempotency-Key": "exec-1:charge", "Content-Type": "application/json"},
-            b'{"amount":5}',
-            callback,
-            dedup_id="exec-1:charge:1",
-            timeout=30,
-            callback_headers={"Hopflow-Step": "exec-1/charge"},
-        )
+        mid = d.publish_call(f"{ep.url}/api/charge", "put",
+                             {"Idempotency-Key": "exec-1:charge", "Content-Type": "application/json"},
+                             b'{"amount":5}', callback, dedup_id="exec-1:charge:1", timeout=30,
+                             callback_headers={"Hopflow-Step": "exec-1/charge"})
         [call] = ep.wait_for(1, "/api/charge")
         assert call.method == "PUT" and call.body == b'{"amount":5}'
         assert call.headers["idempotency-key"] == "exec-1:charge"
@@ -342,22 +319,12 @@ def test_offloaded_call_posts_the_response_to_the_callback(dev: RunningDevServer
         assert again == mid
 
         failure = f"{ep.url}/v1/step?hopflow=failure"
-        d.publish_call(
-            f"{ep.url}/api/flaky",
-            "GET",
-            {},
-            None,
-            callback,
-            failure_callback_url=failure,
-            callback_headers={"Hopflow-Step": "exec-1/flaky"},
-        )
+        d.publish_call(f"{ep.url}/api/flaky", "GET", {}, None, callback, failure_callback_url=failure,
+                       callback_headers={"Hopflow-Step": "exec-1/flaky"})
         assert dev.server.wait_idle()
         assert len(ep.on("/api/charge")) == 1 and len(ep.on("/api/flaky")) == 1  # retries=0
-        flaky = [
-            parse_callback(r.body)
-            for r in ep.on("/v1/step")
-            if "callback" in r.path and r.headers["hopflow-step"] == "exec-1/flaky"
-        ]
+        flaky = [parse_callback(r.body) for r in ep.on("/v1/step") if "callback" in r.path
+                 and r.headers["hopflow-step"] == "exec-1/flaky"]
         assert [(c.status, c.final, c.body) for c in flaky] == [(502, True, b"bad gateway")]
         [dead] = [r for r in ep.on("/v1/step") if "failure" in r.path]
         assert dead.headers["hopflow-step"] == "exec-1/flaky" and parse_callback(dead.body).dlq_id
