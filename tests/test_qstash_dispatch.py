@@ -42,8 +42,8 @@ def fake_qstash() -> Iterator[Endpoint]:
     def answer(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
         if rec.path == "/v2/batch":
             n = len(json.loads(rec.body))
-            return 201, {}, json.dumps([{"messageId": f"m{next(counter)}"} for _ in range(n)]).encode()
-        return 201, {}, json.dumps({"messageId": f"m{next(counter)}"}).encode()
+            return 200, {}, json.dumps([{"messageId": f"m{next(counter)}"} for _ in range(n)]).encode()
+        return 200, {}, json.dumps({"messageId": f"m{next(counter)}"}).encode()
 
     with endpoint(answer) as ep:
         yield ep
@@ -121,7 +121,7 @@ def test_long_delays_are_chained(fake_qstash: Endpoint) -> None:
 
 def test_retries_qstash_429_and_5xx_then_succeeds() -> None:
     answers = iter([(503, {}, b"busy"), (429, {"Retry-After": "0"}, b"slow down"),
-                    (201, {}, b'{"messageId":"m1"}')])
+                    (200, {}, b'{"messageId":"m1"}')])
     with endpoint(lambda _r: next(answers)) as ep:
         d = QStashDispatcher(TOKEN, ep.url, "https://w.example/v1/step", **fast())
         d.publish([Outgoing(MSG)])
