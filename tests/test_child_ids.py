@@ -80,7 +80,7 @@ class Api:
 def api(harness: Any) -> Iterator[Api]:
     h = harness(KID, EVIL, PARENT)
     config = Config(api_key=API_KEY, public_url=PUBLIC, verify_keys=(KEYS.public_key,))
-    with TestClient(create_app(h.runtime, config=config)) as client:
+    with TestClient(create_app(h.runtime, config=config), base_url=PUBLIC) as client:
         yield Api(h, client)
 
 

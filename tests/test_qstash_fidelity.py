@@ -77,6 +77,7 @@ def stack(redis_db: Any, *workflows: str, **dev_options: Any) -> Iterator[Stack]
     from engine.asgi import create_app
     from engine.catalog import Catalog
     from engine.dispatch.qstash import QStashDispatcher
+    from engine.egress import EgressPolicy
     from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
     from engine.store import Store
@@ -89,7 +90,9 @@ def stack(redis_db: Any, *workflows: str, **dev_options: Any) -> Iterator[Stack]
             dispatcher = QStashDispatcher(
                 dev.token, dev.url, url + "/v1/step", failure_callback_url=url + "/v1/step/failed"
             )
-            holder["runtime"] = runtime = Runtime(Store(redis_db), dispatcher, catalog)
+            # the targets here are loopback test servers: allow them (the default egress policy refuses)
+            loopback = EgressPolicy(allow_loopback=True)
+            holder["runtime"] = runtime = Runtime(Store(redis_db), dispatcher, catalog, egress=loopback)
             config = Config(
                 api_key=API_KEY,
                 public_url=url,
