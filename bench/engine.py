@@ -357,16 +357,19 @@ print(json.dumps({"import_ms": (t1 - t0) * 1000, "first_call_ms": (t2 - t1) * 10
 
 
 class StubQStash(BaseHTTPRequestHandler):
-    """Answers every publish 201 like QStash (loopback only); counts them."""
+    """Answers every publish 200 like QStash, and a batch with one answer per entry (loopback only);
+    counts them."""
 
     published = 0
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
-        self.rfile.read(length)
+        raw = self.rfile.read(length)
         StubQStash.published += 1
         body = b'{"messageId":"msg_bench_stub"}'
-        self.send_response(201)
+        if self.path.startswith("/v2/batch"):
+            body = json.dumps([{"messageId": "msg_bench_stub"}] * len(json.loads(raw))).encode()
+        self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

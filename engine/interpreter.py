@@ -79,13 +79,15 @@ PLAIN_HISTORY = frozenset(
 )
 BUSY_WAIT_S = 2.0  # how long a completion waits for a branch another delivery holds right now
 TEMPLATE_SHARE = 0.5  # the share of the time budget one render may use (then: template.limit)
+WAKE_SKEW_S = 1.0  # a delayed message may run this early (QStash counts whole seconds)
 
 
 @dataclass(frozen=True)
 class Advance:
     """What one delivery did. ``kind``: ``advanced`` (a node ran and was checkpointed), ``stale``
     (duplicate, old or fenced-out: acknowledge), ``busy`` (another worker holds the branch: redeliver
-    later), ``finished`` (the execution is over: acknowledge)."""
+    later), ``finished`` (the execution is over: acknowledge), ``deferred`` (a delayed message came
+    before the wake-up time its checkpoint recorded: re-published for then, nothing ran)."""
 
     kind: str
     execution_id: str
@@ -185,7 +187,7 @@ class Interpreter:
         eid = msg.execution_id
         trips = rt.store.trips()
         if msg.node == TIMEOUT:
-            return rt.deadline_reached(eid), None
+            return rt.deadline_reached(eid, msg), None
         graph_hash = rt.store.pinned_graph(eid)
         if graph_hash is None:
             raise UnknownExecution(eid)
@@ -217,12 +219,16 @@ class Interpreter:
                 "vmerge": merge_vars(graph, wanted),
                 "ancestors": context.ancestors(msg.branch),
                 "now": rt.clock.now(),
+                "skew": WAKE_SKEW_S,
             },
             branch=msg.branch,
         )
         kind = begin["kind"]
         if kind == "missing":
             raise UnknownExecution(eid)
+        if kind == "early":
+            self.defer(msg, float(begin["wake"]))
+            return Advance("deferred", eid), None
         if kind in ("stale", "finished"):
             published = self.flush(eid, outbox_entries(begin.get("outbox")))
             if kind == "stale":
@@ -299,7 +305,17 @@ class Interpreter:
         trip per node; why that is safe is in docs/engine-design.md ("The outbox")."""
         if not entries:
             return 0
-        self.publish([o for _, o in entries])
+        from engine.dispatch import PartialDispatch
+
+        try:
+            self.publish([o for _, o in entries])
+        except PartialDispatch as exc:
+            # what was accepted may go; what was not stays in the outbox for the redelivery/recover
+            taken = set(exc.accepted)
+            done = [(i, o) for i, o in entries if o.dedup_id in taken]
+            ids = [i for i, o in done if not (keep_consumed and consumed_later(eid, o))]
+            self.rt.store.clear_outbox(eid, ids)
+            raise
         if cause is not None:
             self.rt.fault("after_publish", cause)
         ids = [i for i, o in entries if not (keep_consumed and consumed_later(eid, o))]
@@ -319,6 +335,14 @@ class Interpreter:
             rt.observers.published(kind, len(outgoing), False)
             raise
         rt.observers.published(kind, len(outgoing), True)
+
+    def defer(self, msg: Message, wake: float) -> None:
+        """Publish ``msg`` again for ``wake``: it was delivered before the wake-up time recorded in
+        its checkpoint (a relayed long delay, a replayed delivery). The suffix keeps the copy apart
+        from the delivery in flight (one per second, so redeliveries of that one do not multiply)."""
+        now = self.rt.clock.now()
+        self.publish([Outgoing(msg, not_before=wake, dedup_suffix=f":defer{int(now)}")])
+        log.info("%s: %s delivered %.0f s early; deferred", msg.execution_id, msg.node, wake - now)
 
     def hand_off(self, eid: str, calls: list[OffloadRequest]) -> int:
         """Give recorded offloaded calls to the dispatcher, then clear their records (a crash in
@@ -622,7 +646,8 @@ class NodeRun:
         return child
 
     def child_state(self, child: str) -> tuple[str | None, Any, dict | None]:
-        return self.rt.child_state(child)
+        """The child's state, only if its record names this execution and branch as its parent."""
+        return self.rt.child_state(child, {"eid": self.eid, "branch": self.branch})
 
     def offload(self, request: OffloadRequest) -> None:
         """Record an offloaded call in this checkpoint; it is handed over once the checkpoint holds."""

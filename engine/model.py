@@ -89,15 +89,20 @@ class Message:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A message to publish, and when. ``not_before`` (unix seconds) wins over ``delay_ms``."""
+    """A message to publish, and when. ``not_before`` (unix seconds) wins over ``delay_ms``.
+
+    ``dedup_suffix`` makes a re-publish of the same message (a delivery deferred because it came
+    too early or found its branch busy) distinct from the delivery in flight, which a dispatcher
+    would otherwise swallow as a duplicate."""
 
     message: Message
     delay_ms: int = 0
     not_before: float | None = None
+    dedup_suffix: str = ""
 
     @property
     def dedup_id(self) -> str:
-        return self.message.dedup_id
+        return self.message.dedup_id + self.dedup_suffix
 
     def to_dict(self) -> dict[str, Any]:
         return {"message": self.message.to_dict(), "delay_ms": self.delay_ms, "not_before": self.not_before}

@@ -56,7 +56,7 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_RETRIES = 3
 MAX_RETRY_DELAY_S = 86400.0  # QStash caps every retry delay (and Retry-After) at one day
 MAX_RETRIES_ACCEPTED = 100
-METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})  # Upstash-Method's enum (openapi.yaml)
 RETRY_AFTER_HEADERS = (
     "retry-after",
     "x-ratelimit-reset",
@@ -210,6 +210,11 @@ def _body_fields(body: bytes, text_key: str, b64_key: str) -> dict[str, str]:
         return {b64_key: base64.b64encode(body).decode("ascii")}
 
 
+def _multi(request: Request, name: str) -> list[str]:
+    """A multi-valued query parameter: repeated (``a=1&a=2``) or comma-separated (``a=1,2``)."""
+    return [v for raw in request.query_params.getlist(name) for v in raw.split(",") if v]
+
+
 def _http_url(value: str, what: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -295,6 +300,7 @@ class QStashDevServer:
                 Route("/v2/batch", self._batch, methods=["POST"]),
                 Route("/v2/messages/{message_id}", self._get_message, methods=["GET"]),
                 Route("/v2/messages/{message_id}", self._cancel_message, methods=["DELETE"]),
+                Route("/v2/messages", self._cancel_messages, methods=["DELETE"]),
                 Route("/v2/dlq", self._list_dlq, methods=["GET"]),
                 Route("/v2/dlq", self._delete_dlq_many, methods=["DELETE"]),
                 Route("/v2/dlq/retry/{dlq_id}", self._retry_dlq, methods=["POST"]),
@@ -532,7 +538,8 @@ class QStashDevServer:
             body=json.dumps(payload, separators=(",", ":")).encode(),
             content_type="application/json",
             forward=dict(msg.failure_callback_forward if is_failure else msg.callback_forward),
-            max_retries=self.max_retries if retries is None else retries,
+            # like QStash: a callback's retries default to the source message's (openapi.yaml)
+            max_retries=msg.max_retries if retries is None else retries,
             not_before=now,
             created_at=now,
             caller_ip=msg.caller_ip,
@@ -635,7 +642,13 @@ class QStashDevServer:
 
     def _authorized(self, request: Request) -> bool:
         auth = request.headers.get("authorization", "")
-        supplied = auth[7:] if auth[:7].lower() == "bearer " else request.query_params.get("qstashToken", "")
+        query = request.query_params
+        # QStash's query name is qstash_token (openapi.yaml, bearerAuthQuery); qstashToken is kept
+        supplied = (
+            auth[7:]
+            if auth[:7].lower() == "bearer "
+            else query.get("qstash_token", query.get("qstashToken", ""))
+        )
         return hmac.compare_digest(supplied.strip().encode(), self.token.encode())
 
     @staticmethod
@@ -653,7 +666,9 @@ class QStashDevServer:
         if not dest.startswith(("http://", "https://")):
             dest = unquote(dest)
         query = request.scope.get("query_string", b"").decode("latin-1")
-        query = "&".join(p for p in query.split("&") if p and not p.startswith("qstashToken="))
+        query = "&".join(
+            p for p in query.split("&") if p and not p.startswith(("qstashToken=", "qstash_token="))
+        )
         return f"{dest}?{query}" if query else dest
 
     async def _publish(self, request: Request) -> Response:
@@ -667,7 +682,9 @@ class QStashDevServer:
             msg = self._parse(self._destination(request), dict(request.headers), body, caller_ip)
         except _BadRequest as exc:
             return self._error(400, str(exc))
-        return JSONResponse(self._accept(msg), status_code=201)
+        accepted = self._accept(msg)
+        # QStash: 200, or 202 Accepted for a duplicate (qstash/features/deduplication.mdx)
+        return JSONResponse(accepted, status_code=202 if accepted.get("deduplicated") else 200)
 
     async def _batch(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -682,25 +699,26 @@ class QStashDevServer:
         if not isinstance(items, list) or not items:
             return self._error(400, "batch body must be a non-empty JSON array")
         caller_ip = request.client.host if request.client else ""
-        parsed: list[_Message] = []
-        try:  # validate everything first: a bad entry rejects the whole batch, nothing is accepted
-            for i, item in enumerate(items):
+        # like QStash (qstash/features/batch.mdx): one answer per entry, in order; a bad entry gets
+        # {"error"} and the others are still sent
+        answers: list[dict[str, Any]] = []
+        for i, item in enumerate(items):
+            try:
                 if not isinstance(item, dict) or not isinstance(item.get("destination"), str):
-                    raise _BadRequest(f"batch[{i}]: needs a string destination")
+                    raise _BadRequest("needs a string destination")
                 if item.get("queue"):
-                    raise _BadRequest(f"batch[{i}]: queues are not implemented by the dev server")
+                    raise _BadRequest("queues are not implemented by the dev server")
                 headers = item.get("headers") or {}
                 body = item.get("body") or ""
                 if not isinstance(headers, dict) or not isinstance(body, str):
-                    raise _BadRequest(f"batch[{i}]: headers must be an object and body a string")
+                    raise _BadRequest("headers must be an object and body a string")
                 lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-                try:
-                    parsed.append(self._parse(item["destination"], lowered, body.encode(), caller_ip))
-                except _BadRequest as exc:
-                    raise _BadRequest(f"batch[{i}]: {exc}") from None
-        except _BadRequest as exc:
-            return self._error(400, str(exc))
-        return JSONResponse([self._accept(m) for m in parsed], status_code=201)
+                answers.append(
+                    self._accept(self._parse(item["destination"], lowered, body.encode(), caller_ip))
+                )
+            except _BadRequest as exc:
+                answers.append({"error": f"batch[{i}]: {exc}"})
+        return JSONResponse(answers, status_code=200)
 
     async def _get_message(self, request: Request) -> Response:
         if not self._authorized(request):
@@ -718,7 +736,29 @@ class QStashDevServer:
             return self._error(404, "message not found")
         msg.cancelled = True
         self._finish(msg, "cancelled")
-        return Response(status_code=202)
+        return JSONResponse({"cancelled": 1})  # 200, like QStash (openapi.yaml)
+
+    async def _cancel_messages(self, request: Request) -> Response:
+        """``DELETE /v2/messages``: ``messageIds`` (repeated or comma-separated), else the ``url``
+        filter, else every pending message; ``count`` bounds how many. → ``{"cancelled": n}``."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        ids = _multi(request, "messageIds")
+        urls = _multi(request, "url")
+        try:
+            count = int(request.query_params.get("count") or 0)
+        except ValueError:
+            return self._error(400, "count must be an integer")
+        if ids:
+            chosen = [self._messages[i] for i in ids if i in self._messages]
+        else:
+            chosen = [m for m in self._messages.values() if not urls or m.url in urls]
+        if count > 0:
+            chosen = chosen[:count]
+        for msg in chosen:
+            msg.cancelled = True
+            self._finish(msg, "cancelled")
+        return JSONResponse({"cancelled": len(chosen)})
 
     def _dlq_entry(self, request: Request) -> _DlqEntry | None:
         return self._dlq.get(request.path_params["dlq_id"])
@@ -762,13 +802,20 @@ class QStashDevServer:
     async def _delete_dlq_many(self, request: Request) -> Response:
         if not self._authorized(request):
             return self._unauthorized()
-        try:
-            ids = json.loads(await request.body()).get("dlqIds")
-        except (ValueError, AttributeError):
-            ids = None
-        if not isinstance(ids, list):
-            return self._error(400, 'body must be {"dlqIds": [...]}')
-        deleted = sum(self._dlq.pop(str(i), None) is not None for i in ids)
+        ids: list[str] | None = _multi(request, "dlqIds") or None  # QStash: a query parameter
+        if ids is None:
+            raw = await request.body()
+            if raw.strip():  # the older form: a JSON body {"dlqIds": [...]}
+                try:
+                    found = json.loads(raw).get("dlqIds")
+                except (ValueError, AttributeError):
+                    found = None
+                if not isinstance(found, list):
+                    return self._error(400, 'body must be {"dlqIds": [...]}')
+                ids = [str(i) for i in found]
+        if ids is None:
+            return self._error(400, "name the DLQ entries to delete: ?dlqIds=…")
+        deleted = sum(self._dlq.pop(i, None) is not None for i in ids)
         return JSONResponse({"deleted": deleted})
 
     async def _retry_dlq(self, request: Request) -> Response:

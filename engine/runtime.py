@@ -25,11 +25,11 @@ from engine.context import iso
 from engine.dispatch import DispatchError
 from engine.egress import EgressPolicy
 from engine.errors import InputInvalid, NotResumable, StoreUnavailable, UnknownExecution, UnknownWorkflow
-from engine.interpreter import PLAIN_HISTORY, Advance, Interpreter, dumps, loads
+from engine.interpreter import PLAIN_HISTORY, WAKE_SKEW_S, Advance, Interpreter, dumps, loads
 from engine.model import Message, Outgoing, Status, StepError, StepFailure
 from engine.observe import Observers
 from engine.redact import Redactor, env_secrets, install_log_filter, remember, secret_strings
-from engine.store import Store, check_execution_id, outbox_entries
+from engine.store import CHILD_MARK, Store, check_client_execution_id, check_execution_id, outbox_entries
 
 log = logging.getLogger("hopflow.runtime")
 
@@ -93,6 +93,8 @@ class Runtime:
     def start(self, workflow: str, input: Any, execution_id: str | None = None) -> str:
         """Validate ``input``, create the execution, publish its first message; idempotent per id."""
         graph = self.catalog.get(workflow)
+        if execution_id is not None:
+            check_client_execution_id(execution_id)  # "~" is reserved for child executions
         return self._create(graph, input, execution_id, None)
 
     def advance(self, message: Message) -> Advance:
@@ -328,8 +330,11 @@ class Runtime:
         remember(redactor.values)
         return redactor
 
-    def mark_dead(self, message: Message, reason: str) -> None:
-        """The dispatcher gave up on ``message``: the execution becomes ``dead`` (unless it moved on)."""
+    def mark_dead(self, message: Message, reason: str) -> str:
+        """The dispatcher gave up on ``message``: the execution becomes ``dead`` (unless it moved on).
+
+        Returns what happened: ``dead`` (marked now), ``stale`` (the execution had moved past the
+        message: nothing changed) or ``ignored`` (the execution had already ended)."""
         eid = message.execution_id
         header = self.store.header(eid)
         if not header:
@@ -366,6 +371,7 @@ class Runtime:
                 self.observers.finished(header.get("workflow") or "", Status.DEAD.value)
             self._flush(eid, outbox_entries(found.get("out")))
             self.finished(eid)
+        return str(found["kind"])
 
     # ------------------------------------------------------------------- used by the interpreter
 
@@ -405,22 +411,31 @@ class Runtime:
             return loads(self.store.header(execution_id).get("stop"))
         return None
 
-    def deadline_reached(self, execution_id: str) -> Advance:
+    def deadline_reached(self, execution_id: str, message: Message | None = None) -> Advance:
         header = self.store.header(execution_id)
         if not header:
             raise UnknownExecution(execution_id)
         if not header.get("deadline"):
             return Advance("stale", execution_id)  # no timeout: a `$timeout` message is not its own
+        deadline = float(header["deadline"])
+        if message is not None and deadline - self.clock.now() > WAKE_SKEW_S:
+            # delivered early (a relayed long delay, a replay): the stored deadline decides
+            if header.get("status") in ("running", "compensating"):
+                self.interpreter.defer(message, deadline)
+                return Advance("deferred", execution_id)
+            return Advance("finished", execution_id, header.get("status"))
         error = {"name": "timeout", "message": "the execution's timeout passed"}
         done = self.stop(execution_id, error)
         return Advance("advanced" if done else "finished", execution_id)
 
     def child_id(self, execution_id: str, branch: str, step: str, seq: int) -> str:
+        """``<parent>~<branch.>step.seq``: deterministic (a redelivery restarts nothing) and in a
+        namespace no client can start an execution in (``~`` is refused for client-chosen ids)."""
         where = f"{branch.replace('/', '.')}." if branch else ""
-        child = f"{execution_id}.{where}{step}.{seq}"
+        child = f"{execution_id}{CHILD_MARK}{where}{step}.{seq}"
         if len(child) > 200:
             digest = hashlib.sha1(child.encode()).hexdigest()[:24]
-            child = f"{execution_id[:150]}.{digest}"
+            child = f"{execution_id[:150]}{CHILD_MARK}{digest}"
         return child
 
     def start_child(self, workflow: str, child_input: Any, child_id: str, parent: dict[str, Any]) -> None:
@@ -433,8 +448,15 @@ class Runtime:
         except InputInvalid as exc:
             raise StepFailure(StepError("input.invalid", exc.message)) from None
 
-    def child_state(self, child_id: str) -> tuple[str | None, Any, dict | None]:
+    def child_state(
+        self, child_id: str, parent: dict[str, Any] | None = None
+    ) -> tuple[str | None, Any, dict | None]:
+        """A child's status, output and error. With ``parent`` ({eid, branch}), an execution whose
+        recorded parent link does not name that parent and branch is not this parent's child: it
+        fails the step (``workflow.conflict``) instead of handing over its output."""
         header = self.store.header(child_id)
+        if parent is not None and not _is_child_of(header, parent):
+            return "failed", None, _conflict(child_id)
         return header.get("status"), loads(header.get("output")), loads(header.get("error"))
 
     def release(self, info: dict[str, Any]) -> None:
@@ -508,6 +530,9 @@ class Runtime:
             },
         )
         if found["kind"] == "exists":
+            if parent is not None and not _is_child_of({"parent": found.get("parent")}, parent):
+                # not created by this step (a squatter, or another parent): never adopt it
+                raise StepFailure(StepError(**_conflict(eid)))
             self._flush(eid, outbox_entries(found.get("outbox")))
             return eid
         self.store.pin(eid, graph.hash)
@@ -594,3 +619,21 @@ def _real_iso(header: dict[str, str], name: str) -> str | None:
     which is virtual under ``run --fast-forward``), else ``<name>_at``."""
     raw = header.get(f"{name}_rt") or header.get(f"{name}_at")
     return iso(float(raw)) if raw else None
+def _is_child_of(header: dict[str, Any], parent: dict[str, Any]) -> bool:
+    """Whether a child's recorded parent link names this parent execution and branch."""
+    try:
+        link = loads(header.get("parent"))
+    except ValueError:
+        return False
+    return (
+        isinstance(link, dict)
+        and link.get("eid") == parent.get("eid")
+        and link.get("branch", "") == parent.get("branch", "")
+    )
+
+
+def _conflict(child_id: str) -> dict[str, Any]:
+    return {
+        "name": "workflow.conflict",
+        "message": f"execution {child_id} exists but was not started by this step; it is not adopted",
+    }

@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPTS = ("begin", "checkpoint", "start", "stop", "resume", "dead", "event", "unlock", "index")
-EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$")
+# any execution's id; "~" appears only in the ids the runtime gives child executions
+# (<parent>~<step>.<seq>): clients can never start one (CLIENT_EXECUTION_ID), so never squat one
+EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=~-]{0,199}$")
+CLIENT_EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$")
+CHILD_MARK = "~"
 ACTIVE = "hf:active"
 DAY_S = 86_400
 
@@ -43,11 +47,22 @@ def text(value: Any) -> Any:
 
 
 def check_execution_id(execution_id: Any) -> str:
+    """Any execution's id (lookups, deliveries): child ids included."""
     if not isinstance(execution_id, str) or not EXECUTION_ID.fullmatch(execution_id):
         raise InvalidExecutionId(
             "an execution id must be 1-200 characters: letters, digits and _.:@+=- "
             "(starting with a letter or digit)"
         )
+    return execution_id
+
+
+def check_client_execution_id(execution_id: Any) -> str:
+    """An id a client chooses for a new execution: ``~`` is reserved for child executions."""
+    if isinstance(execution_id, str) and CHILD_MARK in execution_id and EXECUTION_ID.fullmatch(execution_id):
+        raise InvalidExecutionId(
+            f"an execution id may not contain {CHILD_MARK!r}: it is reserved for child executions"
+        )
+    check_execution_id(execution_id)
     return execution_id
 
 

@@ -234,6 +234,39 @@ def test_failure_callback_marks_the_execution_dead(api: Api) -> None:
     assert any(e.get("event") == "dead" and "HTTP 500" in e["message"] for e in history)
 
 
+def test_a_failure_callback_for_a_message_the_execution_moved_past_reports_stale(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 7 item 12: QStash gave up on a message the execution had already moved past (a
+    duplicate, an old hop). Nothing is marked dead, so the answer and the log line must not say so."""
+    eid = api.start("book", {})
+    first = api.h.dispatcher.pop().message
+    assert api.post_step(first).json()["result"] == "advanced"  # the execution moves past it
+    callback = {
+        "status": 500,
+        "retried": 3,
+        "maxRetries": 3,
+        "sourceBody": base64.b64encode(first.to_json()).decode(),
+        "dlqId": "dlq_9",
+    }
+    with caplog.at_level("INFO", logger="hopflow.asgi"):
+        r = api.post_step(json.dumps(callback).encode(), path="/v1/step/failed")
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["result"] == "stale" and "moved past" in answer["detail"]
+    assert api.record(eid)["status"] == "running"
+    assert not any("is dead" in rec.getMessage() for rec in caplog.records)
+    assert any("old message" in rec.getMessage() and eid in rec.getMessage() for rec in caplog.records)
+    # and one for an execution that has ended is "ignored", not "dead"
+    api.deliver_all()
+    api.client.post(f"/v1/executions/{eid}/cancel", json={"compensate": False}, headers=AUTH)
+    api.deliver_all()
+    assert api.record(eid)["status"] == "cancelled"
+    r = api.post_step(json.dumps(callback).encode(), path="/v1/step/failed")
+    assert r.json()["result"] == "ignored" and "ended" in r.json()["detail"]
+    assert api.record(eid)["status"] == "cancelled"
+
+
 def test_failure_callback_at_the_dispatchers_default_url(api: Api) -> None:
     eid = api.start("greet", {"name": "fay"})
     message = api.h.dispatcher.pop().message

@@ -591,7 +591,7 @@ def _child(fail: bool) -> Callable[[Run, str], list[str]]:
     def scenario(run: Run, eid: str) -> list[str]:
         run.eid = run.runtime.start("parent", {"fail": fail}, eid)
         deliver_all(run)
-        headers = [k for k in run.store.client.scan_iter(match=f"hf:{{{eid}.*}}:h")]
+        headers = [k for k in run.store.client.scan_iter(match=f"hf:{{{eid}~*}}:h")]
         assert len(headers) == 1, f"{len(headers)} child executions"
         child = headers[0].decode().split("{", 1)[1].split("}", 1)[0]
         return [eid, child]

@@ -1216,13 +1216,14 @@ def test_no_secret_in_any_answer_or_log(
 
 
 def test_the_openapi_document_states_the_limits() -> None:
-    from engine.store import EXECUTION_ID
-    from engine.web.openapi import ID_PATTERN, openapi_document
+    from engine.store import CLIENT_EXECUTION_ID, EXECUTION_ID
+    from engine.web.openapi import CLIENT_ID_PATTERN, ID_PATTERN, openapi_document
 
     assert ID_PATTERN == EXECUTION_ID.pattern  # one pattern, stated twice
+    assert CLIENT_ID_PATTERN == CLIENT_EXECUTION_ID.pattern  # a start's id: no "~" (child ids)
     doc = openapi_document()
     schemas = doc["components"]["schemas"]
-    assert schemas["StartRequest"]["properties"]["id"]["pattern"] == ID_PATTERN
+    assert schemas["StartRequest"]["properties"]["id"]["pattern"] == CLIENT_ID_PATTERN
     assert schemas["Message"]["properties"]["seq"]["maximum"] == 2**53 - 1
     for path in ("/v1/step", "/v1/executions", "/v1/events/{name}"):
         assert "408" in doc["paths"][path]["post"]["responses"]

@@ -69,7 +69,7 @@ def test_filters_by_status_workflow_graph_parent_and_time(harness: Any) -> None:
     store = h.store
     everything = list_executions(store, Filters())
     assert set(ids(everything)) >= {"ok-0", "ok-1", "ok-2", "bad-0", "wait-0", "par-0"}
-    assert ids(everything)[0] == "par-0.kid.1"  # newest first: the child started last
+    assert ids(everything)[0] == "par-0~kid.1"  # newest first: the child started last
     assert everything.next_cursor is None
     summary = next(e for e in everything.executions if e["execution_id"] == "bad-0")
     assert summary["status"] == "compensated" and summary["workflow"] == "bad" and summary["parent"] is None
@@ -79,9 +79,9 @@ def test_filters_by_status_workflow_graph_parent_and_time(harness: Any) -> None:
     assert ids(list_executions(store, Filters(status=frozenset({"running"})))) == ["wait-0"]
     both = list_executions(store, Filters(status=frozenset({"running", "compensated"})))
     assert ids(both) == ["wait-0", "bad-0"]
-    assert set(ids(list_executions(store, Filters(workflow="ok")))) == {"ok-0", "ok-1", "ok-2", "par-0.kid.1"}
+    assert set(ids(list_executions(store, Filters(workflow="ok")))) == {"ok-0", "ok-1", "ok-2", "par-0~kid.1"}
     assert ids(list_executions(store, Filters(workflow="ok", status=frozenset({"running"})))) == []
-    assert ids(list_executions(store, Filters(parent="par-0"))) == ["par-0.kid.1"]
+    assert ids(list_executions(store, Filters(parent="par-0"))) == ["par-0~kid.1"]
     graph = h.runtime.record("wait-0")["graph"]
     assert ids(list_executions(store, Filters(graph=graph))) == ["wait-0"]
 

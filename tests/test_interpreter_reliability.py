@@ -393,7 +393,7 @@ def test_an_immediate_message_keeps_its_outbox_entry_until_its_own_checkpoint(ha
         actions={"count": Counter()},
     )
     eid = h.start("parent", execution_id="p1")
-    child = "p1.kid.4"
+    child = "p1~kid.4"
 
     def outbox(execution_id: str) -> list[str]:
         return sorted(i for i, _, _ in h.store.outbox(execution_id))

@@ -338,7 +338,7 @@ def test_child_workflow_success(harness: Any) -> None:
     r = h.runtime.record(eid)
     assert r["status"] == "succeeded", r
     assert r["output"] == 6
-    child_id = f"{eid}.sub.1"
+    child_id = f"{eid}~sub.1"
     assert h.runtime.record(child_id)["status"] == "succeeded"
 
 
@@ -390,7 +390,7 @@ def test_cancelling_the_parent_cancels_a_running_child(harness: Any) -> None:
     )
     eid = h.start("parent")
     h.drain()
-    child = f"{eid}.sub.1"
+    child = f"{eid}~sub.1"
     assert h.runtime.record(child)["status"] == "running"
     h.runtime.cancel(eid)
     h.drain()

@@ -332,4 +332,4 @@ def test_a_child_workflow_step_timeout_cancels_the_child(harness: Any) -> None:
     h.drain()
     r = h.runtime.record(eid)
     assert r["status"] == "failed" and r["error"]["name"] == "timeout"
-    assert h.runtime.record(f"{eid}.sub.1")["status"] == "cancelled"
+    assert h.runtime.record(f"{eid}~sub.1")["status"] == "cancelled"

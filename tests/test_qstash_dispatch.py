@@ -7,6 +7,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -18,7 +19,6 @@ from engine.dispatch.qstash import (
     DispatchRejected,
     QStashDispatcher,
     parse_callback,
-    pending_not_before,
 )
 from engine.model import Message, MessageError, Outgoing
 from engine.qstash_dev import RunningDevServer, start_dev_server
@@ -42,8 +42,8 @@ def fake_qstash() -> Iterator[Endpoint]:
     def answer(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
         if rec.path == "/v2/batch":
             n = len(json.loads(rec.body))
-            return 201, {}, json.dumps([{"messageId": f"m{next(counter)}"} for _ in range(n)]).encode()
-        return 201, {}, json.dumps({"messageId": f"m{next(counter)}"}).encode()
+            return 200, {}, json.dumps([{"messageId": f"m{next(counter)}"} for _ in range(n)]).encode()
+        return 200, {}, json.dumps({"messageId": f"m{next(counter)}"}).encode()
 
     with endpoint(answer) as ep:
         yield ep
@@ -119,18 +119,9 @@ def test_long_delays_are_chained(fake_qstash: Endpoint) -> None:
     assert edge.headers["upstash-deduplication-id"] == MSG.dedup_id
 
 
-def test_pending_not_before() -> None:
-    assert pending_not_before({"Hopflow-Not-Before": "1000"}, now=900) == 1000
-    assert pending_not_before({"hopflow-not-before": "1000"}, now=999.5) is None  # within the skew
-    assert pending_not_before({"hopflow-not-before": "1000"}, now=1200) is None
-    assert pending_not_before({"hopflow-not-before": "soon"}, now=0) is None
-    assert pending_not_before({"hopflow-not-before": "nan"}, now=0) is None
-    assert pending_not_before({}, now=0) is None
-
-
 def test_retries_qstash_429_and_5xx_then_succeeds() -> None:
     answers = iter([(503, {}, b"busy"), (429, {"Retry-After": "0"}, b"slow down"),
-                    (201, {}, b'{"messageId":"m1"}')])
+                    (200, {}, b'{"messageId":"m1"}')])
     with endpoint(lambda _r: next(answers)) as ep:
         d = QStashDispatcher(TOKEN, ep.url, "https://w.example/v1/step", **fast())
         d.publish([Outgoing(MSG)])
@@ -250,16 +241,20 @@ def test_chained_delay_is_deferred_by_the_receiver_until_due(dev: RunningDevServ
     msg = fresh()
 
     def receiver(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
+        # the receiver knows the target itself (hopflow: the checkpoint), never from a header
         message = Message.from_json(rec.body)
-        if state["dispatcher"].defer_if_early(message, rec.headers):
-            return 202, {}, b"deferred"
+        if state["target"] - time.time() > 1.0:
+            state["dispatcher"].publish(
+                [Outgoing(message, not_before=state["target"], dedup_suffix=f":defer{int(time.time())}")]
+            )
+            return 200, {}, b"deferred"
         state.setdefault("ran", []).append(rec)
         return 200, {}, b"ran"
 
     with endpoint(receiver) as ep:
         d = dispatcher_for(dev, ep)
         state["dispatcher"] = d
-        target = math.ceil(time.time()) + 3
+        target = state["target"] = math.ceil(time.time()) + 3
         # the plan allows 1 s: a direct publish of 3 s is refused by QStash...
         with pytest.raises(DispatchRejected, match="maximum"):
             dispatcher_for(dev, ep, max_delay_s=3600).publish([Outgoing(msg, not_before=target)])
@@ -336,3 +331,122 @@ def test_offloaded_call_posts_the_response_to_the_callback(dev: RunningDevServer
         check_signed(dev, ep)
     with pytest.raises(DispatchRejected):
         d.publish_call("ftp://x", "GET", {}, None, callback)
+
+
+# ------------------------------------------------------------ fidelity to QStash (issue 7 item 14)
+
+
+def test_offloaded_callbacks_state_their_own_retries(fake_qstash: Endpoint) -> None:
+    """(a) QStash's callbacks inherit the source's retries (0 for an offloaded call) unless told:
+    both callbacks are published with explicit retries, and failure callbacks of messages too."""
+    dest = "https://w.example/v1/step"
+    d = QStashDispatcher(
+        TOKEN, fake_qstash.url, dest, failure_callback_url=dest + "?hopflow=failure", retries=0
+    )
+    d.publish_call(
+        "https://api.example/x",
+        "POST",
+        {},
+        b"{}",
+        dest + "/callback?x=1",
+        failure_callback_url=dest + "/callback?x=1&failure=1",
+    )
+    d.publish([Outgoing(MSG)])
+    call, message = fake_qstash.requests
+    assert call.headers["upstash-retries"] == "0"
+    assert call.headers["upstash-callback-retries"] == "3"
+    assert call.headers["upstash-failure-callback-retries"] == "3"
+    assert message.headers["upstash-retries"] == "0"
+    assert message.headers["upstash-failure-callback-retries"] == "3"
+    with pytest.raises(DispatchRejected, match="HEAD"):
+        d.publish_call("https://api.example/x", "HEAD", {}, None, dest + "/callback?x=1")
+
+
+def test_a_callback_meeting_a_busy_webhook_is_retried_through_qstash_dev(dev: RunningDevServer) -> None:
+    """(a) end to end: the offloaded call's callback gets a 503 once and still arrives."""
+    answers = iter([(503, {}, b"busy"), (200, {}, b"")])
+
+    def answer(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
+        if rec.path.startswith("/cb"):
+            return next(answers)
+        return 200, {}, b"result"
+
+    with endpoint(answer) as ep:
+        d = dispatcher_for(dev, ep)
+        d.publish_call(f"{ep.url}/api", "GET", {}, None, f"{ep.url}/cb")
+        got = ep.wait_for(2, "/cb")
+        assert [parse_callback(r.body).body for r in got] == [b"result", b"result"]
+        assert dev.server.wait_idle()
+
+
+def test_a_batch_entry_qstash_refuses_stays_in_the_outbox(harness: Any) -> None:
+    """(b) /v2/batch answers per entry; a refused entry is an error (the delivery is retried), never
+    taken for sent, and it stays in the outbox."""
+    from engine.dispatch import PartialDispatch
+
+    def answer(rec: Recorded) -> tuple[int, dict[str, str], bytes]:
+        entries = json.loads(rec.body)
+        out = [
+            {"error": "invalid destination"} if "items/1" in e["body"] else {"messageId": f"m{i}"}
+            for i, e in enumerate(entries)
+        ]
+        return 200, {}, json.dumps(out).encode()
+
+    fan = """
+name: fan
+steps:
+  - id: items
+    foreach:
+      items: [1, 2, 3]
+      as: n
+      concurrency: 3
+      steps:
+        - id: one
+          set: {v: "{{ n }}"}
+"""
+    h = harness(fan)
+    eid = h.start("fan", {})
+    h.dispatcher.pop()  # the first node's message
+    with endpoint(answer) as ep:
+        h.runtime.dispatcher = QStashDispatcher(TOKEN, ep.url, "https://w.example/v1/step", **fast())
+        with pytest.raises(PartialDispatch) as info:
+            h.runtime.advance(Message(eid, "items", 1))
+        assert "1 of 3" in str(info.value)
+        # the refused entry is still recorded: the redelivery this error asks for (5xx), or
+        # recover, publishes it again (entries consumed by their own checkpoint stay until then)
+        left = [o.message.branch for _, o, _ in h.store.outbox(eid)]
+        assert "items/1" in left, left
+        h.runtime.dispatcher.close()
+
+
+def test_429_rate_limit_reset_headers_are_honoured() -> None:
+    """(e) QStash's 429 carries Burst-RateLimit-Reset / RateLimit-Reset (unix seconds), not
+    Retry-After: wait until the reset within the budget, else fail fast (the outbox stays)."""
+    from engine.dispatch.qstash import rate_limit_wait
+
+    now = 1_800_000_000.0
+    assert rate_limit_wait({"Burst-RateLimit-Reset": str(int(now) + 1)}, now) == 1.0
+    assert rate_limit_wait({"RateLimit-Reset": str(int(now * 1000) + 2000)}, now) == 2.0
+    assert rate_limit_wait({"Retry-After": "3"}, now) == 3.0
+    assert rate_limit_wait({}, now) is None
+    slept: list[float] = []
+    answers = iter(
+        [
+            (429, {"Burst-RateLimit-Reset": str(int(time.time()) + 2)}, b"too many"),
+            (200, {}, b'{"messageId":"m1"}'),
+        ]
+    )
+    with endpoint(lambda _r: next(answers)) as ep:
+        d = QStashDispatcher(TOKEN, ep.url, "https://w.example/v1/step", sleep=slept.append, **fast())
+        d.publish([Outgoing(MSG)])
+        assert len(ep.requests) == 2 and slept and slept[0] >= 0.5  # waited for the reset, not 50 ms
+    daily = {
+        "RateLimit-Limit": "500",
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": str(int(time.time()) + 3600),
+    }
+    with endpoint(lambda _r: (429, daily, b"daily limit")) as ep:
+        d = QStashDispatcher(TOKEN, ep.url, "https://w.example/v1/step", sleep=slept.append, **fast())
+        with pytest.raises(DispatchError, match=r"wait 3[56]\d\d s"):
+            d.publish([Outgoing(MSG)])
+        assert len(ep.requests) == 1  # no pointless retries within a call

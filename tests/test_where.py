@@ -190,8 +190,8 @@ def test_waiting_for_a_child_execution(h: Any) -> None:
     settle(h)
     (w,) = where(h, eid)
     assert w["state"] == "waiting" and w["kind"] == "workflow"
-    assert w["child"] == {"execution_id": f"{eid}.kid.1", "status": "running"}
-    (c,) = where(h, f"{eid}.kid.1")
+    assert w["child"] == {"execution_id": f"{eid}~kid.1", "status": "running"}
+    (c,) = where(h, f"{eid}~kid.1")
     assert c["waiting_for"] == {"event": "paid", "key": "k1"}
 
 

@@ -248,7 +248,13 @@ class RemoteBackend:
 
     def start(self, workflow: str, input: Any, execution_id: str | None) -> str:
         if execution_id is not None:
-            self._check_id(execution_id)
+            from engine.errors import InvalidExecutionId
+            from engine.store import check_client_execution_id
+
+            try:
+                check_client_execution_id(execution_id)  # "~" is reserved for child executions
+            except InvalidExecutionId as exc:
+                raise BackendError(exc.message, 2) from None
         return str(self._call(self.client.start, workflow, input, execution_id))
 
     def record(self, execution_id: str) -> dict[str, Any]:

@@ -24,6 +24,15 @@ class DispatchError(Exception):
     """Publishing failed for now (network, 5xx, 429); the caller leaves the outbox for a retry."""
 
 
+class PartialDispatch(DispatchError):
+    """Some messages were handed over and some were not (QStash's ``/v2/batch`` answers per entry).
+    ``accepted`` holds the dedup ids that were; the caller may clear those and keep the rest."""
+
+    def __init__(self, message: str, accepted: Sequence[str]) -> None:
+        super().__init__(message)
+        self.accepted = tuple(accepted)
+
+
 class CallRejected(DispatchError):
     """The dispatcher refused an offloaded call itself (it can never be made as it stands): the step
     fails with ``http.request`` instead of the handoff being retried."""

@@ -8,9 +8,9 @@ number of times with jittered exponential backoff, within a deadline that fits a
 then DispatchError (the outbox stays, ``hopflow recover`` re-drives it).
 
 Delays beyond the plan's maximum (``max_delay_s``) are chained: the message is published with the
-maximum delay and the forwarded header ``Hopflow-Not-Before: <unix seconds>``; the receiver sees a
-target still in the future and calls :meth:`QStashDispatcher.defer_if_early` instead of running the
-node. See docs/qstash.md.
+maximum delay (and an informational, unsigned ``Hopflow-Not-Before`` header that nothing trusts).
+The wake-up time lives in the checkpoint: a delivery that arrives before it, whatever headers it
+carries, is re-published for the rest of the wait by the interpreter. See docs/qstash.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.dispatch import DispatchError
+from engine.dispatch import DispatchError, PartialDispatch
 from engine.model import Message, MessageError, Outgoing
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -36,9 +36,13 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_MAX_DELAY_S = 7 * 86400  # QStash free plan's maximum delay; paid plans allow more
-NOT_BEFORE_HEADER = "Hopflow-Not-Before"  # what the receiver sees (QStash strips Upstash-Forward-)
+# callbacks inherit the source message's retries unless told otherwise (QStash's openapi.yaml), and
+# offloaded calls are published with Upstash-Retries: 0, so both callbacks state their own
+DEFAULT_CALLBACK_RETRIES = 3
+NOT_BEFORE_HEADER = "Hopflow-Not-Before"  # informational only: the checkpoint holds the wake-up time
 FAILURE_CALLBACK_QUERY = "hopflow=failure"  # from_env's failure callback: <destination>?hopflow=failure
 MAX_CALL_BODY_BYTES = 1_048_576
+OFFLOAD_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")  # Upstash-Method's enum (openapi.yaml)
 
 
 class DispatchRejected(DispatchError):
@@ -47,26 +51,6 @@ class DispatchRejected(DispatchError):
 
 def _with_query(url: str, query: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{query}"
-
-
-def pending_not_before(
-    headers: Mapping[str, str], now: float | None = None, skew_s: float = 1.0
-) -> float | None:
-    """The chained-delay target of a delivery if it is still more than ``skew_s`` in the future, else None.
-
-    Header lookup is case-insensitive; a malformed value counts as absent.
-    """
-    raw = next((v for k, v in headers.items() if k.lower() == NOT_BEFORE_HEADER.lower()), None)
-    if raw is None:
-        return None
-    try:
-        target = float(raw)
-    except ValueError:
-        return None
-    if not math.isfinite(target):
-        return None
-    current = time.time() if now is None else now
-    return target if target - current > skew_s else None
 
 
 @dataclass(frozen=True)
@@ -144,6 +128,51 @@ def parse_callback(body: bytes | str) -> QStashCallback:
     )
 
 
+def _batch_answers(response: httpx.Response, count: int) -> list[str | None]:
+    """Per entry of a ``/v2/batch`` answer: None if accepted, else QStash's reason. An answer that
+    cannot be read counts every entry as refused (re-publishing is harmless: deduplication ids)."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, list) or len(data) != count:
+        return ["QStash's batch answer could not be read"] * count
+    answers: list[str | None] = []
+    for item in data:
+        if isinstance(item, dict) and item.get("messageId") and not item.get("error"):
+            answers.append(None)
+        elif isinstance(item, dict) and item.get("error"):
+            answers.append(str(item["error"])[:200])
+        else:
+            answers.append("no message id")
+    return answers
+
+
+def rate_limit_wait(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds until QStash's 429 says to try again: ``Retry-After`` (seconds), else the reset time of
+    the burst (``Burst-RateLimit-Reset``) or daily (``RateLimit-Reset``) limit, unix seconds (or
+    milliseconds). None when none is given."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    retry_after = lowered.get("retry-after", "").strip()
+    if retry_after.isdigit():
+        return float(retry_after)
+    resets = []
+    for name in ("burst-ratelimit-reset", "ratelimit-reset"):
+        raw = lowered.get(name, "").strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        if not math.isfinite(value):
+            continue
+        if value > 1e11:  # milliseconds
+            value /= 1000
+        resets.append(max(0.0, value - now))
+    if lowered.get("ratelimit-remaining", "").strip() == "0" and "ratelimit-reset" in lowered:
+        return max(resets) if resets else None  # the daily limit is spent: wait for its reset
+    return min(resets) if resets else None
+
+
 class QStashDispatcher:
     """The production :class:`~engine.dispatch.Dispatcher`: hands messages to QStash.
 
@@ -167,6 +196,7 @@ class QStashDispatcher:
         max_backoff_s: float = 2.0,
         deadline_s: float = 8.0,
         batch_size: int = 100,
+        callback_retries: int = DEFAULT_CALLBACK_RETRIES,
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -189,6 +219,7 @@ class QStashDispatcher:
         self.max_backoff_s = max_backoff_s
         self.deadline_s = deadline_s
         self.batch_size = batch_size
+        self.callback_retries = callback_retries
         self._client = client
         self._own_client = client is None
         self._client_lock = threading.Lock()
@@ -237,48 +268,53 @@ class QStashDispatcher:
         """Hand every message to QStash, or raise DispatchError. Idempotent per dedup id."""
         self._publish(outgoing)
 
-    def defer_if_early(
-        self, message: Message, headers: Mapping[str, str], now: float | None = None, skew_s: float = 1.0
-    ) -> bool:
-        """Re-publish a chained-delay delivery that arrived before its target; True if it did.
-
-        The receiver acknowledges (2xx) a deferred delivery and does not run the node.
-        """
-        current = self._clock() if now is None else now
-        target = pending_not_before(headers, current, skew_s)
-        if target is None:
-            return False
-        # a fresh dedup id per deferral second: a redelivered hop must not be swallowed by the window
-        self._publish([Outgoing(message, not_before=target)], suffix=f":defer{int(current)}", now=current)
-        return True
-
-    def _publish(self, outgoing: Sequence[Outgoing], suffix: str = "", now: float | None = None) -> None:
+    def _publish(self, outgoing: Sequence[Outgoing], now: float | None = None) -> None:
         if not outgoing:
             return
         current = self._clock() if now is None else now
-        entries = [self._entry(o, current, suffix) for o in outgoing]
+        entries = [self._entry(o, current) for o in outgoing]
         if len(entries) == 1:
             headers, body = entries[0]
             self._request(f"/v2/publish/{self.destination_url}", body, headers)
             return
+        accepted: list[str] = []
+        refused: list[str] = []
         for start in range(0, len(entries), self.batch_size):
             chunk = entries[start : start + self.batch_size]
             batch = [
                 {"destination": self.destination_url, "headers": h, "body": b.decode()} for h, b in chunk
             ]
-            self._request(
-                "/v2/batch",
-                json.dumps(batch, separators=(",", ":")).encode(),
-                {"Content-Type": "application/json"},
+            try:
+                response = self._request(
+                    "/v2/batch",
+                    json.dumps(batch, separators=(",", ":")).encode(),
+                    {"Content-Type": "application/json"},
+                )
+            except DispatchError as exc:
+                if not accepted:
+                    raise
+                raise PartialDispatch(str(exc), accepted) from None
+            # one answer per entry, in order: {"messageId"} or {"error"} (QStash sends the rest)
+            answers = _batch_answers(response, len(chunk))
+            for o, answer in zip(outgoing[start : start + self.batch_size], answers, strict=True):
+                if answer is None:
+                    accepted.append(o.dedup_id)
+                else:
+                    refused.append(f"{o.dedup_id}: {answer}")
+        if refused:
+            raise PartialDispatch(
+                f"QStash refused {len(refused)} of {len(entries)} batch entries: {'; '.join(refused[:3])}",
+                accepted,
             )
 
-    def _entry(self, o: Outgoing, now: float, suffix: str) -> tuple[dict[str, str], bytes]:
-        dedup = o.dedup_id + suffix
+    def _entry(self, o: Outgoing, now: float) -> tuple[dict[str, str], bytes]:
+        dedup = o.dedup_id
         headers = {"Content-Type": "application/json"}
         if self.retries is not None:
             headers["Upstash-Retries"] = str(self.retries)
         if self.failure_callback_url:
             headers["Upstash-Failure-Callback"] = self.failure_callback_url
+            headers["Upstash-Failure-Callback-Retries"] = str(self.callback_retries)
         target: float | None = None
         if o.not_before is not None:
             target = float(o.not_before)
@@ -311,22 +347,31 @@ class QStashDispatcher:
         *,
         retries: int = 0,
         callback_headers: Mapping[str, str] | None = None,
+        callback_retries: int | None = None,
     ) -> str:
         """Have QStash make an HTTP call and post the response to ``callback_url``; return its message id.
 
         For ``offload: true`` http steps. ``retries`` defaults to 0 so each callback is final and the
         step's own retry policy stays the interpreter's. ``callback_headers`` reach both callbacks
         (e.g. to name the execution and step). ``timeout`` (seconds) bounds QStash's call.
+        ``callback_retries`` (default: the dispatcher's) is sent for both callbacks: they would
+        otherwise inherit the call's 0 retries, and one 503 from a busy webhook would lose the answer.
         """
         if not url.startswith(("http://", "https://")):
             raise DispatchRejected("offloaded call needs an absolute http(s) URL")
         payload = body or b""
         if len(payload) > MAX_CALL_BODY_BYTES:
             raise DispatchRejected(f"offloaded call body exceeds {MAX_CALL_BODY_BYTES} bytes")
+        verb = method.upper()
+        if verb not in OFFLOAD_METHODS:
+            allowed = ", ".join(OFFLOAD_METHODS)
+            raise DispatchRejected(f"QStash cannot make a {verb} call (Upstash-Method: {allowed})")
+        cb_retries = str(self.callback_retries if callback_retries is None else callback_retries)
         out: dict[str, str] = {
-            "Upstash-Method": method.upper(),
+            "Upstash-Method": verb,
             "Upstash-Callback": callback_url,
             "Upstash-Retries": str(retries),
+            "Upstash-Callback-Retries": cb_retries,
         }
         for name, value in headers.items():
             if name.lower() == "content-type":
@@ -339,6 +384,7 @@ class QStashDispatcher:
                 out[f"Upstash-Failure-Callback-Forward-{name}"] = value
         if failure_callback_url:
             out["Upstash-Failure-Callback"] = failure_callback_url
+            out["Upstash-Failure-Callback-Retries"] = cb_retries
         if dedup_id:
             out["Upstash-Deduplication-Id"] = dedup_id
         if timeout is not None:
@@ -412,9 +458,15 @@ class QStashDispatcher:
                 if response.status_code != 429 and response.status_code < 500:
                     raise DispatchRejected(f"QStash rejected the publish: {detail}")
                 problem = f"QStash is unavailable: {detail}"
-                retry_after = response.headers.get("Retry-After", "")
-                if retry_after.isdigit():
-                    wait = min(self.max_backoff_s, float(retry_after))
+                limited = rate_limit_wait(response.headers, time.time())
+                if limited is not None:
+                    if limited > self.deadline_s - (time.monotonic() - started):
+                        # not within this call's budget: the outbox stays, a redelivery or
+                        # recover publishes it after the reset
+                        raise DispatchError(
+                            f"QStash asks to wait {limited:.0f} s (rate limit or Retry-After): {detail}"
+                        )
+                    wait = max(wait, limited)
             last = attempt == self.max_attempts - 1
             if last or time.monotonic() - started + wait > self.deadline_s:
                 raise DispatchError(f"publishing to QStash failed after {attempt + 1} attempt(s): {problem}")

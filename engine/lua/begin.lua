@@ -1,6 +1,7 @@
 -- Start one node: check the message is current, take the branch lock, load what the node reads.
 -- KEYS: header, branch, lock.  A: eid, seq, node, branch, token, lock_ms, hfields, outputs, vars, ancestors,
 --   vmerge (declared merge vars the node reads: assembled from hf:{E}:vm)
+--   now, skew (seconds a delivery may come before its wake-up time and still run)
 local function outbox() return redis.call('HGETALL', BASE .. 'out') end
 
 if redis.call('EXISTS', KEYS[1]) == 0 then return result({kind = 'missing'}) end
@@ -22,6 +23,13 @@ local hdr = redis.call('HMGET', KEYS[1], unpack(A.hfields))
 local status = hdr[1]
 if status ~= 'running' and status ~= 'compensating' then
   return result({kind = 'finished', status = status, outbox = outbox()})
+end
+-- a delayed message delivered before its recorded wake-up time: re-defer it, change nothing
+if br.wake then
+  local ws, wn, wt = string.match(br.wake, '^(%d+)|(.*)|([%d%.]+)$')
+  if ws and tonumber(ws) == A.seq and wn == A.node and tonumber(wt) > A.now + (A.skew or 1) then
+    return result({kind = 'early', wake = tonumber(wt)})
+  end
 end
 if not redis.call('SET', KEYS[3], A.token, 'NX', 'PX', A.lock_ms) then return result({kind = 'busy'}) end
 

@@ -117,7 +117,10 @@ if A.call and not stopped then
   called = true
 end
 
--- this branch's own next message(s); a stop flag turns delays into "now"
+-- this branch's own next message(s); a stop flag turns delays into "now". A delayed one's wake-up
+-- time is kept on the branch ("<seq>|<node>|<unix seconds>"): begin.lua re-defers a delivery of that
+-- message that comes earlier, whatever the dispatcher's headers said (a relayed long delay, a replay)
+redis.call('HDEL', KEYS[2], 'wake')
 local own = false
 if A.msgs then
   for _, m in ipairs(A.msgs) do
@@ -127,6 +130,9 @@ if A.msgs then
     if m.branch == A.branch and m.eid == nil then
       own = true
       if stopped then delay, nb = 0, nil end
+      local at = nb
+      if not at and delay and delay > 0 then at = A.now + delay / 1000 end
+      if at then redis.call('HSET', KEYS[2], 'wake', s .. '|' .. m.node .. '|' .. string.format('%.3f', at)) end
     end
     emit(m.eid or eid, m.node, s, m.branch, delay, nb)
   end
@@ -146,7 +152,7 @@ local function start_child(parent, pk, pnode, i, entry)
   local cseq = redis.call('HINCRBY', ck, 'seq', 1)
   redis.call('DEL', BASE .. 'l:' .. child)
   local keep = {'node', 'phase', 'attempt', 'pb', 'idx', 'ploc', 'item', 'as', 'error', 'last', 'park',
-                'abort', 'total', 'next', 'fin', 'fk', 'fe', 'fas', 'cloc', 'oc'}
+                'abort', 'total', 'next', 'fin', 'fk', 'fe', 'fas', 'cloc', 'oc', 'wake'}
   redis.call('HDEL', ck, unpack(keep))
   redis.call('HSET', ck, 'node', entry, 'phase', 'run', 'attempt', 1, 'pb', parent, 'idx', i,
              'ploc', redis.call('HGET', pk, 'cloc') or '{}')

@@ -3,7 +3,8 @@
 --   vars (declared vars' initial values: field → json), vm (merge vars' initial entries, flat)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local pending = redis.call('HGETALL', BASE .. 'out')
-  return result({kind = 'exists', status = redis.call('HGET', KEYS[1], 'status'), outbox = pending})
+  return result({kind = 'exists', status = redis.call('HGET', KEYS[1], 'status'), outbox = pending,
+                 parent = redis.call('HGET', KEYS[1], 'parent')})
 end
 local fields = {}
 for k, v in pairs(A.header) do fields[#fields + 1] = k; fields[#fields + 1] = v end

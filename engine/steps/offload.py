@@ -169,6 +169,17 @@ def judge(node: Node, info: Mapping[str, Any], completion: Completion) -> Outcom
         joined = ", ".join(str(v) for v in values)
         headers[key] = f"{headers[key]}, {joined}" if key in headers else joined
     body = getattr(cb, "body", b"") or b""
+    cut = truncated(status, headers, body)
+    if cut is not None:
+        # QStash cuts a response beyond the plan's message size: never judge half a response
+        return Failed(
+            StepError(
+                "http.truncated",
+                f"{shown}: the response was cut to {len(body)} of its {cut} bytes on its way back "
+                "(QStash's message size limit); make the call inline or have the target answer less",
+                node.id,
+            )
+        )
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else str(body)
     result = {
         "status": status,
@@ -185,6 +196,17 @@ def judge(node: Node, info: Mapping[str, Any], completion: Completion) -> Outcom
     return Failed(
         StepError(f"http.{status}", f"{shown} → {status}{detail}", node.id, retry_after_ms=retry_after)
     )
+
+
+def truncated(status: int, headers: Mapping[str, str], body: bytes | str) -> int | None:
+    """The length the target declared when fewer bytes arrived (a cut response), else None. Only a
+    plain ``Content-Length`` is comparable (an encoded body's length differs once decoded)."""
+    declared = headers.get("content-length", "").strip()
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if status in (204, 304) or not declared.isdigit() or encoding not in ("", "identity"):
+        return None
+    size = len(body) if isinstance(body, bytes) else len(body.encode())
+    return int(declared) if size < int(declared) else None
 
 
 # ------------------------------------------------------------------------- the local caller's side

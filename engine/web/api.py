@@ -271,7 +271,7 @@ def start_request(data: Any) -> tuple[str, Any, str | None]:
             {
                 "path": "/id",
                 "message": "must be 1-200 characters: letters, digits and _.:@+=- "
-                "(starting with a letter or digit)",
+                "(starting with a letter or digit; '~' is reserved for child executions)",
             }
         )
     if errors:
@@ -280,11 +280,12 @@ def start_request(data: Any) -> tuple[str, Any, str | None]:
 
 
 def _valid_id(value: Any) -> bool:
+    """An id a client may give a new execution (``check_client_execution_id``)."""
     from engine.errors import InvalidExecutionId
-    from engine.store import check_execution_id
+    from engine.store import check_client_execution_id
 
     try:
-        check_execution_id(value)
+        check_client_execution_id(value)
     except InvalidExecutionId:
         return False
     return True

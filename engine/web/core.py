@@ -125,11 +125,13 @@ class HopflowApp:
                 "(run `hopflow doctor` where the server runs)",
             ) from None
 
-    async def body(self, request: Request) -> bytes:
-        """The raw request body within the configured size and time bounds (413, 408, 400)."""
+    async def body(self, request: Request, limit: int | None = None) -> bytes:
+        """The raw request body within the configured size (or ``limit``) and time bounds (413, 408,
+        400)."""
         from engine.web.bodies import read_body
 
-        return await read_body(request, self.config.max_body_bytes, timeout_s=self.config.body_timeout_s)
+        bound = self.config.max_body_bytes if limit is None else limit
+        return await read_body(request, bound, timeout_s=self.config.body_timeout_s)
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run a blocking runtime call in the threadpool, mapping transient faults to 503."""

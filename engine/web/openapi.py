@@ -16,7 +16,8 @@ from engine.web.problems import NON_RETRYABLE_HEADER
 from engine.web.ui import spec as ui_spec
 from engine.web.webhook import BRANCH, MAX_SEQ
 
-ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$"  # engine.store.EXECUTION_ID
+ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@+=~-]{0,199}$"  # engine.store.EXECUTION_ID
+CLIENT_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$"  # engine.store.CLIENT_EXECUTION_ID
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.requests import Request
@@ -453,8 +454,8 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         "input": {"description": "checked against the workflow's input schema"},
                         "id": {
                             "type": "string",
-                            "pattern": ID_PATTERN,
-                            "description": "makes start idempotent",
+                            "pattern": CLIENT_ID_PATTERN,
+                            "description": "makes start idempotent ('~' is reserved for child executions)",
                         },
                     },
                 },

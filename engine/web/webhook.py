@@ -31,6 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.web.core import HopflowApp
 
 BUSY_RETRY_S = 2.0  # a busy delivery is re-published this much later (QStash)
+# a callback carries the response *and* the request, both base64 (4/3 of their size) in JSON: with
+# QStash's 1 MB message size (upstash/docs qstash/overall/getstarted.mdx) that is ~2.7 MB, more than
+# the 1 MiB every other route accepts; the callback route alone takes this much (or 3 times the
+# configured HOPFLOW_MAX_BODY_BYTES, for plans with larger messages)
+CALLBACK_MIN_BODY_BYTES = 4 * 1_048_576
 MAX_SEQ = 2**53 - 1  # what a double (Lua's only number) holds exactly
 # "" (the top level) or <owner step>/<index>, nested with "/" ("order/0/items/3")
 BRANCH = re.compile(r"[^/]+/[0-9]{1,9}(?:/[^/]+/[0-9]{1,9})*")
@@ -51,25 +56,19 @@ async def step(hop: HopflowApp, request: Request) -> Response:
     except MessageError as exc:
         raise non_retryable(f"not a hopflow message: {exc}") from None
     runtime = await hop.runtime_async()
-    dispatcher = runtime.dispatcher
-    if scheme != "ed25519" and hasattr(dispatcher, "defer_if_early"):
-        deferred = await hop.call(dispatcher.defer_if_early, message, dict(request.headers))
-        if deferred:
-            if runtime.observers:
-                runtime.observers.delivery("deferred")
-            return json_response({"result": "deferred", "execution_id": message.execution_id}, 202)
+    # no header decides when a delivery may run: a delayed message's wake-up time is in its
+    # checkpoint, and runtime.advance re-defers one that comes early ("deferred")
     result = await _advance(hop, runtime, message)
     kind = getattr(result, "kind", str(result))
-    if kind == "busy" and scheme != "ed25519" and hasattr(dispatcher, "defer_if_early"):
+    if kind == "busy" and scheme == "qstash":
         # another worker holds this branch. Acknowledging alone could lose the message if that
         # worker died holding the lock (QStash's retry of its delivery may be this very request),
         # and a 5xx would spend QStash retries: re-publish a copy for a little later instead.
-        from engine.dispatch.qstash import NOT_BEFORE_HEADER
+        from engine.model import Outgoing
 
-        target = hop.now() + BUSY_RETRY_S
-        await hop.call(
-            dispatcher.defer_if_early, message, {NOT_BEFORE_HEADER: str(math.ceil(target))}, now=hop.now()
-        )
+        now = hop.now()
+        again = Outgoing(message, not_before=math.ceil(now + BUSY_RETRY_S), dedup_suffix=f":defer{int(now)}")
+        await hop.call(runtime.dispatcher.publish, [again])
     payload: dict[str, Any] = {"result": kind, "execution_id": message.execution_id}
     status = getattr(result, "status", None)
     if status:
@@ -106,15 +105,24 @@ async def step_failed(hop: HopflowApp, request: Request) -> Response:
         raise non_retryable(f"not a failure callback of a hopflow message: {exc}") from None
     reason = dead_reason(callback)
     runtime = await hop.runtime_async()
+    eid = message.execution_id
     try:
-        await hop.call(runtime.mark_dead, message, reason)
+        kind = await hop.call(runtime.mark_dead, message, reason)
     except UnknownExecution as exc:
         # e.g. the 489 we gave a message for an unknown execution: nothing to mark, acknowledge
-        return json_response(
-            {"result": "ignored", "execution_id": message.execution_id, "detail": exc.message}
-        )
-    log.error("execution %s is dead: %s", message.execution_id, reason)
-    return json_response({"result": "dead", "execution_id": message.execution_id, "reason": reason})
+        return json_response({"result": "ignored", "execution_id": eid, "detail": exc.message})
+    if kind == "dead":
+        log.error("execution %s is dead: %s", eid, reason)
+        return json_response({"result": "dead", "execution_id": eid, "reason": reason})
+    if kind == "stale":
+        # a message the execution has already moved past (a duplicate, an old hop, a retry of a
+        # node that has since completed): losing it loses nothing, so nothing is marked
+        detail = f"the execution had moved past this message (step {message.node}, seq {message.seq})"
+        log.info("QStash gave up on an old message of execution %s: %s; nothing marked", eid, detail)
+        return json_response({"result": "stale", "execution_id": eid, "detail": detail, "reason": reason})
+    detail = "the execution had already ended"
+    log.info("QStash gave up on a message of execution %s, which had already ended", eid)
+    return json_response({"result": "ignored", "execution_id": eid, "detail": detail, "reason": reason})
 
 
 async def step_callback(hop: HopflowApp, request: Request) -> Response:
@@ -127,7 +135,7 @@ async def step_callback(hop: HopflowApp, request: Request) -> Response:
     from engine.dispatch.qstash import parse_callback
     from engine.model import MessageError
 
-    body = await hop.body(request)
+    body = await hop.body(request, callback_body_limit(hop.config.max_body_bytes))
     hop.verifier.verify(request, body)
     params = dict(parse_qsl(request.url.query, keep_blank_values=True))
     seq = params.get("seq", "")
@@ -164,6 +172,11 @@ async def step_callback(hop: HopflowApp, request: Request) -> Response:
             "unavailable", "the step is busy; deliver the callback again", headers={"Retry-After": "1"}
         )
     return json_response({"result": kind, "execution_id": message.execution_id})
+
+
+def callback_body_limit(max_body_bytes: int) -> int:
+    """The body bound of ``/v1/step/callback`` (see CALLBACK_MIN_BODY_BYTES)."""
+    return max(CALLBACK_MIN_BODY_BYTES, 3 * max_body_bytes)
 
 
 def parse_message(data: Any) -> Message:
