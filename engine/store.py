@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from engine.dispatch import OffloadRequest
 
 LUA_DIR = Path(__file__).with_name("lua")
-SCRIPTS = ("begin", "checkpoint", "start", "stop", "resume", "dead", "event", "unlock", "index")
+SCRIPTS = ("begin", "checkpoint", "start", "stop", "resume", "dead", "event", "unlock", "index", "expire")
 EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$")
 ACTIVE = "hf:active"
 DAY_S = 86_400

@@ -1,0 +1,329 @@
+"""Races and early exits on fan-outs (issue 12 item 5): `parallel.wait_for` / `first`, `foreach.until`,
+per-item and per-branch timeouts — end to end on the real interpreter and Redis (virtual clock)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.model import StepError, StepFailure
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, ctx: Any, name: str, **extra: Any) -> Any:
+        self.calls.append(name)
+        if name.startswith("fail"):
+            raise StepFailure(StepError("supplier.down", f"{name} said no"))
+        return {"name": name, **extra}
+
+
+RACE = """
+name: race
+steps:
+  - id: book
+    action: rec
+    with: {name: book}
+    compensate: {action: rec, with: {name: unbook}}
+  - id: quote
+    parallel:
+      wait_for: any
+      branches:
+        - steps:
+            - {id: slow_wait, wait: {for: 10s}}
+            - id: slow
+              action: rec
+              with: {name: slow}
+              compensate: {action: rec, with: {name: undo slow}}
+        - steps:
+            - {id: fast_wait, wait: {for: 1s}}
+            - id: fast
+              action: rec
+              with: {name: fast}
+              output: "{{ result.name }}"
+              compensate: {action: rec, with: {name: undo fast}}
+        - steps:
+            - {id: mid_wait, wait: {for: 5s}}
+            - id: mid
+              action: rec
+              with: {name: mid}
+  - id: done
+    succeed:
+      output: "{{ steps.quote.output }}"
+"""
+
+
+def test_wait_for_any_ends_at_the_first_success_and_stops_the_others(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(RACE, actions={"rec": rec})
+    start = h.clock.now()
+    eid = h.start("race")
+    h.drain()
+    record = h.runtime.record(eid)
+    assert record["status"] == "succeeded"
+    assert record["output"] == [None, "fast", None]
+    assert rec.calls == ["book", "fast"]  # the waiting losers were woken and stopped, never ran on
+    finished = float(h.store.header(eid)["finished_at"])
+    assert finished - start < 5  # did not wait for the 5 s or 10 s branches
+    steps = [(t["step"], t["status"]) for t in record["trace"]]
+    assert ("slow", "ok") not in steps and ("mid", "ok") not in steps
+
+
+def test_first_true_is_wait_for_any(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(RACE.replace("wait_for: any", "first: true"), actions={"rec": rec})
+    record = h.run("race")
+    assert record["status"] == "succeeded" and record["output"] == [None, "fast", None]
+
+
+def test_wait_for_n_waits_for_that_many_successes(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(RACE.replace("wait_for: any", "wait_for: 2"), actions={"rec": rec})
+    record = h.run("race")
+    assert record["status"] == "succeeded"
+    assert record["output"] == [None, "fast", {"name": "mid"}]
+    assert rec.calls == ["book", "fast", "mid"]
+
+
+def test_a_failure_does_not_end_a_race_that_can_still_be_won(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(RACE.replace("with: {name: fast}", "with: {name: fail fast}"), actions={"rec": rec})
+    record = h.run("race")
+    assert record["status"] == "succeeded"
+    assert record["output"] == [None, None, {"name": "mid"}]  # mid won after fast failed
+    assert rec.calls == ["book", "fail fast", "mid"]
+
+
+def test_a_race_that_can_no_longer_be_won_fails_with_the_first_failure_and_compensates(harness: Any) -> None:
+    rec = Recorder()
+    text = (
+        RACE.replace("wait_for: any", "wait_for: 2")
+        .replace("with: {name: fast}", "with: {name: fail fast}")
+        .replace("with: {name: mid}", "with: {name: fail mid}")
+    )
+    h = harness(text, actions={"rec": rec})
+    record = h.run("race")
+    assert record["status"] == "compensated"
+    assert record["error"]["name"] == "supplier.down" and record["error"]["step"] == "fast"
+    assert "slow" not in rec.calls  # stopped once 2 successes were out of reach
+    assert rec.calls[-1] == "unbook"
+
+
+LOSER_REGISTERED = RACE.replace(
+    """            - {id: mid_wait, wait: {for: 5s}}""",
+    """            - id: mid_hold
+              action: rec
+              with: {name: hold mid}
+              compensate: {action: rec, with: {name: release mid}}
+            - {id: mid_wait, wait: {for: 5s}}""",
+)
+
+
+def test_a_losers_compensation_is_not_run_when_the_race_is_won(harness: Any) -> None:
+    """Decided (docs/semantics.md): what a stopped branch registered stays on the stack; it runs,
+    newest first, only if the execution later fails and unwinds."""
+    rec = Recorder()
+    h = harness(LOSER_REGISTERED, actions={"rec": rec})
+    record = h.run("race")
+    assert record["status"] == "succeeded" and record["output"] == [None, "fast", None]
+    assert "release mid" not in rec.calls and "mid" not in rec.calls
+
+
+def test_a_losers_compensation_runs_when_the_execution_later_fails(harness: Any) -> None:
+    rec = Recorder()
+    text = LOSER_REGISTERED.replace(
+        "  - id: done\n", "  - id: after\n    action: rec\n    with: {name: fail after}\n  - id: done\n"
+    )
+    h = harness(text, actions={"rec": rec})
+    record = h.run("race")
+    assert record["status"] == "compensated"
+    assert rec.calls[-3:] == ["undo fast", "release mid", "unbook"]
+
+
+# ----------------------------------------------------------------------------------- foreach until
+
+UNTIL = """
+name: search
+vars:
+  found: {reduce: append, initial: []}
+steps:
+  - id: scan
+    foreach:
+      items: [1, 2, 3, 4, 5, 6, 7, 8]
+      concurrency: 2
+      until: "{{ result.hit or vars.found | length >= 5 }}"
+      steps:
+        - id: look
+          action: rec
+          with: {name: "look {{ item }}"}
+          output: "{{ {'item': item, 'hit': item == 3} }}"
+"""
+
+
+def test_foreach_until_stops_starting_items_once_it_holds(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(UNTIL, actions={"rec": rec})
+    record = h.run("search")
+    assert record["status"] == "succeeded"
+    out = record["output"]
+    # items run two at a time: 1 and 2 start, then 3 (after 1), then 4 (after 2)... item 3 is a hit:
+    # whatever was running finishes, nothing new starts
+    assert out[2] == {"item": 3, "hit": True}
+    assert out[-1] is None and out[-2] is None
+    ran = [c for c in rec.calls]
+    assert len(ran) <= 4 and "look 3" in ran
+    assert all(out[i] is None for i in range(len(out)) if f"look {i + 1}" not in ran)
+
+
+def test_foreach_until_reads_vars_and_the_item(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: gather
+        vars:
+          total: {reduce: sum, initial: 0}
+        steps:
+          - id: add
+            foreach:
+              items: [5, 5, 5, 5, 5, 5]
+              concurrency: 1
+              until: "{{ vars.total >= 10 and index >= 1 }}"
+              steps:
+                - id: count
+                  set: {total: "{{ item }}"}
+          - id: done
+            succeed: {output: "{{ vars.total }}"}
+        """,
+        actions={"rec": rec},
+    )
+    record = h.run("gather")
+    assert record["status"] == "succeeded" and record["output"] == 10
+
+
+def test_foreach_until_that_never_holds_runs_every_item(harness: Any) -> None:
+    rec = Recorder()
+    never = UNTIL.replace("result.hit or vars.found | length >= 5", "false and result")
+    h = harness(never, actions={"rec": rec})
+    record = h.run("search")
+    assert record["status"] == "succeeded" and len(rec.calls) == 8 and None not in record["output"]
+
+
+# ------------------------------------------------------------------------------- branch timeouts
+
+BRANCH_TIMEOUT = """
+name: deadline
+steps:
+  - id: book
+    action: rec
+    with: {name: book}
+    compensate: {action: rec, with: {name: unbook}}
+  - id: both
+    parallel:
+      branches:
+        - steps:
+            - id: quick
+              action: rec
+              with: {name: quick}
+              compensate: {action: rec, with: {name: undo quick}}
+        - timeout: 3s
+          steps:
+            - {id: slow, wait: {for: 8s}}
+            - {id: after_slow, action: rec, with: {name: after_slow}}
+"""
+
+
+def test_a_branch_timeout_fails_the_branch_and_so_the_parallel(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(BRANCH_TIMEOUT, actions={"rec": rec})
+    start = h.clock.now()
+    eid = h.start("deadline")
+    h.drain()
+    record = h.runtime.record(eid)
+    assert record["status"] == "compensated"
+    assert record["error"]["name"] == "timeout" and record["error"]["step"] == "both"
+    assert "after_slow" not in rec.calls
+    assert rec.calls[-2:] == ["undo quick", "unbook"]
+    assert 3 <= float(h.store.header(eid)["finished_at"]) - start < 4
+
+
+def test_a_branch_timeout_is_catchable_on_the_parallel(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        BRANCH_TIMEOUT.replace(
+            "    parallel:\n", "    catch: [{errors: [timeout], goto: late}]\n    parallel:\n"
+        )
+        + "  - {id: ok, succeed: {output: on time}}\n"
+        + '  - {id: late, succeed: {output: "{{ error.message }}"}}\n',
+        actions={"rec": rec},
+    )
+    record = h.run("deadline")
+    assert record["status"] == "succeeded"
+    assert record["output"] == "branch 1 of 'both' did not finish within its timeout"
+
+
+def test_a_branch_that_finishes_in_time_is_not_timed_out(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(BRANCH_TIMEOUT.replace("wait: {for: 8s}", "wait: {for: 1s}"), actions={"rec": rec})
+    record = h.run("deadline")
+    assert record["status"] == "succeeded" and rec.calls == ["book", "quick", "after_slow"]
+
+
+def test_a_timed_out_branch_loses_a_race_that_another_branch_wins(harness: Any) -> None:
+    rec = Recorder()
+    text = BRANCH_TIMEOUT.replace("      branches:", "      wait_for: any\n      branches:")
+    text = text.replace("- id: quick\n", "- {id: quick_wait, wait: {for: 5s}}\n            - id: quick\n")
+    h = harness(text, actions={"rec": rec})
+    record = h.run("deadline")
+    assert record["status"] == "succeeded"
+    assert record["trace"] and rec.calls == ["book", "quick"]
+
+
+def test_a_foreach_item_timeout_fails_the_slow_item(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: items
+        steps:
+          - id: each
+            catch: [{errors: [timeout], goto: late}]
+            foreach:
+              items: [1, 9, 2]
+              item_timeout: 5s
+              steps:
+                - {id: pause, if: "{{ item != 9 }}", wait: {for: 1s}}
+                - {id: long_pause, if: "{{ item == 9 }}", wait: {for: 9s}}
+                - {id: work, action: rec, with: {name: "item {{ item }}"}}
+          - {id: ok, succeed: {output: all}}
+          - id: late
+            succeed: {output: "{{ error.name }} {{ error.message }}"}
+        """,
+        actions={"rec": rec},
+    )
+    record = h.run("items")
+    assert record["status"] == "succeeded"
+    assert record["output"] == "timeout item 1 of 'each' did not finish within its timeout"
+    assert "item 9" not in rec.calls
+
+
+def test_a_foreach_item_timeout_applies_to_items_started_later(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: items
+        steps:
+          - id: each
+            foreach:
+              items: [1, 1, 9]
+              concurrency: 1
+              item_timeout: 5s
+              steps:
+                - {id: pause, if: "{{ item != 9 }}", wait: {for: 1s}}
+                - {id: long_pause, if: "{{ item == 9 }}", wait: {for: 9s}}
+                - {id: work, action: rec, with: {name: "item {{ index }}"}}
+        """,
+        actions={"rec": rec},
+    )
+    record = h.run("items")
+    assert record["status"] == "failed" and record["error"]["name"] == "timeout"
+    assert rec.calls == ["item 0", "item 1"]
