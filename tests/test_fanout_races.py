@@ -327,3 +327,154 @@ def test_a_foreach_item_timeout_applies_to_items_started_later(harness: Any) -> 
     record = h.run("items")
     assert record["status"] == "failed" and record["error"]["name"] == "timeout"
     assert rec.calls == ["item 0", "item 1"]
+
+
+def test_a_branch_timeout_stops_a_nested_fan_out_inside_it(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: nested
+        steps:
+          - id: outer
+            parallel:
+              branches:
+                - steps: [{id: quick, action: rec, with: {name: quick}}]
+                - timeout: 4s
+                  steps:
+                    - id: inner
+                      foreach:
+                        items: [1, 2, 3]
+                        steps:
+                          - {id: hold, wait: {for: 30s}}
+                          - {id: late, action: rec, with: {name: "late {{ item }}"}}
+        """,
+        actions={"rec": rec},
+    )
+    start = h.clock.now()
+    eid = h.start("nested")
+    h.drain()
+    record = h.runtime.record(eid)
+    assert record["status"] == "failed" and record["error"]["name"] == "timeout"
+    assert rec.calls == ["quick"]
+    assert float(h.store.header(eid)["finished_at"]) - start < 30
+
+
+def test_a_race_inside_foreach_items_is_decided_per_item(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: per-item
+        steps:
+          - id: each
+            foreach:
+              items: [1, 2]
+              steps:
+                - id: race
+                  parallel:
+                    first: true
+                    branches:
+                      - steps: [{id: a, action: rec, with: {name: "a{{ item }}"}}]
+                      - steps:
+                          - {id: b_wait, wait: {for: 5s}}
+                          - {id: b, action: rec, with: {name: "b{{ item }}"}}
+        """,
+        actions={"rec": rec},
+    )
+    record = h.run("per-item")
+    assert record["status"] == "succeeded"
+    assert record["output"] == [[{"name": "a1"}, None], [{"name": "a2"}, None]]
+    assert sorted(rec.calls) == ["a1", "a2"]
+
+
+def test_until_reads_a_step_completed_before_the_foreach(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        """
+        name: limit
+        steps:
+          - id: config
+            set: {ignored: 1}
+            output: {enough: 2}
+          - id: each
+            foreach:
+              items: [1, 2, 3, 4]
+              concurrency: 1
+              until: "{{ index + 1 >= steps.config.output.enough }}"
+              steps:
+                - {id: work, action: rec, with: {name: "w{{ item }}"}}
+        """,
+        actions={"rec": rec},
+    )
+    record = h.run("limit")
+    assert record["status"] == "succeeded" and rec.calls == ["w1", "w2"]
+    assert record["output"][2:] == [None, None]
+
+
+def test_a_failing_until_fails_the_item_with_template(harness: Any) -> None:
+    rec = Recorder()
+    h = harness(
+        UNTIL.replace("result.hit or vars.found | length >= 5", "result.hit.nope.deeper"),
+        actions={"rec": rec},
+    )
+    record = h.run("search")
+    assert record["status"] == "failed" and record["error"]["name"] == "template"
+
+
+def test_existing_graphs_keep_their_hash_and_new_keys_reach_the_graph() -> None:
+    from conftest import workflow
+
+    from dsl.compiler import compile_document
+    from dsl.source import loads
+
+    plain = compile_document(loads(workflow(RACE.replace("      wait_for: any\n", ""))), strict=True)
+    assert "wait_for" not in plain.nodes["quote"].config and "timeouts_ms" not in plain.nodes["quote"].config
+    raced = compile_document(loads(workflow(RACE)), strict=True)
+    assert raced.nodes["quote"].config["wait_for"] == 1 and raced.hash != plain.hash
+    timed = compile_document(loads(workflow(BRANCH_TIMEOUT)), strict=True)
+    assert list(timed.nodes["both"].config["timeouts_ms"]) == [0, 3000]
+
+
+def test_the_graph_shows_races_until_and_timeouts() -> None:
+    from conftest import workflow
+
+    from dsl.compiler import compile_document
+    from dsl.render import to_mermaid
+    from dsl.source import loads
+
+    text = to_mermaid(compile_document(loads(workflow(BRANCH_TIMEOUT)), strict=True))
+    assert "branch 2 (≤ 3s)" in text
+    text = to_mermaid(compile_document(loads(workflow(RACE)), strict=True))
+    assert "first wins" in text
+    text = to_mermaid(compile_document(loads(workflow(UNTIL)), strict=True))
+    assert "until" in text
+
+
+def test_hopflow_run_ends_a_race_at_its_first_winner(tmp_path: Any) -> None:
+    """On the embedded default (local dispatcher, real clock): the 1 s branch wins, the 30 s one is
+    woken and stopped, so the run ends long before 30 s."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "race.yaml").write_text(
+        "name: race\nsteps:\n"
+        "  - id: race\n    parallel:\n      first: true\n      branches:\n"
+        "        - steps: [{id: slow, wait: {for: 30s}}, {id: late, action: demo_rec}]\n"
+        "        - steps: [{id: soon, wait: {for: 1s}}, {id: quick, action: demo_rec}]\n"
+    )
+    (tmp_path / "acts.py").write_text(
+        "import engine\n\n\n@engine.action('demo_rec')\ndef rec(ctx, **kw):\n    return {'step': ctx.step}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", "race.yaml", "--actions", "acts.py", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=25,  # the losing branch's 30 s wait must not be waited for
+        env=env,
+    )
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["status"] == "succeeded", done.stderr
+    assert record["output"] == [None, {"step": "quick"}]
