@@ -478,3 +478,27 @@ def test_hopflow_run_ends_a_race_at_its_first_winner(tmp_path: Any) -> None:
     record = json.loads(done.stdout.strip().splitlines()[-1])
     assert record["status"] == "succeeded", done.stderr
     assert record["output"] == [None, {"step": "quick"}]
+
+
+def test_after_a_race_a_branch_step_may_not_have_completed(tmp_path: Any) -> None:
+    """Only one branch of a race is sure to have finished: reading a branch step's output after the
+    join is `reference-not-completed` (read the race's own list instead); after a plain parallel it
+    is fine."""
+    from dsl.validate import validate_text
+
+    text = """name: race
+steps:
+  - id: quote
+    parallel:
+      wait_for: any
+      branches:
+        - steps: [{id: a, action: s.a}]
+        - steps: [{id: b, action: s.b}]
+  - id: use
+    action: s.use
+    with: {a: "{{ steps.a.output }}", all: "{{ steps.quote.output }}"}
+"""
+    rules = [d.rule for d in validate_text(text, "race.yaml").diagnostics]
+    assert rules.count("reference-not-completed") == 1
+    plain = validate_text(text.replace("      wait_for: any\n", ""), "race.yaml").diagnostics
+    assert "reference-not-completed" not in [d.rule for d in plain]
