@@ -134,6 +134,19 @@ def strip_nested(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def wait_for_count(spec: Mapping[str, Any], total: int) -> int | None:
+    """How many branches of a parallel must succeed, or None for all of them (the default: a
+    failure stops the others). ``first: true`` and ``wait_for: any`` are 1; ``all`` is None."""
+    value = spec.get("wait_for")
+    if value is None and spec.get("first") is True:
+        value = 1
+    if value == "any":
+        return 1
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < total:
+        return value
+    return None  # `all`, N >= the branch count (same meaning; `wait-for-too-many` flags N > count)
+
+
 def kind_of(body: Mapping[str, Any], kinds: tuple[str, ...] = KINDS) -> list[str]:
     return [k for k in kinds if k in body]
 
@@ -412,7 +425,20 @@ class _Compiler:
         if kind == "parallel":
             branches = value.get("branches") if isinstance(value, Mapping) else None
             count = len(branches) if isinstance(branches, list) else 0
-            return {"branches": [f"{sid}/{b}" for b in range(count)]}
+            out = {"branches": [f"{sid}/{b}" for b in range(count)]}
+            # new keys only when used, so graphs without them keep their hash
+            wait_for = wait_for_count(value, count) if isinstance(value, Mapping) else None
+            if wait_for is not None:
+                out["wait_for"] = wait_for
+            timeouts = [
+                self.duration(b.get("timeout"), (*kpath, "branches", i, "timeout")) or 0
+                if isinstance(b, Mapping)
+                else 0
+                for i, b in enumerate(branches or [])
+            ]
+            if any(timeouts):
+                out["timeouts_ms"] = timeouts
+            return out
         if kind == "foreach":
             spec = self.mapping(value, kpath, "`foreach`")
             concurrency = spec.get("concurrency", DEFAULT_CONCURRENCY)
@@ -421,6 +447,12 @@ class _Compiler:
                 "as": spec.get("as", DEFAULT_AS),
                 "concurrency": concurrency if isinstance(concurrency, int) else DEFAULT_CONCURRENCY,
                 "body": sid,
+                **({"until": spec["until"]} if spec.get("until") is not None else {}),
+                **(
+                    {"item_timeout_ms": self.duration(spec["item_timeout"], (*kpath, "item_timeout"))}
+                    if spec.get("item_timeout") is not None
+                    else {}
+                ),
             }
         if kind == "set":
             return {"vars": dict(self.mapping(value, kpath, "`set`"))}

@@ -244,7 +244,10 @@ class Flow:
         ran = 0
         for n in result.reachable:
             ran |= self.bit[n] | self.inner_may.get(n, 0)
-        self.inner_must[owner] = self.inner_must.get(owner, 0) | result.exit_must
+        must = result.exit_must
+        if self.graph.nodes[owner].config.get("wait_for"):
+            must = 0  # a race: a branch that did not win was stopped wherever it was
+        self.inner_must[owner] = self.inner_must.get(owner, 0) | must
         self.inner_may[owner] = self.inner_may.get(owner, 0) | ran
 
     def _absolute(self, scope_id: str) -> None:

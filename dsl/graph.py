@@ -14,8 +14,10 @@ action     ``{name, with: {...}}``
 wait       ``{mode: "for", ms}`` | ``{mode: "until", until: template}`` |
            ``{mode: "event", event, key: template, timeout_ms: int | None}``
 switch     ``{cases: [{if: template, goto: id}, ...], default: id | None}``
-parallel   ``{branches: [scope id, ...]}``
-foreach    ``{items: template, as: name, concurrency: int, body: scope id}``
+parallel   ``{branches: [scope id, ...], wait_for?: int, timeouts_ms?: [int, ...]}`` (``wait_for`` only
+           for a race, < the branch count; ``timeouts_ms`` per branch, 0 = none, only when one is set)
+foreach    ``{items: template, as: name, concurrency: int, body: scope id, until?: template,
+           item_timeout_ms?: int}`` (the ``?`` keys only when written: older graphs keep their hash)
 set        ``{vars: {name: template, ...}}``
 workflow   ``{name, input: value}``
 succeed    ``{output: value | None, has_output: bool}``

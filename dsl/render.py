@@ -108,9 +108,17 @@ def detail(node: Node) -> str:
     if kind == "switch":
         return "switch"
     if kind == "parallel":
-        return f"parallel ({len(config.get('branches') or ())} branches)"
+        count = len(config.get("branches") or ())
+        wait_for = config.get("wait_for")
+        race = "" if not wait_for else ", first wins" if wait_for == 1 else f", first {wait_for} win"
+        return f"parallel ({count} branches{race})"
     if kind == "foreach":
-        return _short(f"foreach {config.get('as', 'item')} in {_condition(config.get('items', ''))}")
+        text = f"foreach {config.get('as', 'item')} in {_condition(config.get('items', ''))}"
+        if config.get("until") is not None:
+            text += " until " + _condition(config["until"])
+        if config.get("item_timeout_ms"):
+            text += f" (each ≤ {format_ms(int(config['item_timeout_ms']))})"
+        return _short(text)
     if kind == "set":
         return _short("set " + ", ".join(f"vars.{k}" for k in (config.get("vars") or {})))
     if kind == "workflow":
@@ -149,8 +157,11 @@ def _layout(graph: Graph) -> _Layout:
         assert isinstance(node, Node)
         me = lay.node_id(node.id)
         if node.kind == "parallel":
+            limits = node.config.get("timeouts_ms") or ()
             for i, branch in enumerate(node.config.get("branches") or ()):
-                edges.append(_Edge(me, lay.scope_entry(branch), f"branch {i + 1}"))
+                limit = limits[i] if i < len(limits) else 0
+                label = f"branch {i + 1}" + (f" (≤ {format_ms(int(limit))})" if limit else "")
+                edges.append(_Edge(me, lay.scope_entry(branch), label))
             edges.append(_Edge("j_" + _safe(node.id), lay.after(node)))
         elif node.kind == "foreach":
             edges.append(_Edge(me, lay.scope_entry(node.config.get("body", node.id)), "each item"))

@@ -49,6 +49,36 @@ def parent(branch: str) -> str:
     return join(pairs(branch)[:-1])
 
 
+def parent_node(branch: str) -> str | None:
+    """The parallel/foreach step whose branch or item ``branch`` is (``"a/0/fe/3"`` → ``"fe"``)."""
+    ps = pairs(branch)
+    return ps[-1][0] if ps else None
+
+
+def until_of(graph: Graph, node: Node) -> Any:
+    """The `until` of the foreach whose item ``node`` may finish (tested when the item succeeds)."""
+    if node.scope == TOP_SCOPE or not (node.next is None or node.kind in ("succeed", "switch")):
+        return None
+    owner = graph.scopes[node.scope].owner
+    if owner is None or graph.nodes[owner].kind != "foreach":
+        return None
+    return graph.nodes[owner].config.get("until")
+
+
+def until_reads(graph: Graph, node: Node | None) -> list[str]:
+    """Step ids the `until` this node may test reads (loaded with the node's own reads)."""
+    until = until_of(graph, node) if node is not None else None
+    if not isinstance(until, str):
+        return []
+    out: list[str] = []
+    for _, source in templates_in(until):
+        for dotted in parse(source).names:
+            parts = dotted.split(".")
+            if parts[0] == "steps" and len(parts) > 1 and parts[1] not in out:
+                out.append(parts[1])
+    return out
+
+
 _OWNERS: dict[tuple[str, str], frozenset[str]] = {}
 _VARS: dict[tuple[str, str], tuple[str, ...] | None] = {}
 
@@ -117,6 +147,9 @@ def _var_names(graph: Graph, node_id: str) -> tuple[str, ...] | None:
     read = [ref.names for ref in node.templates if ref.path[:1] != ("compensate",)]
     if graph.has_output and may_end(node):
         read += [parse(source).names for _, source in templates_in(graph.output)]
+    until = until_of(graph, node)
+    if isinstance(until, str):
+        read += [parse(source).names for _, source in templates_in(until)]
     names: set[str] = set()
     for dotted in (name for group in read for name in group):
         parts = dotted.split(".")

@@ -75,6 +75,9 @@ class FanOut:
     entry: str | None = None  # foreach: entry node of the body
     as_name: str | None = None
     items: list[str] = field(default_factory=list)  # foreach: each item as JSON
+    wait_for: int = 0  # parallel: successes that end it (0: all branches)
+    timeouts_ms: list[int] = field(default_factory=list)  # parallel: per-branch timeout (0: none)
+    item_timeout_ms: int = 0  # foreach: each item's timeout (0: none)
 
 
 Outcome = Done | Skipped | Jump | Ended | Failed | Park | FanOut

@@ -71,6 +71,7 @@ CHEAP = frozenset({"set", "switch", "succeed", "fail"})
 COMPENSATE = "$compensate"
 TIMEOUT = "$timeout"
 FANOUT_TIMEOUT = "#join-timeout"  # suffix of the delayed message that ends a parallel/foreach's `timeout`
+BRANCH_TIMEOUT = "$branch-timeout"  # a parallel branch's / foreach item's own timeout (expire.lua)
 LOCK_MARGIN_MS = 10_000
 HIDDEN_PARK_KEYS = frozenset({"token", "id", "at", "expect"})  # park info kept out of history lines
 # history fields that are hopflow's own words (ids, names, numbers): never redacted by value
@@ -188,6 +189,8 @@ class Interpreter:
         trips = rt.store.trips()
         if msg.node == TIMEOUT:
             return rt.deadline_reached(eid, msg), None
+        if msg.node == BRANCH_TIMEOUT:
+            return self.branch_timeout(msg), None
         graph_hash = rt.store.pinned_graph(eid)
         if graph_hash is None:
             raise UnknownExecution(eid)
@@ -267,6 +270,43 @@ class Interpreter:
         if rt.observers:
             rt.observers.node(run.event(rt.store.trips() - trips))
         return Advance("advanced", eid, run.status, 1, published), chained
+
+    def branch_timeout(self, msg: Message) -> Advance:
+        """A branch's or item's own timeout passed: flag it (it fails with `timeout` at its next node
+        boundary), wake it if it waits. Stale when that run of the branch has finished already."""
+        eid = msg.execution_id
+        rt = self.rt
+        now = rt.clock.now()
+        idx = msg.branch.rsplit("/", 1)[-1]
+        owner = context.parent_node(msg.branch)
+        what = f"branch {idx} of {owner!r}" if owner and "/" in msg.branch else "the branch"
+        graph_hash = rt.store.pinned_graph(eid)
+        if graph_hash is not None and owner in rt.store.get_graph(graph_hash).nodes:
+            if rt.store.get_graph(graph_hash).nodes[owner].kind == "foreach":
+                what = f"item {idx} of {owner!r}"
+        error = {"name": "timeout", "message": f"{what} did not finish within its timeout", "step": owner}
+        found = rt.store.run(
+            "expire",
+            eid,
+            {
+                "eid": eid,
+                "branch": msg.branch,
+                "seq": msg.seq,
+                "now": now,
+                "skew": WAKE_SKEW_S,
+                "error": dumps(error),
+                "hist": ["event", "timeout", "branch", msg.branch, "time", f"{now:.3f}"],
+            },
+            branch=msg.branch,
+        )
+        if found["kind"] == "missing":
+            raise UnknownExecution(eid)
+        if found["kind"] == "early":  # delivered before its time (a replay): the stored time decides
+            self.defer(msg, float(found["due"]))
+            return Advance("deferred", eid, None, 0, 1)
+        published = self.flush(eid, outbox_entries(found.get("out")))
+        kind = "advanced" if found["kind"] == "expired" else "stale"
+        return Advance(kind, eid, None, 0, published)
 
     def chain_candidate(
         self, graph: Graph, msg: Message, entries: list[tuple[str, Outgoing]]
@@ -385,6 +425,7 @@ class Interpreter:
         ids = list(node.reads)
         if may_end(node) and graph.has_output:
             ids += [s for s in graph.output_reads if s not in ids]
+        ids += [s for s in context.until_reads(graph, node) if s not in ids]
         return [(sid, output_field(graph, sid, branch)) for sid in ids if sid in graph.nodes]
 
 
@@ -680,6 +721,12 @@ class NodeRun:
         if stop or abort:
             self.halt(stop, abort)
             return self.ops
+        expired = loads(self.b.get("tmo"))
+        if expired:
+            if self.phase == "join" and self.msg.node != (self.node.id if self.node else ""):
+                raise NotCurrent()  # its children are being stopped: the join message ends it
+            self.expire(expired)
+            return self.ops
         assert self.node is not None
         self.rt.fault("before_step", self.msg)
         outcome = self.run_phase()
@@ -701,6 +748,15 @@ class NodeRun:
         self.ops["fanout_timeout"] = {"abort": dumps(error.to_dict()), "scope": scope}
         self.ops["self_node"] = node.id
         self.history(event="timeout", step=node.id)
+
+    def expire(self, error: dict[str, Any]) -> None:
+        """This branch's own timeout passed (expire.lua flagged it): it fails with `timeout`, which the
+        enclosing fan-out treats like any failed branch (abort, or a loss in a race)."""
+        info = loads(self.b.get("park"))
+        if info:
+            self.rt.release(info)
+        self.history(event="timeout", step=self.node.id if self.node else None)
+        self.finish_branch(None, abort=dumps(error))
 
     def awaits_call(self) -> bool:
         """Whether this branch is parked on an offloaded call (so an answer may complete it)."""
@@ -877,7 +933,21 @@ class NodeRun:
 
     def end_scope(self, output: Any) -> None:
         if self.branch:
-            self.finish_branch(None if output is MISSING else dumps(output))
+            until = context.until_of(self.graph, self.node) if self.node is not None else None
+            held = False
+            if until is not None:
+                value = output
+                if output is MISSING:  # a skipped last step: the item's output is the last one that ran
+                    last = self.b.get("last")
+                    value = self.rt.store.outputs(self.eid, [last])[0] if last else None
+                try:
+                    held = truthy(self.render(until, {"result": value}))
+                except StepFailure as failure:
+                    self.finish_branch(None, abort=dumps(self.redact_error(failure.error).to_dict()))
+                    return
+                if held:
+                    self.history(event="until", step=context.parent_node(self.branch))
+            self.finish_branch(None if output is MISSING else dumps(output), until=held)
             return
         if self.graph.has_output:
             try:
@@ -993,6 +1063,12 @@ class NodeRun:
             fanout["entry"] = outcome.entry
         if outcome.as_name is not None:
             fanout["as"] = outcome.as_name
+        if outcome.wait_for:
+            fanout["wait_for"] = outcome.wait_for
+        if outcome.item_timeout_ms:
+            fanout["item_timeout"] = outcome.item_timeout_ms
+        if outcome.timeouts_ms:
+            fanout["timeouts"] = list(outcome.timeouts_ms)
         self.ops["fanout"] = fanout
         if node.timeout_ms:
             timeout = {"node": node.id + FANOUT_TIMEOUT, "branch": self.branch, "seq": -1}
@@ -1000,12 +1076,20 @@ class NodeRun:
 
     # ----------------------------------------------------------------------------- ends and stops
 
-    def finish_branch(self, result: str | None, abort: str | None = None) -> None:
-        finish: dict[str, str] = {}  # scripts never get nulls (see Store.script)
+    def finish_branch(
+        self, result: str | None, abort: str | None = None, *, halted: bool = False, until: bool = False
+    ) -> None:
+        """``halted``: stopped by a stop/abort/race (no output, not a success); ``until``: a foreach
+        item whose `until` held (no more items start)."""
+        finish: dict[str, Any] = {}  # scripts never get nulls (see Store.script)
         if result is not None:
             finish["result"] = result
         if abort is not None:
             finish["abort"] = abort
+        if halted:
+            finish["halted"] = True
+        if until:
+            finish["until"] = True
         self.ops["finish_branch"] = finish
         self.ops["bset"]["phase"] = "done"
         self.ops["bdel"] += ["park"]
@@ -1069,7 +1153,7 @@ class NodeRun:
             self.rt.release(info)
         if self.branch:
             self.history(event="halted", step=self.node.id if self.node else None)
-            self.finish_branch(None)
+            self.finish_branch(None, halted=True)
             return
         reason = stop or abort or {"name": "cancelled", "message": "cancelled"}
         error = StepError(reason.get("name") or "cancelled", reason.get("message") or "", reason.get("step"))

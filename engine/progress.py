@@ -20,7 +20,11 @@ from typing import Any, Protocol, TextIO
 
 from engine.model import Message
 
-SPECIAL_NODES = {"$compensate": "compensation", "$timeout": "execution timeout"}
+SPECIAL_NODES = {
+    "$compensate": "compensation",
+    "$timeout": "execution timeout",
+    "$branch-timeout": "branch timeout",
+}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from engine.dispatch import OffloadRequest
 
 LUA_DIR = Path(__file__).with_name("lua")
-SCRIPTS = ("begin", "checkpoint", "start", "stop", "resume", "dead", "event", "unlock", "index")
+SCRIPTS = ("begin", "checkpoint", "start", "stop", "resume", "dead", "event", "unlock", "index", "expire")
 # any execution's id; "~" appears only in the ids the runtime gives child executions
 # (<parent>~<step>.<seq>): clients can never start one (CLIENT_EXECUTION_ID), so never squat one
 EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=~-]{0,199}$")

@@ -43,6 +43,13 @@ def duration_sites(ctx: CheckContext) -> Iterator[tuple[JsonPath, Any, str]]:
                 yield (*step.path, "wait", "for"), wait["for"], "wait.for"
             if "timeout" in wait:
                 yield (*step.path, "wait", "timeout"), wait["timeout"], "timeout"
+        inner = body.get(step.kind) if step.kind in ("parallel", "foreach") else None
+        if step.kind == "foreach" and isinstance(inner, Mapping) and "item_timeout" in inner:
+            yield (*step.path, "foreach", "item_timeout"), inner["item_timeout"], "timeout"
+        if step.kind == "parallel" and isinstance(inner, Mapping) and isinstance(inner.get("branches"), list):
+            for b, branch in enumerate(inner["branches"]):
+                if isinstance(branch, Mapping) and "timeout" in branch:
+                    yield (*step.path, "parallel", "branches", b, "timeout"), branch["timeout"], "timeout"
         comp = body.get("compensate")
         if isinstance(comp, Mapping):
             if "timeout" in comp:

@@ -122,6 +122,8 @@ def _scope(ctx: CheckContext, site: TemplateSite) -> _Scope:
     in_output = step is not None and site.path[len(step.path) : len(step.path) + 1] == ("output",)
     if in_output:
         names.add("result")
+    if step is not None and site.path[len(step.path) : len(step.path) + 2] == ("foreach", "until"):
+        names |= {"result", "index", _as_name(step)}  # tested as an item finishes: its output and binding
     in_compensate = step is not None and site.path[len(step.path) : len(step.path) + 1] == ("compensate",)
     rest = site.path[len(step.path) :] if step is not None else ()
     in_raise = len(rest) >= 3 and rest[0] == "catch" and rest[2] == "raise"  # catch[i].raise.message

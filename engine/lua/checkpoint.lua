@@ -7,6 +7,10 @@
 --    fanout_timeout ({abort, scope}: a parallel/foreach's timeout passed while it waits for its join),
 --    reduce ([{n, op, v | kv}]: contributions to declared vars, combined here with what is stored, so
 --    concurrent branches never lose one; see engine/reducers.py)
+-- Races (docs/semantics.md "Races and early exits"), on the joining branch's hash: fw (wait_for: how
+-- many successes end a parallel), fok/fno (successes/failures so far), ferr (the first failure),
+-- fu (a foreach's `until` held: start no more items), ft/ftl (item/branch timeouts, ms); on a child:
+-- t0 (the seq it started with: which run of it a `$branch-timeout` message is about), tmo (its timeout)
 -- seq first: "someone else advanced" (the caller's work is superseded) differs from "my lock
 -- expired but nobody advanced" (the caller must not acknowledge: the message has to come back)
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '-1')
@@ -22,6 +26,7 @@ if not stopped then
     if redis.call('HEXISTS', bkey(p), 'abort') == 1 then stopped = true end
   end
 end
+if redis.call('HEXISTS', KEYS[2], 'tmo') == 1 then stopped = true end  -- its own branch timeout passed
 
 -- one HSET per hash, whatever the number of fields
 local function hset_all(key, map, extra)
@@ -152,7 +157,8 @@ local function start_child(parent, pk, pnode, i, entry)
   local cseq = redis.call('HINCRBY', ck, 'seq', 1)
   redis.call('DEL', BASE .. 'l:' .. child)
   local keep = {'node', 'phase', 'attempt', 'pb', 'idx', 'ploc', 'item', 'as', 'error', 'last', 'park',
-                'abort', 'total', 'next', 'fin', 'fk', 'fe', 'fas', 'cloc', 'oc', 'wake'}
+                'abort', 'total', 'next', 'fin', 'fk', 'fe', 'fas', 'cloc', 'oc', 'wake',
+                'fw', 'fok', 'fno', 'ferr', 'fu', 'ft', 'ftl', 't0', 'tdue', 'tmo'}
   redis.call('HDEL', ck, unpack(keep))
   redis.call('HSET', ck, 'node', entry, 'phase', 'run', 'attempt', 1, 'pb', parent, 'idx', i,
              'ploc', redis.call('HGET', pk, 'cloc') or '{}')
@@ -162,6 +168,15 @@ local function start_child(parent, pk, pnode, i, entry)
   end
   redis.call('SADD', BASE .. 'bs', child)
   emit(eid, entry, cseq, child, 0, nil)
+  -- an item/branch timeout: a delayed message about this run of the child (t0), whatever its node
+  local limit = tonumber(redis.call('HGET', pk, 'ft') or '0')
+  local per = redis.call('HGET', pk, 'ftl')
+  if per then limit = tonumber(cjson.decode(per)[i + 1] or 0) end
+  if limit > 0 then
+    -- tdue: when it may fire (an early or replayed delivery of the message is deferred to it)
+    redis.call('HSET', ck, 't0', cseq, 'tdue', string.format('%.3f', A.now + limit / 1000))
+    emit(eid, '$branch-timeout', cseq, child, limit, nil)
+  end
 end
 
 local F = A.fanout
@@ -169,8 +184,11 @@ if F and not stopped then
   local rk = BASE .. 'r:' .. A.branch .. ':' .. F.node
   local ik = BASE .. 'i:' .. A.branch .. ':' .. F.node
   redis.call('DEL', rk, ik)
-  redis.call('HDEL', KEYS[2], 'abort')
+  redis.call('HDEL', KEYS[2], 'abort', 'fw', 'fok', 'fno', 'ferr', 'fu', 'ft', 'ftl')
   redis.call('HSET', KEYS[2], 'total', F.total, 'next', F.start, 'fin', 0, 'fk', F.kind, 'cloc', F.cloc)
+  if F.wait_for then redis.call('HSET', KEYS[2], 'fw', F.wait_for) end
+  if F.item_timeout then redis.call('HSET', KEYS[2], 'ft', F.item_timeout) end
+  if F.timeouts then redis.call('HSET', KEYS[2], 'ftl', cjson.encode(F.timeouts)) end
   if F.kind == 'foreach' then
     redis.call('HSET', KEYS[2], 'fe', F.entry, 'fas', F.as)
     for j = 1, #F.items, 500 do
@@ -196,22 +214,41 @@ if E then
   local pk = bkey(parent)
   local pnode = redis.call('HGET', pk, 'node')
   local value = E.result
-  if not value then
+  if E.abort or E.halted then
+    value = 'null'  -- a failed or stopped branch has no output (a race's result shows null for it)
+  elseif not value then
     local last = redis.call('HGET', KEYS[2], 'last')
     value = 'null'
     if last then value = redis.call('HGET', BASE .. 'o', last) or 'null' end
   end
   redis.call('HSET', BASE .. 'r:' .. parent .. ':' .. pnode, idx, value)
-  if E.abort and redis.call('HEXISTS', pk, 'abort') == 0 then
+  local total = tonumber(redis.call('HGET', pk, 'total'))
+  local fw = tonumber(redis.call('HGET', pk, 'fw') or '0')
+  local scope = pnode .. '/'
+  if parent ~= '' then scope = parent .. '/' .. scope end
+  local open = redis.call('HEXISTS', pk, 'abort') == 0
+  if E.abort and fw > 0 then
+    -- a race: a failure ends it only once too few branches are left to reach wait_for
+    local fno = redis.call('HINCRBY', pk, 'fno', 1)
+    if redis.call('HEXISTS', pk, 'ferr') == 0 then redis.call('HSET', pk, 'ferr', E.abort) end
+    if open and total - fno < fw then
+      redis.call('HSET', pk, 'abort', redis.call('HGET', pk, 'ferr'))
+      wake(eid, scope, A.branch)
+    end
+  elseif E.abort and open then
     redis.call('HSET', pk, 'abort', E.abort)
-    local scope = pnode .. '/'
-    if parent ~= '' then scope = parent .. '/' .. scope end
     wake(eid, scope, A.branch)
+  elseif not E.abort and not E.halted then
+    if fw > 0 and open and redis.call('HINCRBY', pk, 'fok', 1) >= fw then
+      redis.call('HSET', pk, 'abort', '{"won":true}')  -- enough winners: stop the others, no error
+      wake(eid, scope, A.branch)
+    end
+    if E['until'] then redis.call('HSET', pk, 'fu', 1) end
   end
   local fin = redis.call('HINCRBY', pk, 'fin', 1)
-  local total = tonumber(redis.call('HGET', pk, 'total'))
   local started = tonumber(redis.call('HGET', pk, 'next'))
   local halted = redis.call('HEXISTS', pk, 'abort') == 1 or redis.call('HEXISTS', KEYS[1], 'stop') == 1
+    or redis.call('HEXISTS', pk, 'fu') == 1
   if not halted and started < total and redis.call('HGET', pk, 'fk') == 'foreach' then
     start_child(parent, pk, pnode, started, redis.call('HGET', pk, 'fe'))
     started = redis.call('HINCRBY', pk, 'next', 1)

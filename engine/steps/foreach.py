@@ -1,5 +1,7 @@
 """``foreach``: items are rendered once and stored; at most ``concurrency`` items run at a time
-(the checkpoint script starts the next item when one finishes); the result is in item order."""
+(the checkpoint script starts the next item when one finishes); the result is in item order.
+With ``until``, the item that makes it hold stops the scheduling (engine/interpreter.py ``end_scope``);
+items never started are ``null`` in the result."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ def run(node: Node, rc: Any) -> Outcome:
         entry=entry,
         as_name=node.config.get("as") or "item",
         items=[json.dumps(i, ensure_ascii=False, separators=(",", ":")) for i in items],
+        item_timeout_ms=int(node.config.get("item_timeout_ms") or 0),
     )
 
 
