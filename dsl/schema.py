@@ -1615,3 +1615,12 @@ def _switch_default_last(doc: Document) -> list[_Found]:
     if isinstance(doc.value, dict):
         walk(doc.value.get("steps"), ("steps",))
     return out
+
+
+def explain(doc: Document, errors: Iterable[ValidationError]) -> list[Diagnostic]:
+    """jsonschema errors of *any* hopflow schema (test files too) → positioned, de-noised diagnostics,
+    phrased the way workflow errors are (unknown keys with did-you-mean, types in words)."""
+    explainer = _Explainer(doc)
+    for error in errors:
+        explainer.explain(error)
+    return sort(f.diagnostic() for f in explainer.result())

@@ -84,6 +84,10 @@ def validate_text(
     """Validate one workflow given as text; never raises for anything the text contains."""
     if text.startswith("\ufeff"):
         text = text[1:]  # a byte order mark is not part of the YAML
+    from dsl.testfile import is_test_file
+
+    if is_test_file(file):
+        return _test_result(file, text, time_budget_ms)
     try:
         doc = loads(text, file)
     except LoadError as exc:
@@ -257,9 +261,11 @@ def _read_regular(path: Path) -> bytes:
         os.close(fd)
 
 
-def workflow_files(path: str | Path) -> list[Path]:
+def workflow_files(path: str | Path, *, tests: bool = False) -> list[Path]:
     """A file as given; a folder → every ``*.yaml``/``*.yml`` below it (recursively, sorted), skipping
-    hidden folders such as ``.git`` or ``.github``."""
+    hidden folders such as ``.git`` or ``.github``, and test files (``*.test.yaml``) unless ``tests``."""
+    from dsl.testfile import is_test_file
+
     path = Path(path)
     if not path.is_dir():
         return [path]
@@ -269,16 +275,26 @@ def workflow_files(path: str | Path) -> list[Path]:
         if p.suffix in SUFFIXES
         and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and (tests or not is_test_file(p))
     ]
     return sorted(found)
 
 
+def _test_result(file: str, text: str, time_budget_ms: int) -> Result:
+    """A test file (``NAME.test.yaml``) is checked against its own schema and its workflow."""
+    from dsl.testfile import load_test_file
+
+    found = load_test_file(file, text, time_budget_ms=time_budget_ms)
+    return Result(file, found.doc, tuple(found.diagnostics), None, text)
+
+
 def expand(paths: Iterable[str | Path]) -> list[Path]:
-    """Every file ``paths`` name, each once, in the order given (folders expanded in place)."""
+    """Every file ``paths`` names, each once, in the order given (folders expanded in place, test
+    files included: ``hopflow validate`` checks them too)."""
     seen: set[Path] = set()
     out: list[Path] = []
     for given in paths:
-        for file in workflow_files(given):
+        for file in workflow_files(given, tests=True):
             key = file.resolve()
             if key not in seen:
                 seen.add(key)

@@ -796,13 +796,11 @@ class NodeRun:
 
             return offload.run(node, self)
         if node.kind == "http":
-            from engine.steps import http
-
             config = self.render(node.config)
             self.step_input = config
             timeout = self.timeout_s(node.timeout_ms)
             ctx = self.step_context(node.id, timeout)
-            return Done(http.execute(config, ctx, timeout_s=timeout, egress=self.egress()))
+            return Done(self.rt.call_http(config, ctx, timeout_s=timeout, egress=self.egress()))
         if node.kind == "action":
             from engine.steps import action
 

@@ -379,6 +379,15 @@ class Runtime:
         if self.faults is not None:
             self.faults(point, message)
 
+    def call_http(self, config: Any, ctx: Any, *, timeout_s: float, egress: Any = None) -> dict[str, Any]:
+        """An inline ``http`` call (steps and compensations), under the egress policy. The one place
+        a request leaves the process, so ``hopflow test`` (:mod:`engine.testing`) can answer it from
+        a mock instead."""
+        from engine.steps import http
+
+        result: dict[str, Any] = http.execute(config, ctx, timeout_s=timeout_s, egress=egress)
+        return result
+
     def step_module(self, kind: str) -> Any:
         module = self._modules.get(kind)
         if module is None:

@@ -148,9 +148,7 @@ def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: di
         run.step_context(step, timeout), idempotency_key=f"{run.eid}:{path}:compensate", branch=branch
     )
     if comp.kind == "http":
-        from engine.steps import http
-
-        return http.execute(config, ctx, timeout_s=timeout, egress=run.egress())
+        return run.rt.call_http(config, ctx, timeout_s=timeout, egress=run.egress())
     if comp.kind == "action":
         from engine.steps import action
 

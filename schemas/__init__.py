@@ -4,3 +4,4 @@ from pathlib import Path
 
 DIRECTORY = Path(__file__).parent
 WORKFLOW_SCHEMA = DIRECTORY / "workflow.schema.json"
+WORKFLOW_TEST_SCHEMA = DIRECTORY / "workflow-test.schema.json"
