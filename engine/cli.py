@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "qstash-dev": "engine.commands.serve:qstash_dev",
     "doctor": "engine.commands.doctor:doctor",
     "keys": "engine.commands.keys:keys",
+    "test": "engine.commands.testing:test",
+    "init": "engine.commands.init:init",
 }
 
 

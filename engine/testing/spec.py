@@ -50,6 +50,7 @@ class Case:
     expect: dict[str, Any]
     expect_lines: dict[str, int] = field(default_factory=dict)  # expectation key → its line
     actions: tuple[str, ...] = ()
+    position: int = 0  # its index in the file's cases
 
     @property
     def id(self) -> str:
@@ -115,6 +116,7 @@ def cases_of(found: TestFile) -> list[Case]:
                 expect=expect,
                 expect_lines={k: doc.key_at(("cases", i, "expect", k)).line for k in expect},
                 actions=specs,
+                position=i,
             )
         )
     return out
