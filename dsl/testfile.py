@@ -137,8 +137,27 @@ def _timestamps_as_text(doc: Document) -> None:
         parent[path[-1]] = raw.strip("'\"")
 
 
+_VALIDATED: dict[tuple[str, int, int, int], Any] = {}  # (path, mtime, size, budget) → Result
+
+
+def _validated(path: Path, time_budget_ms: int) -> Any:
+    """``validate_path`` once per file version (a folder of test files shares its workflows)."""
+    from dsl.validate import validate_path
+
+    try:
+        stat = path.stat()
+    except OSError:
+        return validate_path(path, time_budget_ms=time_budget_ms)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, time_budget_ms)
+    if key not in _VALIDATED:
+        if len(_VALIDATED) > 512:
+            _VALIDATED.clear()
+        _VALIDATED[key] = validate_path(path, time_budget_ms=time_budget_ms)
+    return _VALIDATED[key]
+
+
 def _load_workflows(found: TestFile, time_budget_ms: int) -> None:
-    from dsl.validate import validate_path, workflow_files
+    from dsl.validate import workflow_files
 
     doc = found.doc
     assert doc is not None
@@ -156,7 +175,7 @@ def _load_workflows(found: TestFile, time_budget_ms: int) -> None:
         )
         return
     found.workflow_file = target
-    result = validate_path(target, time_budget_ms=time_budget_ms)
+    result = _validated(target, time_budget_ms)
     if result.graph is None:
         first = result.errors[0] if result.errors else None
         detail = f": {first.position.line}:{first.position.column}: {first.message}" if first else ""
@@ -176,7 +195,7 @@ def _load_workflows(found: TestFile, time_budget_ms: int) -> None:
     for other in workflow_files(target.parent):
         if other.resolve() == target.resolve() or is_test_file(other):
             continue
-        sibling = validate_path(other, time_budget_ms=time_budget_ms)
+        sibling = _validated(other, time_budget_ms)
         if sibling.graph is not None and sibling.graph.name not in found.graphs:
             found.graphs[sibling.graph.name] = sibling.graph
             if sibling.doc is not None:

@@ -51,7 +51,7 @@ class Item:
             "switch": f"switch {self.step} → {self.detail}",
             "catch": f"catch of {self.step}: {self.detail}",
             "retries": f"retries of {self.step} exhausted",
-            "timeout": f"wait {self.step} timed out",
+            "timeout": f"{self.step} timed out waiting",
             "compensate": f"compensation of {self.step}",
         }
         return words[self.kind]
@@ -111,7 +111,7 @@ def items_of(graph: Graph, doc: Document | None) -> list[Item]:
             body = _get(doc, where)
             at = line("retry") if isinstance(body, Mapping) and "retry" in body else line(node.kind)
             out.append(Item(graph.name, "retries", node.id, "", at))
-        if node.kind == "wait" and node.config.get("mode") == "event" and node.config.get("timeout_ms"):
+        if _can_time_out(node):
             body = _get(doc, where)
             wait = body.get("wait") if isinstance(body, Mapping) else None
             at = line("wait", "timeout") if isinstance(wait, Mapping) and "timeout" in wait else line("timeout")
@@ -119,6 +119,13 @@ def items_of(graph: Graph, doc: Document | None) -> list[Item]:
         if node.compensate is not None:
             out.append(Item(graph.name, "compensate", node.id, "", line("compensate")))
     return out
+
+
+def _can_time_out(node: Node) -> bool:
+    """A wait for an event, or for a child workflow, with a timeout (its own or the step's)."""
+    if node.kind == "wait" and node.config.get("mode") == "event":
+        return bool(node.config.get("timeout_ms") or node.timeout_ms)
+    return node.kind == "workflow" and bool(node.timeout_ms)
 
 
 def _get(doc: Document | None, path: JsonPath | None) -> Any:
@@ -175,7 +182,7 @@ def hits(graph: Graph, history: list[dict[str, Any]]) -> set[tuple[str, str, str
             name = h.get("error") or ""
             attempt = int(h.get("attempt") or 1)
             error = StepError(name, h.get("message") or "")
-            if node.kind == "wait" and name == "timeout":
+            if _can_time_out(node) and name == "timeout":
                 found.add(("timeout", step, ""))
             from engine.retry import NO_RETRY_KINDS
 
