@@ -266,7 +266,11 @@ def _resolve(found: TestFile, key: str) -> tuple[Graph | None, str, str | None]:
     graph = found.graphs.get(child)
     if graph is None:
         known = ", ".join(sorted(n for n in found.graphs if n != found.graph.name)) or "none"
-        return None, step, f"no workflow named {child!r} in the folder of {found.workflow_file} (others: {known})"
+        return (
+            None,
+            step,
+            f"no workflow named {child!r} in the folder of {found.workflow_file} (others: {known})",
+        )
     return graph, step, None
 
 
@@ -306,7 +310,11 @@ def _mocked_step(found: TestFile, path: JsonPath, key: str) -> Iterator[Diagnost
             "error",
             f"step {sid!r} is a {node.kind} step: only http and action steps (and compensations) make "
             "calls that can be mocked"
-            + (" (a child workflow runs for real: mock its steps as CHILD/STEP)" if node.kind == "workflow" else ""),
+            + (
+                " (a child workflow runs for real: mock its steps as CHILD/STEP)"
+                if node.kind == "workflow"
+                else ""
+            ),
             found.doc.key_at(path),
         )
 
@@ -337,7 +345,10 @@ def _check_mock(found: TestFile, path: JsonPath, key: str, mock: dict[str, Any])
         comp = node.compensate
         if comp is None:
             yield Diagnostic(
-                "test-mock", "error", f"step {sid!r} has no compensation to mock", found.doc.key_at((*path, "compensate"))
+                "test-mock",
+                "error",
+                f"step {sid!r} has no compensation to mock",
+                found.doc.key_at((*path, "compensate")),
             )
         elif comp.kind not in CALL_KINDS:
             yield Diagnostic(
@@ -349,7 +360,9 @@ def _check_mock(found: TestFile, path: JsonPath, key: str, mock: dict[str, Any])
             )
         else:
             in_foreach = foreach_owner(graph, sid) is not None
-            yield from _check_answer(found, (*path, "compensate"), mock["compensate"], comp.kind, sid, in_foreach)
+            yield from _check_answer(
+                found, (*path, "compensate"), mock["compensate"], comp.kind, sid, in_foreach
+            )
 
 
 def _check_answer(
@@ -370,10 +383,15 @@ def _check_answer(
         return
     form = forms[0]
     if "message" in answer and form != "error":
-        yield Diagnostic("test-mock", "error", "'message' goes with 'error'", found.doc.key_at((*path, "message")))
+        yield Diagnostic(
+            "test-mock", "error", "'message' goes with 'error'", found.doc.key_at((*path, "message"))
+        )
     if "headers" in answer and form not in ("status", "body"):
         yield Diagnostic(
-            "test-mock", "error", "'headers' goes with 'status' (an http response)", found.doc.key_at((*path, "headers"))
+            "test-mock",
+            "error",
+            "'headers' goes with 'status' (an http response)",
+            found.doc.key_at((*path, "headers")),
         )
     if form in ("status", "body") and kind != "http":
         yield Diagnostic(
@@ -395,9 +413,11 @@ def _check_answer(
         yield Diagnostic(
             "test-mock",
             "error",
-            f"step {sid!r} is not inside a foreach, so it has no items: use 'sequence' for one answer per call",
+            f"step {sid!r} is not inside a foreach, so it has no items: use 'sequence' (one answer per call)",
             found.doc.key_at((*path, "per_item")),
         )
     if form in ("sequence", "per_item"):
         for i, item in enumerate(answer[form]):
-            yield from _check_answer(found, (*path, form, i), item, kind, sid, in_foreach and form == "sequence")
+            yield from _check_answer(
+                found, (*path, form, i), item, kind, sid, in_foreach and form == "sequence"
+            )

@@ -27,6 +27,7 @@ import httpx
 import pytest
 from helpers import serve_app
 
+from dsl.validate import workflow_files
 from engine.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,7 +243,7 @@ def expect(name: str, record: dict[str, Any], demo: Any, eid: str) -> None:
         ]
 
 
-EXAMPLES = sorted(p.stem for p in WORKFLOWS.glob("*.yaml"))
+EXAMPLES = sorted(p.stem for p in workflow_files(WORKFLOWS))  # not the *.test.yaml files
 
 
 def run_examples(

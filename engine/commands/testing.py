@@ -29,8 +29,12 @@ from engine.commands.validate import _guard, _usage_exit
     show_default=True,
     help="text: pytest-like report; junit: JUnit XML on stdout (the text report goes to stderr).",
 )
-@click.option("--coverage/--no-coverage", default=True, show_default=True, help="Print the path coverage table.")
-@click.option("--annotate", is_flag=True, help="Print each workflow's YAML with the paths that never ran marked.")
+@click.option(
+    "--coverage/--no-coverage", default=True, show_default=True, help="Print the path coverage table."
+)
+@click.option(
+    "--annotate", is_flag=True, help="Print each workflow's YAML with the paths that never ran marked."
+)
 @click.option(
     "--min-coverage",
     type=click.FloatRange(0, 100),

@@ -105,7 +105,13 @@ def items_of(graph: Graph, doc: Document | None) -> list[Item]:
                 out.append(Item(graph.name, "switch", node.id, target, at))
         for i, clause in enumerate(node.catch):
             out.append(
-                Item(graph.name, "catch", node.id, f"{', '.join(clause.errors)} → {clause.goto}", line("catch", i, key=False))
+                Item(
+                    graph.name,
+                    "catch",
+                    node.id,
+                    f"{', '.join(clause.errors)} → {clause.goto}",
+                    line("catch", i, key=False),
+                )
             )
         if node.kind in RETRIED_KINDS and node.retry.max_attempts > 1:
             body = _get(doc, where)
@@ -114,7 +120,11 @@ def items_of(graph: Graph, doc: Document | None) -> list[Item]:
         if _can_time_out(node):
             body = _get(doc, where)
             wait = body.get("wait") if isinstance(body, Mapping) else None
-            at = line("wait", "timeout") if isinstance(wait, Mapping) and "timeout" in wait else line("timeout")
+            at = (
+                line("wait", "timeout")
+                if isinstance(wait, Mapping) and "timeout" in wait
+                else line("timeout")
+            )
             out.append(Item(graph.name, "timeout", node.id, "", at))
         if node.compensate is not None:
             out.append(Item(graph.name, "compensate", node.id, "", line("compensate")))
@@ -174,7 +184,11 @@ def hits(graph: Graph, history: list[dict[str, Any]]) -> set[tuple[str, str, str
         if node.kind == "switch" and status == "ok":
             branch = h.get("branch") or ""
             after = next(
-                (e["step"] for e in entries[n + 1 :] if e["phase"] in ("run", "skip") and (e.get("branch") or "") == branch),
+                (
+                    e["step"]
+                    for e in entries[n + 1 :]
+                    if e["phase"] in ("run", "skip") and (e.get("branch") or "") == branch
+                ),
                 END,
             )
             found.add(("switch", step, after))

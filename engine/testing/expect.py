@@ -54,7 +54,9 @@ def steps_in(history: list[dict[str, Any]], phase: str) -> list[str]:
 def contains(actual: Any, expected: Any) -> bool:
     """``expected`` is a subset of ``actual`` (mappings by key, lists item by item, else equal)."""
     if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(k in actual and contains(actual[k], v) for k, v in expected.items())
+        return isinstance(actual, dict) and all(
+            k in actual and contains(actual[k], v) for k, v in expected.items()
+        )
     if isinstance(expected, list):
         return (
             isinstance(actual, list)
@@ -111,11 +113,17 @@ def check(case: Case, observed: Observed) -> list[Mismatch]:
         elif record.get("current"):
             detail = " (still at " + ", ".join(c["node"] for c in record["current"]) + ")"
         out.append(
-            Mismatch("status", f"status: expected {expect['status']}, got {record['status']}{detail}", line("status"))
+            Mismatch(
+                "status",
+                f"status: expected {expect['status']}, got {record['status']}{detail}",
+                line("status"),
+            )
         )
     if "output" in expect and record.get("output") != expect["output"]:
         out.append(
-            Mismatch("output", "output differs", line("output"), json_diff(expect["output"], record.get("output")))
+            Mismatch(
+                "output", "output differs", line("output"), json_diff(expect["output"], record.get("output"))
+            )
         )
     if "output_contains" in expect and not contains(record.get("output"), expect["output_contains"]):
         out.append(
@@ -164,12 +172,16 @@ def _calls(key: str, wanted: Any, calls: list[Call], compensate: bool, line: int
         wanted = {"count": wanted}
     if isinstance(wanted, list):
         if len(made) != len(wanted):
-            out.append(Mismatch(label, f"{label}: expected {len(wanted)} calls, got {len(made)}", line, listed))
+            out.append(
+                Mismatch(label, f"{label}: expected {len(wanted)} calls, got {len(made)}", line, listed)
+            )
         for i, (call, want) in enumerate(zip(made, wanted, strict=False)):
             out += _one(label, i, call, want, line)
         return out
     if "count" in wanted and len(made) != wanted["count"]:
-        out.append(Mismatch(label, f"{label}: expected {wanted['count']} calls, got {len(made)}", line, listed))
+        out.append(
+            Mismatch(label, f"{label}: expected {wanted['count']} calls, got {len(made)}", line, listed)
+        )
     for i, call in enumerate(made):
         out += _one(label, i, call, {k: v for k, v in wanted.items() if k in ("with", "request")}, line)
     if "compensate" in wanted:

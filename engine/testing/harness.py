@@ -21,7 +21,7 @@ from typing import Any
 from engine.dispatch import CallResult, OffloadRequest
 from engine.model import Message, Outgoing, StepContext
 from engine.runtime import Runtime
-from engine.testing.mocks import MockBook, context_of, judge, request_shown
+from engine.testing.mocks import MockBook, context_of, judge
 from engine.testing.spec import Case, Event
 
 DEDUP_WINDOW_S = 600
@@ -146,7 +146,9 @@ def run_case(case: Case, store: Any, execution_id: str, real_actions: Any = None
     dispatcher = QueueDispatcher(clock, ref)
     book = MockBook(case.workflow, case.graphs, case.mocks, case.allow_real, real_actions)
     catalog = Catalog(case.graphs)
-    runtime = TestRuntime(store, dispatcher, catalog, actions=book.registry(), clock=clock, random=lambda: 0.5)
+    runtime = TestRuntime(
+        store, dispatcher, catalog, actions=book.registry(), clock=clock, random=lambda: 0.5
+    )
     runtime.book = book
     ref.append(runtime)
     declared = sorted({n for g in case.graphs.values() for n in g.env})
@@ -155,7 +157,12 @@ def run_case(case: Case, store: Any, execution_id: str, real_actions: Any = None
 
 
 def _drive(
-    case: Case, runtime: TestRuntime, dispatcher: QueueDispatcher, clock: FrozenClock, book: MockBook, eid: str
+    case: Case,
+    runtime: TestRuntime,
+    dispatcher: QueueDispatcher,
+    clock: FrozenClock,
+    book: MockBook,
+    eid: str,
 ) -> Observed:
     from engine.errors import InputInvalid
 

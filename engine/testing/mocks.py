@@ -145,7 +145,9 @@ class MockBook:
             real = (self.real or ActionRegistry()).resolve(name)
             return real(ctx, **kwargs)
         if "error" in answer:
-            raise StepFailure(StepError(answer["error"], answer.get("message") or f"mocked {answer['error']}"))
+            raise StepFailure(
+                StepError(answer["error"], answer.get("message") or f"mocked {answer['error']}")
+            )
         return answer.get("result")
 
     # --------------------------------------------------------------------------------------- http
@@ -164,7 +166,9 @@ class MockBook:
 
 def response(answer: dict[str, Any]) -> CallResult:
     if "error" in answer:
-        return CallResult(0, error=answer["error"], detail=answer.get("message") or f"mocked {answer['error']}")
+        return CallResult(
+            0, error=answer["error"], detail=answer.get("message") or f"mocked {answer['error']}"
+        )
     body = answer.get("body")
     headers = {str(k).lower(): [str(v)] for k, v in (answer.get("headers") or {}).items()}
     if body is None:

@@ -115,13 +115,21 @@ def junit(session: Session, elapsed_s: float) -> str:
         )
         for r in results:
             case = ET.SubElement(
-                suite, "testcase", classname=file, name=r.name, file=file, line=str(r.line), time=f"{r.duration_s:.3f}"
+                suite,
+                "testcase",
+                classname=file,
+                name=r.name,
+                file=file,
+                line=str(r.line),
+                time=f"{r.duration_s:.3f}",
             )
             if r.outcome == "failed":
                 first = r.mismatches[0].message if r.mismatches else "failed"
                 ET.SubElement(case, "failure", message=first, type="expectation").text = failure_text(r)
             elif r.outcome == "error":
-                ET.SubElement(case, "error", message=(r.error or "").splitlines()[0], type="error").text = r.error
+                ET.SubElement(
+                    case, "error", message=(r.error or "").splitlines()[0], type="error"
+                ).text = r.error
         totals["tests"] += len(results)
         totals["failures"] += sum(r.outcome == "failed" for r in results)
         totals["errors"] += sum(r.outcome == "error" for r in results)

@@ -75,7 +75,9 @@ def discover(paths: Iterable[str | Path]) -> list[Path]:
             found = sorted(
                 p
                 for p in path.rglob("*")
-                if is_test_file(p) and p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
+                if is_test_file(p)
+                and p.is_file()
+                and not any(s.startswith(".") for s in p.relative_to(path).parts)
             )
         elif is_test_file(path):
             found = [path]
@@ -233,7 +235,9 @@ def _parallel(
         dbs.put(db)
     jobs_list = [(case.file, case.position, index) for index, case in selected]
     out = []
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(socket, dbs)) as pool:
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_init_worker, initargs=(socket, dbs)
+    ) as pool:
         for result in pool.map(_run_in_worker, jobs_list):
             out.append(result)
             if on_result is not None:
