@@ -62,6 +62,12 @@ class TestFile:
     graphs: dict[str, Graph] = field(default_factory=dict)  # name → graph, the folder's workflows
     workflow_docs: dict[str, Document] = field(default_factory=dict)  # name → its loaded document
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    tainted: set[JsonPath] = field(default_factory=set)  # where the schema found problems
+
+    def is_tainted(self, path: JsonPath) -> bool:
+        """The schema found a problem at ``path`` or inside it."""
+        n = len(path)
+        return any(t[:n] == path for t in self.tainted)
 
     @property
     def ok(self) -> bool:
@@ -110,7 +116,11 @@ def load_test_file(path: str | Path, text: str | None = None, *, time_budget_ms:
             Diagnostic("test-schema" if d.rule == "schema" else d.rule, d.severity, d.message, d.position)
             for d in explain(doc, errors)
         )
-        return found
+        found.tainted = {tuple(e.absolute_path) for e in errors}
+        if not isinstance(doc.value, dict):
+            return found
+    # every problem in one pass: the cross-checks run on the well-formed parts even when the schema
+    # found problems elsewhere (a case or mock the schema rejected is not checked again)
     _load_workflows(found, time_budget_ms)
     if found.graph is not None:
         found.diagnostics.extend(_cross_check(found))
@@ -215,12 +225,27 @@ def foreach_owner(graph: Graph, step: str) -> str | None:
 
 def _cross_check(found: TestFile) -> Iterator[Diagnostic]:
     doc = found.doc
+    assert doc is not None
+    cases = doc.value.get("cases")
+    seen: dict[str, int] = {}
+    for i, case in enumerate(cases if isinstance(cases, list) else []):
+        if not isinstance(case, dict):
+            continue
+        try:
+            yield from list(_check_case(found, i, case, seen))
+        except (TypeError, KeyError, AttributeError, ValueError):
+            if not found.tainted:
+                raise  # a schema-valid case must never crash a check
+            # a malformed case (the schema said how): its other checks would only repeat that
+
+
+def _check_case(found: TestFile, i: int, case: dict[str, Any], seen: dict[str, int]) -> Iterator[Diagnostic]:
+    doc = found.doc
     graph = found.graph
     assert doc is not None and graph is not None
-    seen: dict[str, int] = {}
-    for i, case in enumerate(doc.value["cases"]):
-        base: JsonPath = ("cases", i)
-        name = case["name"]
+    base: JsonPath = ("cases", i)
+    name = case.get("name")
+    if isinstance(name, str):
         if name in seen:
             yield Diagnostic(
                 "test-case",
@@ -230,31 +255,34 @@ def _cross_check(found: TestFile) -> Iterator[Diagnostic]:
                 doc.at((*base, "name")),
             )
         seen.setdefault(name, i)
-        for key, mock in (case.get("mocks") or {}).items():
-            yield from _check_mock(found, (*base, "mocks", key), key, mock)
-        for j, event in enumerate(case.get("events") or []):
-            if "at" in event and "after" in event:
+    for key, mock in (case.get("mocks") or {}).items():
+        if found.is_tainted((*base, "mocks", key)):
+            yield from _mocked_step(found, (*base, "mocks", key), key)
+            continue
+        yield from _check_mock(found, (*base, "mocks", key), key, mock)
+    for j, event in enumerate(case.get("events") or []):
+        if "at" in event and "after" in event:
+            yield Diagnostic(
+                "test-case",
+                "error",
+                "an event arrives either at a time ('at') or after a step ('after'), not both",
+                doc.key_at((*base, "events", j, "after")),
+            )
+        if "after" in event:
+            yield from _step_ref(found, (*base, "events", j, "after"), event["after"])
+    expect = case.get("expect") or {}
+    for key in ("path", "compensated"):
+        for j, sid in enumerate(expect.get(key) or []):
+            yield from _step_ref(found, (*base, "expect", key, j), sid)
+            if key == "compensated" and sid in graph.nodes and graph.nodes[sid].compensate is None:
                 yield Diagnostic(
-                    "test-case",
+                    "test-reference",
                     "error",
-                    "an event arrives either at a time ('at') or after a step ('after'), not both",
-                    doc.key_at((*base, "events", j, "after")),
+                    f"step {sid!r} has no compensation, so it can never be compensated",
+                    doc.at((*base, "expect", key, j)),
                 )
-            if "after" in event:
-                yield from _step_ref(found, (*base, "events", j, "after"), event["after"])
-        expect = case.get("expect") or {}
-        for key in ("path", "compensated"):
-            for j, sid in enumerate(expect.get(key) or []):
-                yield from _step_ref(found, (*base, "expect", key, j), sid)
-                if key == "compensated" and sid in graph.nodes and graph.nodes[sid].compensate is None:
-                    yield Diagnostic(
-                        "test-reference",
-                        "error",
-                        f"step {sid!r} has no compensation, so it can never be compensated",
-                        doc.at((*base, "expect", key, j)),
-                    )
-        for key in expect.get("calls") or {}:
-            yield from _mocked_step(found, (*base, "expect", "calls", key), key)
+    for key in expect.get("calls") or {}:
+        yield from _mocked_step(found, (*base, "expect", "calls", key), key)
 
 
 def _resolve(found: TestFile, key: str) -> tuple[Graph | None, str, str | None]:
@@ -274,9 +302,9 @@ def _resolve(found: TestFile, key: str) -> tuple[Graph | None, str, str | None]:
     return graph, step, None
 
 
-def _step_ref(found: TestFile, path: JsonPath, sid: str) -> Iterator[Diagnostic]:
+def _step_ref(found: TestFile, path: JsonPath, sid: Any) -> Iterator[Diagnostic]:
     assert found.doc is not None and found.graph is not None
-    if sid not in found.graph.nodes:
+    if isinstance(sid, str) and not found.is_tainted(path) and sid not in found.graph.nodes:
         yield _unknown(found, path, found.graph, sid)
 
 

@@ -20,6 +20,8 @@ from engine.testing.harness import Observed
 from engine.testing.mocks import Call
 from engine.testing.spec import Case
 
+LEGEND = "(- expected, did not run; + ran, not expected)"
+
 
 @dataclass
 class Mismatch:
@@ -137,14 +139,18 @@ def check(case: Case, observed: Observed) -> list[Mismatch]:
     if "path" in expect:
         actual = path_of(observed)
         if actual != expect["path"]:
-            out.append(Mismatch("path", "path differs", line("path"), sequence_diff(expect["path"], actual)))
+            out.append(
+                Mismatch(
+                    "path", f"path differs {LEGEND}", line("path"), sequence_diff(expect["path"], actual)
+                )
+            )
     if "compensated" in expect:
         actual = compensated_of(observed)
         if actual != expect["compensated"]:
             out.append(
                 Mismatch(
                     "compensated",
-                    "compensations differ",
+                    f"compensations differ {LEGEND}",
                     line("compensated"),
                     sequence_diff(expect["compensated"], actual),
                 )
@@ -159,7 +165,7 @@ def check(case: Case, observed: Observed) -> list[Mismatch]:
         shown = {k: observed.vars.get(k) for k in expect["vars"]}
         out.append(Mismatch("vars", "vars differ", line("vars"), json_diff(expect["vars"], shown)))
     for key, wanted in (expect.get("calls") or {}).items():
-        out += _calls(key, wanted, observed.calls, False, line("calls"))
+        out += _calls(key, wanted, observed.calls, False, line(f"calls.{key}") or line("calls"))
     return out
 
 

@@ -114,7 +114,13 @@ def cases_of(found: TestFile) -> list[Case]:
                 mocks=raw.get("mocks") or {},
                 events=events,
                 expect=expect,
-                expect_lines={k: doc.key_at(("cases", i, "expect", k)).line for k in expect},
+                expect_lines={
+                    **{k: doc.key_at(("cases", i, "expect", k)).line for k in expect},
+                    **{
+                        f"calls.{k}": doc.key_at(("cases", i, "expect", "calls", k)).line
+                        for k in (expect.get("calls") or {})
+                    },
+                },
                 actions=specs,
                 position=i,
             )
