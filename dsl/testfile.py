@@ -113,7 +113,9 @@ def load_test_file(path: str | Path, text: str | None = None, *, time_budget_ms:
         from dsl.schema import explain
 
         found.diagnostics.extend(
-            Diagnostic("test-schema" if d.rule == "schema" else d.rule, d.severity, d.message, d.position)
+            Diagnostic(
+                "test-schema" if d.rule == "schema" else d.rule, d.severity, _words(d.message), d.position
+            )
             for d in explain(doc, errors)
         )
         found.tainted = {tuple(e.absolute_path) for e in errors}
@@ -126,6 +128,15 @@ def load_test_file(path: str | Path, text: str | None = None, *, time_budget_ms:
         found.diagnostics.extend(_cross_check(found))
     found.diagnostics = sort(found.diagnostics)
     return found
+
+
+def _words(message: str) -> str:
+    """The schema's place names are a workflow's ("the expected statuses" is an http step's
+    ``expect``); in a test file, say case N and expectations."""
+    import re
+
+    message = re.sub(r"item (\d+) of 'cases'", r"case \1", message)
+    return message.replace("the expected statuses of case", "the expectations of case")
 
 
 def _diag(rule: str, message: str, file: str, line: int = 1, column: int = 1) -> Diagnostic:

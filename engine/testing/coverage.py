@@ -263,7 +263,7 @@ def table(coverages: Mapping[str, WorkflowCoverage]) -> str:
         lines.append("  ".join(cells).rstrip())
     lines.insert(1, "-" * len(lines[0]))
     lines.insert(len(lines) - 1, "-" * len(lines[0]))
-    missed = [i for cov in coverages.values() for i in cov.missed()]
+    missed = [i for cov in coverages.values() for i in sorted(cov.missed(), key=lambda i: i.line)]
     for item in missed:
         where = coverages[item.workflow].doc
         file = where.file if where is not None else item.workflow
