@@ -82,3 +82,12 @@ def test_the_wheel_validates_workflows_outside_the_repository(tmp_path: Path) ->
 
     graph = _run([str(hopflow), "compile", "dinner.yaml"], elsewhere)
     assert graph.returncode == 0 and '"hash": ' in graph.stdout
+
+    # test files: their schema ships in the wheel, and `hopflow test` runs them from it
+    tests_schema = _run([str(python), "-c", "import schemas; print(schemas.WORKFLOW_TEST_SCHEMA)"], elsewhere)
+    assert venv in Path(tests_schema.stdout.strip()).parents and Path(tests_schema.stdout.strip()).is_file()
+    shutil.copy2(ROOT / "workflows" / "dinner-reservation.test.yaml", elsewhere / "dinner.test.yaml")
+    (elsewhere / "broken.yaml").unlink()
+    tested = _run([str(hopflow), "test", "dinner.test.yaml", "--min-coverage", "100"], elsewhere)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "7 passed" in tested.stdout

@@ -10,7 +10,7 @@ One module per idea, imported one way (``runner`` at the top):
   compensations ran; a table and an annotated listing of the YAML
 * :mod:`~engine.testing.select`    ``-k`` expressions
 * :mod:`~engine.testing.report`    the text report and JUnit XML
-* :mod:`~engine.testing.redis`     the private embedded Redis the cases run on (one db per worker)
+* :mod:`~engine.testing.server`     the private embedded Redis the cases run on (one db per worker)
 * :mod:`~engine.testing.runner`    discovery, isolation, parallel workers, the overall result
 * :mod:`~engine.testing.pytest_plugin`  ``*.test.yaml`` files as pytest items
 """

@@ -89,7 +89,7 @@ class BrokenTestFile(pytest.Item):
 def _server(config: pytest.Config) -> Any:
     server = config.stash.get(_SERVER_KEY, None)
     if server is None:
-        from engine.testing.redis import TestRedis
+        from engine.testing.server import TestRedis
 
         server = TestRedis.start()
         config.stash[_SERVER_KEY] = server

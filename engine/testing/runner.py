@@ -151,7 +151,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(socket: str, dbs: Any) -> None:
-    from engine.testing.redis import TestRedis
+    from engine.testing.server import TestRedis
 
     _WORKER["client"] = TestRedis.attach(socket).client(dbs.get())
     _WORKER["files"] = {}
@@ -205,7 +205,7 @@ def run(
 def _execute(
     selected: list[tuple[int, Case]], jobs: int, on_result: Callable[[CaseResult], None] | None
 ) -> list[CaseResult]:
-    from engine.testing.redis import TestRedis
+    from engine.testing.server import TestRedis
 
     server = TestRedis.start()
     try:
