@@ -662,3 +662,42 @@ def test_pytest_collects_test_files_and_reports_failures_with_diffs(waits: Path)
         timeout=120,
     )
     assert off.returncode == 5  # nothing collected
+
+
+def test_a_fan_out_timeout_is_a_path_of_its_own(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "race.yaml",
+        """
+        name: race
+        steps:
+          - id: race
+            timeout: 2s
+            catch: [{errors: [timeout], goto: late}]
+            parallel:
+              branches:
+                - steps:
+                    - {id: quick, action: shop.quick}
+                - steps:
+                    - {id: slow, wait: {for: 8s}}
+          - id: done
+            succeed: {output: on time}
+          - id: late
+            succeed: {output: "late: {{ error.name }}"}
+        """,
+    )
+    write(
+        tmp_path,
+        "race.test.yaml",
+        """
+        cases:
+          - name: the slow branch misses the deadline
+            mocks: {quick: {result: 1}}
+            expect: {status: succeeded, output: "late: timeout", path: [quick, race, late]}
+        """,
+    )
+    session = run_session([tmp_path])
+    assert session.results[0].passed, session.results[0].mismatches
+    cov = session.coverage["race"]
+    assert {(i.kind, i.step) for i in cov.missed()} == {("step", "done")}
+    assert ("timeout", "race", "") in cov.hit and ("catch", "race", "timeout → late") in cov.hit

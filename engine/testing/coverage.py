@@ -132,10 +132,11 @@ def items_of(graph: Graph, doc: Document | None) -> list[Item]:
 
 
 def _can_time_out(node: Node) -> bool:
-    """A wait for an event, or for a child workflow, with a timeout (its own or the step's)."""
+    """A wait for an event, a child workflow or a fan-out's join, with a timeout (its own or the
+    step's)."""
     if node.kind == "wait" and node.config.get("mode") == "event":
         return bool(node.config.get("timeout_ms") or node.timeout_ms)
-    return node.kind == "workflow" and bool(node.timeout_ms)
+    return node.kind in ("workflow", "parallel", "foreach") and bool(node.timeout_ms)
 
 
 def _get(doc: Document | None, path: JsonPath | None) -> Any:
@@ -166,7 +167,10 @@ def _switch_targets(node: Node) -> list[tuple[str, int | None]]:
 
 def hits(graph: Graph, history: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     """The :attr:`Item.key` of everything one execution's history exercised."""
-    found: set[tuple[str, str, str]] = set()
+    # a step that parked (a wait, a child, a fan-out) ran, even if it was stopped before it finished
+    found: set[tuple[str, str, str]] = {
+        ("step", h["step"], "") for h in history if h.get("event") == "park" and h.get("step") in graph.nodes
+    }
     entries = [h for h in history if h.get("phase") in ("run", "skip", "compensate") and h.get("step")]
     for n, h in enumerate(entries):
         step = h["step"]
