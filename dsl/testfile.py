@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dsl.diagnostics import Diagnostic, Position, sort
-from dsl.graph import Graph
+from dsl.graph import Graph, compensations
 from dsl.source import Document, JsonPath, LoadError, loads
 
 SUFFIXES = (".test.yaml", ".test.yml")
@@ -342,7 +342,7 @@ def _mocked_step(found: TestFile, path: JsonPath, key: str) -> Iterator[Diagnost
     if node is None:
         yield _unknown(found, path, graph, sid, key_pos=True)
         return
-    kinds = {node.kind} | ({node.compensate.kind} if node.compensate is not None else set())
+    kinds = {node.kind} | {c.kind for c in compensations(node)}
     if not kinds & set(CALL_KINDS):
         yield Diagnostic(
             "test-mock",
@@ -379,9 +379,10 @@ def _check_mock(found: TestFile, path: JsonPath, key: str, mock: dict[str, Any])
             )
         else:
             in_foreach = foreach_owner(graph, sid) is not None
-            yield from _check_answer(found, path, own, node.kind, sid, in_foreach)
+            yield from _check_answer(found, path, own, {node.kind}, sid, in_foreach)
     if "compensate" in mock:
-        comp = node.compensate
+        calling = [c for c in compensations(node) if c.kind in CALL_KINDS]
+        comp = calling[0] if calling else node.compensate
         if comp is None:
             yield Diagnostic(
                 "test-mock",
@@ -399,13 +400,12 @@ def _check_mock(found: TestFile, path: JsonPath, key: str, mock: dict[str, Any])
             )
         else:
             in_foreach = foreach_owner(graph, sid) is not None
-            yield from _check_answer(
-                found, (*path, "compensate"), mock["compensate"], comp.kind, sid, in_foreach
-            )
+            kinds = {c.kind for c in calling}  # a `compensate` list may mix action and http bodies
+            yield from _check_answer(found, (*path, "compensate"), mock["compensate"], kinds, sid, in_foreach)
 
 
 def _check_answer(
-    found: TestFile, path: JsonPath, answer: dict[str, Any], kind: str, sid: str, in_foreach: bool
+    found: TestFile, path: JsonPath, answer: dict[str, Any], kinds: set[str], sid: str, in_foreach: bool
 ) -> Iterator[Diagnostic]:
     assert found.doc is not None
     forms = [k for k in ANSWER_FORMS if k in answer and not (k == "body" and "status" in answer)]
@@ -432,7 +432,7 @@ def _check_answer(
             "'headers' goes with 'status' (an http response)",
             found.doc.key_at((*path, "headers")),
         )
-    if form in ("status", "body") and kind != "http":
+    if form in ("status", "body") and "http" not in kinds:
         yield Diagnostic(
             "test-mock",
             "error",
@@ -440,7 +440,7 @@ def _check_answer(
             "not an http status",
             found.doc.key_at((*path, form)),
         )
-    if form == "result" and kind == "http":
+    if form == "result" and "action" not in kinds:
         yield Diagnostic(
             "test-mock",
             "error",
@@ -458,5 +458,5 @@ def _check_answer(
     if form in ("sequence", "per_item"):
         for i, item in enumerate(answer[form]):
             yield from _check_answer(
-                found, (*path, form, i), item, kind, sid, in_foreach and form == "sequence"
+                found, (*path, form, i), item, kinds, sid, in_foreach and form == "sequence"
             )

@@ -701,3 +701,49 @@ def test_a_fan_out_timeout_is_a_path_of_its_own(tmp_path: Path) -> None:
     cov = session.coverage["race"]
     assert {(i.kind, i.step) for i in cov.missed()} == {("step", "done")}
     assert ("timeout", "race", "") in cov.hit and ("catch", "race", "timeout → late") in cov.hit
+
+
+def test_a_compensate_list_is_answered_by_a_sequence(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "undo.yaml",
+        """
+        name: undo
+        env: [API]
+        steps:
+          - id: book
+            action: shop.book
+            compensate:
+              - action: shop.unbook
+                with: {id: "{{ steps.book.output.id }}"}
+              - http: {method: DELETE, url: "{{ env.API }}/holds/{{ steps.book.output.id }}"}
+          - id: pay
+            action: shop.pay
+        """,
+    )
+    write(
+        tmp_path,
+        "undo.test.yaml",
+        """
+        env: {API: "https://api.test"}
+        cases:
+          - name: both bodies run in order
+            mocks:
+              book:
+                result: {id: b-1}
+                compensate:
+                  sequence: [{result: {unbooked: true}}, {status: 204}]
+              pay: {error: action.Declined}
+            expect:
+              status: compensated
+              compensated: [book]
+              calls:
+                book:
+                  compensate:
+                    - {with: {id: b-1}}
+                    - {request: {method: DELETE, url: "https://api.test/holds/b-1"}}
+        """,
+    )
+    assert validate_path(tmp_path / "undo.test.yaml").diagnostics == ()
+    session = run_session([tmp_path])
+    assert session.results[0].passed, session.results[0].mismatches

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsl.graph import Graph, compensations
 from engine.testing.harness import Observed
 from engine.testing.mocks import Call
 from engine.testing.spec import Case
@@ -35,8 +36,19 @@ def path_of(observed: Observed) -> list[str]:
     return steps_in(observed.history, "run")
 
 
-def compensated_of(observed: Observed) -> list[str]:
-    return steps_in(observed.history, "compensate")
+def compensated_of(observed: Observed, graph: Graph) -> list[str]:
+    """Steps whose compensation completed, in order: a ``compensate`` list counts once, when its
+    last body succeeded (its bodies run one after the other, each with its own history entry)."""
+    out = []
+    done: dict[str, int] = {}
+    for step in steps_in(observed.history, "compensate"):
+        node = graph.nodes.get(step)
+        bodies = len(compensations(node)) if node is not None else 1
+        done[step] = done.get(step, 0) + 1
+        if done[step] >= max(bodies, 1):
+            out.append(step)
+            done[step] = 0
+    return out
 
 
 def steps_in(history: list[dict[str, Any]], phase: str) -> list[str]:
@@ -145,7 +157,7 @@ def check(case: Case, observed: Observed) -> list[Mismatch]:
                 )
             )
     if "compensated" in expect:
-        actual = compensated_of(observed)
+        actual = compensated_of(observed, case.graph)
         if actual != expect["compensated"]:
             out.append(
                 Mismatch(
