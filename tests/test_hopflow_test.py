@@ -747,3 +747,48 @@ def test_a_compensate_list_is_answered_by_a_sequence(tmp_path: Path) -> None:
     assert validate_path(tmp_path / "undo.test.yaml").diagnostics == ()
     session = run_session([tmp_path])
     assert session.results[0].passed, session.results[0].mismatches
+
+
+def test_retry_lists_and_raising_catches_are_paths_too(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "policies.yaml",
+        """
+        name: policies
+        env: [API]
+        steps:
+          - id: call
+            http: {url: "{{ env.API }}/x"}
+            retry:
+              - {on: [http.429], max_attempts: 4, interval: 1s}
+              - {on: [timeout], max_attempts: 2, interval: 1s}
+            catch:
+              - errors: [http.429]
+                raise: {name: RateLimited}
+        """,
+    )
+    write(
+        tmp_path,
+        "policies.test.yaml",
+        """
+        env: {API: "https://api.test"}
+        cases:
+          - name: rate limited four times, then renamed
+            mocks: {call: {status: 429}}
+            expect: {status: failed, error: RateLimited, calls: {call: 4}}
+          - name: timed out twice
+            mocks: {call: {error: timeout}}
+            expect: {status: failed, error: timeout, calls: {call: 2}}
+        """,
+    )
+    session = run_session([tmp_path])
+    assert [r.outcome for r in session.results] == ["passed", "passed"], [
+        r.mismatches for r in session.results
+    ]
+    cov = session.coverage["policies"]
+    assert cov.missed() == []
+    assert sorted(i.label() for i in cov.items if i.kind != "step") == [
+        "catch of call: http.429 \u2192 raise RateLimited",
+        "retries of call exhausted (policy 1 (http.429))",
+        "retries of call exhausted (policy 2 (timeout))",
+    ]

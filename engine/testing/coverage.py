@@ -23,10 +23,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsl.graph import Graph, Node
+from dsl.graph import Catch, Graph, Node, Retry
 from dsl.source import Document, JsonPath
 from engine.model import StepError, error_matches
-from engine.retry import retryable
+from engine.retry import NO_RETRY_KINDS, choose, covers, retryable
 
 END = "(end)"
 RETRIED_KINDS = ("http", "action", "workflow")  # the steps whose retry policy can run out
@@ -50,7 +50,7 @@ class Item:
             "skip": f"step {self.step} skipped (if false)",
             "switch": f"switch {self.step} → {self.detail}",
             "catch": f"catch of {self.step}: {self.detail}",
-            "retries": f"retries of {self.step} exhausted",
+            "retries": f"retries of {self.step} exhausted" + (f" ({self.detail})" if self.detail else ""),
             "timeout": f"{self.step} timed out waiting",
             "compensate": f"compensation of {self.step}",
         }
@@ -104,19 +104,21 @@ def items_of(graph: Graph, doc: Document | None) -> list[Item]:
                 at = line("switch", index, key=False) if index is not None else line("switch")
                 out.append(Item(graph.name, "switch", node.id, target, at))
         for i, clause in enumerate(node.catch):
-            out.append(
-                Item(
-                    graph.name,
-                    "catch",
-                    node.id,
-                    f"{', '.join(clause.errors)} → {clause.goto}",
-                    line("catch", i, key=False),
-                )
-            )
-        if node.kind in RETRIED_KINDS and node.retry.max_attempts > 1:
+            out.append(Item(graph.name, "catch", node.id, _clause(clause), line("catch", i, key=False)))
+        if node.kind in RETRIED_KINDS:
             body = _get(doc, where)
-            at = line("retry") if isinstance(body, Mapping) and "retry" in body else line(node.kind)
-            out.append(Item(graph.name, "retries", node.id, "", at))
+            written = isinstance(body, Mapping) and "retry" in body
+            policies = _policies(node)
+            for i, policy in enumerate(policies):
+                if policy.max_attempts <= 1:
+                    continue
+                if not written:
+                    at = line(node.kind)
+                elif len(policies) > 1:
+                    at = line("retry", i, key=False)
+                else:
+                    at = line("retry")
+                out.append(Item(graph.name, "retries", node.id, _policy_name(policies, i), at))
         if _can_time_out(node):
             body = _get(doc, where)
             wait = body.get("wait") if isinstance(body, Mapping) else None
@@ -129,6 +131,22 @@ def items_of(graph: Graph, doc: Document | None) -> list[Item]:
         if node.compensate is not None:
             out.append(Item(graph.name, "compensate", node.id, "", line("compensate")))
     return out
+
+
+def _policies(node: Node) -> tuple[Retry, ...]:
+    """A step's retry policies: its `retry` list, or its one policy."""
+    return tuple(node.retries) if node.retries else (node.retry,)
+
+
+def _policy_name(policies: tuple[Retry, ...], index: int) -> str:
+    if len(policies) == 1:
+        return ""
+    return f"policy {index + 1} ({', '.join(policies[index].on)})"
+
+
+def _clause(clause: Catch) -> str:
+    target = clause.goto if clause.goto is not None else f"raise {(clause.raises or {}).get('name')}"
+    return f"{', '.join(clause.errors)} → {target}"
 
 
 def _can_time_out(node: Node) -> bool:
@@ -202,17 +220,18 @@ def hits(graph: Graph, history: list[dict[str, Any]]) -> set[tuple[str, str, str
             error = StepError(name, h.get("message") or "")
             if _can_time_out(node) and name == "timeout":
                 found.add(("timeout", step, ""))
-            from engine.retry import NO_RETRY_KINDS
-
-            again = node.kind not in NO_RETRY_KINDS and retryable(node.retry, error, attempt)
-            if again:
+            # the engine's own decision (engine.decide.after_error): the policy about this error,
+            # retried while it allows; then the first catch clause that matches
+            policies = _policies(node)
+            policy = choose(node.retries, error) if node.retries else node.retry
+            if policy is not None and node.kind not in NO_RETRY_KINDS and retryable(policy, error, attempt):
                 continue
-            if node.retry.max_attempts > 1 and attempt >= node.retry.max_attempts:
-                if any(error_matches(p, name) for p in node.retry.on):
-                    found.add(("retries", step, ""))
+            if policy is not None and policy.max_attempts > 1 and attempt >= policy.max_attempts:
+                if covers(policy, error):
+                    found.add(("retries", step, _policy_name(policies, policies.index(policy))))
             for clause in node.catch:
                 if any(error_matches(p, name) for p in clause.errors):
-                    found.add(("catch", step, f"{', '.join(clause.errors)} → {clause.goto}"))
+                    found.add(("catch", step, _clause(clause)))
                     break
     return found
 
