@@ -112,7 +112,7 @@ class QueueDispatcher:
         if answer is None:
             from engine.steps.offload import perform
 
-            answer = perform(request)
+            answer = perform(request, policy=runtime.egress)
         self.push(self.clock.now(), "complete", (request.message, answer))
 
 
@@ -244,7 +244,7 @@ def _children(runtime: Runtime, eid: str) -> list[str]:
     for raw in runtime.store.client.scan_iter(match="hf:{*}:h", count=1000):
         key = raw.decode() if isinstance(raw, bytes) else raw
         child = key[len("hf:{") : -len("}:h")]
-        if child != eid:
+        if child != eid and runtime.store.header(child).get("workflow"):  # an execution, not an index
             found.add(child)
     return sorted(found)
 
