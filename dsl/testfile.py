@@ -178,8 +178,6 @@ def _validated(path: Path, time_budget_ms: int) -> Any:
 
 
 def _load_workflows(found: TestFile, time_budget_ms: int) -> None:
-    from dsl.validate import workflow_files
-
     doc = found.doc
     assert doc is not None
     target = workflow_path(found.file, doc.value)
@@ -213,7 +211,10 @@ def _load_workflows(found: TestFile, time_budget_ms: int) -> None:
     if result.doc is not None:
         found.workflow_docs[result.graph.name] = result.doc
     found.graphs[result.graph.name] = result.graph
-    for other in workflow_files(target.parent):
+    # child workflows come from the workflow's own folder (like `run` and the folder checks), not
+    # from folders below it
+    siblings = sorted(p for p in target.parent.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    for other in siblings:
         if other.resolve() == target.resolve() or is_test_file(other):
             continue
         sibling = _validated(other, time_budget_ms)
