@@ -34,6 +34,15 @@ def is_test_file(path: str | Path) -> bool:
     return str(path).endswith(SUFFIXES)
 
 
+def examples(folder: str | Path) -> list[Path]:
+    """The workflow files directly in ``folder`` (not below it), without their test files."""
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.suffix in (".yaml", ".yml") and p.is_file() and not is_test_file(p)
+    )
+
+
 @lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
     from schemas import WORKFLOW_TEST_SCHEMA
@@ -213,9 +222,8 @@ def _load_workflows(found: TestFile, time_budget_ms: int) -> None:
     found.graphs[result.graph.name] = result.graph
     # child workflows come from the workflow's own folder (like `run` and the folder checks), not
     # from folders below it
-    siblings = sorted(p for p in target.parent.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    for other in siblings:
-        if other.resolve() == target.resolve() or is_test_file(other):
+    for other in examples(target.parent):
+        if other.resolve() == target.resolve():
             continue
         sibling = _validated(other, time_budget_ms)
         if sibling.graph is not None and sibling.graph.name not in found.graphs:

@@ -16,7 +16,7 @@ from strategies import to_yaml, workflows
 from dsl.compiler import CompileError, compile_document, compile_file
 from dsl.graph import DEFAULT_RETRY_ON, TOP_SCOPE, Graph, Retry, thaw
 from dsl.source import loads
-from dsl.validate import workflow_files
+from dsl.testfile import examples
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -550,7 +550,7 @@ def test_dsl_example_compiles() -> None:
     assert thaw(g.nodes["before_dinner"].config)["mode"] == "until"
 
 
-@pytest.mark.parametrize("path", workflow_files(ROOT / "workflows"), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", examples(ROOT / "workflows"), ids=lambda p: p.name)
 def test_shipped_workflows_compile_and_round_trip(path: Path) -> None:
     g = compile_file(path)
     assert Graph.from_dict(json.loads(json.dumps(g.to_dict()))).hash == g.hash

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from dsl.validate import workflow_files
+from dsl.testfile import examples
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 DEMO = WORKFLOWS / "demo.py"
 HANG_GUARD_S = 90  # only stops a broken run from hanging the suite; nothing is timed
 
-EXAMPLES = sorted(p.stem for p in workflow_files(WORKFLOWS))  # not the *.test.yaml files
+EXAMPLES = sorted(p.stem for p in examples(WORKFLOWS))  # not the *.test.yaml files
 # without an event, approval escalates, times out (fast-forwarded) and withdraws the claim
 EXPECTED = {name: "succeeded" for name in EXAMPLES} | {"approval": "compensated"}
 

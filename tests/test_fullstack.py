@@ -27,7 +27,7 @@ import httpx
 import pytest
 from helpers import serve_app
 
-from dsl.validate import workflow_files
+from dsl.testfile import examples
 from engine.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,7 +243,7 @@ def expect(name: str, record: dict[str, Any], demo: Any, eid: str) -> None:
         ]
 
 
-EXAMPLES = sorted(p.stem for p in workflow_files(WORKFLOWS))  # not the *.test.yaml files
+EXAMPLES = sorted(p.stem for p in examples(WORKFLOWS))  # not the *.test.yaml files
 
 
 def run_examples(

@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 from strategies import generate, to_yaml
 
 from dsl.diagnostics import render_github, render_json, render_sarif, render_text
-from dsl.validate import Result, rules, validate_path, validate_text, workflow_files
+from dsl.testfile import examples
+from dsl.validate import Result, rules, validate_path, validate_text
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOWS = workflow_files(ROOT / "workflows")  # the workflows, not their *.test.yaml files
+WORKFLOWS = examples(ROOT / "workflows")  # the workflows, not their *.test.yaml files
 CORPUS = [p.read_text(encoding="utf-8") for p in WORKFLOWS] + [
     to_yaml(generate(random.Random(seed), steps=25)) for seed in (1, 2, 3)
 ]

@@ -14,7 +14,7 @@ from dsl.checks import RULES, CheckContext, all_checks
 from dsl.compiler import compile_document
 from dsl.diagnostics import Diagnostic, sort
 from dsl.source import load, loads
-from dsl.validate import workflow_files
+from dsl.testfile import examples
 
 ROOT = Path(__file__).resolve().parent.parent
 MINE = {
@@ -457,7 +457,7 @@ def test_polling_loop_with_a_switch_exit_is_fine() -> None:
 
 
 def _files() -> list[Path]:
-    return workflow_files(ROOT / "workflows")
+    return examples(ROOT / "workflows")
 
 
 @pytest.mark.parametrize("path", _files(), ids=lambda p: p.name)

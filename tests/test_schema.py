@@ -17,11 +17,11 @@ from dsl import schema as dsl_schema
 from dsl.durations import PATTERN as DURATION_PATTERN
 from dsl.schema import load_schema, validate_document
 from dsl.source import loads
-from dsl.validate import workflow_files
+from dsl.testfile import examples
 from schemas import WORKFLOW_SCHEMA
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOWS = workflow_files(ROOT / "workflows")  # the workflows, not their *.test.yaml files
+WORKFLOWS = examples(ROOT / "workflows")  # the workflows, not their *.test.yaml files
 KINDS = ("http", "action", "wait", "switch", "parallel", "foreach", "set", "workflow", "succeed", "fail")
 COMMON = ("id", "if", "output", "next", "retry", "timeout", "catch", "compensate")
 TOP_LEVEL = (
