@@ -171,3 +171,18 @@ def test_scatter_gather_keeps_every_quote_and_the_cheapest(patterns: Harness) ->
     assert sorted(out["unavailable"]) == ["down-1", "down-2"]
     assert out["best_cents"] == min(out["quotes"].values())
     assert out["quotes"][out["cheapest"]] == out["best_cents"]
+
+
+def test_the_patterns_test_files_pass_at_full_path_coverage(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "test", str(PATTERNS), "--min-coverage", "100"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "100.0%" in done.stdout
