@@ -1,5 +1,7 @@
 """``wait``: pause without holding a process.
 
+Durations (``for``, the event's ``timeout``) may be templates, rendered when the wait starts.
+
 * ``for``: a delayed message to this node; ``until``: a not-before message (a time in the past
   continues at once);
 * ``event``: claim a pending event (kept 7 days) or register as a waiter. Claims are keyed by the
@@ -18,6 +20,7 @@ from dsl.durations import format_ms
 from dsl.graph import Node
 from dsl.templates import _to_datetime
 from engine.decide import Done, Failed, Outcome, Park
+from engine.dynamic import duration_ms
 from engine.model import StepError
 
 
@@ -26,7 +29,7 @@ def run(node: Node, rc: Any) -> Outcome:
     mode = config["mode"]
     bound = node.timeout_ms  # the common `timeout` key bounds the wait itself
     if mode == "for":
-        ms = int(config["ms"])
+        ms = duration_ms(config["ms"], rc.render, "wait.for", node.id) or 0
         if bound is not None and ms > bound:
             return Park({"wait": "for", "expires": True}, delay_ms=bound)
         return Park({"wait": "for"}, delay_ms=ms)
@@ -46,8 +49,10 @@ def run(node: Node, rc: Any) -> Outcome:
     event = rc.claim_event(name, key, token)
     if event is not None:
         return Done(event.get("data"))
-    timeout_ms = _smallest(config.get("timeout_ms"), bound)
+    timeout_ms = _smallest(duration_ms(config.get("timeout_ms"), rc.render, "wait.timeout", node.id), bound)
     info = {"wait": "event", "event": name, "key": key, "token": token}
+    if timeout_ms is not None:
+        info["timeout_ms"] = int(timeout_ms)  # as rendered when the wait started (for the message)
     if timeout_ms is None:
         return Park(info, message=False)
     return Park(info, delay_ms=int(timeout_ms), suffix="#timeout")
@@ -67,7 +72,10 @@ def resume(node: Node, rc: Any, info: dict[str, Any]) -> Outcome:
     event = rc.check_event(info["event"], info["key"], info["token"])
     if event is not None:
         return Done(event.get("data"))
-    timeout = _smallest(node.config.get("timeout_ms"), node.timeout_ms)
+    compiled = node.config.get("timeout_ms")  # a wait parked before timeouts were recorded
+    if not isinstance(compiled, int):
+        compiled = None
+    timeout = info.get("timeout_ms") or _smallest(compiled, node.timeout_ms)
     within = f" within {format_ms(int(timeout))}" if timeout else ""
     return Failed(
         StepError("timeout", f"no event {info['event']!r} with key {info['key']!r}{within}", node.id)
