@@ -365,3 +365,63 @@ def test_default_renders_for_a_step_that_did_not_run(harness: Any) -> None:
     assert skipped["output"] == {"price": 0, "ran": False}
     ran = h.run("maybe", {"skip": False})
     assert ran["output"] == {"price": 7, "ran": True}
+
+
+MAYBE = """
+    name: maybe
+    input: {type: object}
+    steps:
+      - id: gate
+        switch:
+          - {if: "{{ input.skip }}", goto: after}
+          - default: lookup
+      - id: lookup
+        set: {x: 1}
+        output: {price: 7}
+      - id: after
+        set: {y: 1}
+        output: %s
+    """
+
+
+def test_the_checker_accepts_the_escapes_for_a_step_that_may_not_have_run() -> None:
+    for escaped in (
+        '"{{ steps.lookup.output | default({}) }}"',
+        '"{{ steps.lookup.output.price | d(0) }}"',
+        '"{{ steps.lookup is defined }}"',
+        '"{{ steps.lookup.output.price if steps.lookup is defined else 0 }}"',
+        '"{% if steps.lookup is defined %}{{ steps.lookup.output.price }}{% endif %}"',
+        '"{{ steps.lookup.output | default({}) | tojson }}"',
+    ):
+        assert diagnostics(MAYBE % escaped) == [], escaped
+    for unguarded in (
+        '"{{ steps.lookup.output.price }}"',
+        '"{{ steps.lookup.output | length | default(0) }}"',  # length runs first, on nothing
+        '"{{ steps.lookup.output.price if steps.gate is defined else 0 }}"',
+        '"{% if steps.lookup is defined %}1{% else %}{{ steps.lookup.output }}{% endif %}"',
+    ):
+        assert [rule for rule, _ in diagnostics(MAYBE % unguarded)] == ["reference-not-completed"], unguarded
+
+
+def test_a_step_if_that_tests_is_defined_lets_the_step_read_that_step(harness: Any) -> None:
+    text = """
+        name: maybe
+        input: {type: object}
+        steps:
+          - id: gate
+            switch:
+              - {if: "{{ input.skip }}", goto: after}
+              - default: lookup
+          - id: lookup
+            set: {x: 1}
+            output: {price: 7}
+          - id: after
+            if: "{{ steps.lookup is defined }}"
+            set: {y: 1}
+            output: "{{ steps.lookup.output.price * 2 }}"
+        output: "{{ steps.after.output }}"
+        """
+    assert diagnostics(text) == []
+    h = harness(text)
+    assert h.run("maybe", {"skip": False})["output"] == 14
+    assert h.run("maybe", {"skip": True})["output"] is None  # `after` was skipped: output null
