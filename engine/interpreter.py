@@ -666,6 +666,11 @@ class NodeRun:
         )
         return json.loads(found["event"])
 
+    def release_event(self, name: str, key: str, token: str) -> None:
+        """Let go of slot (name, key): unregister, and put back an event claimed there (a wait on
+        several names keeps only the one that won)."""
+        self.rt.store.event(name, key, {"op": "release", "token": token, "now": self.now})
+
     def check_event(self, name: str, key: str, token: str) -> dict[str, Any] | None:
         found = self.rt.store.event(name, key, {"op": "check", "token": token, "now": self.now})
         if found["kind"] != "event":

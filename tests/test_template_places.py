@@ -425,3 +425,103 @@ def test_a_step_if_that_tests_is_defined_lets_the_step_read_that_step(harness: A
     h = harness(text)
     assert h.run("maybe", {"skip": False})["output"] == 14
     assert h.run("maybe", {"skip": True})["output"] is None  # `after` was skipped: output null
+
+
+# ------------------------------------------------------------------------- a wait on several events
+
+EITHER = """
+    name: either
+    input: {type: object}
+    steps:
+      - id: w
+        wait: {event: [order.approved, order.rejected], key: "{{ input.order }}", timeout: 1h}
+    output: "{{ steps.w.output }}"
+    """
+
+
+def parked(h: Any, eid: str) -> bool:
+    current = h.runtime.record(eid)["current"]
+    return bool(current) and current[0]["phase"] == "park"
+
+
+def test_a_wait_on_several_names_takes_whichever_comes_and_says_which(harness: Any) -> None:
+    h = harness(EITHER)
+    eid = h.start("either", {"order": "o-1"})
+    h.drain(until=lambda: parked(h, eid))
+    assert h.runtime.notify("order.rejected", "o-1", {"why": "stock"}) == 1
+    h.drain()
+    assert h.runtime.record(eid)["output"] == {"event": "order.rejected", "data": {"why": "stock"}}
+    # the other slot let go of the waiter: a later `approved` is kept for the next wait, not lost
+    assert h.runtime.notify("order.approved", "o-1", {"by": "ann"}) == 0
+    again = h.start("either", {"order": "o-1"})
+    h.drain()
+    assert h.runtime.record(again)["output"] == {"event": "order.approved", "data": {"by": "ann"}}
+
+
+def test_an_event_that_came_first_is_taken_at_once_from_any_listed_slot(harness: Any) -> None:
+    h = harness(EITHER)
+    assert h.runtime.notify("order.approved", "o-2", {"by": "bob"}) == 0
+    assert h.run("either", {"order": "o-2"})["output"] == {"event": "order.approved", "data": {"by": "bob"}}
+
+
+def test_two_events_for_one_multi_wait_keep_the_loser_for_the_next_wait(harness: Any) -> None:
+    h = harness(EITHER)
+    eid = h.start("either", {"order": "o-3"})
+    h.drain(until=lambda: parked(h, eid))
+    # both arrive before the waiter's message is delivered: both slots hold a claim for it; the
+    # one that arrived first wins (not the first listed)
+    assert h.runtime.notify("order.rejected", "o-3", {"n": 1}) == 1
+    h.clock.jump_to(h.clock.now() + 1)
+    assert h.runtime.notify("order.approved", "o-3", {"n": 2}) == 1
+    h.drain(until=lambda: h.runtime.record(eid)["status"] != "running")
+    assert h.runtime.record(eid)["output"] == {"event": "order.rejected", "data": {"n": 1}}
+    h.drain()
+    again = h.start("either", {"order": "o-3"})
+    h.drain()
+    assert h.runtime.record(again)["output"] == {"event": "order.approved", "data": {"n": 2}}
+
+
+def test_a_multi_wait_times_out_naming_every_event_and_a_cancel_releases_every_slot(harness: Any) -> None:
+    h = harness(EITHER)
+    record = h.run("either", {"order": "o-4"})
+    assert record["error"]["name"] == "timeout"
+    assert record["error"]["message"] == (
+        "no event 'order.approved' or 'order.rejected' with key 'o-4' within 1h"
+    )
+    eid = h.start("either", {"order": "o-5"})
+    h.drain(until=lambda: parked(h, eid))
+    h.runtime.cancel(eid)
+    h.drain()
+    assert h.runtime.notify("order.rejected", "o-5", {}) == 0  # nobody waits there any more
+    assert h.runtime.notify("order.approved", "o-5", {}) == 0
+
+
+def test_a_crash_after_a_multi_wait_claimed_redoes_the_same_claim(harness: Any) -> None:
+    import heapq
+
+    h = harness(EITHER)
+    assert h.runtime.notify("order.rejected", "o-6", {"n": 1}) == 0  # kept: the wait claims it
+    eid = h.start("either", {"order": "o-6"})
+    first = h.dispatcher.pop()
+    assert first is not None
+    crash = {"on": True}
+
+    def fault(point: str, message: Any) -> None:
+        if point == "after_step" and crash["on"]:
+            crash["on"] = False
+            raise RuntimeError("crash after the claim, before the checkpoint")
+
+    h.runtime.faults = fault
+    try:
+        h.runtime.advance(first.message)
+    except RuntimeError:
+        pass
+    lock = h.store.client.get(f"hf:{{{eid}}}:l:")
+    h.store.unlock(eid, "", lock.decode() if isinstance(lock, bytes) else lock or "")
+    h.runtime.faults = None
+    heapq.heappush(h.dispatcher.queue, (h.clock.now(), 10**9, first))  # the redelivery
+    h.drain()
+    assert h.runtime.record(eid)["output"] == {"event": "order.rejected", "data": {"n": 1}}
+    # nothing left registered or claimed in either slot: the next events are kept for a next wait
+    assert h.runtime.notify("order.approved", "o-6", {}) == 0
+    assert h.runtime.notify("order.rejected", "o-6", {}) == 0
