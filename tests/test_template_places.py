@@ -525,3 +525,20 @@ def test_a_crash_after_a_multi_wait_claimed_redoes_the_same_claim(harness: Any) 
     # nothing left registered or claimed in either slot: the next events are kept for a next wait
     assert h.runtime.notify("order.approved", "o-6", {}) == 0
     assert h.runtime.notify("order.rejected", "o-6", {}) == 0
+
+
+def test_the_graph_picture_shows_templated_durations_and_several_event_names() -> None:
+    from dsl.render import detail
+
+    text = """
+        name: pic
+        input: {type: object}
+        steps:
+          - id: nap
+            wait: {for: "{{ input.delay }}"}
+          - id: either
+            wait: {event: [ok, ko], key: k, timeout: "{{ input.t }}"}
+        """
+    graph = compile_document(loads(textwrap.dedent(text).strip() + "\n"), strict=True)
+    assert detail(graph.nodes["nap"]) == "wait {{ input.delay }}"
+    assert detail(graph.nodes["either"]) == "wait for event ok or ko (≤ {{ input.t }})"
