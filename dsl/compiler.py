@@ -326,11 +326,22 @@ class _Compiler:
             return self.duration(body["timeout"], (*path, "timeout"))
         return self.defaults_timeout if kind in TIMEOUT_DEFAULT_KINDS else None
 
+    def dynamic_duration(self, value: Any, path: JsonPath) -> int | str | None:
+        """A duration that may be a template: kept as written, rendered by the step at run time."""
+        return value if is_template(value) else self.duration(value, path)
+
     def retry(self, value: Any, path: JsonPath) -> Retry:
         spec = self.mapping(value, path, "`retry`")
         base = Retry()
-        interval = self.duration(spec.get("interval"), (*path, "interval"))
-        max_interval = self.duration(spec.get("max_interval"), (*path, "max_interval"))
+        dynamic = tuple(
+            (key, spec[key])
+            for key in ("max_attempts", "interval", "backoff", "max_interval")
+            if is_template(spec.get(key))
+        )
+        interval = self.dynamic_duration(spec.get("interval"), (*path, "interval"))
+        max_interval = self.dynamic_duration(spec.get("max_interval"), (*path, "max_interval"))
+        interval = interval if isinstance(interval, int) else None
+        max_interval = max_interval if isinstance(max_interval, int) else None
         on = spec.get("on")
         not_on = spec.get("not_on")
         attempts = spec.get("max_attempts", base.max_attempts)
@@ -343,6 +354,7 @@ class _Compiler:
             jitter=spec.get("jitter", base.jitter),
             on=tuple(str(e) for e in on) if isinstance(on, list) else DEFAULT_RETRY_ON,
             not_on=tuple(str(e) for e in not_on) if isinstance(not_on, list) else (),
+            dynamic=dynamic,
         )
 
     def catch(self, value: Any, path: JsonPath) -> tuple[Catch, ...]:
@@ -445,7 +457,9 @@ class _Compiler:
             return {
                 "items": spec.get("items"),
                 "as": spec.get("as", DEFAULT_AS),
-                "concurrency": concurrency if isinstance(concurrency, int) else DEFAULT_CONCURRENCY,
+                "concurrency": concurrency
+                if isinstance(concurrency, int) or is_template(concurrency)
+                else DEFAULT_CONCURRENCY,
                 "body": sid,
                 **({"until": spec["until"]} if spec.get("until") is not None else {}),
                 **(
@@ -486,7 +500,7 @@ class _Compiler:
 
     def wait(self, spec: Mapping[str, Any], path: JsonPath) -> dict[str, Any]:
         if "for" in spec:
-            return {"mode": "for", "ms": self.duration(spec["for"], (*path, "for"))}
+            return {"mode": "for", "ms": self.dynamic_duration(spec["for"], (*path, "for"))}
         if "until" in spec:
             return {"mode": "until", "until": spec["until"]}
         if "event" in spec:
@@ -494,7 +508,7 @@ class _Compiler:
                 "mode": "event",
                 "event": spec["event"],
                 "key": spec.get("key"),
-                "timeout_ms": self.duration(spec.get("timeout"), (*path, "timeout")),
+                "timeout_ms": self.dynamic_duration(spec.get("timeout"), (*path, "timeout")),
             }
         raise self.fail("`wait` needs one of `for`, `until` or `event`", path)
 

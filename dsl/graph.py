@@ -98,6 +98,9 @@ class Retry:
     jitter: str = "full"  # "full" | "none"
     on: tuple[str, ...] = DEFAULT_RETRY_ON
     not_on: tuple[str, ...] = ()
+    # numbers written as templates (field name → template), rendered by the interpreter with the
+    # step's scope when the step fails; the plain fields then hold the defaults
+    dynamic: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -286,7 +289,7 @@ def env_names(env: Any, *, secret: bool = False) -> list[str]:
 
 # fields added after graphs were first stored: left out while unset, so older graphs keep their hash
 _OMITTED_WHEN_EMPTY = frozenset(
-    {"secret", "secret_env", "vars", "not_on", "retries", "raises"}
+    {"secret", "secret_env", "vars", "not_on", "retries", "raises", "dynamic"}
     | {"compensate_more", "compensate_on_failure", "egress_allow"}
 )
 
@@ -316,6 +319,7 @@ def _retry(d: Mapping[str, Any]) -> Retry:
         jitter=d["jitter"],
         on=tuple(d["on"]),
         not_on=tuple(d.get("not_on") or ()),
+        dynamic=tuple((str(k), str(v)) for k, v in d.get("dynamic") or ()),
     )
 
 

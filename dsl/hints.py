@@ -364,7 +364,6 @@ def number_hint(expected: str, value: Any) -> str | None:
 
 STATIC_FIELDS = {
     "Step id": "a step id",
-    "Action name": "an action name",
     "Workflow name": "a workflow name",
     "Event name": "an event name",
     "Duration": "a duration",
@@ -385,6 +384,4 @@ def static_template(title: str | None, value: Any) -> str | None:
     why = "it must be known before the workflow runs (for the graph and the static checks)"
     if title == "Event name":
         return f"{what} cannot be a template: {why}; put what varies in 'key'"
-    if title == "Action name":
-        return f"{what} cannot be a template: {why}; use a switch to choose between action steps"
     return f"{what} cannot be a template: {why}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from dsl.durations import format_ms
 from dsl.graph import TOP_SCOPE, Graph, Node
@@ -76,6 +77,11 @@ def drawn_id(step: str, part: str = "node") -> str:
     return DRAWN_PREFIXES[part] + _safe(step)
 
 
+def _ms(value: Any) -> str:
+    """A compiled duration, or the template that gives it at run time."""
+    return format_ms(int(value or 0)) if not isinstance(value, str) else _short(value)
+
+
 def _short(text: str, limit: int = MAX_LABEL) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -99,12 +105,14 @@ def detail(node: Node) -> str:
     if kind == "wait":
         mode = config.get("mode")
         if mode == "for":
-            return f"wait {format_ms(int(config.get('ms') or 0))}"
+            return f"wait {_ms(config.get('ms'))}"
         if mode == "until":
             return "wait until " + _condition(config.get("until", ""))
         timeout = config.get("timeout_ms")
-        bound = f" (≤ {format_ms(int(timeout))})" if timeout else ""
-        return _short(f"wait for event {config.get('event', '')}") + bound
+        bound = f" (≤ {_ms(timeout)})" if timeout else ""
+        event = config.get("event", "")
+        names = " or ".join(event) if isinstance(event, list | tuple) else event
+        return _short(f"wait for event {names}") + bound
     if kind == "switch":
         return "switch"
     if kind == "parallel":

@@ -380,6 +380,9 @@ class _Found:
 # What a value at a titled definition is, in words ("expected a duration such as '30s', got ...")
 _NOUNS = {
     "Duration": "a duration such as '30s' or '1h30m'",
+    "Duration or template": "a duration such as '30s' or '1h30m'",
+    "Whole number or template": "an integer",
+    "Number or template": "a number",
     "Template": "a template such as '{{ input.x }}'",
     "Condition": "a condition: a template such as '{{ input.x > 1 }}', or true/false",
     "Step id": "a step id such as 'book_table'",
@@ -855,7 +858,7 @@ class _Explainer:
         key = path[-1] if path and isinstance(path[-1], str) else None
         expected = error.validator_value
         names = [expected] if isinstance(expected, str) else list(expected)
-        if title == "Duration":
+        if title in _DURATION_TITLES:
             return hints.duration_hint(value)
         if value is None and not (self.source(path) or "").strip() and key is not None:
             if "object" in names or "array" in names:
@@ -879,6 +882,8 @@ class _Explainer:
                 return short
         if "array" in names and key is not None:
             return hints.list_hint(key, value)
+        if title == "Whole number or template" and isinstance(value, float):
+            return "give a whole number"
         if ("integer" in names or "number" in names) and "string" in names and isinstance(value, float):
             return f"quote it: '{self.source(path) or value}'"
         if "integer" in names or "number" in names:
@@ -904,7 +909,13 @@ class _Explainer:
         static = hints.static_template(title, value)
         if static is not None:
             message = f"{_label(path)}: {static}"
-        elif title == "Duration":
+        elif title in _NUMBER_TITLES:  # text that is no template where a number goes
+            kind = _NUMBER_TITLES[title]
+            hint = hints.number_hint(kind, value)
+            message = f"{_label(path)}: expected {_NOUNS[title]}, got string {value!r}" + (
+                f"; {hint}" if hint else " (or a template '{{ expression }}')"
+            )
+        elif title in _DURATION_TITLES:
             try:
                 parse_ms(value)
                 reason = f"{value!r} is not a duration (write a number and a unit, e.g. '30s' or '1h30m')"
@@ -1450,6 +1461,10 @@ _JSON_SCHEMA_WORDS = frozenset(
 )
 _STEP_KEYS = ("if", "output", "next", "retry", "timeout", "catch", "compensate")
 _STEP_PROPS = ("if", "next", "retry", "catch", "compensate", "with", *KINDS)
+
+
+_DURATION_TITLES = ("Duration", "Duration or template")
+_NUMBER_TITLES = {"Whole number or template": "integer", "Number or template": "number"}
 
 
 def _vacuous_one_of(error: Any) -> bool:

@@ -199,12 +199,22 @@ def to_json(value: Any) -> Any:
 def environment() -> Any:
     """The one sandboxed environment (built lazily: importing Jinja2 costs cold-start time). Its
     bounds on memory, operations and time are in :mod:`dsl.sandbox`."""
-    from jinja2 import StrictUndefined
+    from jinja2 import StrictUndefined, Undefined
 
     from dsl.sandbox import BoundedSandbox
 
     class _Sandbox(BoundedSandbox):
+        # `steps.x.output.price | default(0)` for a step that did not run: a part of something
+        # undefined is that same undefined (it still fails when used, with the first missing name),
+        # so `default` and `is defined` can apply to the whole path
+        def getitem(self, obj: Any, argument: Any) -> Any:
+            if isinstance(obj, Undefined):
+                return obj
+            return super().getitem(obj, argument)
+
         def getattr(self, obj: Any, attribute: str) -> Any:
+            if isinstance(obj, Undefined):
+                return obj
             # `x.items`, `steps.keys.output`: in workflow data a key wins over a dict method's name
             if isinstance(obj, Mapping) and isinstance(attribute, str):
                 try:
@@ -249,6 +259,9 @@ class Reference:
     parts: tuple[str, ...]  # constant attribute/item names after the root, up to the first dynamic part
     offset: int  # character offset in the template source (best effort: the first textual match)
     filters: tuple[str, ...] = ()  # filters applied directly to this reference (e.g. "length")
+    # read in a way that works when it is missing: `x | default(...)` first, `x is defined`, or
+    # inside `... if steps.X is defined else ...` / `{% if steps.X is defined %}` for that X
+    guarded: bool = False
 
     @property
     def dotted(self) -> str:
@@ -262,6 +275,7 @@ class Parsed:
     references: tuple[Reference, ...]
     filters: tuple[tuple[str, int], ...]  # (filter name, offset) for every filter used
     locals: frozenset[str]  # names the template assigns itself ({% set %}, {% for %})
+    requires: frozenset[str] = frozenset()  # step ids a true value proves ran (`steps.X is defined`)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -331,13 +345,40 @@ def parse(source: str) -> Parsed:
 
     seen_names: set[int] = set()
 
-    def visit(node: Any, applied: tuple[str, ...] = ()) -> None:
+    def defined(test: Any) -> frozenset[str]:
+        """Step ids that ``test`` being true proves defined (`steps.X... is defined`, `and`-ed)."""
+        if isinstance(test, nodes.And):
+            return defined(test.left) | defined(test.right)
+        if isinstance(test, nodes.Test) and test.name == "defined":
+            found = chain(test.node)
+            if found is not None and found[0] == "steps" and found[1]:
+                return frozenset({found[1][0]})
+        return frozenset()
+
+    def visit(
+        node: Any, applied: tuple[str, ...] = (), guards: frozenset[str] = frozenset(), tested: bool = False
+    ) -> None:
         if isinstance(node, nodes.Filter):
             filters.append((node.name, locate(node.name)))
             if node.node is not None:
-                visit(node.node, (*applied, node.name))
+                visit(node.node, (*applied, node.name), guards, tested)
             for child in (*node.args, *(kw.value for kw in node.kwargs)):
-                visit(child)
+                visit(child, (), guards)
+            return
+        if isinstance(node, nodes.Test) and node.name in ("defined", "undefined"):
+            visit(node.node, applied, guards, True)
+            for child in (*node.args, *(kw.value for kw in node.kwargs)):
+                visit(child, (), guards)
+            return
+        if isinstance(node, nodes.CondExpr | nodes.If):
+            visit(node.test, (), guards)
+            body = node.expr1 if isinstance(node, nodes.CondExpr) else node.body
+            for child in body if isinstance(body, list) else [body]:
+                visit(child, (), guards | defined(node.test))
+            rest = [node.expr2] if isinstance(node, nodes.CondExpr) else [*node.elif_, *node.else_]
+            for child in rest:
+                if child is not None:
+                    visit(child, (), guards)
             return
         if isinstance(node, nodes.Getattr | nodes.Getitem | nodes.Name):
             found = chain(node)
@@ -351,14 +392,22 @@ def parse(source: str) -> Parsed:
                 if id(base) not in seen_names and base.ctx == "load" and root not in assigned:
                     seen_names.add(id(base))
                     text = ".".join((root, *parts))
-                    refs.append(Reference(root, parts, locate(text if parts else root), applied))
+                    guarded = (
+                        tested
+                        or (bool(applied) and applied[-1] in ("default", "d"))
+                        or (root == "steps" and bool(parts) and parts[0] in guards)
+                    )
+                    refs.append(Reference(root, parts, locate(text if parts else root), applied, guarded))
                 return
         for child in node.iter_child_nodes():
-            visit(child)
+            visit(child, (), guards)
 
     visit(tree)
     native = bool(_NATIVE.match(source)) and _single_output(tree)
-    return Parsed(source, native, tuple(refs), tuple(filters), frozenset(assigned))
+    requires: frozenset[str] = frozenset()
+    if native and len(tree.body) == 1 and isinstance(tree.body[0], nodes.Output):
+        requires = defined(tree.body[0].nodes[0])
+    return Parsed(source, native, tuple(refs), tuple(filters), frozenset(assigned), requires)
 
 
 def _syntax_error(source: str, exc: Any) -> tuple[str, int]:

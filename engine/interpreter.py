@@ -22,11 +22,11 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from dsl.graph import Graph, Node
-from engine import context, sagas
+from dsl.graph import Graph, Node, Retry
+from engine import context, dynamic, sagas
 from engine.clock import wall_of
 from engine.context import (
     MISSING,
@@ -666,6 +666,11 @@ class NodeRun:
         )
         return json.loads(found["event"])
 
+    def release_event(self, name: str, key: str, token: str) -> None:
+        """Let go of slot (name, key): unregister, and put back an event claimed there (a wait on
+        several names keeps only the one that won)."""
+        self.rt.store.event(name, key, {"op": "release", "token": token, "now": self.now})
+
     def check_event(self, name: str, key: str, token: str) -> dict[str, Any] | None:
         found = self.rt.store.event(name, key, {"op": "check", "token": token, "now": self.now})
         if found["kind"] != "event":
@@ -808,7 +813,7 @@ class NodeRun:
             self.step_input = kwargs
             timeout = self.timeout_s(node.timeout_ms)
             result = action.execute(
-                node.config["name"],
+                dynamic.action_name(node.config["name"], self.render, node.id),
                 kwargs,
                 self.step_context(node.id, timeout),
                 timeout_s=timeout,
@@ -987,8 +992,19 @@ class NodeRun:
                 error.retry_after_ms,
             )
         )
+        try:  # retry numbers written as templates are rendered now, with the step's scope
+            policies = replace(
+                node,
+                retry=dynamic.retry_policy(node.retry, self.render, node.id),
+                retries=tuple(dynamic.retry_policy(p, self.render, node.id) for p in node.retries),
+            )
+        except StepFailure as failure:  # a bad retry number: the step fails with that, not retried
+            bad = failure.error
+            message = f"{bad.message} (after {error.name}: {error.message})"
+            error = self.redact_error(StepError(bad.name, message, node.id, self.attempt))
+            policies = replace(node, retry=Retry(), retries=())
         self.node_history("run", "error", error)
-        decision = after_error(node, error, self.attempt, rand=self.rt.random)
+        decision = after_error(policies, error, self.attempt, rand=self.rt.random)
         failed_for_good = not isinstance(decision, RetryLater)
         if failed_for_good and node.compensate_on_failure and node.compensate is not None:
             self.register_compensation()  # it may have had effects before failing: undo them too

@@ -6,6 +6,9 @@ embedded Redis, writing an execution, listening). It lists *every* missing piece
 environment variable a workflow declares under ``env:`` that is not set, an ``action`` (step or
 compensation) that neither a loaded module registers nor ``module.attribute`` imports — so a user
 fixes them in one go instead of discovering them one failed step at a time, hours into a run.
+An action name written as a template (``action: "pay.{{ input.provider }}"``) is known only when the
+step runs, so it is skipped here (a rendered name that resolves to nothing fails that step with
+``action.NotFound``).
 
 Which workflows: for ``run``/``start`` the one started plus every workflow it can call (transitively,
 through ``workflow`` steps and compensations); for ``serve`` all it serves.

@@ -471,9 +471,10 @@ class Runtime:
     def release(self, info: dict[str, Any]) -> None:
         """A halted branch lets go of what it waited for: its event registration, its child."""
         if info.get("wait") == "event":
-            self.store.event(
-                info["event"], info["key"], {"op": "release", "token": info["token"], "now": self.clock.now()}
-            )
+            for name in info.get("events") or [info["event"]]:  # `event: [a, b]`: every slot
+                self.store.event(
+                    name, info["key"], {"op": "release", "token": info["token"], "now": self.clock.now()}
+                )
         elif info.get("child"):
             try:
                 self.cancel(info["child"])
@@ -588,10 +589,10 @@ class Runtime:
             return False
         node = fields.get("node") or ""
         if info.get("wait") == "event":
-            found = self.store.event(
-                info["event"], info["key"], {"op": "claimed", "token": info["token"], "now": self.clock.now()}
-            )
-            if not found.get("event"):
+            ask = {"op": "claimed", "token": info["token"], "now": self.clock.now()}
+            names = info.get("events") or [info["event"]]
+            claims = [self.store.event(name, info["key"], ask) for name in names]
+            if not any(found.get("event") for found in claims):
                 return False
         elif info.get("child"):
             status = self.store.header(info["child"]).get("status")

@@ -19,7 +19,8 @@ import json
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from dsl.graph import compensations
+from dsl.graph import Retry, compensations
+from engine import dynamic
 from engine.context import build_scope, input_field, output_field, render_value
 from engine.model import Status, StepError, StepFailure
 from engine.retry import delay_ms, retryable
@@ -75,8 +76,9 @@ def unwind(run: NodeRun) -> None:
         error = StepError(error.name, error.message, step, run.attempt, error.retry_after_ms)
         error = run.redact_error(error)
         run.node_history("compensate", "error", error, step=step)
-        if retryable(comp.retry, error, run.attempt):
-            wait = delay_ms(comp.retry, run.attempt, error, rand=run.rt.random)
+        policy, error = _policy(run, step, comp, item, header_error, error)
+        if retryable(policy, error, run.attempt):
+            wait = delay_ms(policy, run.attempt, error, rand=run.rt.random)
             run.ops["bset"].update({"attempt": run.attempt + 1})
             run.ops["bdel"].append("park")
             run.ops["msgs"].append({"node": COMPENSATE, "branch": "", "seq": -1, "delay_ms": wait})
@@ -110,11 +112,36 @@ def unwind(run: NodeRun) -> None:
 _WAITING = object()
 
 
+def _policy(
+    run: NodeRun, step: str, comp: Any, item: dict[str, Any], header_error: Any, error: StepError
+) -> tuple[Retry, StepError]:
+    """The compensation's retry policy, its templated numbers rendered with its own scope; a bad
+    one fails the compensation with that `template` error instead (not retried)."""
+    if not comp.retry.dynamic:
+        return comp.retry, error
+    try:
+        scope = _scope(run, step, comp, item, header_error)
+        return dynamic.retry_policy(comp.retry, lambda v: render_value(v, scope, step=step), step), error
+    except StepFailure as failure:
+        bad = failure.error
+        message = f"{bad.message} (after {error.name}: {error.message})"
+        return Retry(), run.redact_error(StepError(bad.name, message, step, run.attempt))
+
+
 def _park(run: NodeRun, info: dict[str, Any]) -> None:
     run.ops["bset"]["park"] = json.dumps(info)
 
 
 def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: dict | None) -> Any:
+    scope = _scope(run, step, comp, item, error)
+    config = render_value(comp.config, scope, step=step)
+    if step in run.graph.nodes and run.graph.nodes[step].secret:
+        run.add_secrets(config)
+    return _run(run, step, comp, item, config)
+
+
+def _scope(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: dict | None) -> dict[str, Any]:
+    """What a compensation's templates read: the step's input and output, vars, the error, …"""
     branch = item.get("branch") or ""
     fields = [(sid, output_field(run.graph, sid, branch)) for sid in comp.reads if sid in run.graph.nodes]
     own_input = input_field(output_field(run.graph, step, branch))
@@ -139,9 +166,11 @@ def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: di
     for sid, value in steps.items():  # a secret step's output may reach its compensation's request
         if sid in run.graph.nodes and run.graph.nodes[sid].secret:
             run.add_secrets(value)
-    config = render_value(comp.config, scope, step=step)
-    if step in run.graph.nodes and run.graph.nodes[step].secret:
-        run.add_secrets(config)
+    return scope
+
+
+def _run(run: NodeRun, step: str, comp: Any, item: dict[str, Any], config: Any) -> Any:
+    branch = item.get("branch") or ""
     timeout = run.timeout_s(comp.timeout_ms)
     path = f"{branch}/{step}" if branch else step
     ctx = replace(
@@ -152,8 +181,9 @@ def _execute(run: NodeRun, step: str, comp: Any, item: dict[str, Any], error: di
     if comp.kind == "action":
         from engine.steps import action
 
+        name = dynamic.action_name(comp.config["name"], lambda _: config["name"], step)
         return action.execute(
-            config["name"], config.get("with") or {}, ctx, timeout_s=timeout, registry=run.rt.actions
+            name, config.get("with") or {}, ctx, timeout_s=timeout, registry=run.rt.actions
         )
     # workflow: a child execution that resumes $compensate when it ends
     child = run.start_child(config["name"], config.get("input") or {}, f"{step}.compensate", COMPENSATE)

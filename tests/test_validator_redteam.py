@@ -1652,16 +1652,6 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
         [("schema", 5, 11, "write with as a mapping of argument names: with: {name:")],
     ),
     (
-        "action-template",
-        T("""
-            name: t
-            steps:
-              - id: a
-                action: "{{ input.fn }}"
-            """),
-        [("schema", 4, 13, "use a switch to choose between action steps")],
-    ),
-    (
         "next-unknown",
         T("""
             name: t
@@ -3140,16 +3130,6 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
         [("schema", 4, 11, "use letters, digits and '_', not starting with a digit")],
     ),
     (
-        "wait-for-template",
-        T("""
-            name: t
-            steps:
-              - id: a
-                wait: {for: "{{ input.delay }}"}
-            """),
-        [("schema", 4, 17, "a duration cannot be a template: it must be known before")],
-    ),
-    (
         "timeout-template",
         T("""
             name: t
@@ -3159,31 +3139,6 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
                 timeout: "{{ input.t }}"
             """),
         [("schema", 5, 14, "a duration cannot be a template: it must be known before")],
-    ),
-    (
-        "concurrency-template",
-        T("""
-            name: t
-            steps:
-              - id: a
-                foreach:
-                  items: "{{ input.xs }}"
-                  concurrency: "{{ input.n }}"
-                  steps:
-                    - {id: b, action: x.y}
-            """),
-        [("schema", 6, 20, "this value cannot be a template: it must be known before")],
-    ),
-    (
-        "max-attempts-template",
-        T("""
-            name: t
-            steps:
-              - id: a
-                action: x.y
-                retry: {max_attempts: "{{ input.n }}"}
-            """),
-        [("schema", 5, 27, "this value cannot be a template: it must be known before")],
     ),
     (
         "offload-template",
@@ -4418,6 +4373,47 @@ VALID: list[tuple[str, str]] = [
               # url: {{ env.API }}
               - id: a
                 action: x.y
+            """),
+    ),
+    (
+        "v-action-template",  # issue 12: a template here is rendered when the step runs
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: "{{ input.fn }}"
+            """),
+    ),
+    (
+        "v-wait-for-template",  # issue 12: a template here is rendered when the step runs
+        T("""
+            name: t
+            steps:
+              - id: a
+                wait: {for: "{{ input.delay }}"}
+            """),
+    ),
+    (
+        "v-concurrency-template",  # issue 12: a template here is rendered when the step runs
+        T("""
+            name: t
+            steps:
+              - id: a
+                foreach:
+                  items: "{{ input.xs }}"
+                  concurrency: "{{ input.n }}"
+                  steps:
+                    - {id: b, action: x.y}
+            """),
+    ),
+    (
+        "v-max-attempts-template",  # issue 12: a template here is rendered when the step runs
+        T("""
+            name: t
+            steps:
+              - id: a
+                action: x.y
+                retry: {max_attempts: "{{ input.n }}"}
             """),
     ),
 ]

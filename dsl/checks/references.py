@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from dsl.checks import CheckContext, TemplateSite, rule
 from dsl.diagnostics import Diagnostic
 from dsl.flow import Flow, Phase, Verdict, flow_of
+from dsl.source import JsonPath
 from dsl.templates import Reference
 
 
@@ -208,9 +209,12 @@ def _completion(ctx: CheckContext, kind: str) -> Iterator[Diagnostic]:
     if flow is None:
         return
     rule_name = f"reference-{kind}"
+    proven = _proven_by_if(ctx) if kind == "not-completed" else {}
     for r, site, phase, target, v in _verdicts(ctx, flow):
         if v.kind != kind:
             continue
+        if kind == "not-completed" and not v.own and _escaped(r, target, proven):
+            continue  # `| default(...)`, `is defined`, or under `steps.X is defined`: it may be missing
         if v.own and phase == "output":
             message = (
                 f"steps.{target} is what this `output` template defines, so it is not set yet; "
@@ -230,6 +234,24 @@ def _completion(ctx: CheckContext, kind: str) -> Iterator[Diagnostic]:
                 f"some path reaches it without completing {target!r}{via}"
             )
         yield ctx.diag(rule_name, "error", message, r.site.path, offset=r.offset)
+
+
+def _proven_by_if(ctx: CheckContext) -> dict[JsonPath, frozenset[str]]:
+    """Step path → the step ids its `if: "{{ steps.X is defined }}"` proves ran (then its other
+    templates may read them)."""
+    out: dict[JsonPath, frozenset[str]] = {}
+    for site in ctx.templates:
+        step = site.step
+        if step is not None and site.parsed is not None and tuple(site.path) == (*step.path, "if"):
+            out[tuple(step.path)] = site.parsed.requires
+    return out
+
+
+def _escaped(r: _Ref, target: str, proven: dict[JsonPath, frozenset[str]]) -> bool:
+    if r.ref.guarded:
+        return True
+    step = r.site.step
+    return step is not None and target in proven.get(tuple(step.path), frozenset())
 
 
 @rule(

@@ -10,6 +10,7 @@ from typing import Any
 
 from dsl.graph import Node
 from engine.decide import Done, Failed, FanOut, Outcome
+from engine.dynamic import whole
 from engine.model import StepError
 
 
@@ -22,7 +23,7 @@ def run(node: Node, rc: Any) -> Outcome:
     if not items:
         return Done([])
     entry = rc.graph.scopes[node.config["body"]].entry
-    concurrency = max(1, int(node.config.get("concurrency") or 10))
+    concurrency = whole(node.config.get("concurrency") or 10, rc.render, "foreach.concurrency", node.id)
     return FanOut(
         "foreach",
         total=len(items),
