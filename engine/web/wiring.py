@@ -115,7 +115,7 @@ def local_delivery(runtime: Runtime, config: Config) -> Callable[[Message], None
         return http_delivery(
             config.public_url + STEP_PATH, config.signing_key, timeout_s=config.time_budget_s + 5.0
         )
-    from engine.embedded import in_process_delivery
+    from engine.dispatch.inprocess import in_process_delivery
 
     return in_process_delivery(runtime)
 
