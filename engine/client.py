@@ -14,6 +14,8 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from engine import lazyimport
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import httpx
 
@@ -136,7 +138,7 @@ class HopflowClient:
 
     def _http(self) -> httpx.Client:
         if self._client is None:
-            import httpx
+            httpx = lazyimport.httpx()
 
             self._client = httpx.Client(
                 timeout=self.timeout_s, transport=self._transport, follow_redirects=False
@@ -144,7 +146,7 @@ class HopflowClient:
         return self._client
 
     def _request(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
-        import httpx
+        httpx = lazyimport.httpx()
 
         headers = {"Accept": "application/json"}
         if auth and self._api_key:

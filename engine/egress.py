@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dsl.egress import Rule, RuleError, parse_rule, parse_rules
+from engine import lazyimport
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -311,7 +312,7 @@ class GuardedBackend:
 def guarded_transport(policy: EgressPolicy, **kwargs: Any) -> Any:
     """An ``httpx.HTTPTransport`` whose every connection goes through :class:`GuardedBackend`
     (no proxies from the environment: a proxy would make the connection, unchecked)."""
-    import httpx
+    httpx = lazyimport.httpx()
 
     transport = httpx.HTTPTransport(trust_env=False, **kwargs)
     pool = transport._pool

@@ -77,7 +77,7 @@ class Runtime:
         self._validators: dict[str, Any] = {}
         if getattr(dispatcher, "complete", False) is None:
             # a local dispatcher makes offloaded calls itself: their answers come back in-process
-            from engine.embedded import in_process_completion
+            from engine.dispatch.inprocess import in_process_completion  # lazy: not on a webhook
 
             dispatcher.complete = in_process_completion(self)
         if getattr(dispatcher, "perform", False) is None:

@@ -154,6 +154,53 @@ def test_async_timeout_cancels_the_coroutine(reg: ActionRegistry) -> None:
     assert cancelled.wait(5)
 
 
+def test_workers_are_reused_between_calls(reg: ActionRegistry) -> None:
+    reg.register("who", lambda c: threading.get_ident())
+    first = call(reg, "who")
+    assert call(reg, "who") == first  # the idle worker took the second call: no new thread
+
+
+def test_a_runaway_action_does_not_hold_up_the_next_call(reg: ActionRegistry) -> None:
+    release = threading.Event()
+    stuck_on: list[int] = []
+
+    @reg.action("stuck")
+    def stuck(c: StepContext) -> str:
+        stuck_on.append(threading.get_ident())
+        release.wait(30)
+        return "late"
+
+    reg.register("who", lambda c: threading.get_ident())
+    try:
+        assert error_of(reg, "stuck", timeout_s=0.1).name == "timeout"
+        # the stuck worker is busy, so this call gets another one and is not queued behind it
+        assert call(reg, "who", timeout_s=10) not in (*stuck_on, threading.get_ident())
+        assert not release.is_set()
+    finally:
+        release.set()
+
+
+def test_a_runaway_action_does_not_keep_the_process_alive() -> None:
+    script = textwrap.dedent(
+        """
+        import threading, time
+        from engine.actions import ActionRegistry
+        from engine.model import StepContext, StepFailure
+        from engine.steps import action
+        reg = ActionRegistry()
+        reg.register("stuck", lambda c: threading.Event().wait(600))
+        c = StepContext("e", "s", 1, "e:s", time.time() + 30)
+        try:
+            action.execute("stuck", {}, c, timeout_s=0.1, registry=reg)
+        except StepFailure as exc:
+            print(exc.error.name)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "timeout"
+
+
 def test_no_time_left(reg: ActionRegistry) -> None:
     reg.register("x", lambda c: 1)
     assert error_of(reg, "x", timeout_s=0).name == "timeout"

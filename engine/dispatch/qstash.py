@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from engine import lazyimport
 from engine.dispatch import DispatchError, PartialDispatch
 from engine.model import Message, MessageError, Outgoing
 
@@ -428,13 +429,13 @@ class QStashDispatcher:
     def _http(self) -> httpx.Client:
         with self._client_lock:
             if self._client is None:
-                import httpx
+                httpx = lazyimport.httpx()
 
                 self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
             return self._client
 
     def _request(self, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
-        import httpx
+        httpx = lazyimport.httpx()
 
         client = self._http()
         started = time.monotonic()

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from engine import lazyimport
 from engine.egress import EgressPolicy, EgressRefused, guarded_transport
 from engine.model import StepContext, StepError, StepFailure
 
@@ -68,7 +69,7 @@ def client(policy: EgressPolicy | None = None) -> httpx.Client:
     with _client_lock:
         found = _clients.get(policy)
         if found is None:
-            import httpx
+            httpx = lazyimport.httpx()
 
             if len(_clients) >= MAX_POLICIES:  # dropped, not closed: a step may still be using it
                 _clients.pop(next(iter(_clients)))
@@ -242,7 +243,7 @@ def execute(
 
     Redirects are followed here, hop by hop (each hop's host is checked by the egress policy
     before its connection, and the connection itself is checked after DNS resolution)."""
-    import httpx
+    httpx = lazyimport.httpx()
 
     method = str(config.get("method") or "GET").upper()
     url = config.get("url")
@@ -311,7 +312,7 @@ def execute(
 
 def _send(pool: httpx.Client, request: httpx.Request, follow: bool, policy: EgressPolicy) -> httpx.Response:
     """Send, following redirects by hand: every hop's host is judged before it is connected to."""
-    import httpx
+    httpx = lazyimport.httpx()
 
     for _hop in range(MAX_REDIRECTS + 1):
         if request.url.host:
@@ -350,7 +351,7 @@ def _response_headers(headers: httpx.Headers) -> dict[str, str]:
 
 def _transport_reason(exc: Exception) -> str:
     """A short cause without the request (httpx messages can quote URLs with credentials)."""
-    import httpx
+    httpx = lazyimport.httpx()
 
     kind = {
         httpx.ConnectError: "connection failed",

@@ -24,6 +24,7 @@ from typing import Any
 
 from dsl.durations import format_ms
 from dsl.graph import Node
+from engine import lazyimport
 from engine.decide import Done, Failed, Outcome, Park
 from engine.dispatch import CallResult, OffloadRequest
 from engine.egress import EgressPolicy, EgressRefused
@@ -60,7 +61,7 @@ def build(
     guard of ours runs: the name itself (literal addresses, deny patterns, metadata names) and,
     when it resolves here, every address it resolves to. The local dispatcher checks again when
     it connects."""
-    import httpx
+    httpx = lazyimport.httpx()
 
     method = str(config.get("method") or "GET").upper()
     url = config.get("url")
@@ -216,7 +217,7 @@ def perform(request: OffloadRequest, policy: EgressPolicy | None = None) -> Call
     """Make the call (httpx, the request's timeout, no redirects followed — like QStash) and describe
     the outcome; the target's failures are results, never exceptions. The connection is checked by
     ``policy`` (default: the environment's) plus the workflow's rules the request carries."""
-    import httpx
+    httpx = lazyimport.httpx()
 
     shown = f"{request.method} {http.safe_url(request.url)}"
     pool = http.client((policy or http.default_policy()).for_workflow(request.egress))

@@ -6,18 +6,19 @@ The only module of the HTTP layer that knows every route; nothing imports it but
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.web import api, metrics, openapi, resume, webhook
+from engine.web import api, metrics, resume, webhook
 from engine.web.auth import route_path
 from engine.web.core import HopflowApp, RuntimeFactory
 from engine.web.guard import RequestGuard
 from engine.web.paths import CALLBACK_PATH, FAILED_PATH, STEP_PATH
 from engine.web.problems import Problem, for_status
-from engine.web.ui import assets, catalogue, view
+from engine.web.ui import assets
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.applications import Starlette
@@ -32,11 +33,27 @@ log = logging.getLogger("hopflow.asgi")
 MAX_ECHO_CHARS = 200  # of a request path echoed in a problem document
 
 
+def later(module: str, name: str) -> Callable[[HopflowApp, Request], Awaitable[Response]]:
+    """A handler whose module is imported on its first request: the OpenAPI document and the UI's
+    views are never needed by a webhook call, and a cold start should not pay for them."""
+    loaded: list[Any] = []
+
+    async def handler(hop: HopflowApp, request: Request) -> Response:
+        if not loaded:
+            loaded.append(getattr(importlib.import_module(module), name))
+        response: Response = await loaded[0](hop, request)
+        return response
+
+    handler.__name__ = name
+    return handler
+
+
 def routes(hop: HopflowApp) -> list[Any]:
     """Every route of the app, each bound to ``hop`` by :meth:`HopflowApp.guard`."""
     from starlette.routing import Route
 
     guard = hop.guard
+    view, catalogue = "engine.web.ui.view", "engine.web.ui.catalogue"
     return [
         Route(STEP_PATH, guard(webhook.step), methods=["POST"]),
         Route(FAILED_PATH, guard(webhook.step_failed), methods=["POST"]),
@@ -49,12 +66,12 @@ def routes(hop: HopflowApp) -> list[Any]:
         Route("/v1/executions/{execution_id}/cancel", guard(api.cancel), methods=["POST"]),
         Route("/v1/events/{name}", guard(api.event), methods=["POST"]),
         Route("/healthz", guard(api.healthz), methods=["GET"]),
-        Route("/openapi.json", guard(openapi.serve), methods=["GET"]),
+        Route("/openapi.json", guard(later("engine.web.openapi", "serve")), methods=["GET"]),
         Route("/v1/executions/{execution_id}/resume", guard(resume.resume), methods=["POST"]),
-        Route("/v1/executions/{execution_id}/view", guard(view.view), methods=["GET"]),
-        Route("/v1/whoami", guard(view.whoami), methods=["GET"]),
-        Route("/v1/workflows", guard(catalogue.list_workflows), methods=["GET"]),
-        Route("/v1/workflows/{name}", guard(catalogue.get_workflow), methods=["GET"]),
+        Route("/v1/executions/{execution_id}/view", guard(later(view, "view")), methods=["GET"]),
+        Route("/v1/whoami", guard(later(view, "whoami")), methods=["GET"]),
+        Route("/v1/workflows", guard(later(catalogue, "list_workflows")), methods=["GET"]),
+        Route("/v1/workflows/{name}", guard(later(catalogue, "get_workflow")), methods=["GET"]),
         Route("/ui", guard(assets.index_redirect), methods=["GET", "HEAD"]),
         *(
             Route(f"/ui/{name}", guard(assets.serving(name)), methods=["GET", "HEAD"])

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engine import lazyimport
 from engine.web.paths import FAILED_PATH, STEP_PATH
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -114,7 +115,7 @@ def local_delivery(runtime: Runtime, config: Config) -> Callable[[Message], None
         return http_delivery(
             config.public_url + STEP_PATH, config.signing_key, timeout_s=config.time_budget_s + 5.0
         )
-    from engine.embedded import in_process_delivery
+    from engine.dispatch.inprocess import in_process_delivery
 
     return in_process_delivery(runtime)
 
@@ -136,13 +137,13 @@ def http_delivery(
     def http() -> Any:
         with lock:
             if state["client"] is None:
-                import httpx
+                httpx = lazyimport.httpx()
 
                 state["client"] = httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False)
             return state["client"]
 
     def deliver(message: Message) -> None:
-        import httpx
+        httpx = lazyimport.httpx()
 
         body = message.to_json()
         headers = {
