@@ -27,8 +27,21 @@ def T(text: str) -> str:
 
 
 def found(text: str) -> list[tuple[str, int, int, str]]:
+    """The errors and warnings (the ``checks-skipped`` infos are checked in check_infos)."""
     result = validate_text(text, "t.yaml")
-    return [(d.rule, d.position.line, d.position.column, d.message) for d in result.diagnostics]
+    check_infos(result.diagnostics)
+    return [
+        (d.rule, d.position.line, d.position.column, d.message)
+        for d in result.diagnostics
+        if d.severity != "info"
+    ]
+
+
+def check_infos(diagnostics: tuple[Diagnostic, ...]) -> None:
+    """An info only ever says that some rules were skipped, and only where there is an error."""
+    infos = [d for d in diagnostics if d.severity == "info"]
+    assert all(d.rule == "checks-skipped" for d in infos), infos
+    assert not infos or any(d.is_error for d in diagnostics), infos
 
 
 def check_invariants(text: str, diagnostics: list[tuple[str, int, int, str]]) -> None:

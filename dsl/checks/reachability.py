@@ -18,7 +18,7 @@ def unreachable_step(ctx: CheckContext) -> Iterator[Diagnostic]:
     broken = _scopes_with_bad_jumps(ctx)
     for sid in flow.unreachable():
         step = ctx.by_id.get(sid)
-        if step is None or step.scope in broken:
+        if step is None or step.scope in broken or ctx.flow_uncertain(step.scope):
             continue
         where = describe_scope(ctx, step.scope)
         yield ctx.diag(
@@ -53,7 +53,7 @@ def endless_loop(ctx: CheckContext) -> Iterator[Diagnostic]:
         return
     for loop in flow.endless_loops():
         step = ctx.by_id.get(loop[0])
-        if step is None:
+        if step is None or ctx.flow_uncertain(step.scope):
             continue
         if len(loop) == 1:
             what = f"step {loop[0]!r} jumps to itself"
