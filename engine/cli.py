@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "qstash-dev": "engine.commands.serve:qstash_dev",
     "doctor": "engine.commands.doctor:doctor",
     "keys": "engine.commands.keys:keys",
+    "lsp": "engine.commands.lsp:lsp",
+    "schema": "engine.commands.schema:schema",
 }
 
 
