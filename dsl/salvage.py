@@ -165,11 +165,12 @@ class _Repair:
             for b, branch in enumerate(config["branches"]):
                 if isinstance(branch, Mapping) and isinstance(branch.get("steps"), list):
                     inner = self.steps(branch["steps"], (*path, "branches", b, "steps"), f"{sid}/{b}")
-                    branch = {**branch, "steps": inner}
+                    branch = {"steps": inner}  # a stray key beside `steps` (reported) is left out
                 branches.append(branch)
-            return {**config, "branches": branches}
+            return {"branches": branches}
         if kind == "foreach" and isinstance(config, Mapping) and isinstance(config.get("steps"), list):
-            return {**config, "steps": self.steps(config["steps"], (*path, "steps"), sid)}
+            known = {k: v for k, v in config.items() if k in ("items", "as", "concurrency")}
+            return {**known, "steps": self.steps(config["steps"], (*path, "steps"), sid)}
         return config
 
     # -- probes
