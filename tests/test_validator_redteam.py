@@ -3377,6 +3377,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
             name: t
             input:
               type: object
+              required: [n, s]
               properties:
                 n: {type: integer}
                 s: {type: string}
@@ -3391,9 +3392,9 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
                     - {id: c, action: x.y}
             """),
         [
-            ("input-type", 10, 29, "it needs a string, a list or a mapping"),
-            ("input-type", 10, 56, "input.s is a string (input schema), so it has no attribute"),
-            ("input-type", 13, 18, "foreach items must be a list, but input.n is an integer"),
+            ("input-type", 11, 29, "it needs a string, a list or a mapping"),
+            ("input-type", 11, 56, "input.s is a string (input schema), so it has no attribute"),
+            ("input-type", 14, 18, "foreach items must be a list, but input.n is an integer"),
         ],
     ),
     (
@@ -4013,6 +4014,7 @@ VALID: list[tuple[str, str]] = [
             name: t
             input:
               type: object
+              required: [x, items]
               properties:
                 x: {type: string}
                 items: {type: array}
@@ -4400,6 +4402,7 @@ VALID: list[tuple[str, str]] = [
             "name: t\r\n"
             "input:\r\n"
             "  type: object\r\n"
+            "  required: [x]\r\n"
             "  properties:\r\n"
             "    x: {type: string}\r\n"
             "steps:\r\n"
