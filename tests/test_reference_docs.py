@@ -134,3 +134,13 @@ def test_nothing_in_the_repository_points_outside_it() -> None:
         if outside in text or contract in text:
             offenders.append(name)
     assert offenders == []
+
+
+def test_the_language_server_explains_the_documented_template_names() -> None:
+    from engine.lsp.analysis import SCOPES
+
+    table = _section(LANGUAGE, "Template scopes")
+    for name in SCOPES:  # "item" stands for the foreach's `as` name, default `item`
+        assert f"`{name}`" in table or (name == "item" and "default `item`" in table), name
+    for name in (*ALWAYS, "result", "error", "index", "duration", "range"):
+        assert name in SCOPES, name

@@ -2245,7 +2245,8 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
                 action: x.y
                 catch: [{errors: [any], goto: a}]
             """),
-        [],
+        # the step's success leaves the loop, but a step that keeps failing retries for ever
+        [("endless-catch-loop", 5, 35, "repeats for ever")],
     ),
     (
         "switch-const-true",

@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 SCOPES: dict[str, str] = {
     "input": "the start payload, validated against the workflow's `input` schema",
     "steps": "`steps.ID.output`: the output of a step that has completed on every path to here",
-    "vars": "variables assigned by `set` steps so far (`vars.NAME`)",
+    "vars": "variables assigned by `set` steps so far, and declared `vars` (`vars.NAME`)",
     "env": "the environment variables declared under `env:` (and only those)",
     "execution": "`execution.id`, `execution.workflow`, `execution.started_at` (the same on every retry)",
     "result": "only in a step's `output`: the step's raw result",
-    "error": "only in the step a `catch` jumps to: `error.name`, `error.message`, `error.step`, "
-    "`error.attempt`",
+    "error": "in the step a `catch` jumps to, and in compensations (the failure that started the "
+    "unwinding): `error.name`, `error.message`, `error.step`, `error.attempt`",
     "index": "only inside a `foreach` body: the current item's 0-based position",
     "item": "only inside a `foreach` body: the current item (the name is the foreach's `as`, default `item`)",
     "duration": "`duration('2h')`: a duration in seconds",
