@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from dsl.graph import KINDS, TOP_SCOPE
@@ -26,9 +27,8 @@ from dsl.source import JsonPath
 
 Predicate = Callable[[Any], bool]
 
-# step keys whose removal leaves the flow exactly as written
-NEUTRAL_KEYS = ("with", "output", "retry", "timeout", "compensate")
-# step keys (besides the nesting kinds) that decide where the flow goes
+# step keys (besides the nesting kinds) that decide where the flow goes; every other step key
+# (with, output, retry, timeout, compensate, …) can be left out without changing the flow
 FLOW_KEYS = ("next", "if", "catch")
 # a valid configuration per kind, standing in for a malformed one whose kind keeps its flow meaning
 _STAND_INS: dict[str, Any] = {
@@ -133,15 +133,16 @@ class _Repair:
             self._lose(scope, name, path, f"the step is left out ({why})")
             return None
         kind = kinds[0]
-        fixed: dict[str, Any] = {k: v for k, v in step.items() if k in _KNOWN}
+        known = _step_keys()
+        fixed: dict[str, Any] = {k: v for k, v in step.items() if k in known}
         fixed[kind] = self.nested(kind, fixed[kind], (*path, kind), sid)
         if "with" in fixed and kind != "action":
             del fixed["with"]
         if self.step_ok(fixed):
             return fixed
-        for key in NEUTRAL_KEYS:
-            if key in fixed and not self._key_ok(key, fixed[key]):
-                del fixed[key]
+        for key in [k for k in fixed if k not in FLOW_KEYS and k not in KINDS and k != "id"]:
+            if not self._key_ok(key, fixed[key]):
+                del fixed[key]  # with, output, retry, timeout, compensate, …: the flow stays as written
         for key in FLOW_KEYS:
             if key in fixed and not self._key_ok(key, fixed[key]):
                 del fixed[key]
@@ -186,4 +187,9 @@ class _Repair:
         self.uncertain.append(Uncertain(scope, step, path, what))
 
 
-_KNOWN = frozenset({"id", *NEUTRAL_KEYS, *FLOW_KEYS, *KINDS})
+@lru_cache(maxsize=1)
+def _step_keys() -> frozenset[str]:
+    """The keys a step may have, as the schema says (so a key added to the language is kept)."""
+    from dsl.schema import load_schema
+
+    return frozenset(load_schema()["$defs"]["step"]["properties"])
