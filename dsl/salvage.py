@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 from dsl.graph import KINDS, TOP_SCOPE
+from dsl.schema import _fast, load_schema
 from dsl.source import JsonPath
 
 Predicate = Callable[[Any], bool]
@@ -63,8 +64,6 @@ class Salvage:
 
 def salvage(value: Any) -> Salvage:
     """A copy of ``value`` that the schema accepts, or ``Salvage(None, reason)``."""
-    from dsl.schema import _fast
-
     compiled = _fast()
     if compiled is None:  # pragma: no cover - the schema always compiles to predicates today
         return Salvage(None, "the schema cannot be checked piecewise")
@@ -190,6 +189,4 @@ class _Repair:
 @lru_cache(maxsize=1)
 def _step_keys() -> frozenset[str]:
     """The keys a step may have, as the schema says (so a key added to the language is kept)."""
-    from dsl.schema import load_schema
-
     return frozenset(load_schema()["$defs"]["step"]["properties"])
