@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dsl.checks.names import ALWAYS, ATTRIBUTES
+from dsl.checks.names import ALWAYS, ATTRIBUTES, GLOBALS
 from dsl.graph import KINDS
 from dsl.schema import load_schema
 from dsl.validate import rules, validate_text
@@ -89,7 +89,7 @@ def test_rule_names_in_language_md_exist_in_the_validator() -> None:
 
 def test_every_template_name_is_documented_in_the_scopes_table() -> None:
     table = _section(LANGUAGE, "Template scopes")
-    for name in (*ALWAYS, "result", "error", "index", "duration", "range"):
+    for name in (*ALWAYS, *GLOBALS, "result", "error", "index"):
         assert f"`{name}`" in table, name
     for root, attributes in ATTRIBUTES.items():
         for attribute in attributes:
@@ -145,5 +145,5 @@ def test_the_language_server_explains_the_documented_template_names() -> None:
     table = _section(LANGUAGE, "Template scopes")
     for name in SCOPES:  # "item" stands for the foreach's `as` name, default `item`
         assert f"`{name}`" in table or (name == "item" and "default `item`" in table), name
-    for name in (*ALWAYS, "result", "error", "index", "duration", "range"):
+    for name in (*ALWAYS, *GLOBALS, "result", "error", "index"):
         assert name in SCOPES, name

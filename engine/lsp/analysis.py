@@ -35,6 +35,8 @@ SCOPES: dict[str, str] = {
     "item": "only inside a `foreach` body: the current item (the name is the foreach's `as`, default `item`)",
     "duration": "`duration('2h')`: a duration in seconds",
     "range": "`range(n)`: the numbers 0 … n-1 (capped)",
+    "now": "`now()`: the execution's clock as ISO-8601 UTC (virtual under --fast-forward)",
+    "uuid": "`uuid()`: a UUID that is the same each time the step runs (retries, redeliveries)",
 }
 ROOT_SCOPES = ("input", "steps", "vars", "env", "execution")
 
