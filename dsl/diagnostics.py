@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "info"]  # info: something the validator could not check
 
 
 @dataclass(frozen=True, order=True)
@@ -112,13 +112,17 @@ def _github_escape(text: str, property_value: bool = False) -> str:
     return text
 
 
+_GITHUB_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
+_SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+
+
 def render_github(diagnostics: Sequence[Diagnostic]) -> str:
     """GitHub Actions workflow commands, so problems show up as annotations on the pull request."""
     lines = []
     for d in diagnostics:
         p = d.position
         lines.append(
-            f"::{d.severity} file={_github_escape(p.file, True)},line={p.line},col={p.column},"
+            f"::{_GITHUB_LEVEL[d.severity]} file={_github_escape(p.file, True)},line={p.line},col={p.column},"
             f"title={_github_escape(d.rule, True)}::{_github_escape(d.message)}"
         )
     return "\n".join(lines)
@@ -144,7 +148,7 @@ def render_sarif(diagnostics: Sequence[Diagnostic], rules: dict[str, str] | None
                     "results": [
                         {
                             "ruleId": d.rule,
-                            "level": d.severity,
+                            "level": _SARIF_LEVEL[d.severity],
                             "message": {"text": d.message},
                             "locations": [
                                 {

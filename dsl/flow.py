@@ -439,6 +439,47 @@ class Flow:
                     loops.append(sorted(component, key=order.__getitem__))
         return sorted(loops, key=lambda c: order[c[0]])
 
+    def catch_loops(self, errors: frozenset[str]) -> list[tuple[str, int, list[str]]]:
+        """Loops closed by a catch on one of ``errors``: (catching step, clause index, the loop's
+        steps in document order), when nothing on the loop decides to leave it — no switch case,
+        default, fall-through or skipped ``if`` that goes elsewhere. Then a step that keeps failing
+        that way repeats for ever (the catching step's own success is the only way out)."""
+        out: list[tuple[str, int, list[str]]] = []
+        order = {sid: i for i, sid in enumerate(self.ids)}
+        for scope_id, local in self.local.items():
+            if not self.scope_reached.get(scope_id):
+                continue
+            nodes = set(local.reachable)
+            succ = {n: [e.target for e in self.edges[n] if e.target in nodes] for n in nodes}
+            for sid in local.reachable:
+                for edge in self.edges[sid]:
+                    if edge.kind != "catch" or edge.target not in nodes:
+                        continue
+                    if not errors & set(self.graph.nodes[sid].catch[edge.index].errors):
+                        continue
+                    loop = _forward({edge.target}, succ) & _backwards_closure({sid}, succ)
+                    if sid not in loop:
+                        continue  # the handler never comes back to the failing step
+                    decides = any(
+                        e.kind in ("case", "default", "fallthrough", "skip") and e.target not in loop
+                        for n in loop
+                        for e in self.edges[n]
+                    )
+                    if not decides:
+                        out.append((sid, edge.index, sorted(loop, key=order.__getitem__)))
+        return sorted(out, key=lambda c: (order[c[0]], c[1]))
+
+
+def _forward(start: set[str], succ: dict[str, list[Any]]) -> set[str]:
+    seen = set(start)
+    todo = list(start)
+    while todo:
+        for nxt in succ.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
 
 def document_order(graph: Graph) -> list[str]:
     """Node ids as the file lists them (pre-order), whatever order ``graph.nodes`` has."""

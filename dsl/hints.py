@@ -385,3 +385,39 @@ def static_template(title: str | None, value: Any) -> str | None:
     if title == "Event name":
         return f"{what} cannot be a template: {why}; put what varies in 'key'"
     return f"{what} cannot be a template: {why}"
+
+
+_KEY_LINE = re.compile(r"^(\s*)(?:-\s+)?([^\s#:'\"{}\[\],][^:#]*?):(?:\s+(#.*)?)?$")
+
+
+def empty_parent(lines: list[str], row: int, indent: int, stop: int = -1) -> tuple[str, int] | None:
+    """The key a line most likely belongs under, when it was not indented enough.
+
+    ``lines[row]`` sits at ``indent``; scanning up through the keys of its own mapping (same
+    indentation; lines deeper belong to a sibling's value, shallower ones end the mapping), the
+    nearest sibling written ``key:`` with nothing after it — no value on its line and nothing indented
+    under it — is the parent it was meant for: ``(key, 0-based row)``. ``stop`` (a 0-based row) bounds
+    the scan. ``None`` when no such key exists.
+    """
+    for above in range(row - 1, stop, -1):
+        text = lines[above]
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        here = len(text) - len(text.lstrip(" "))
+        if here > indent:
+            return None  # a sibling with a value indented under it: that one is not empty
+        if here < indent:
+            return None  # the mapping starts here: no empty sibling above
+        key = _KEY_LINE.match(text)
+        if key is not None and not stripped.startswith("- "):
+            return key.group(2).strip(), above
+    return None
+
+
+def indent_under(parent: str, row: int, what: str = "this line") -> str:
+    """The advice for a line that belongs under an empty ``parent:`` key at 0-based ``row``."""
+    return (
+        f"{what} probably belongs under '{parent}:' on line {row + 1}, which has no value: indent it "
+        f"(and the lines that go with it) deeper than '{parent}'"
+    )

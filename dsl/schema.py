@@ -736,6 +736,22 @@ class _Explainer:
                 )
                 self._unknown_key(message, path, key)
                 continue
+            empty = self._empty_sibling(instance, path, key, allowed)
+            if empty is not None:
+                message = f"unknown key {key!r} in {where}: {hints.indent_under(*empty, what=repr(key))}"
+                self._unknown_key(message, path, key, extra={"inside": empty[0]})
+                continue
+            if title == "Branch" and key in _STEP_PROPS:
+                adopt = self._last_step_without(key, (*path, "steps"))
+                if adopt is not None:
+                    step_path, column = adopt
+                    message = (
+                        f"unknown key {key!r} in {where}: it looks like a key of {_where(root, step_path)} "
+                        f"above that is not indented enough; line it up with "
+                        f"{self._first_key(step_path)!r} (column {column})"
+                    )
+                    self._unknown_key(message, path, key, extra={"step_key": True})
+                    continue
             odd = hints.invisible(key)
             if odd:
                 suggestion = _suggest("".join(ch for ch in key if ch.isascii() and ch.isprintable()), allowed)
@@ -1357,16 +1373,38 @@ class _Explainer:
                 drop.add(id(nokind[0]))
         return [replace.get(id(f), f) for f in found if id(f) not in drop]
 
-    def _last_step_without(self, key: str) -> tuple[JsonPath, int] | None:
-        """The last top-level step, when it lacks ``key`` (and a kind, for a kind key), with the column
-        of its keys; for a top-level key that was meant to be that step's."""
-        steps = self.doc.value.get("steps") if isinstance(self.doc.value, dict) else None
+    def _empty_sibling(
+        self, instance: Any, path: JsonPath, key: str, allowed: list[str]
+    ) -> tuple[str, int] | None:
+        """The key written just before ``key`` when it is empty (``with:`` and nothing under it) and
+        ``key`` is no key of this mapping: then ``key`` is that key's entry, not indented enough.
+        Returns the empty key and its 0-based line."""
+        keys = list(instance) if isinstance(instance, dict) else []
+        if key not in keys or keys.index(key) == 0 or key in allowed:
+            return None
+        before = keys[keys.index(key) - 1]
+        if instance[before] is not None or before not in allowed:
+            return None
+        here, there = self.doc.key_at((*path, key)), self.doc.key_at((*path, before))
+        if here.column != there.column or here.line <= there.line:
+            return None
+        return str(before), there.line - 1
+
+    def _first_key(self, path: JsonPath) -> str:
+        value = _get(self.doc.value, path)
+        return str(next(iter(value), "id")) if isinstance(value, dict) and value else "id"
+
+    def _last_step_without(self, key: str, where: JsonPath = ("steps",)) -> tuple[JsonPath, int] | None:
+        """The last step of a list (the top level by default), when it lacks ``key`` (and a kind, for
+        a kind key), with the column of its keys; for a key written after it that was meant to be
+        that step's."""
+        steps = _get(self.doc.value, where)
         if not isinstance(steps, list) or not steps or not isinstance(steps[-1], dict):
             return None
         last = steps[-1]
         if key in last or (key in KINDS and any(k in last for k in KINDS)):
             return None
-        path: JsonPath = ("steps", len(steps) - 1)
+        path: JsonPath = (*where, len(steps) - 1)
         first_key = next(iter(last), None)
         column = self.doc.key_at((*path, first_key)).column if first_key is not None else 1
         return path, column

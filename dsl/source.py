@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - depends on the platform's PyYAML build
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 from dsl.diagnostics import Diagnostic, Position
+from dsl.hints import empty_parent, indent_under
 
 JsonPath = tuple[str | int, ...]
 
@@ -384,7 +385,13 @@ class _Builder:
 
     def _duplicate(self, key: str, first: Position, here: Position, path: JsonPath) -> LoadError:
         message = f"duplicate key {key!r} (first defined at line {first.line}, column {first.column})"
-        if path and isinstance(path[-1], int) and here.column == first.column:
+        lines = _BREAK.split(self.text)
+        parent = None
+        if here.column == first.column and 0 < here.line <= len(lines):
+            parent = empty_parent(lines, here.line - 1, here.column - 1, stop=first.line - 1)
+        if parent is not None:
+            message += f": {indent_under(*parent)}"
+        elif path and isinstance(path[-1], int) and here.column == first.column:
             message += "; if this line starts a new list item, begin it with '- '"
         return LoadError(Diagnostic("yaml-duplicate-key", "error", message, here))
 

@@ -1,8 +1,10 @@
 """The validation pipeline: text → load → schema → compile → every check → sorted diagnostics.
 
 Every problem in a file is reported at once: when the schema rejects a document the checks still run
-(on the raw document, without a graph), and a check that trips over a malformed document is skipped
-rather than allowed to hide the schema's own, better, message. On a schema-valid document a crashing
+on the raw document, and the flow checks on a graph compiled from its well-formed parts (see
+:mod:`dsl.salvage`); what they had to skip is said in a ``checks-skipped`` info. A check that trips
+over a malformed document is skipped (and said so) rather than allowed to hide the schema's own,
+better, message. On a schema-valid document a crashing
 check is a bug in hopflow, so it is reported as an ``internal-error`` diagnostic instead of a traceback.
 """
 
@@ -31,6 +33,7 @@ PIPELINE_RULES: dict[str, str] = {
     "yaml-duplicate-key": "a mapping has the same key twice",
     "io": "the file cannot be read (permissions, a broken link, not a regular file)",
     "unquoted-template": "a value starting with '{{' is not quoted, so YAML reads it as a mapping",
+    "checks-skipped": "info: some rules did not run on part of a file because that part is malformed",
     "internal-error": "a check crashed on a schema-valid document: a bug in hopflow, please report it",
 }
 
@@ -52,7 +55,12 @@ class Result:
 
     @property
     def warnings(self) -> list[Diagnostic]:
-        return [d for d in self.diagnostics if not d.is_error]
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    @property
+    def infos(self) -> list[Diagnostic]:
+        """What could not be checked (e.g. flow rules skipped around a malformed step)."""
+        return [d for d in self.diagnostics if d.severity == "info"]
 
     @property
     def ok(self) -> bool:
@@ -146,6 +154,7 @@ def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGE
         unknown = frozenset(unknown - renamed)
 
     graph: Graph | None = None
+    uncertain: frozenset[str] = frozenset()
     if schema_ok:
         from dsl.compiler import compile_document
 
@@ -153,14 +162,34 @@ def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGE
             graph = compile_document(doc, time_budget_ms=time_budget_ms)
         except Exception as exc:  # compiling a schema-valid file must not fail
             found.append(_internal(doc, "the compiler", exc))
+    else:
+        graph, uncertain, skipped = _salvaged_graph(doc)
+        found.extend(skipped)
 
-    ctx = CheckContext(doc, time_budget_ms=time_budget_ms, graph=graph, schema_ok=schema_ok, unknown=unknown)
+    ctx = CheckContext(
+        doc,
+        time_budget_ms=time_budget_ms,
+        graph=graph,
+        schema_ok=schema_ok,
+        unknown=unknown,
+        uncertain=uncertain,
+    )
     for name, check in all_checks():
         try:
             found.extend(check(ctx))
         except Exception as exc:  # see the module docstring
             if schema_ok:
                 found.append(_internal(doc, f"rule {name!r}", exc))
+            else:
+                found.append(
+                    Diagnostic(
+                        "checks-skipped",
+                        "info",
+                        f"rule {name!r} did not run: it cannot read this file until the errors above "
+                        "are fixed",
+                        Position(doc.file, 1, 1),
+                    )
+                )
 
     diagnostics = tuple(_group_repeats(sort(found)))
     ok = not any(d.is_error for d in diagnostics)
@@ -169,6 +198,54 @@ def validate_document(doc: Document, *, time_budget_ms: int = DEFAULT_TIME_BUDGE
     from dsl.workspace import links_of
 
     return Result(doc.file, doc, diagnostics, graph if ok else None, doc.text, links_of(doc, ctx.steps))
+
+
+FLOW_RULES = "reference-never-before, reference-not-completed, unreachable-step, endless-loop"
+
+
+def _salvaged_graph(doc: Document) -> tuple[Graph | None, frozenset[str], list[Diagnostic]]:
+    """The graph of a schema-invalid file's well-formed parts (see :mod:`dsl.salvage`), the lists
+    whose flow it only approximates, and an info diagnostic for each thing the flow rules skip."""
+    import dataclasses
+
+    from dsl.compiler import compile_document
+    from dsl.salvage import salvage
+
+    where = doc.key_at(("steps",)) if "steps" in doc.keys else Position(doc.file, 1, 1)
+    try:
+        saved = salvage(doc.value)
+        if saved.value is None:
+            reason = saved.reason
+            graph = None
+        else:
+            graph = compile_document(dataclasses.replace(doc, value=saved.value))
+    except Exception as exc:  # salvaging is best effort: never worse than not trying
+        saved, graph, reason = None, None, f"the file could not be read ({type(exc).__name__})"
+    if saved is None or graph is None:
+        message = f"the flow rules ({FLOW_RULES}) did not run: {reason}; fix the errors above first"
+        return None, frozenset(), [Diagnostic("checks-skipped", "info", message, where)]
+    out = []
+    for u in saved.uncertain:
+        place = doc.key_at((*u.path, "id")) if (*u.path, "id") in doc.keys else doc.at(u.path)
+        out.append(
+            Diagnostic(
+                "checks-skipped",
+                "info",
+                f"step {u.step!r} cannot be read ({u.what}), so the flow rules ({FLOW_RULES}) skip "
+                f"{_describe_scope(u.scope)} until the errors there are fixed",
+                place,
+            )
+        )
+    return graph, frozenset(u.scope for u in saved.uncertain), out
+
+
+def _describe_scope(scope: str) -> str:
+    if scope == "":
+        return "the top-level steps"
+    if "/" in scope:
+        owner, branch = scope.rsplit("/", 1)
+        return f"branch {branch} of parallel {owner!r}"
+    return f"the body of foreach {scope!r}"
 
 
 # rules whose repeats are one mistake with one fix (a name missing where it is defined): reported

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dsl.hints import empty_parent
+
 PREFIX = "YAML syntax error: "
 _BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 
@@ -318,6 +320,18 @@ class _Explainer:
         above_key = _KEY.match(above)
         if above_key is not None and here > _indent(above):
             key_col = len(above) - len(above.lstrip(" -"))
+            parent = empty_parent(self.lines, prev, _indent(above))
+            if parent is not None:
+                # `compensate:` (empty), then its body not indented under it: lining this line up
+                # with the key above would only make that key a duplicate of the step's own
+                name, row_of = parent
+                return self.at(
+                    f"lines {prev + 1} and {row + 1} are probably the body of '{name}:' on line "
+                    f"{row_of + 1}, which has no value: indent them deeper than '{name}' (e.g. line "
+                    f"{prev + 1} to column {_indent(self.line(row_of)) + 3})",
+                    prev,
+                    _indent(above),
+                )
             return self.at(
                 f"this line is indented more than line {prev + 1}, so YAML reads it as more text of "
                 f"the value above: line it up with '{above_key.group(2).strip()}' (column {key_col + 1})",
@@ -443,13 +457,40 @@ class _Explainer:
                             key_col,
                         )
             if here != key_col:
-                return self.at(
-                    f"this line's indentation (column {here + 1}) does not match the keys of the mapping "
-                    f"that starts on line {self.cm.line + 1} (column {key_col + 1}): line it up with the "
-                    "keys it belongs with",
-                    pm.line,
-                    here,
-                )
+                return self.at(self._misaligned(pm.line, here, key_col), pm.line, here)
+        return None
+
+    def _misaligned(self, row: int, here: int, key_col: int) -> str:
+        """A key between two indentation levels: name the mapping it most likely belongs to, the
+        nearer of the block just above and the mapping the parser was reading (``key_col``)."""
+        assert self.cm is not None
+        head = (
+            f"this line's indentation (column {here + 1}) does not match the keys of the mapping that "
+            f"starts on line {self.cm.line + 1} (column {key_col + 1})"
+        )
+        prev = self.previous_content_line(row)
+        candidates: list[tuple[int, int]] = [(key_col, self.cm.line)]
+        if prev is not None and _indent(self.line(prev)) != key_col:
+            candidates.insert(0, (_indent(self.line(prev)), prev))  # the block just above wins a tie
+        column, source = min(candidates, key=lambda c: abs(c[0] - here))
+        key = _KEY.match(self.line(source))
+        parent = self._parent_of(source, column)
+        name = f"'{key.group(2).strip()}'" if key else "the keys"
+        under = f" under '{parent[0]}:' (line {parent[1] + 1})" if parent else ""
+        return f"{head}: it most likely belongs with {name}{under}: line it up at column {column + 1}"
+
+    def _parent_of(self, row: int, indent: int) -> tuple[str, int] | None:
+        """The key whose value holds the mapping that line ``row`` (keys at ``indent``) is part of."""
+        for above in range(row - 1, -1, -1):
+            text = self.line(above)
+            if not text.strip() or text.strip().startswith("#"):
+                continue
+            if _indent(text) < indent:
+                if text.lstrip().startswith("- "):
+                    indent = _indent(text)  # a list item holding the mapping: its list's key is the parent
+                    continue
+                key = _KEY.match(text)
+                return (key.group(2).strip(), above) if key else None
         return None
 
     def string_opener(self, row: int, col: int, quote: str) -> tuple[int, int] | None:

@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "keys": "engine.commands.keys:keys",
     "test": "engine.commands.testing:test",
     "init": "engine.commands.init:init",
+    "lsp": "engine.commands.lsp:lsp",
+    "schema": "engine.commands.schema:schema",
 }
 
 

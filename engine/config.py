@@ -1,6 +1,6 @@
 """The runtime's configuration, read once from the environment, validated, and safe to print.
 
-One frozen :class:`Config` holds every setting of RUNTIME.md's Configuration table (plus the few
+One frozen :class:`Config` holds every setting of docs/deploy.md's environment table (plus the few
 the ASGI entry point needs to find its workflows). :func:`inspect_env` judges each variable and
 returns :class:`Issue` lines with the exact fix; ``hopflow doctor`` prints them, and
 :meth:`Config.from_env` refuses to build a configuration that has errors.

@@ -178,10 +178,10 @@ def build_scope(
     now: float | None = None,
     uuid_seed: str | None = None,
 ) -> dict[str, Any]:
-    """The names a template may use (DSL.md "Templates"). ``env`` holds only declared names, read
-    from the process environment now (never stored, never logged). ``now()`` is the execution's
-    clock (virtual under fast-forward); ``uuid()`` derives from ``uuid_seed`` (the step's path), so a
-    redelivery or a retry of the step renders the same ids."""
+    """The names a template may use (docs/language.md, "Template scopes"). ``env`` holds only
+    declared names, read from the process environment now (never stored, never logged). ``now()`` is
+    the execution's clock (virtual under fast-forward); ``uuid()`` derives from ``uuid_seed`` (the
+    step's path), so a redelivery or a retry of the step renders the same ids."""
     scope: dict[str, Any] = {}
     if loc:
         scope.update(loc)

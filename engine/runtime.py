@@ -211,7 +211,7 @@ class Runtime:
         return count
 
     def record(self, execution_id: str) -> dict[str, Any]:
-        """RUNTIME.md's final record, plus ``created_at``, ``updated_at`` and ``current``."""
+        """The final record (docs/running.md), plus ``created_at``, ``updated_at`` and ``current``."""
         header = self.store.header(execution_id)
         if not header:
             raise UnknownExecution(execution_id)

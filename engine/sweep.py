@@ -1,7 +1,7 @@
 """The periodic recover sweep: a long-running server re-drives stuck outboxes by itself.
 
-RUNTIME.md's guarantee 2 ends with "`hopflow recover` (and a periodic sweep) re-drives executions
-whose outbox is older than a bound". A serverless deployment has no process to run it in; there a
+Guarantee 2 (docs/reliability.md): `hopflow recover` (and a periodic sweep) re-drives executions
+whose outbox is older than a bound. A serverless deployment has no process to run it in; there a
 scheduled ``hopflow recover`` (cron, or a QStash schedule) plays the same part.
 """
 

@@ -99,6 +99,7 @@ INPUT_PROPERTIES: dict[str, dict[str, Any]] = {
     },
     "address": {
         "type": "object",
+        "required": ["city"],  # zip is optional: read only as `input.address.zip | default('')`
         "properties": {"city": {"type": "string"}, "zip": {"type": "string"}},
     },
 }
@@ -192,9 +193,9 @@ class Builder:
             "type": "object",
             "properties": {p: INPUT_PROPERTIES[p] for p in props},
         }
-        required = [p for p in props if c.chance(0.5)]
-        if required:
-            schema["required"] = required
+        # the templates below read every declared property without a guard, so each is required
+        # (reading an optional one bare is the optional-input warning)
+        schema["required"] = list(props)
         if c.chance(0.5):
             schema["additionalProperties"] = False
         doc["input"] = schema

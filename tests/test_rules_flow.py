@@ -468,14 +468,6 @@ def test_shipped_workflows_are_clean(path: Path) -> None:
     assert found == []
 
 
-def test_dsl_example_is_clean() -> None:
-    spec = Path("/work/shared/spec/DSL.md")
-    if not spec.exists():
-        pytest.skip("spec not available")
-    example = spec.read_text().split("## Example")[1].split("```yaml")[1].split("```")[0]
-    assert check(example) == []
-
-
 # ------------------------------------------------------------------------- generated workflows
 
 

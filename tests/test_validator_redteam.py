@@ -27,8 +27,21 @@ def T(text: str) -> str:
 
 
 def found(text: str) -> list[tuple[str, int, int, str]]:
+    """The errors and warnings (the ``checks-skipped`` infos are checked in check_infos)."""
     result = validate_text(text, "t.yaml")
-    return [(d.rule, d.position.line, d.position.column, d.message) for d in result.diagnostics]
+    check_infos(result.diagnostics)
+    return [
+        (d.rule, d.position.line, d.position.column, d.message)
+        for d in result.diagnostics
+        if d.severity != "info"
+    ]
+
+
+def check_infos(diagnostics: tuple[Diagnostic, ...]) -> None:
+    """An info only ever says that some rules were skipped, and only where there is an error."""
+    infos = [d for d in diagnostics if d.severity == "info"]
+    assert all(d.rule == "checks-skipped" for d in infos), infos
+    assert not infos or any(d.is_error for d in diagnostics), infos
 
 
 def check_invariants(text: str, diagnostics: list[tuple[str, int, int, str]]) -> None:
@@ -2222,7 +2235,8 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
                 action: x.y
                 catch: [{errors: [any], goto: a}]
             """),
-        [],
+        # the step's success leaves the loop, but a step that keeps failing retries for ever
+        [("endless-catch-loop", 5, 35, "repeats for ever")],
     ),
     (
         "switch-const-true",
@@ -3319,6 +3333,7 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
             name: t
             input:
               type: object
+              required: [n, s]
               properties:
                 n: {type: integer}
                 s: {type: string}
@@ -3333,9 +3348,9 @@ CASES: list[tuple[str, str, list[tuple[str, int, int, str]]]] = [
                     - {id: c, action: x.y}
             """),
         [
-            ("input-type", 10, 29, "it needs a string, a list or a mapping"),
-            ("input-type", 10, 56, "input.s is a string (input schema), so it has no attribute"),
-            ("input-type", 13, 18, "foreach items must be a list, but input.n is an integer"),
+            ("input-type", 11, 29, "it needs a string, a list or a mapping"),
+            ("input-type", 11, 56, "input.s is a string (input schema), so it has no attribute"),
+            ("input-type", 14, 18, "foreach items must be a list, but input.n is an integer"),
         ],
     ),
     (
@@ -3955,6 +3970,7 @@ VALID: list[tuple[str, str]] = [
             name: t
             input:
               type: object
+              required: [x, items]
               properties:
                 x: {type: string}
                 items: {type: array}
@@ -4342,6 +4358,7 @@ VALID: list[tuple[str, str]] = [
             "name: t\r\n"
             "input:\r\n"
             "  type: object\r\n"
+            "  required: [x]\r\n"
             "  properties:\r\n"
             "    x: {type: string}\r\n"
             "steps:\r\n"

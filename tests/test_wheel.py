@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,3 +92,12 @@ def test_the_wheel_validates_workflows_outside_the_repository(tmp_path: Path) ->
     tested = _run([str(hopflow), "test", "dinner.test.yaml", "--min-coverage", "100"], elsewhere)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "7 passed" in tested.stdout
+    # editors get the shipped schema's path, its content and its stable URL from the installed wheel
+    path = _run([str(hopflow), "schema", "--path"], elsewhere)
+    assert path.returncode == 0 and venv in Path(path.stdout.strip()).parents
+    assert Path(path.stdout.strip()).read_text() == (ROOT / "schemas" / "workflow.schema.json").read_text()
+    url = _run([str(hopflow), "schema", "--url"], elsewhere)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert url.stdout.strip() == (
+        f"https://raw.githubusercontent.com/hopflow/hopflow/v{version}/schemas/workflow.schema.json"
+    )

@@ -93,6 +93,9 @@ class CheckContext:
     # keys the schema reported as unknown: what is under them is not part of the workflow, so the
     # checks leave it alone (one "unknown key" error, not a template error inside it as well)
     unknown: frozenset[JsonPath] = frozenset()
+    # lists whose flow the graph only approximates (the graph was compiled from a salvaged copy of a
+    # schema-invalid file, see dsl/salvage.py): flow rules skip what depends on them
+    uncertain: frozenset[str] = frozenset()
 
     @property
     def root(self) -> Mapping[str, Any]:
@@ -135,6 +138,23 @@ class CheckContext:
             if s.broken:
                 found.setdefault(s.id, s)  # a broken id never hides a real step of that id
         return found
+
+    def scope_chain(self, scope: str) -> list[str]:
+        """``scope`` and the lists enclosing it, innermost first (a branch, its parallel's list, …)."""
+        out = [scope]
+        seen = {scope}
+        while scope != TOP_SCOPE:
+            owner = self.by_id.get(scope.rsplit("/", 1)[0] if "/" in scope else scope)
+            if owner is None or owner.scope in seen:
+                break
+            scope = owner.scope
+            seen.add(scope)
+            out.append(scope)
+        return out
+
+    def flow_uncertain(self, scope: str) -> bool:
+        """Whether the flow of ``scope`` (or of a list around it) is only approximated by the graph."""
+        return bool(self.uncertain) and any(s in self.uncertain for s in self.scope_chain(scope))
 
     @cached_property
     def strings(self) -> list[tuple[JsonPath, str]]:

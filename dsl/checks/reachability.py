@@ -18,7 +18,7 @@ def unreachable_step(ctx: CheckContext) -> Iterator[Diagnostic]:
     broken = _scopes_with_bad_jumps(ctx)
     for sid in flow.unreachable():
         step = ctx.by_id.get(sid)
-        if step is None or step.scope in broken:
+        if step is None or step.scope in broken or ctx.flow_uncertain(step.scope):
             continue
         where = describe_scope(ctx, step.scope)
         yield ctx.diag(
@@ -53,7 +53,7 @@ def endless_loop(ctx: CheckContext) -> Iterator[Diagnostic]:
         return
     for loop in flow.endless_loops():
         step = ctx.by_id.get(loop[0])
-        if step is None:
+        if step is None or ctx.flow_uncertain(step.scope):
             continue
         if len(loop) == 1:
             what = f"step {loop[0]!r} jumps to itself"
@@ -65,4 +65,36 @@ def endless_loop(ctx: CheckContext) -> Iterator[Diagnostic]:
             f"{what} with no way out: no path leaves it for the end of "
             f"{describe_scope(ctx, step.scope)}, a succeed or fail step, or a step outside the loop",
             (*step.path, "id"),
+        )
+
+
+LOOP_ERRORS = frozenset({"timeout", "any"})
+
+
+@rule(
+    "endless-catch-loop",
+    "a catch on `timeout` (or `any`) jumps back into a loop that nothing else leaves, so a step that "
+    "keeps timing out repeats for ever",
+)
+def endless_catch_loop(ctx: CheckContext) -> Iterator[Diagnostic]:
+    flow = flow_of(ctx)
+    if flow is None:
+        return
+    for sid, index, loop in flow.catch_loops(LOOP_ERRORS):
+        step = ctx.by_id.get(sid)
+        if step is None or ctx.flow_uncertain(step.scope):
+            continue
+        clause = flow.graph.nodes[sid].catch[index]
+        caught = "timeout" if "timeout" in clause.errors else "any"
+        if len(loop) == 1:
+            what = f"step {sid!r} jumps back to itself"
+        else:
+            what = f"the loop {' → '.join(repr(s) for s in loop)} comes back to {sid!r}"
+        yield ctx.diag(
+            "endless-catch-loop",
+            "warning",
+            f"when {sid!r} fails with {caught!r}, its catch goes to {clause.goto!r} and {what} with no "
+            f"condition to stop: if it keeps failing, it repeats for ever; count the attempts in a "
+            f"`set` step and leave with a `switch`, or use `retry` with max_attempts",
+            (*step.path, "catch", index, "goto"),
         )

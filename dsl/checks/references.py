@@ -175,6 +175,12 @@ def _verdicts(ctx: CheckContext, flow: Flow) -> list[tuple[_Ref, str | None, Pha
     return cached
 
 
+def _uncertain(ctx: CheckContext, flow: Flow, site: str | None, target: str) -> bool:
+    nodes = flow.graph.nodes
+    site_scope = nodes[site].scope if site is not None and site in nodes else ""
+    return ctx.flow_uncertain(site_scope) or ctx.flow_uncertain(nodes[target].scope)
+
+
 def _where(site: str | None) -> str:
     return "the workflow output" if site is None else repr(site)
 
@@ -215,6 +221,8 @@ def _completion(ctx: CheckContext, kind: str) -> Iterator[Diagnostic]:
             continue
         if kind == "not-completed" and not v.own and _escaped(r, target, proven):
             continue  # `| default(...)`, `is defined`, or under `steps.X is defined`: it may be missing
+        if ctx.uncertain and _uncertain(ctx, flow, site, target):
+            continue  # the list's flow is only approximated (a malformed step): no guess
         if v.own and phase == "output":
             message = (
                 f"steps.{target} is what this `output` template defines, so it is not set yet; "

@@ -435,7 +435,7 @@ def workflow_reader(runtime: Runtime) -> Callable[[str], str]:
 
 
 def core(record: dict[str, Any]) -> dict[str, Any]:
-    """The final record exactly as RUNTIME.md shows it."""
+    """The final record, exactly the keys docs/running.md lists."""
     return {key: record.get(key) for key in RECORD_KEYS}
 
 

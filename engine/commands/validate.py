@@ -103,9 +103,12 @@ def summary(results: Sequence[Result]) -> str:
     errors = sum(len(r.errors) for r in results)
     warnings = sum(len(r.warnings) for r in results)
     files = _plural(len({r.file for r in results}), "file")
+    skipped = (
+        " (some rules skipped a malformed part: see the info lines)" if any(r.infos for r in results) else ""
+    )
     if not errors and not warnings:
-        return f"no problems in {files}"
-    return f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')} in {files}"
+        return f"no problems in {files}{skipped}"
+    return f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')} in {files}{skipped}"
 
 
 def _text(results: Sequence[Result]) -> str:
@@ -215,7 +218,9 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool, jobs: int, time_bud
 
         _emit(render_sarif(diagnostics, rules()))
     click.echo(summary(results), err=True)
-    failed = any(d.is_error for d in diagnostics) or (strict and bool(diagnostics))
+    failed = any(d.is_error for d in diagnostics) or (
+        strict and any(d.severity == "warning" for d in diagnostics)
+    )
     sys.exit(1 if failed else 0)
 
 

@@ -1,5 +1,7 @@
 """Simulated services for the pattern workflows: ``hopflow run … --actions workflows/patterns/services.py``.
 
+Their actions are named ``patterns.*`` so they never clash with workflows/demo.py's in one process.
+
 In memory and deterministic: every id derives from ``ctx.idempotency_key``, so a retried or
 redelivered call returns what the first one did, as a well-behaved service deduplicates. Failures are
 chosen by the input (a card ``tok_declined``, an account ``acc-frozen``, a vendor ``slow``), so each
@@ -58,7 +60,7 @@ def _say(text: str) -> None:
 # ------------------------------------------------------------------------------ travel (saga)
 
 
-@engine.action("travel.reserve")
+@engine.action("patterns.travel.reserve")
 def reserve(ctx: StepContext, kind: str, trip: str, **detail: Any) -> dict[str, Any]:
     if detail.get("sold_out"):
         raise SoldOut(f"no {kind} left for trip {trip}")
@@ -66,13 +68,13 @@ def reserve(ctx: StepContext, kind: str, trip: str, **detail: Any) -> dict[str, 
     return _once(ctx, lambda: {"kind": kind, "reservation": _id(kind[:3], ctx), "trip": trip})
 
 
-@engine.action("travel.cancel")
+@engine.action("patterns.travel.cancel")
 def cancel(ctx: StepContext, kind: str, reservation: str, why: str = "") -> dict[str, Any]:
     _say(f"cancel {kind} {reservation} ({why})")
     return {"cancelled": reservation}
 
 
-@engine.action("payments.charge")
+@engine.action("patterns.payments.charge")
 def charge(ctx: StepContext, card: str, cents: int, order: str) -> dict[str, Any]:
     if card == "tok_declined":  # the hold was taken, then the charge refused: it must be released
         _say(f"charge {cents} on {order}: declined after the hold")
@@ -81,7 +83,7 @@ def charge(ctx: StepContext, card: str, cents: int, order: str) -> dict[str, Any
     return _once(ctx, lambda: {"charge": _id("ch", ctx), "cents": cents})
 
 
-@engine.action("payments.refund")
+@engine.action("patterns.payments.refund")
 def refund(ctx: StepContext, order: str, cents: int) -> dict[str, Any]:
     _say(f"refund {cents} on {order}")
     return {"refunded": cents, "order": order}
@@ -90,7 +92,7 @@ def refund(ctx: StepContext, order: str, cents: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- money transfer
 
 
-@engine.action("bank.withdraw")
+@engine.action("patterns.bank.withdraw")
 def withdraw(ctx: StepContext, account: str, cents: int, reference: str) -> dict[str, Any]:
     if account == "acc-empty":
         raise InsufficientFunds(f"{account} cannot cover {cents}")
@@ -98,7 +100,7 @@ def withdraw(ctx: StepContext, account: str, cents: int, reference: str) -> dict
     return _once(ctx, lambda: {"account": account, "cents": cents, "entry": _id("wd", ctx)})
 
 
-@engine.action("bank.deposit")
+@engine.action("patterns.bank.deposit")
 def deposit(ctx: StepContext, account: str, cents: int, reference: str) -> dict[str, Any]:
     if account == "acc-frozen":
         raise AccountFrozen(f"{account} does not accept deposits")
@@ -109,25 +111,25 @@ def deposit(ctx: StepContext, account: str, cents: int, reference: str) -> dict[
 # ------------------------------------------------------------------- orders, quotes, readings
 
 
-@engine.action("orders.create")
+@engine.action("patterns.orders.create")
 def create_order(ctx: StepContext, customer: str, items: list[Any]) -> dict[str, Any]:
     _say(f"order for {customer}: {len(items)} items")
     return _once(ctx, lambda: {"order": _id("po", ctx), "items": len(items)})
 
 
-@engine.action("orders.cancel")
+@engine.action("patterns.orders.cancel")
 def cancel_order(ctx: StepContext, order: str, why: str) -> dict[str, Any]:
     _say(f"cancel order {order}: {why}")
     return {"cancelled": order}
 
 
-@engine.action("orders.fulfil")
+@engine.action("patterns.orders.fulfil")
 def fulfil(ctx: StepContext, order: str) -> dict[str, Any]:
     _say(f"fulfil {order}")
     return {"shipped": order}
 
 
-@engine.action("vendors.quote")
+@engine.action("patterns.vendors.quote")
 def quote(ctx: StepContext, vendor: str, sku: str, qty: int) -> dict[str, Any]:
     if vendor.startswith("down"):
         raise VendorUnavailable(f"{vendor} did not answer")
@@ -135,7 +137,7 @@ def quote(ctx: StepContext, vendor: str, sku: str, qty: int) -> dict[str, Any]:
     return {"vendor": vendor, "unit_cents": price, "total_cents": price * qty}
 
 
-@engine.action("notify.email")
+@engine.action("patterns.notify.email")
 def email(ctx: StepContext, to: str, subject: str, text: str = "") -> dict[str, Any]:
     _say(f"email {to}: {subject}")
     return {"sent": _id("msg", ctx)}
