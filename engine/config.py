@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from engine.observe.traceids import enabled as traces_enabled
+
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_TIME_BUDGET_S = 7.5
 DEFAULT_MAX_NODES_PER_CALL = 1
@@ -55,6 +57,7 @@ VARIABLES: dict[str, str] = {
     "HOPFLOW_METRICS": "collect Prometheus metrics from the start (unset: from the first /metrics scrape)",
     "HOPFLOW_METRICS_KEY": "a bearer token that may read /metrics only (for a Prometheus scraper)",
     "HOPFLOW_LOG_FORMAT": "text (default) or json: one line per node and per request",
+    "HOPFLOW_OTEL": "1: record OpenTelemetry traces (0: never; unset: when OTEL_* variables ask for them)",
 }
 SECRETS = frozenset(
     {
@@ -227,6 +230,7 @@ class Config:
     metrics: bool = False  # collect from the start (else from the first /metrics scrape)
     metrics_key: str | None = field(default=None, repr=False)
     log_format: str = "text"
+    traces: bool = False  # record OpenTelemetry spans (engine.observe.traces; needs hopflow[otel])
 
     def __post_init__(self) -> None:
         if self.public_url and self.public_url.endswith("/"):
@@ -645,6 +649,7 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
         ok("HOPFLOW_LOG_FORMAT", log_format)
     else:
         error("HOPFLOW_LOG_FORMAT", "must be text or json", "set HOPFLOW_LOG_FORMAT=json or unset it")
+    _inspect_traces(env, values, ok, warn, error)
     # --- what http steps may reach
     from dsl.egress import RuleError, parse_rules
 
@@ -723,6 +728,43 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
     if any(i.severity == "error" for i in issues):
         return None, issues
     return Config(**values), issues
+
+
+def _installed(distribution: str) -> bool:
+    """Whether a package is installed, without importing it (the webhook's cold start)."""
+    from importlib import metadata  # lazily: only asked when traces are on
+
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _inspect_traces(env: Mapping[str, str], values: dict[str, Any], ok: Any, warn: Any, error: Any) -> None:
+    """HOPFLOW_OTEL, or the standard OTEL_* variables: whether spans are recorded (docs/operations.md)."""
+    own = (_env_value(env, "HOPFLOW_OTEL") or "").lower()
+    if own not in _TRUE and own not in _FALSE:
+        error("HOPFLOW_OTEL", "must be 1 or 0", "set HOPFLOW_OTEL=1 (traces) or HOPFLOW_OTEL=0, or unset it")
+        return
+    if not traces_enabled(env):
+        ok("HOPFLOW_OTEL", "off: no spans are recorded (log lines still carry each execution's trace id)")
+        return
+    installed = _installed("opentelemetry-sdk")
+    explicit = own in _TRUE
+    if not installed:
+        why = "HOPFLOW_OTEL=1" if explicit else "the OTEL_* variables"
+        fix = "pip install 'hopflow[otel]'" + ("" if explicit else ", or set HOPFLOW_OTEL=0")
+        report = error if explicit else warn
+        report("HOPFLOW_OTEL", f"{why} ask for traces, but opentelemetry-sdk is not installed", fix)
+        return
+    values["traces"] = True
+    exporter = _env_value(env, "OTEL_TRACES_EXPORTER") or "otlp"
+    endpoint = _env_value(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env_value(
+        env, "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    where = f" to {redact_url(endpoint)}" if endpoint and "otlp" in exporter else ""
+    ok("HOPFLOW_OTEL", f"on: spans are exported ({exporter}){where}")
 
 
 def _inspect_ed25519(env: Mapping[str, str], values: dict[str, Any], issues: list[Issue]) -> None:

@@ -55,7 +55,7 @@ from engine.decide import (
 )
 from engine.errors import UnknownExecution
 from engine.model import TERMINAL, Message, NotCurrent, Outgoing, Status, StepContext, StepError, StepFailure
-from engine.observe import NodeEvent, node_outcome
+from engine.observe import ExecutionEvent, NodeEvent, node_outcome, traceids
 from engine.redact import Redactor, env_secrets, remember, secret_strings
 from engine.store import call_entries, outbox_entries
 
@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hopflow.interpreter")
 
-HFIELDS = ("status", "input", "started_at", "deadline", "stop", "parent", "comp_ran", "error")
+HFIELDS = ("status", "input", "started_at", "deadline", "stop", "parent", "comp_ran", "error", "created_rt")
 CHEAP = frozenset({"set", "switch", "succeed", "fail"})
 COMPENSATE = "$compensate"
 TIMEOUT = "$timeout"
@@ -259,6 +259,7 @@ class Interpreter:
             rt.indexed(eid, str(run.status))
             if rt.observers and run.status in TERMINAL:
                 rt.observers.finished(graph.name, str(run.status))
+                rt.observers.ended(run.execution_event())
         for callback in run.after:
             callback()
         entries = outbox_entries(written.get("out"))
@@ -475,6 +476,8 @@ class NodeRun:
         self.step_input: Any = None  # what the step ran with (recorded for its compensation)
         self.uuids: Any = None
         self.after: list[Any] = []
+        self.undoes: tuple[str, int] | None = None  # a compensation: (branch, seq) of the run it undoes
+        self.span: dict[str, Any] = {}  # what the observers' span of this node says beyond the event
         self._redactor: Redactor | None = None
         self.started = time.monotonic()
         self.ops: dict[str, Any] = {
@@ -522,6 +525,9 @@ class NodeRun:
             outcome = "joined"
         if "fanout" in self.ops:
             outcome = "fanout"
+        undoes = ""
+        if phase == "compensate" and self.undoes is not None:
+            undoes = traceids.span_id(self.eid, *self.undoes)
         return NodeEvent(
             execution_id=self.eid,
             workflow=self.graph.name,
@@ -533,6 +539,26 @@ class NodeRun:
             ms=(time.monotonic() - self.started) * 1000,
             round_trips=round_trips,
             branch=self.branch,
+            trace_id=traceids.trace_id(self.eid),
+            seq=self.msg.seq,
+            ended_at=time.time(),
+            undoes=undoes,
+            attributes=self.span,
+        )
+
+    def execution_event(self) -> ExecutionEvent:
+        """This execution's end, for the observers (the trace's root span)."""
+        try:
+            created = float(self.header.get("created_rt") or 0)
+        except ValueError:
+            created = 0.0
+        return ExecutionEvent(
+            execution_id=self.eid,
+            workflow=self.graph.name,
+            status=str(self.status),
+            created_at=created,
+            ended_at=time.time(),
+            parent=loads(self.header.get("parent")),
         )
 
     def _vars(self, raw: Any) -> dict[str, Any]:
@@ -640,7 +666,24 @@ class NodeRun:
             deadline=self.now + timeout_s,
             branch=self.branch,
             workflow=self.graph.name,
+            traceparent=self.traceparent(),
         )
+
+    def traceparent(self) -> str:
+        """The W3C parent of what this node calls, when traces are on: this node's own span; for an
+        offloaded call, the span of the delivery that receives its answer (the branch's next seq)."""
+        if self.rt.traces is None:
+            return ""
+        node = self.node
+        offloaded = node is not None and node.kind == "http" and bool(node.config.get("offload"))
+        return traceids.traceparent(self.eid, self.branch, self.msg.seq + (1 if offloaded else 0))
+
+    def http_span(self, call: str, status: int | None) -> None:
+        """What the http step's CLIENT span says: the call (no credentials or query) and the status."""
+        method, _, url = call.partition(" ")
+        self.span = {"http.request.method": method, "url.full": self.redactor.text(url)}
+        if status:
+            self.span["http.response.status_code"] = status
 
     # -- services for step modules
 
@@ -782,6 +825,9 @@ class NodeRun:
                         self.started -= max(0.0, self.now - float(info["at"]))
                     if node.secret and self.completion is not None:
                         self.render(node.config)  # its input is secret here too: learn its values again
+                    if self.rt.observers:
+                        answer = getattr(self.completion, "callback", None)
+                        self.http_span(str(info.get("call") or ""), getattr(answer, "status", None))
                     return offload.resume(node, self, info)
                 return self.rt.step_module(node.kind).resume(node, self, info)
             if self.phase == "join":
@@ -805,7 +851,19 @@ class NodeRun:
             self.step_input = config
             timeout = self.timeout_s(node.timeout_ms)
             ctx = self.step_context(node.id, timeout)
-            return Done(self.rt.call_http(config, ctx, timeout_s=timeout, egress=self.egress()))
+            if not self.rt.observers:
+                return Done(self.rt.call_http(config, ctx, timeout_s=timeout, egress=self.egress()))
+            from engine.steps.http import safe_url
+
+            call = f"{str(config.get('method') or 'GET').upper()} {safe_url(config.get('url'))}"
+            try:
+                result = self.rt.call_http(config, ctx, timeout_s=timeout, egress=self.egress())
+            except StepFailure as failure:
+                code = failure.error.name.removeprefix("http.")
+                self.http_span(call, int(code) if code.isdigit() else None)
+                raise
+            self.http_span(call, result.get("status"))
+            return Done(result)
         if node.kind == "action":
             from engine.steps import action
 
@@ -902,7 +960,7 @@ class NodeRun:
         """Push this step's compensation (in this checkpoint) with the input it ran with."""
         node = self.node
         assert node is not None
-        self.ops["comp_push"] = sagas.entry(node.id, self.branch, self.loc)
+        self.ops["comp_push"] = sagas.entry(node.id, self.branch, self.loc, self.msg.seq)
         if self.step_input is not None:
             field = output_field(self.graph, node.id, self.branch)
             self.ops["outputs"][input_field(field)] = dumps(self.step_input)

@@ -159,6 +159,7 @@ class StepContext:
     deadline: float  # unix seconds by which this attempt must have finished
     branch: str = ""
     workflow: str = ""
+    traceparent: str = ""  # W3C trace context of this attempt's span when traces are on ("" otherwise)
 
 
 class NotCurrent(Exception):

@@ -27,7 +27,7 @@ from engine.egress import EgressPolicy
 from engine.errors import InputInvalid, NotResumable, StoreUnavailable, UnknownExecution, UnknownWorkflow
 from engine.interpreter import PLAIN_HISTORY, WAKE_SKEW_S, Advance, Interpreter, dumps, loads
 from engine.model import Message, Outgoing, Status, StepError, StepFailure
-from engine.observe import Observers
+from engine.observe import ExecutionEvent, Observers
 from engine.redact import Redactor, env_secrets, install_log_filter, remember, secret_strings
 from engine.store import CHILD_MARK, Store, check_client_execution_id, check_execution_id, outbox_entries
 
@@ -73,6 +73,7 @@ class Runtime:
         install_log_filter()
         self.observers = Observers()  # metrics, node logs (engine.observe); empty: no cost
         self.metrics: Any = None  # engine.observe.metrics.PrometheusMetrics once enabled
+        self.traces: Any = None  # engine.observe.traces.Traces once enabled (steps then send traceparent)
         self._modules: dict[str, Any] = {}
         self._validators: dict[str, Any] = {}
         if getattr(dispatcher, "complete", False) is None:
@@ -369,6 +370,16 @@ class Runtime:
             self.indexed(eid, Status.DEAD.value)
             if self.observers:
                 self.observers.finished(header.get("workflow") or "", Status.DEAD.value)
+                self.observers.ended(
+                    ExecutionEvent(
+                        eid,
+                        header.get("workflow") or "",
+                        Status.DEAD.value,
+                        float(header.get("created_rt") or 0),
+                        time.time(),
+                        loads(header.get("parent")),
+                    )
+                )
             self._flush(eid, outbox_entries(found.get("out")))
             self.finished(eid)
         return str(found["kind"])

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 COMPENSATE = "$compensate"
 
 
-def entry(step: str, branch: str, loc: dict[str, Any]) -> str:
-    """The stack entry for a step that just succeeded."""
-    data: dict[str, Any] = {"step": step, "branch": branch}
+def entry(step: str, branch: str, loc: dict[str, Any], seq: int) -> str:
+    """The stack entry for a step that just succeeded (``seq``: the checkpoint it ran at, which
+    names its span: a compensation's span links to it)."""
+    data: dict[str, Any] = {"step": step, "branch": branch, "seq": seq}
     if loc:
         data["loc"] = loc
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
@@ -56,6 +57,8 @@ def unwind(run: NodeRun) -> None:
         return
     item = json.loads(top)
     step = item["step"]
+    if isinstance(item.get("seq"), int):
+        run.undoes = (item.get("branch") or "", item["seq"])
     node = run.graph.nodes[step]
     bodies = compensations(node)
     part = min(int(run.b.get("ci") or 0), len(bodies) - 1)  # a `compensate` list: which body now

@@ -4,14 +4,16 @@ The interpreter, the runtime and the HTTP layer call :class:`Observers` at a few
 advanced, a delivery was handled, an execution finished, messages were published). With no observer
 registered each call site costs one truth test of an empty tuple: nothing is built, nothing imported.
 Metrics (:mod:`engine.observe.metrics`, prometheus-client, imported only when enabled) and the per-node
-log line (:mod:`engine.observe.logs`) are observers; traces will be one too (``trace_id`` is the seam).
+log line (:mod:`engine.observe.logs`) are observers, and so are traces (:mod:`engine.observe.traces`,
+OpenTelemetry, imported only when enabled). An observer may leave out methods it has no use for.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 log = logging.getLogger("hopflow.observe")
 
@@ -30,7 +32,23 @@ class NodeEvent:
     ms: float
     round_trips: int  # Redis calls this node made (begin, reads, checkpoint, publish clean-up)
     branch: str = ""
-    trace_id: str = ""  # filled once traces exist
+    trace_id: str = ""  # the execution's trace id (engine.observe.traceids), also without OpenTelemetry
+    seq: int = -1  # the branch's checkpoint seq the node ran at (its span id derives from it)
+    ended_at: float = 0.0  # unix seconds when the node's checkpoint was written
+    undoes: str = ""  # a compensation: the span id of the step run it undoes ("" when unknown)
+    attributes: Mapping[str, Any] = field(default_factory=dict)  # kind-specific (http: method, url, status)
+
+
+@dataclass(frozen=True)
+class ExecutionEvent:
+    """An execution reached a final status (or parked as compensation_failed)."""
+
+    execution_id: str
+    workflow: str
+    status: str
+    created_at: float  # unix seconds (real time) when it was started; 0 when unknown
+    ended_at: float
+    parent: Mapping[str, Any] | None = None  # a child workflow's parent: {eid, branch, node, seq}
 
 
 class Observer(Protocol):
@@ -38,6 +56,7 @@ class Observer(Protocol):
     def delivery(self, result: str) -> None: ...
     def finished(self, workflow: str, status: str) -> None: ...
     def published(self, dispatcher: str, count: int, ok: bool) -> None: ...
+    def ended(self, event: ExecutionEvent) -> None: ...  # optional
 
 
 class Observers:
@@ -55,8 +74,11 @@ class Observers:
 
     def _each(self, name: str, *args: object) -> None:
         for observer in self.items:
+            method = getattr(observer, name, None)
+            if method is None:  # an observer implements what it needs
+                continue
             try:
-                getattr(observer, name)(*args)
+                method(*args)
             except Exception:  # an observer never breaks the work it watches
                 log.exception("observer %s failed in %s", type(observer).__name__, name)
 
@@ -71,6 +93,9 @@ class Observers:
 
     def published(self, dispatcher: str, count: int, ok: bool) -> None:
         self._each("published", dispatcher, count, ok)
+
+    def ended(self, event: ExecutionEvent) -> None:
+        self._each("ended", event)
 
 
 def node_outcome(history: list[list[str]], default_step: str) -> tuple[str, str, str]:

@@ -4,6 +4,8 @@
   steps and executions; httpx is imported only then, so webhooks that never call HTTP don't pay for it.
 * ``Idempotency-Key: <ctx.idempotency_key>`` goes on every request (the same across retries of the
   step), unless the step sets its own ``Idempotency-Key`` header explicitly.
+* ``traceparent`` (W3C trace context) goes on every request when traces are on, naming this step's
+  span (docs/operations.md, "Traces"), unless the step sets its own.
 * Success is a status in ``expect``, or any 2xx when ``expect`` is absent. Redirects are followed
   unless ``expect`` lists a 3xx status (then the author wants to see the redirect itself).
 * Errors: ``http.<status>`` (exact status; ``http.4xx``/``http.5xx`` patterns match classes), with
@@ -147,6 +149,8 @@ def _headers(config: Mapping[str, Any], ctx: StepContext) -> dict[str, str]:
         out[str(key)] = _scalar(value)
     if not any(k.lower() == "idempotency-key" for k in out):
         out["Idempotency-Key"] = ctx.idempotency_key
+    if ctx.traceparent and not any(k.lower() == "traceparent" for k in out):
+        out["traceparent"] = ctx.traceparent  # the called service joins the execution's trace
     return out
 
 

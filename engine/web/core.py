@@ -106,6 +106,10 @@ class HopflowApp:
             from engine.observe.metrics import enable
 
             enable(runtime)
+        if self.config.traces and hasattr(runtime, "observers"):
+            from engine.observe.traces import enable as enable_traces
+
+            enable_traces(runtime)
 
     async def runtime_async(self) -> Runtime:
         """:meth:`runtime` from a handler: built in a worker thread; a failure is a 500 problem."""
