@@ -260,3 +260,39 @@ def test_opentelemetry_is_not_imported_when_traces_are_off() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_an_offloaded_call_is_a_client_span_recorded_at_its_completion(redis_db: Any, target: Any) -> None:
+    """The local dispatcher makes the call (as QStash would): the request carries the traceparent of
+    the span the delivery of its answer records."""
+    from engine.catalog import Catalog
+    from engine.dispatch.local import LocalDispatcher
+    from engine.egress import EgressPolicy
+    from engine.embedded import in_process_delivery
+    from engine.runtime import Runtime
+    from engine.steps.offload import perform
+    from engine.store import Store
+
+    url, seen = target
+    loopback = EgressPolicy(allow_loopback=True)
+    flow = (
+        "name: offloaded\nsteps:\n  - id: call\n"
+        "    http: {method: POST, url: '{{ input.target }}/x', offload: true}\n"
+    )
+    dispatcher = LocalDispatcher(redis_db, poll_interval_s=0.02, perform=lambda r: perform(r, loopback))
+    runtime = Runtime(Store(redis_db), dispatcher, Catalog.from_texts([flow]), egress=loopback)
+    dispatcher.deliver = in_process_delivery(runtime)
+    exporter = InMemorySpanExporter()
+    enable(runtime, exporter)
+    eid = runtime.start("offloaded", {"target": url}, "off-1")
+    assert dispatcher.run_until(lambda: runtime.record(eid)["status"] == "succeeded", timeout_s=30)
+    spans = exporter.get_finished_spans()
+    assert {hexid(s.context.trace_id, 32) for s in spans} == {trace_id(eid)}
+    handed, answered = by_name(spans)["call"]
+    assert handed.kind == SpanKind.INTERNAL and handed.attributes["hopflow.outcome"] == "waiting"
+    assert answered.kind == SpanKind.CLIENT and answered.attributes["hopflow.outcome"] == "ok"
+    assert answered.attributes["http.response.status_code"] == 200
+    assert answered.attributes["url.full"] == f"{url}/x"
+    assert answered.start_time <= handed.end_time  # the span covers the call from its hand-over
+    (request,) = seen
+    assert request["traceparent"] == f"00-{trace_id(eid)}-{hexid(answered.context.span_id, 16)}-01"
