@@ -296,3 +296,59 @@ def test_an_offloaded_call_is_a_client_span_recorded_at_its_completion(redis_db:
     assert answered.start_time <= handed.end_time  # the span covers the call from its hand-over
     (request,) = seen
     assert request["traceparent"] == f"00-{trace_id(eid)}-{hexid(answered.context.span_id, 16)}-01"
+
+
+def test_hopflow_run_exports_its_spans_when_it_exits(tmp_path: Any) -> None:
+    """``hopflow run`` with the standard variable: the console exporter prints the execution's spans."""
+    import json
+    import os
+
+    (tmp_path / "tiny.yaml").write_text("name: tiny\nsteps:\n  - id: one\n    set: {x: 1}\n")
+    drop = ("REDIS_URL", "HOPFLOW_OTEL", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SDK_DISABLED")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["OTEL_TRACES_EXPORTER"] = "console"
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", "tiny.yaml", "--id", "T1", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    decoder = json.JSONDecoder()
+    found, text = [], out.stdout
+    while text.strip():
+        value, end = decoder.raw_decode(text.lstrip())
+        found.append(value)
+        text = text.lstrip()[end:]
+    spans = [v for v in found if "context" in v]
+    assert sorted(s["name"] for s in spans) == ["one", "tiny"]
+    assert {s["context"]["trace_id"] for s in spans} == {"0x" + trace_id("T1")}
+    assert any(v.get("status") == "succeeded" for v in found)  # the record is still printed
+
+
+def test_doctor_explains_the_traces_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import config
+
+    key = {"HOPFLOW_API_KEY": "k" * 40}
+
+    def otel(env: dict[str, str]) -> tuple[Any, Any]:
+        cfg, issues = config.inspect_env({**key, **env})
+        (found,) = [i for i in issues if i.variable == "HOPFLOW_OTEL"]
+        return cfg, found
+
+    cfg, issue = otel({})
+    assert not cfg.traces and issue.severity == "ok" and issue.message.startswith("off")
+    cfg, issue = otel({"HOPFLOW_OTEL": "1"})
+    assert cfg.traces and issue.message == "on: spans are exported (otlp)"
+    cfg, issue = otel({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://user:pw@collector:4318"})
+    assert cfg.traces and "pw" not in issue.message and "collector:4318" in issue.message
+    cfg, issue = otel({"HOPFLOW_OTEL": "maybe"})
+    assert cfg is None and issue.severity == "error"
+
+    monkeypatch.setattr(config, "_installed", lambda name: False)  # as without the otel extra
+    cfg, issue = otel({"HOPFLOW_OTEL": "1"})
+    assert cfg is None and issue.severity == "error" and "hopflow[otel]" in issue.fix
+    cfg, issue = otel({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert cfg is not None and not cfg.traces and issue.severity == "warning"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from engine.commands.validate import _budget_option, _guard, _resolve_budget, _text, summary
+from engine.observe.traceids import enabled as traces_enabled
 
 if TYPE_CHECKING:
     from engine.catalog import Catalog
@@ -220,6 +221,8 @@ def local_runtime(
             time_budget_s=budget_ms / 1000,
             max_nodes_per_call=max_nodes_per_call,
         )
+        if traces_enabled():
+            _trace(command, built[0])
         if _calls_http(catalog):
             click.echo(
                 f"hopflow {command}: note: http steps may reach loopback here (127.0.0.1, localhost); "
@@ -231,6 +234,20 @@ def local_runtime(
         usage_exit(command, str(exc))
     except EmbeddedError as exc:
         fail_exit(command, str(exc))
+
+
+def _trace(command: str, runtime: Runtime) -> None:
+    """Record OpenTelemetry spans (HOPFLOW_OTEL=1 or the OTEL_* variables; docs/operations.md);
+    the provider flushes them when the command exits."""
+    try:
+        from engine.observe.traces import enable
+    except ImportError:
+        fail_exit(
+            command,
+            "traces are on (HOPFLOW_OTEL or OTEL_* variables) but opentelemetry-sdk is not installed: "
+            "pip install 'hopflow[otel]', or set HOPFLOW_OTEL=0",
+        )
+    enable(runtime)
 
 
 def _calls_http(catalog: Catalog) -> bool:
