@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from test_list_cli import _url
 
 from engine.observe.traceids import trace_id
@@ -49,7 +50,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_and_run(tmp_path: Path, redis_db: Any, *args: str, env: dict[str, str] | None = None) -> str:
+def serve_and_run(
+    tmp_path: Path,
+    redis_db: Any,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdout: list[str] | None = None,
+) -> str:
     (tmp_path / "wf").mkdir()
     (tmp_path / "wf" / "logged.yaml").write_text(FLOW)
     (tmp_path / "logged_actions.py").write_text(ACTIONS)
@@ -92,10 +99,12 @@ def serve_and_run(tmp_path: Path, redis_db: Any, *args: str, env: dict[str, str]
     finally:
         proc.send_signal(signal.SIGINT)  # the process this test started, by its own handle
         try:
-            _out, err = proc.communicate(timeout=20)
+            out, err = proc.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _out, err = proc.communicate()
+            out, err = proc.communicate()
+    if stdout is not None:
+        stdout.append(out)
     assert API_KEY not in err
     return err
 
@@ -122,3 +131,21 @@ def test_text_logs_one_line_per_node(tmp_path: Path, redis_db: Any) -> None:
     nodes = [line for line in err.splitlines() if "hopflow.node:" in line]
     assert len(nodes) == 2
     assert "node execution=L1 workflow=logged step=second kind=action outcome=ok attempt=1 ms=" in nodes[1]
+
+
+def test_json_log_lines_and_spans_share_the_trace_id(tmp_path: Path, redis_db: Any) -> None:
+    """With traces on (here the console exporter, on stdout), a node line's trace_id finds its spans."""
+    pytest.importorskip("opentelemetry.sdk", reason="traces need the otel extra")
+    out: list[str] = []
+    env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    err = serve_and_run(tmp_path, redis_db, "--log-format", "json", env=env, stdout=out)
+    assert "hopflow serve: traces: on: spans are exported (console)" in err
+    nodes = [json.loads(line) for line in err.splitlines() if line.startswith("{") and "hopflow.node" in line]
+    assert {n["trace_id"] for n in nodes} == {trace_id("L1")}
+    spans, text, decoder = [], out[0], json.JSONDecoder()
+    while text.strip():
+        value, end = decoder.raw_decode(text.lstrip())
+        spans.append(value)
+        text = text.lstrip()[end:]
+    assert sorted(s["name"] for s in spans) == ["first", "logged", "second"]
+    assert {s["context"]["trace_id"] for s in spans} == {"0x" + trace_id("L1")}

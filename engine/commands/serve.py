@@ -209,6 +209,9 @@ def serve(
         )
     for line in config.egress().describe():
         click.echo(f"hopflow serve: egress: {line}", err=True)
+    for issue in issues:
+        if issue.variable == "HOPFLOW_OTEL" and (config.traces or issue.severity == "warning"):
+            click.echo(f"hopflow serve: traces: {issue.message}", err=True)  # OpenTelemetry
 
     import uvicorn
 
