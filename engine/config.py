@@ -22,6 +22,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from engine.redis_url import ConnectError
+from engine.redis_url import parse as parse_redis_url
+
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_TIME_BUDGET_S = 7.5
 DEFAULT_MAX_NODES_PER_CALL = 1
@@ -86,6 +89,12 @@ def redact_url(url: str | None) -> str | None:
     """``REDIS_URL`` without its password (``redis://user:***@host:6379/0``)."""
     if not url:
         return url
+    if "+cluster://" in url.split("?", 1)[0]:  # several hosts: urlsplit cannot read the port
+        scheme, _, rest = url.partition("://")
+        userinfo, at, hosts = rest.rpartition("@")
+        if not at or ":" not in userinfo:
+            return url if not at else f"{scheme}://***@{hosts}"
+        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hosts}"
     try:
         parts = urlsplit(url)
         if parts.password is None:
@@ -378,12 +387,17 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
             "set REDIS_URL=rediss://… for a shared Redis",
         )
     else:
-        scheme = urlsplit(redis_url).scheme if "://" in redis_url else ""
-        if scheme not in ("redis", "rediss", "unix"):
+        try:
+            parse_redis_url(redis_url)
+            problem = None
+        except ConnectError as exc:
+            problem = str(exc).removeprefix("REDIS_URL ")
+        if problem is not None:
             error(
                 "REDIS_URL",
-                "is not a redis://, rediss:// or unix:// URL",
-                "set REDIS_URL like redis://localhost:6379/0 or rediss://default:PASSWORD@HOST:6379",
+                problem,
+                "set REDIS_URL like redis://localhost:6379/0, rediss://default:PASSWORD@HOST:6379 or "
+                "redis+cluster://HOST:PORT,HOST:PORT",
             )
         else:
             values["redis_url"] = redis_url

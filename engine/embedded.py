@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 # re-exported: callers wire a local dispatcher from here
 from engine.dispatch.inprocess import in_process_completion as in_process_completion
 from engine.dispatch.inprocess import in_process_delivery as in_process_delivery
+from engine.redis_url import ConnectError, connect
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.catalog import Catalog
@@ -50,14 +51,18 @@ class EmbeddedError(Exception):
 
 
 def redis_client(url: str | None = None, *, directory: str | Path | None = None, **kwargs: Any) -> Any:
-    """A ``redis.Redis``: ``url`` or ``$REDIS_URL`` if set, else the embedded server of ``directory``
-    (default ``./.hopflow``). Extra keyword arguments go to the client (e.g. ``decode_responses``)."""
+    """A client for ``url`` or ``$REDIS_URL`` if set (a standalone server or a cluster, see
+    :func:`engine.redis_url.connect`), else the embedded server of ``directory`` (default
+    ``./.hopflow``). Extra keyword arguments go to the client (e.g. ``decode_responses``)."""
     import redis
 
     _fail_fast(kwargs)
     url = url or os.environ.get("REDIS_URL") or None
     if url:
-        return redis.Redis.from_url(url, **kwargs)
+        try:
+            return connect(url, **kwargs)
+        except ConnectError as exc:
+            raise EmbeddedError(str(exc)) from None
     socket = embedded_socket(Path(directory) if directory is not None else Path.cwd() / DIRECTORY)
     kwargs.setdefault("client_name", _client_name())
     return redis.Redis(unix_socket_path=socket, **kwargs)

@@ -134,9 +134,10 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Store:
-        import redis
+        """A store on ``url``: a standalone server or a cluster (:func:`engine.redis_url.connect`)."""
+        from engine.redis_url import connect
 
-        return cls(redis.Redis.from_url(url), **kwargs)
+        return cls(connect(url), **kwargs)
 
     # ------------------------------------------------------------------------------------ plumbing
 
