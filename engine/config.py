@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from engine.namespace import check_namespace
 from engine.redis_url import ConnectError
 from engine.redis_url import parse as parse_redis_url
 
@@ -58,6 +59,7 @@ VARIABLES: dict[str, str] = {
     "HOPFLOW_METRICS": "collect Prometheus metrics from the start (unset: from the first /metrics scrape)",
     "HOPFLOW_METRICS_KEY": "a bearer token that may read /metrics only (for a Prometheus scraper)",
     "HOPFLOW_LOG_FORMAT": "text (default) or json: one line per node and per request",
+    "HOPFLOW_NAMESPACE": "a key prefix of its own, for several deployments on one Redis database",
 }
 SECRETS = frozenset(
     {
@@ -232,6 +234,7 @@ class Config:
     workflows_dir: str = DEFAULT_WORKFLOWS_DIR
     actions: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    namespace: str = ""  # HOPFLOW_NAMESPACE: every key gets "<namespace>:" in front (engine/namespace.py)
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # a request body must arrive within this (408)
     metrics: bool = False  # collect from the start (else from the first /metrics scrape)
     metrics_key: str | None = field(default=None, repr=False)
@@ -723,6 +726,16 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
             ok("HOPFLOW_MAX_BODY_BYTES", f"{int(max_body)} bytes")
     else:
         ok("HOPFLOW_MAX_BODY_BYTES", f"unset: {DEFAULT_MAX_BODY_BYTES} bytes (1 MiB)")
+
+    namespace = _env_value(env, "HOPFLOW_NAMESPACE")
+    if namespace is not None:
+        try:
+            values["namespace"] = check_namespace(namespace)
+            ok("HOPFLOW_NAMESPACE", f"{namespace}: every key starts with {namespace}:hf:")
+        except ValueError as exc:
+            error("HOPFLOW_NAMESPACE", str(exc), "set e.g. HOPFLOW_NAMESPACE=shop-prod, or unset it")
+    else:
+        ok("HOPFLOW_NAMESPACE", "unset: keys start with hf: (one deployment per Redis database)")
 
     # --- cross-checks
     if token is None and not values.get("verify_keys"):

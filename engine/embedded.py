@@ -243,6 +243,7 @@ def embedded_runtime(
     poll_interval_s: float = 1.0,
     directory: str | Path | None = None,
     egress: EgressPolicy | None = None,
+    namespace: str | None = None,
 ) -> tuple[Runtime, LocalDispatcher]:
     """A ready runtime on the embedded default: catalog, store, local dispatcher, clock.
 
@@ -252,7 +253,8 @@ def embedded_runtime(
     ``HOPFLOW_MAX_NODES_PER_CALL`` (else 7.5 s and 1). With
     ``fast_forward`` the clock is virtual and the dispatcher jumps it over waits when nothing else is
     runnable. ``egress`` defaults to the environment's policy *with loopback allowed* (local
-    examples call services on 127.0.0.1; ``hopflow serve`` refuses loopback). The dispatcher's
+    examples call services on 127.0.0.1; ``hopflow serve`` refuses loopback). ``namespace`` (default
+    ``HOPFLOW_NAMESPACE``) prefixes every key (engine/namespace.py). The dispatcher's
     ``deliver`` advances the runtime in-process; ``on_dead`` marks the execution ``dead``; its
     ``complete`` (bound by the runtime) completes offloaded calls in-process.
     """
@@ -260,9 +262,14 @@ def embedded_runtime(
     from engine.catalog import Catalog
     from engine.clock import Clock, SystemClock, VirtualClock
     from engine.dispatch.local import LocalDispatcher
+    from engine.namespace import env_namespace, queue_prefix
     from engine.runtime import Runtime
     from engine.store import Store
 
+    try:
+        namespace = env_namespace() if namespace is None else namespace
+    except ValueError as exc:
+        raise EmbeddedError(f"HOPFLOW_NAMESPACE: {exc}") from None
     load_modules(actions)
     if isinstance(workflows, Catalog):
         catalog = workflows
@@ -281,9 +288,10 @@ def embedded_runtime(
         workers=workers,
         lease_s=LEASE_S,
         poll_interval_s=poll_interval_s,
+        prefix=queue_prefix(namespace),
     )
     runtime = Runtime(
-        Store(client),
+        Store(client, namespace=namespace),
         dispatcher,
         catalog,
         actions=REGISTRY,

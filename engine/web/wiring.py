@@ -86,10 +86,13 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
         )
     else:
         from engine.dispatch.local import LocalDispatcher
+        from engine.namespace import queue_prefix
 
-        dispatcher = LocalDispatcher(client, lease_s=max(60.0, 4 * config.time_budget_s))
+        dispatcher = LocalDispatcher(
+            client, lease_s=max(60.0, 4 * config.time_budget_s), prefix=queue_prefix(config.namespace)
+        )
     runtime = Runtime(
-        Store(client),
+        Store(client, namespace=config.namespace),
         dispatcher,
         catalog,
         actions=REGISTRY,
