@@ -60,6 +60,7 @@ VARIABLES: dict[str, str] = {
     "HOPFLOW_METRICS_KEY": "a bearer token that may read /metrics only (for a Prometheus scraper)",
     "HOPFLOW_LOG_FORMAT": "text (default) or json: one line per node and per request",
     "HOPFLOW_NAMESPACE": "a key prefix of its own, for several deployments on one Redis database",
+    "HOPFLOW_SCRIPT_KEY_LOCKING": "Upstash's allow-key-locking flag on fully declared scripts (auto)",
 }
 SECRETS = frozenset(
     {
@@ -736,6 +737,18 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
             error("HOPFLOW_NAMESPACE", str(exc), "set e.g. HOPFLOW_NAMESPACE=shop-prod, or unset it")
     else:
         ok("HOPFLOW_NAMESPACE", "unset: keys start with hf: (one deployment per Redis database)")
+
+    locking = _env_value(env, "HOPFLOW_SCRIPT_KEY_LOCKING")
+    if locking is None:
+        ok("HOPFLOW_SCRIPT_KEY_LOCKING", "unset: on for an Upstash Redis host, off for any other server")
+    elif locking.lower() in _TRUE or locking.lower() in _FALSE:
+        ok("HOPFLOW_SCRIPT_KEY_LOCKING", f"{locking}: forced {'on' if locking.lower() in _TRUE else 'off'}")
+    else:
+        error(
+            "HOPFLOW_SCRIPT_KEY_LOCKING",
+            "must be 1 or 0",
+            "unset it (automatic), or 1 only for a server that knows allow-key-locking (Upstash Redis)",
+        )
 
     # --- cross-checks
     if token is None and not values.get("verify_keys"):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 # re-exported: callers wire a local dispatcher from here
 from engine.dispatch.inprocess import in_process_completion as in_process_completion
 from engine.dispatch.inprocess import in_process_delivery as in_process_delivery
-from engine.redis_url import ConnectError, connect
+from engine.redis_url import ConnectError, connect, script_key_locking
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.catalog import Catalog
@@ -291,7 +291,11 @@ def embedded_runtime(
         prefix=queue_prefix(namespace),
     )
     runtime = Runtime(
-        Store(client, namespace=namespace),
+        Store(
+            client,
+            namespace=namespace,
+            key_locking=redis is None and script_key_locking(os.environ.get("REDIS_URL")),
+        ),
         dispatcher,
         catalog,
         actions=REGISTRY,

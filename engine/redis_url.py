@@ -176,6 +176,25 @@ def _cluster(target: Target, kwargs: dict[str, Any]) -> Any:
         raise ConnectError(f"cannot reach the Redis Cluster: {type(exc).__name__}: {exc}") from None
 
 
+def script_key_locking(url: str | None) -> bool:
+    """Whether hopflow's fully declared scripts carry Upstash's ``allow-key-locking`` flag: on for an
+    Upstash host, ``HOPFLOW_SCRIPT_KEY_LOCKING=1``/``0`` decides otherwise (Redis and Valkey refuse
+    the flag, so it is never on for them by default)."""
+    import os
+
+    forced = os.environ.get("HOPFLOW_SCRIPT_KEY_LOCKING", "").strip().lower()
+    if forced in ("1", "true", "yes", "on"):
+        return True
+    if forced in ("0", "false", "no", "off"):
+        return False
+    if not url:
+        return False
+    try:
+        return parse(url).upstash
+    except ConnectError:
+        return False
+
+
 def is_cluster(client: Any) -> bool:
     from redis.cluster import RedisCluster
 

@@ -37,6 +37,13 @@ EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=~-]{0,199}$")
 CLIENT_EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$")
 CHILD_MARK = "~"
 ACTIVE = "hf:active"
+# the execution-wide keys any script may touch (declared in KEYS after header, branch and lock)
+EXECUTION_KEYS = ("out", "oc", "o", "v", "vm", "c", "x", "p", "bs")
+# scripts whose every key is in KEYS on every path (checkpoint and stop may wake parked branches or
+# start a foreach's next item, whose keys come from stored data): on Upstash Redis these carry the
+# shebang that lets them lock only their keys instead of the whole database
+FULLY_DECLARED = frozenset({"begin", "start", "resume", "dead", "event", "unlock"})
+KEY_LOCKING_SHEBANG = "#!lua flags=allow-key-locking\n"
 DAY_S = 86_400
 
 
@@ -95,9 +102,15 @@ class _Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-def _load_scripts() -> dict[str, _Script]:
+def _load_scripts(key_locking: bool = False) -> dict[str, _Script]:
     lib = (LUA_DIR / "lib.lua").read_text()
-    return {n: _Script(n, lib + "\n" + (LUA_DIR / f"{n}.lua").read_text()) for n in SCRIPTS}
+    out = {}
+    for n in SCRIPTS:
+        source = lib + "\n" + (LUA_DIR / f"{n}.lua").read_text()
+        if key_locking and n in FULLY_DECLARED:
+            source = KEY_LOCKING_SHEBANG + source
+        out[n] = _Script(n, source)
+    return out
 
 
 class Store:
@@ -116,15 +129,17 @@ class Store:
         event_ttl_s: int = 7 * DAY_S,
         retention_s: int | None = None,
         namespace: str = "",
+        key_locking: bool = False,
     ) -> None:
         self.client = client
+        self.key_locking = key_locking  # Upstash Redis only: other servers refuse the flag
         self.namespace = check_namespace(namespace)
         self.prefix = key_prefix(self.namespace)
         self.active_key = self.prefix + ACTIVE
         self.history_max = history_max
         self.event_ttl_s = event_ttl_s
         self.retention_s = retention_s
-        self._scripts = _load_scripts()
+        self._scripts = _load_scripts(key_locking)
         self._graphs: dict[str, Graph] = {}
         self._stored: set[str] = set()
         self._pins: OrderedDict[str, str] = OrderedDict()  # execution id → graph hash (LRU)
@@ -242,19 +257,56 @@ class Store:
     # ------------------------------------------------------------------------------------- scripts
 
     def run(self, name: str, execution_id: str, args: dict[str, Any], branch: str | None = None) -> dict:
-        keys = [self.header_key(execution_id)]
-        if branch is not None:
-            keys += [self.branch_key(execution_id, branch), self.lock_key(execution_id, branch)]
         args.setdefault("hmax", self.history_max)
         # Outbox entries are stamped with the wall clock ("recorded how long ago" decides whether
         # `recover` re-publishes them), never with a virtual clock that `run --fast-forward` jumps.
         args.setdefault("wall", self.wall())
+        keys = self.declared_keys(name, execution_id, args, branch)
         return self.script(name, keys, self.base(execution_id), args)
+
+    def declared_keys(
+        self, name: str, execution_id: str, args: dict[str, Any], branch: str | None
+    ) -> list[str]:
+        """Every key script ``name`` may touch that the caller can know, for ``KEYS`` (Redis's scripting
+        rule; Upstash's per-key locking). The first three stay where the scripts read them: header,
+        then branch and lock when there is a branch. What stays undeclared — the branch hashes of
+        parked branches a ``wake`` finds, and the next item a foreach window starts — is built from
+        stored data inside the script (docs/engine-design.md, "Keys a script declares")."""
+        prefix = self.base(execution_id)
+        keys = [prefix + "h"]
+        if branch is not None:
+            keys += [self.branch_key(execution_id, branch), self.lock_key(execution_id, branch)]
+        keys += [prefix + s for s in EXECUTION_KEYS]
+        paths: list[str] = []
+        paths += [p for p in args.get("ancestors") or () if isinstance(p, str)]
+        if name in ("start", "resume"):
+            paths.append("")
+        elif name == "dead" and isinstance(args.get("branch"), str):
+            paths.append(args["branch"])
+        elif name == "begin" and branch is not None:
+            node = str(args.get("node", "")).split("#", 1)[0]
+            keys.append(f"{prefix}r:{branch}:{node}")
+        elif name == "checkpoint" and branch is not None:
+            fan = args.get("fanout")
+            if isinstance(fan, dict):
+                node = str(fan.get("node", ""))
+                keys += [f"{prefix}r:{branch}:{node}", f"{prefix}i:{branch}:{node}"]
+                inner = f"{branch}/{node}" if branch else node
+                for i in range(int(fan.get("start") or 0)):
+                    keys.append(self.lock_key(execution_id, f"{inner}/{i}"))
+                    paths.append(f"{inner}/{i}")
+            if "finish_branch" in args and branch:
+                parts = branch.rsplit("/", 2)  # <parent>/<fan-out node>/<index>
+                parent, node = ("", parts[0]) if len(parts) == 2 else (parts[0], parts[1])
+                keys += [f"{prefix}r:{parent}:{node}", f"{prefix}i:{parent}:{node}"]
+                paths.append(parent)
+        keys += [self.branch_key(execution_id, path) for path in paths]
+        return list(dict.fromkeys(keys))  # each once, in order
 
     def event(self, name: str, key: str, args: dict[str, Any]) -> dict:
         prefix = self.event_base(name, key)
         args.setdefault("ttl_s", self.event_ttl_s)
-        return self.script("event", [prefix + "p"], prefix, args)
+        return self.script("event", [prefix + s for s in ("p", "w", "wi", "c")], prefix, args)
 
     def unlock(self, execution_id: str, branch: str, token: str) -> None:
         self.run("unlock", execution_id, {"token": token, "now": 0}, branch)

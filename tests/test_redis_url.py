@@ -74,3 +74,36 @@ def test_an_unreachable_server_is_one_readable_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(ConnectError, match="cannot reach Redis"):
         connect(f"redis://127.0.0.1:{port}", socket_connect_timeout=1)
+
+
+def test_only_fully_declared_scripts_carry_upstashs_key_locking_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.redis_url import script_key_locking
+    from engine.store import FULLY_DECLARED, SCRIPTS, Store
+
+    monkeypatch.delenv("HOPFLOW_SCRIPT_KEY_LOCKING", raising=False)
+    assert script_key_locking("rediss://default:x@eu1-cat.upstash.io:6379")
+    assert not script_key_locking("redis://127.0.0.1:6379")
+    monkeypatch.setenv("HOPFLOW_SCRIPT_KEY_LOCKING", "0")
+    assert not script_key_locking("rediss://default:x@eu1-cat.upstash.io:6379")
+    flagged = Store(None, key_locking=True)._scripts
+    plain = Store(None)._scripts
+    for name in SCRIPTS:
+        assert flagged[name].source.startswith("#!lua flags=allow-key-locking\n") == (name in FULLY_DECLARED)
+        assert not plain[name].source.startswith("#!")
+    assert {"checkpoint", "stop"} & FULLY_DECLARED == set()
+
+
+def test_doctor_names_upstash_and_what_hopflow_does_there(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.commands.doctor import run_checks
+
+    monkeypatch.delenv("HOPFLOW_SCRIPT_KEY_LOCKING", raising=False)
+    found = run_checks({"REDIS_URL": "rediss://default:pw@eu1-cat-1.upstash.io:6379"}, network=False)
+    upstash = [i for i in found if i.variable == "REDIS_URL" and "Upstash Redis" in i.message]
+    assert len(upstash) == 1 and upstash[0].severity == "info"
+    assert "allow-key-locking" in upstash[0].message and "pw" not in upstash[0].message
+    found = run_checks({"REDIS_URL": "redis://default:pw@eu1-cat-1.upstash.io:6379"}, network=False)
+    assert [i.severity for i in found if i.variable == "REDIS_URL" and "Upstash Redis" in i.message] == [
+        "warning"
+    ]
+    local = run_checks({"REDIS_URL": "redis://127.0.0.1:1"}, network=False)
+    assert not [i for i in local if i.variable == "REDIS_URL" and "Upstash" in i.message]

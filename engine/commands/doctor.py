@@ -94,12 +94,11 @@ def check_redis(env: Mapping[str, str], issues: list[Issue]) -> None:
         issues.append(
             Issue("REDIS_URL", "info", f"Redis Cluster: {len(nodes)} node(s): {', '.join(nodes[:12])}")
         )
-    check_upstash(url, issues)
 
 
 def check_upstash(url: str | None, issues: list[Issue]) -> None:
-    """Upstash Redis (host ``*.upstash.io``) runs a script under a global lock unless told it may lock
-    only the script's declared keys; hopflow declares them (docs/deploy.md), so say how to turn it on."""
+    """Upstash Redis (host ``*.upstash.io``) runs a script under a global lock unless its shebang says
+    ``allow-key-locking`` (then every key it touches must be in ``KEYS``): say what hopflow does there."""
     if not url:
         return
     from engine.redis_url import ConnectError, parse
@@ -110,15 +109,25 @@ def check_upstash(url: str | None, issues: list[Issue]) -> None:
         return
     if not target.upstash:
         return
+    from engine.redis_url import script_key_locking
+
+    locking = script_key_locking(url)
+    message = (
+        "Upstash Redis: hopflow's scripts that declare all their keys (begin, start, resume, dead, "
+        "event, unlock) carry the allow-key-locking flag, so they lock only their keys; checkpoint and "
+        "stop may touch keys found in stored data and run under Upstash's global lock"
+        if locking
+        else "Upstash Redis with HOPFLOW_SCRIPT_KEY_LOCKING=0: every script runs under Upstash's global lock"
+    )
+    if not target.tls:
+        message += "; the URL is not TLS"
     issues.append(
         Issue(
             "REDIS_URL",
-            "info" if target.tls else "warning",
-            'Upstash Redis: enable "allow-key-locking" (script key locking) on the database so '
-            "hopflow's scripts lock only their declared keys instead of the whole database"
-            + ("" if target.tls else "; and connect with TLS"),
-            "Upstash console → your database → Configuration; use rediss:// (TLS), and a database in "
-            "the region of your webhook",
+            "info" if target.tls and locking else "warning",
+            message,
+            "use rediss:// (TLS), a database in your webhook's region, and keep "
+            "HOPFLOW_SCRIPT_KEY_LOCKING unset (docs/deploy.md, Upstash Redis)",
         )
     )
 
@@ -365,6 +374,7 @@ def run_checks(
     env = dict(os.environ if env is None else env)
     _config, found = inspect_env(env)
     issues = list(found)
+    check_upstash((env.get("REDIS_URL") or "").strip() or None, issues)
     if network:
         own_client = http is None
         if http is None:
