@@ -138,3 +138,13 @@ def test_hopflow_namespace_reaches_the_cli_and_the_config(
     monkeypatch.setenv("HOPFLOW_NAMESPACE", "a b")
     with pytest.raises(EmbeddedError, match="HOPFLOW_NAMESPACE"):
         embedded_runtime(Catalog.from_texts([FLOW.format(name="w", action="t.x")]), redis=redis_db)
+
+
+def test_the_asgi_runtime_uses_the_configured_namespace(redis_db: Any, tmp_path: Any) -> None:
+    from engine.config import Config
+    from engine.web.wiring import build_runtime
+
+    (tmp_path / "w.yaml").write_text(FLOW.format(name="w", action="t.x"))
+    runtime = build_runtime(Config(namespace="shop", workflows_dir=str(tmp_path)), redis=redis_db)
+    assert runtime.store.namespace == "shop"
+    assert runtime.dispatcher.key_due == "shop:hf:{q}:due"
