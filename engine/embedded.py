@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 # re-exported: callers wire a local dispatcher from here
 from engine.dispatch.inprocess import in_process_completion as in_process_completion
 from engine.dispatch.inprocess import in_process_delivery as in_process_delivery
-from engine.redis_url import ConnectError, connect, script_key_locking
+from engine.redis_url import ConnectError, Unreachable, connect, script_key_locking
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.catalog import Catalog
@@ -50,6 +50,10 @@ class EmbeddedError(Exception):
     """The embedded Redis could not be started (one readable line for the CLI)."""
 
 
+class RedisUnreachable(EmbeddedError):
+    """``REDIS_URL``'s server did not answer when the client was built (transient: try again later)."""
+
+
 def redis_client(url: str | None = None, *, directory: str | Path | None = None, **kwargs: Any) -> Any:
     """A client for ``url`` or ``$REDIS_URL`` if set (a standalone server or a cluster, see
     :func:`engine.redis_url.connect`), else the embedded server of ``directory`` (default
@@ -61,6 +65,8 @@ def redis_client(url: str | None = None, *, directory: str | Path | None = None,
     if url:
         try:
             return connect(url, **kwargs)
+        except Unreachable as exc:
+            raise RedisUnreachable(str(exc)) from None
         except ConnectError as exc:
             raise EmbeddedError(str(exc)) from None
     socket = embedded_socket(Path(directory) if directory is not None else Path.cwd() / DIRECTORY)

@@ -30,6 +30,10 @@ class ConnectError(Exception):
     """A URL hopflow cannot use, or a server it cannot ask whether it is a cluster (one readable line)."""
 
 
+class Unreachable(ConnectError):
+    """The server did not answer (down, or a network problem): transient, unlike a bad URL."""
+
+
 @dataclass(frozen=True)
 class Target:
     """A parsed Redis URL (never printed whole: ``password`` is a secret)."""
@@ -140,7 +144,7 @@ def connect(url: str, **kwargs: Any) -> Any:
         enabled = False  # INFO disabled or renamed (some managed services): not a cluster we could use
     except redis.exceptions.RedisError as exc:
         client.close()
-        raise ConnectError(
+        raise Unreachable(
             f"cannot reach Redis to see whether it is a cluster: {type(exc).__name__}"
         ) from None
     if not enabled:
@@ -173,7 +177,7 @@ def _cluster(target: Target, kwargs: dict[str, Any]) -> Any:
     try:
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes], **options)
     except Exception as exc:  # RedisClusterException, connection errors: none of the nodes answered
-        raise ConnectError(f"cannot reach the Redis Cluster: {type(exc).__name__}: {exc}") from None
+        raise Unreachable(f"cannot reach the Redis Cluster: {type(exc).__name__}: {exc}") from None
 
 
 def script_key_locking(url: str | None) -> bool:

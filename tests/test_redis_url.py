@@ -107,3 +107,24 @@ def test_doctor_names_upstash_and_what_hopflow_does_there(monkeypatch: pytest.Mo
     ]
     local = run_checks({"REDIS_URL": "redis://127.0.0.1:1"}, network=False)
     assert not [i for i in local if i.variable == "REDIS_URL" and "Upstash" in i.message]
+
+
+def test_the_app_answers_503_while_redis_is_unreachable_and_builds_again_later(tmp_path: Any) -> None:
+    """Asking a server whether it is a cluster can fail (Redis down at a cold start): transient, so the
+    API answers 503 (QStash retries) rather than calling the deployment misconfigured."""
+    import socket
+
+    from starlette.testclient import TestClient
+
+    from engine.asgi import create_app
+    from engine.config import Config
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = "u" * 40
+    config = Config(redis_url=f"redis://127.0.0.1:{port}/0", api_key=key, workflows_dir=str(tmp_path))
+    with TestClient(create_app(config=config, run_local_dispatcher=False)) as http:
+        for _ in range(2):  # not cached: each request tries again
+            r = http.get("/v1/executions/x", headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 503, r.text
