@@ -306,7 +306,7 @@ class Store:
     def event(self, name: str, key: str, args: dict[str, Any]) -> dict:
         prefix = self.event_base(name, key)
         args.setdefault("ttl_s", self.event_ttl_s)
-        return self.script("event", [prefix + s for s in ("p", "w", "wi", "c")], prefix, args)
+        return self.script("event", [prefix + s for s in ("p", "w", "wi", "c", "ids")], prefix, args)
 
     def unlock(self, execution_id: str, branch: str, token: str) -> None:
         self.run("unlock", execution_id, {"token": token, "now": 0}, branch)

@@ -262,6 +262,7 @@ def test_the_asgi_app_builds_a_cluster_runtime_and_its_webhook_runs_executions(
         {
             "REDIS_URL": cluster.url(1),
             "HOPFLOW_API_KEY": key,
+            "HOPFLOW_ALLOWED_HOSTS": "testserver",  # the Host TestClient sends (the request guard)
             "HOPFLOW_WORKFLOWS": str(project / "workflows"),
             "HOPFLOW_ACTIONS": (project / "in_process_actions").read_text(),
         }

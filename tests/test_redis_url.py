@@ -123,7 +123,12 @@ def test_the_app_answers_503_while_redis_is_unreachable_and_builds_again_later(t
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     key = "u" * 40
-    config = Config(redis_url=f"redis://127.0.0.1:{port}/0", api_key=key, workflows_dir=str(tmp_path))
+    config = Config(
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        api_key=key,
+        workflows_dir=str(tmp_path),
+        public_url="https://testserver",  # the host TestClient sends (the request guard checks it)
+    )
     with TestClient(create_app(config=config, run_local_dispatcher=False)) as http:
         for _ in range(2):  # not cached: each request tries again
             r = http.get("/v1/executions/x", headers={"Authorization": f"Bearer {key}"})
