@@ -23,6 +23,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from engine.observe.traceids import enabled as traces_enabled
+from engine.namespace import check_namespace
+from engine.redis_url import ConnectError
+from engine.redis_url import parse as parse_redis_url
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_TIME_BUDGET_S = 7.5
@@ -58,6 +61,8 @@ VARIABLES: dict[str, str] = {
     "HOPFLOW_METRICS_KEY": "a bearer token that may read /metrics only (for a Prometheus scraper)",
     "HOPFLOW_LOG_FORMAT": "text (default) or json: one line per node and per request",
     "HOPFLOW_OTEL": "1: record OpenTelemetry traces (0: never; unset: when OTEL_* variables ask for them)",
+    "HOPFLOW_NAMESPACE": "a key prefix of its own, for several deployments on one Redis database",
+    "HOPFLOW_SCRIPT_KEY_LOCKING": "Upstash's allow-key-locking flag on fully declared scripts (auto)",
 }
 SECRETS = frozenset(
     {
@@ -89,6 +94,12 @@ def redact_url(url: str | None) -> str | None:
     """``REDIS_URL`` without its password (``redis://user:***@host:6379/0``)."""
     if not url:
         return url
+    if "+cluster://" in url.split("?", 1)[0]:  # several hosts: urlsplit cannot read the port
+        scheme, _, rest = url.partition("://")
+        userinfo, at, hosts = rest.rpartition("@")
+        if not at or ":" not in userinfo:
+            return url if not at else f"{scheme}://***@{hosts}"
+        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hosts}"
     try:
         parts = urlsplit(url)
         if parts.password is None:
@@ -226,6 +237,7 @@ class Config:
     workflows_dir: str = DEFAULT_WORKFLOWS_DIR
     actions: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    namespace: str = ""  # HOPFLOW_NAMESPACE: every key gets "<namespace>:" in front (engine/namespace.py)
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # a request body must arrive within this (408)
     metrics: bool = False  # collect from the start (else from the first /metrics scrape)
     metrics_key: str | None = field(default=None, repr=False)
@@ -382,12 +394,17 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
             "set REDIS_URL=rediss://… for a shared Redis",
         )
     else:
-        scheme = urlsplit(redis_url).scheme if "://" in redis_url else ""
-        if scheme not in ("redis", "rediss", "unix"):
+        try:
+            parse_redis_url(redis_url)
+            problem = None
+        except ConnectError as exc:
+            problem = str(exc).removeprefix("REDIS_URL ")
+        if problem is not None:
             error(
                 "REDIS_URL",
-                "is not a redis://, rediss:// or unix:// URL",
-                "set REDIS_URL like redis://localhost:6379/0 or rediss://default:PASSWORD@HOST:6379",
+                problem,
+                "set REDIS_URL like redis://localhost:6379/0, rediss://default:PASSWORD@HOST:6379 or "
+                "redis+cluster://HOST:PORT,HOST:PORT",
             )
         else:
             values["redis_url"] = redis_url
@@ -714,6 +731,28 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
             ok("HOPFLOW_MAX_BODY_BYTES", f"{int(max_body)} bytes")
     else:
         ok("HOPFLOW_MAX_BODY_BYTES", f"unset: {DEFAULT_MAX_BODY_BYTES} bytes (1 MiB)")
+
+    namespace = _env_value(env, "HOPFLOW_NAMESPACE")
+    if namespace is not None:
+        try:
+            values["namespace"] = check_namespace(namespace)
+            ok("HOPFLOW_NAMESPACE", f"{namespace}: every key starts with {namespace}:hf:")
+        except ValueError as exc:
+            error("HOPFLOW_NAMESPACE", str(exc), "set e.g. HOPFLOW_NAMESPACE=shop-prod, or unset it")
+    else:
+        ok("HOPFLOW_NAMESPACE", "unset: keys start with hf: (one deployment per Redis database)")
+
+    locking = _env_value(env, "HOPFLOW_SCRIPT_KEY_LOCKING")
+    if locking is None:
+        ok("HOPFLOW_SCRIPT_KEY_LOCKING", "unset: on for an Upstash Redis host, off for any other server")
+    elif locking.lower() in _TRUE or locking.lower() in _FALSE:
+        ok("HOPFLOW_SCRIPT_KEY_LOCKING", f"{locking}: forced {'on' if locking.lower() in _TRUE else 'off'}")
+    else:
+        error(
+            "HOPFLOW_SCRIPT_KEY_LOCKING",
+            "must be 1 or 0",
+            "unset it (automatic), or 1 only for a server that knows allow-key-locking (Upstash Redis)",
+        )
 
     # --- cross-checks
     if token is None and not values.get("verify_keys"):

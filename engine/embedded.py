@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 # re-exported: callers wire a local dispatcher from here
 from engine.dispatch.inprocess import in_process_completion as in_process_completion
 from engine.dispatch.inprocess import in_process_delivery as in_process_delivery
+from engine.redis_url import ConnectError, Unreachable, connect, script_key_locking
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.catalog import Catalog
@@ -49,15 +50,25 @@ class EmbeddedError(Exception):
     """The embedded Redis could not be started (one readable line for the CLI)."""
 
 
+class RedisUnreachable(EmbeddedError):
+    """``REDIS_URL``'s server did not answer when the client was built (transient: try again later)."""
+
+
 def redis_client(url: str | None = None, *, directory: str | Path | None = None, **kwargs: Any) -> Any:
-    """A ``redis.Redis``: ``url`` or ``$REDIS_URL`` if set, else the embedded server of ``directory``
-    (default ``./.hopflow``). Extra keyword arguments go to the client (e.g. ``decode_responses``)."""
+    """A client for ``url`` or ``$REDIS_URL`` if set (a standalone server or a cluster, see
+    :func:`engine.redis_url.connect`), else the embedded server of ``directory`` (default
+    ``./.hopflow``). Extra keyword arguments go to the client (e.g. ``decode_responses``)."""
     import redis
 
     _fail_fast(kwargs)
     url = url or os.environ.get("REDIS_URL") or None
     if url:
-        return redis.Redis.from_url(url, **kwargs)
+        try:
+            return connect(url, **kwargs)
+        except Unreachable as exc:
+            raise RedisUnreachable(str(exc)) from None
+        except ConnectError as exc:
+            raise EmbeddedError(str(exc)) from None
     socket = embedded_socket(Path(directory) if directory is not None else Path.cwd() / DIRECTORY)
     kwargs.setdefault("client_name", _client_name())
     return redis.Redis(unix_socket_path=socket, **kwargs)
@@ -238,6 +249,7 @@ def embedded_runtime(
     poll_interval_s: float = 1.0,
     directory: str | Path | None = None,
     egress: EgressPolicy | None = None,
+    namespace: str | None = None,
 ) -> tuple[Runtime, LocalDispatcher]:
     """A ready runtime on the embedded default: catalog, store, local dispatcher, clock.
 
@@ -247,7 +259,8 @@ def embedded_runtime(
     ``HOPFLOW_MAX_NODES_PER_CALL`` (else 7.5 s and 1). With
     ``fast_forward`` the clock is virtual and the dispatcher jumps it over waits when nothing else is
     runnable. ``egress`` defaults to the environment's policy *with loopback allowed* (local
-    examples call services on 127.0.0.1; ``hopflow serve`` refuses loopback). The dispatcher's
+    examples call services on 127.0.0.1; ``hopflow serve`` refuses loopback). ``namespace`` (default
+    ``HOPFLOW_NAMESPACE``) prefixes every key (engine/namespace.py). The dispatcher's
     ``deliver`` advances the runtime in-process; ``on_dead`` marks the execution ``dead``; its
     ``complete`` (bound by the runtime) completes offloaded calls in-process.
     """
@@ -255,9 +268,14 @@ def embedded_runtime(
     from engine.catalog import Catalog
     from engine.clock import Clock, SystemClock, VirtualClock
     from engine.dispatch.local import LocalDispatcher
+    from engine.namespace import env_namespace, queue_prefix
     from engine.runtime import Runtime
     from engine.store import Store
 
+    try:
+        namespace = env_namespace() if namespace is None else namespace
+    except ValueError as exc:
+        raise EmbeddedError(f"HOPFLOW_NAMESPACE: {exc}") from None
     load_modules(actions)
     if isinstance(workflows, Catalog):
         catalog = workflows
@@ -276,9 +294,14 @@ def embedded_runtime(
         workers=workers,
         lease_s=LEASE_S,
         poll_interval_s=poll_interval_s,
+        prefix=queue_prefix(namespace),
     )
     runtime = Runtime(
-        Store(client),
+        Store(
+            client,
+            namespace=namespace,
+            key_locking=redis is None and script_key_locking(os.environ.get("REDIS_URL")),
+        ),
         dispatcher,
         catalog,
         actions=REGISTRY,

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.store import Store, header_key, text
+from engine.store import Store, text
 
 PREFIX = "hf:{idx}:"
 ENTRIES = PREFIX + "e"
@@ -191,7 +191,8 @@ def iso(ts: float | None) -> str | None:
 
 
 def _script(store: Store, args: dict[str, Any]) -> dict[str, Any]:
-    return store.script("index", [ENTRIES], PREFIX, args)
+    prefix = store.prefix + PREFIX  # a namespace (engine/namespace.py) goes in front of the tag
+    return store.script("index", [prefix + "e"], prefix, args)
 
 
 def put(
@@ -262,7 +263,7 @@ def sweep(store: Store, now: float | None = None) -> int:
     ids = [text(i) for i in _as_list(found.get("ids"))]
     if not ids:
         return 0
-    exists = _pipelined(store, [("exists", header_key(i)) for i in ids])
+    exists = _pipelined(store, [("exists", store.header_key(i)) for i in ids])
     return drop(store, [i for i, e in zip(ids, exists, strict=True) if not e])
 
 
@@ -312,7 +313,7 @@ def list_executions(
         items = _as_list(_script(store, args).get("items"))
         if not items:
             return Page(out, None)
-        headers = _pipelined(store, [("hmget", header_key(text(i[0])), *HEADER_FIELDS) for i in items])
+        headers = _pipelined(store, [("hmget", store.header_key(text(i[0])), *HEADER_FIELDS) for i in items])
         gone: list[str] = []
         for (eid, score, view), values in zip(items, headers, strict=True):
             eid, score = text(eid), text(score)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from dsl.graph import Graph
 from engine.errors import GraphMissing, InvalidExecutionId, StoreUnavailable
 from engine.model import Outgoing
+from engine.namespace import check_namespace, key_prefix
 
 if TYPE_CHECKING:
     from engine.dispatch import OffloadRequest
@@ -36,6 +37,13 @@ EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=~-]{0,199}$")
 CLIENT_EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$")
 CHILD_MARK = "~"
 ACTIVE = "hf:active"
+# the execution-wide keys any script may touch (declared in KEYS after header, branch and lock)
+EXECUTION_KEYS = ("out", "oc", "o", "v", "vm", "c", "x", "p", "bs")
+# scripts whose every key is in KEYS on every path (checkpoint and stop may wake parked branches or
+# start a foreach's next item, whose keys come from stored data): on Upstash Redis these carry the
+# shebang that lets them lock only their keys instead of the whole database
+FULLY_DECLARED = frozenset({"begin", "start", "resume", "dead", "event", "unlock"})
+KEY_LOCKING_SHEBANG = "#!lua flags=allow-key-locking\n"
 DAY_S = 86_400
 
 
@@ -66,25 +74,25 @@ def check_client_execution_id(execution_id: Any) -> str:
     return execution_id
 
 
-def base(execution_id: str) -> str:
-    return f"hf:{{{execution_id}}}:"
+def base(execution_id: str, namespace: str = "") -> str:
+    return f"{key_prefix(namespace)}hf:{{{execution_id}}}:"
 
 
-def header_key(execution_id: str) -> str:
-    return base(execution_id) + "h"
+def header_key(execution_id: str, namespace: str = "") -> str:
+    return base(execution_id, namespace) + "h"
 
 
-def branch_key(execution_id: str, branch: str) -> str:
-    return base(execution_id) + "b:" + branch
+def branch_key(execution_id: str, branch: str, namespace: str = "") -> str:
+    return base(execution_id, namespace) + "b:" + branch
 
 
-def lock_key(execution_id: str, branch: str) -> str:
-    return base(execution_id) + "l:" + branch
+def lock_key(execution_id: str, branch: str, namespace: str = "") -> str:
+    return base(execution_id, namespace) + "l:" + branch
 
 
-def event_base(name: str, key: str) -> str:
+def event_base(name: str, key: str, namespace: str = "") -> str:
     digest = hashlib.sha1(f"{name}\x00{key}".encode()).hexdigest()[:20]
-    return f"hf:ev:{{{digest}}}:"
+    return f"{key_prefix(namespace)}hf:ev:{{{digest}}}:"
 
 
 class _Script:
@@ -94,9 +102,15 @@ class _Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-def _load_scripts() -> dict[str, _Script]:
+def _load_scripts(key_locking: bool = False) -> dict[str, _Script]:
     lib = (LUA_DIR / "lib.lua").read_text()
-    return {n: _Script(n, lib + "\n" + (LUA_DIR / f"{n}.lua").read_text()) for n in SCRIPTS}
+    out = {}
+    for n in SCRIPTS:
+        source = lib + "\n" + (LUA_DIR / f"{n}.lua").read_text()
+        if key_locking and n in FULLY_DECLARED:
+            source = KEY_LOCKING_SHEBANG + source
+        out[n] = _Script(n, source)
+    return out
 
 
 class Store:
@@ -114,12 +128,18 @@ class Store:
         history_max: int = 10_000,
         event_ttl_s: int = 7 * DAY_S,
         retention_s: int | None = None,
+        namespace: str = "",
+        key_locking: bool = False,
     ) -> None:
         self.client = client
+        self.key_locking = key_locking  # Upstash Redis only: other servers refuse the flag
+        self.namespace = check_namespace(namespace)
+        self.prefix = key_prefix(self.namespace)
+        self.active_key = self.prefix + ACTIVE
         self.history_max = history_max
         self.event_ttl_s = event_ttl_s
         self.retention_s = retention_s
-        self._scripts = _load_scripts()
+        self._scripts = _load_scripts(key_locking)
         self._graphs: dict[str, Graph] = {}
         self._stored: set[str] = set()
         self._pins: OrderedDict[str, str] = OrderedDict()  # execution id → graph hash (LRU)
@@ -134,9 +154,28 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Store:
-        import redis
+        """A store on ``url``: a standalone server or a cluster (:func:`engine.redis_url.connect`)."""
+        from engine.redis_url import connect
 
-        return cls(redis.Redis.from_url(url), **kwargs)
+        return cls(connect(url), **kwargs)
+
+    # ---------------------------------------------------------------------------------------- keys
+
+    def base(self, execution_id: str) -> str:
+        """``[<namespace>:]hf:{<id>}:`` — the prefix of every key of one execution."""
+        return base(execution_id, self.namespace)
+
+    def header_key(self, execution_id: str) -> str:
+        return header_key(execution_id, self.namespace)
+
+    def branch_key(self, execution_id: str, branch: str) -> str:
+        return branch_key(execution_id, branch, self.namespace)
+
+    def lock_key(self, execution_id: str, branch: str) -> str:
+        return lock_key(execution_id, branch, self.namespace)
+
+    def event_base(self, name: str, key: str) -> str:
+        return event_base(name, key, self.namespace)
 
     # ------------------------------------------------------------------------------------ plumbing
 
@@ -177,7 +216,7 @@ class Store:
         """Store a graph once under its hash (immutable: an existing key is never overwritten)."""
         if graph.hash in self._stored:
             return
-        self._call(self.client.set, f"hf:graph:{graph.hash}", graph.canonical(), nx=True)
+        self._call(self.client.set, f"{self.prefix}hf:graph:{graph.hash}", graph.canonical(), nx=True)
         self._stored.add(graph.hash)
         self._graphs.setdefault(graph.hash, graph)
 
@@ -185,7 +224,7 @@ class Store:
         graph = self._graphs.get(graph_hash)
         if graph is not None:
             return graph
-        raw = self._call(self.client.get, f"hf:graph:{graph_hash}")
+        raw = self._call(self.client.get, f"{self.prefix}hf:graph:{graph_hash}")
         if raw is None:
             raise GraphMissing(graph_hash)
         graph = Graph.from_dict(json.loads(text(raw)))
@@ -202,7 +241,7 @@ class Store:
             if found is not None:
                 self._pins.move_to_end(execution_id)
                 return found
-        raw = self._call(self.client.hget, header_key(execution_id), "graph")
+        raw = self._call(self.client.hget, self.header_key(execution_id), "graph")
         if raw is None:
             return None
         self.pin(execution_id, text(raw))
@@ -218,19 +257,56 @@ class Store:
     # ------------------------------------------------------------------------------------- scripts
 
     def run(self, name: str, execution_id: str, args: dict[str, Any], branch: str | None = None) -> dict:
-        keys = [header_key(execution_id)]
-        if branch is not None:
-            keys += [branch_key(execution_id, branch), lock_key(execution_id, branch)]
         args.setdefault("hmax", self.history_max)
         # Outbox entries are stamped with the wall clock ("recorded how long ago" decides whether
         # `recover` re-publishes them), never with a virtual clock that `run --fast-forward` jumps.
         args.setdefault("wall", self.wall())
-        return self.script(name, keys, base(execution_id), args)
+        keys = self.declared_keys(name, execution_id, args, branch)
+        return self.script(name, keys, self.base(execution_id), args)
+
+    def declared_keys(
+        self, name: str, execution_id: str, args: dict[str, Any], branch: str | None
+    ) -> list[str]:
+        """Every key script ``name`` may touch that the caller can know, for ``KEYS`` (Redis's scripting
+        rule; Upstash's per-key locking). The first three stay where the scripts read them: header,
+        then branch and lock when there is a branch. What stays undeclared — the branch hashes of
+        parked branches a ``wake`` finds, and the next item a foreach window starts — is built from
+        stored data inside the script (docs/engine-design.md, "Keys a script declares")."""
+        prefix = self.base(execution_id)
+        keys = [prefix + "h"]
+        if branch is not None:
+            keys += [self.branch_key(execution_id, branch), self.lock_key(execution_id, branch)]
+        keys += [prefix + s for s in EXECUTION_KEYS]
+        paths: list[str] = []
+        paths += [p for p in args.get("ancestors") or () if isinstance(p, str)]
+        if name in ("start", "resume"):
+            paths.append("")
+        elif name == "dead" and isinstance(args.get("branch"), str):
+            paths.append(args["branch"])
+        elif name == "begin" and branch is not None:
+            node = str(args.get("node", "")).split("#", 1)[0]
+            keys.append(f"{prefix}r:{branch}:{node}")
+        elif name == "checkpoint" and branch is not None:
+            fan = args.get("fanout")
+            if isinstance(fan, dict):
+                node = str(fan.get("node", ""))
+                keys += [f"{prefix}r:{branch}:{node}", f"{prefix}i:{branch}:{node}"]
+                inner = f"{branch}/{node}" if branch else node
+                for i in range(int(fan.get("start") or 0)):
+                    keys.append(self.lock_key(execution_id, f"{inner}/{i}"))
+                    paths.append(f"{inner}/{i}")
+            if "finish_branch" in args and branch:
+                parts = branch.rsplit("/", 2)  # <parent>/<fan-out node>/<index>
+                parent, node = ("", parts[0]) if len(parts) == 2 else (parts[0], parts[1])
+                keys += [f"{prefix}r:{parent}:{node}", f"{prefix}i:{parent}:{node}"]
+                paths.append(parent)
+        keys += [self.branch_key(execution_id, path) for path in paths]
+        return list(dict.fromkeys(keys))  # each once, in order
 
     def event(self, name: str, key: str, args: dict[str, Any]) -> dict:
-        prefix = event_base(name, key)
+        prefix = self.event_base(name, key)
         args.setdefault("ttl_s", self.event_ttl_s)
-        return self.script("event", [prefix + "p"], prefix, args)
+        return self.script("event", [prefix + s for s in ("p", "w", "wi", "c", "ids")], prefix, args)
 
     def unlock(self, execution_id: str, branch: str, token: str) -> None:
         self.run("unlock", execution_id, {"token": token, "now": 0}, branch)
@@ -238,15 +314,15 @@ class Store:
     def clear_outbox(self, execution_id: str, ids: Iterable[str]) -> None:
         ids = list(ids)
         if ids:
-            self._call(self.client.hdel, base(execution_id) + "out", *ids)
+            self._call(self.client.hdel, self.base(execution_id) + "out", *ids)
 
     def clear_call(self, execution_id: str, call_id: str) -> None:
         """Forget an offloaded call's record once the dispatcher has it (``hf:{E}:oc``)."""
-        self._call(self.client.hdel, base(execution_id) + "oc", call_id)
+        self._call(self.client.hdel, self.base(execution_id) + "oc", call_id)
 
     def calls(self, execution_id: str) -> list[tuple[str, OffloadRequest, float]]:
         """Offloaded calls recorded but not yet handed over: (id, request, recorded at)."""
-        raw = self._call(self.client.hgetall, base(execution_id) + "oc")
+        raw = self._call(self.client.hgetall, self.base(execution_id) + "oc")
         out = []
         for k, v in raw.items():
             data = json.loads(text(v))
@@ -256,49 +332,49 @@ class Store:
     # --------------------------------------------------------------------------------------- reads
 
     def header(self, execution_id: str) -> dict[str, str]:
-        raw = self._call(self.client.hgetall, header_key(execution_id))
+        raw = self._call(self.client.hgetall, self.header_key(execution_id))
         return {text(k): text(v) for k, v in raw.items()}
 
     def history(self, execution_id: str) -> list[dict[str, str]]:
-        raw = self._call(self.client.xrange, base(execution_id) + "x")
+        raw = self._call(self.client.xrange, self.base(execution_id) + "x")
         return [{"id": text(i), **{text(k): text(v) for k, v in f.items()}} for i, f in raw]
 
     def branches(self, execution_id: str) -> dict[str, dict[str, str]]:
-        names = sorted(text(b) for b in self._call(self.client.smembers, base(execution_id) + "bs"))
+        names = sorted(text(b) for b in self._call(self.client.smembers, self.base(execution_id) + "bs"))
         out = {}
         for name in names:
-            raw = self._call(self.client.hgetall, branch_key(execution_id, name))
+            raw = self._call(self.client.hgetall, self.branch_key(execution_id, name))
             out[name] = {text(k): text(v) for k, v in raw.items()}
         return out
 
     def branches_one(self, execution_id: str, branch: str) -> dict[str, str]:
-        raw = self._call(self.client.hgetall, branch_key(execution_id, branch))
+        raw = self._call(self.client.hgetall, self.branch_key(execution_id, branch))
         return {text(k): text(v) for k, v in raw.items()}
 
     def outbox(self, execution_id: str) -> list[tuple[str, Outgoing, float]]:
-        raw = self._call(self.client.hgetall, base(execution_id) + "out")
+        raw = self._call(self.client.hgetall, self.base(execution_id) + "out")
         return [parse_outbox_entry(text(k), text(v)) for k, v in raw.items()]
 
     def parked(self, execution_id: str) -> dict[str, str]:
-        raw = self._call(self.client.hgetall, base(execution_id) + "p")
+        raw = self._call(self.client.hgetall, self.base(execution_id) + "p")
         return {text(k): text(v) for k, v in raw.items()}
 
     def outputs(self, execution_id: str, fields: Sequence[str]) -> list[Any]:
         if not fields:
             return []
-        raw = self._call(self.client.hmget, base(execution_id) + "o", list(fields))
+        raw = self._call(self.client.hmget, self.base(execution_id) + "o", list(fields))
         return [None if v is None else json.loads(text(v)) for v in raw]
 
     def all_outputs(self, execution_id: str) -> dict[str, Any]:
         """Every step output field (``<branch>/<step>`` inside foreach items), for the views
         (their redaction, the dashboard's step outputs)."""
-        raw = self._call(self.client.hgetall, base(execution_id) + "o")
+        raw = self._call(self.client.hgetall, self.base(execution_id) + "o")
         return {text(k): json.loads(text(v)) for k, v in raw.items()}
 
     def all_vars(self, execution_id: str) -> dict[str, Any]:
-        raw = self._call(self.client.hgetall, base(execution_id) + "v")
+        raw = self._call(self.client.hgetall, self.base(execution_id) + "v")
         found = {text(k): json.loads(text(v)) for k, v in raw.items()}
-        merged = self._call(self.client.hgetall, base(execution_id) + "vm")
+        merged = self._call(self.client.hgetall, self.base(execution_id) + "vm")
         if merged:
             from engine.reducers import assemble
 
@@ -307,35 +383,35 @@ class Store:
 
     def touch(self, execution_id: str) -> None:
         """Stamp the header's real-time ``updated_rt`` after a script that only set ``updated_at``."""
-        self._call(self.client.hset, header_key(execution_id), "updated_rt", f"{time.time():.6f}")
+        self._call(self.client.hset, self.header_key(execution_id), "updated_rt", f"{time.time():.6f}")
 
     def compensation_top(self, execution_id: str) -> str | None:
         """The newest entry of the compensation stack (the next compensation to run), if any."""
-        return text(self._call(self.client.lindex, base(execution_id) + "c", -1))
+        return text(self._call(self.client.lindex, self.base(execution_id) + "c", -1))
 
     def status(self, execution_id: str) -> str | None:
-        return text(self._call(self.client.hget, header_key(execution_id), "status"))
+        return text(self._call(self.client.hget, self.header_key(execution_id), "status"))
 
     def exists(self, execution_id: str) -> bool:
-        return bool(self._call(self.client.exists, header_key(execution_id)))
+        return bool(self._call(self.client.exists, self.header_key(execution_id)))
 
     # -------------------------------------------------------------------------------------- active
 
     def add_active(self, execution_id: str, now: float) -> None:
-        self._call(self.client.zadd, ACTIVE, {execution_id: now}, nx=True)
+        self._call(self.client.zadd, self.active_key, {execution_id: now}, nx=True)
 
     def remove_active(self, execution_id: str) -> None:
-        self._call(self.client.zrem, ACTIVE, execution_id)
+        self._call(self.client.zrem, self.active_key, execution_id)
 
     def active(self, limit: int = 100_000) -> list[str]:
-        return [text(m) for m in self._call(self.client.zrange, ACTIVE, 0, limit - 1)]
+        return [text(m) for m in self._call(self.client.zrange, self.active_key, 0, limit - 1)]
 
     def expire_execution(self, execution_id: str, seconds: int) -> None:
         """Expire every key of a finished execution (retention)."""
-        prefix = base(execution_id)
+        prefix = self.base(execution_id)
         branches = [text(b) for b in self._call(self.client.smembers, prefix + "bs")]
         keys = [prefix + s for s in ("h", "o", "v", "vm", "c", "x", "out", "oc", "p", "bs")]
-        keys += [branch_key(execution_id, b) for b in branches]
+        keys += [self.branch_key(execution_id, b) for b in branches]
         pipe = self.client.pipeline(transaction=False)
         for k in keys:
             pipe.expire(k, seconds)

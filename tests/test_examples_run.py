@@ -261,7 +261,12 @@ def test_demo_module_points_env_at_its_server_only_when_unset(tmp_path: Path) ->
     assert out[1] == "http://sms.example"
 
 
-def test_a_run_in_a_fresh_folder_leaves_no_server_behind(tmp_path: Path) -> None:
+def test_a_run_in_a_fresh_folder_leaves_no_server_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(
+        "REDIS_URL", raising=False
+    )  # this is about the embedded server, whatever REDIS_URL says
     run_example("close-account", tmp_path)
     settings = json.loads((tmp_path / ".hopflow" / "redis.db.settings").read_text())
     deadline = time.monotonic() + 10

@@ -3,6 +3,7 @@ fault point, lost messages, per-node cost, pinned graphs, dead messages."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -241,6 +242,10 @@ def _commandstats(client: Any) -> dict[str, int]:
 
 
 def test_per_node_cost_does_not_grow_with_history(harness: Any, redis_db: Any) -> None:
+    if os.environ.get("REDIS_URL") and os.environ.get("PYTEST_XDIST_WORKER"):
+        # INFO commandstats counts the whole server, and other xdist workers share it (each with a
+        # database of its own): their commands would count here. The embedded run measures this.
+        pytest.skip("INFO commandstats is server-wide: with REDIS_URL and xdist, other workers count")
     steps = ["name: big", "steps:"]
     for i in range(500):
         reads = f', prev: "{{{{ steps.s{i - 1}.output.v | length }}}}"' if i else ""

@@ -252,10 +252,11 @@ def test_the_recover_command_re_drives_an_orphaned_outbox(
     (tmp_path / "wf").mkdir()
     (tmp_path / "wf" / "cli-recover.yaml").write_text(plan.yaml())
     (tmp_path / "cli_actions.py").write_text(ACTIONS_MODULE)
-    socket_path = redis_db.connection_pool.connection_kwargs["path"]
+    socket_path = redis_db.connection_pool.connection_kwargs.get("path")
+    url = f"unix://{socket_path}?db=0" if socket_path else os.environ["REDIS_URL"]  # this worker's db
     env = {
         **os.environ,
-        "REDIS_URL": f"unix://{socket_path}?db=0",
+        "REDIS_URL": url,
         "EFFECTS_FILE": str(tmp_path / "effects.txt"),
     }
     args = [
@@ -433,16 +434,22 @@ def test_a_client_for_an_unreachable_redis_fails_fast(monkeypatch: pytest.Monkey
     """The webhook must answer 5xx quickly when Redis is down (QStash retries later): the client
     from ``redis_client`` retries twice with a short backoff, not redis-py's seconds-long default."""
     import socket
+    import tempfile
 
     import redis
 
-    from engine.embedded import redis_client
+    from engine.embedded import RedisUnreachable, redis_client
 
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}/0")
-    client = redis_client()
+    # building the client asks the server whether it is a cluster (engine/redis_url.py), through the
+    # same bounded retries: an unreachable server is one readable, transient error right away
+    with pytest.raises(RedisUnreachable, match="cannot reach Redis"):
+        redis_client()
+    nowhere = f"unix://{tempfile.gettempdir()}/nobody-{port}.sock"
+    client = redis_client(nowhere)  # a socket URL is never asked: no cluster over a Unix socket
     retry = client.get_retry()
     assert retry is not None and retry.get_retries() == 2
     with pytest.raises(redis.ConnectionError):

@@ -30,16 +30,18 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2, "ok": 3}
 
 
 def check_redis(env: Mapping[str, str], issues: list[Issue]) -> None:
-    """PING the configured Redis (or the embedded one, which this starts and stops)."""
+    """PING the configured Redis (or the embedded one, which this starts and stops); say whether it is
+    a cluster (and its nodes), Redis or Valkey, and what Upstash Redis needs."""
     url = (env.get("REDIS_URL") or "").strip() or None
     where = redact_url(url) if url else "the embedded Redis (.hopflow/)"
     try:
         if url:
-            import redis
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
-            client = redis.Redis.from_url(
+            from engine.redis_url import connect
+
+            client = connect(
                 url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 0)
             )
         else:
@@ -49,7 +51,10 @@ def check_redis(env: Mapping[str, str], issues: list[Issue]) -> None:
         started = time.perf_counter()
         client.ping()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        version = client.info("server").get("redis_version", "?")
+        from engine.redis_url import describe
+
+        about = describe(client)
+        version = about["version"]
     except Exception as exc:
         fix = (
             "check the host, port, password and TLS (rediss://) in REDIS_URL, and that this machine may "
@@ -78,8 +83,53 @@ def check_redis(env: Mapping[str, str], issues: list[Issue]) -> None:
         )
     else:
         issues.append(
-            Issue("REDIS_URL", "ok", f"{where} answers PING in {elapsed_ms:.1f} ms (Redis {version})")
+            Issue(
+                "REDIS_URL",
+                "ok",
+                f"{where} answers PING in {elapsed_ms:.1f} ms ({about['server']} {version}, {about['mode']})",
+            )
         )
+    if about["mode"] == "cluster":
+        nodes = about["nodes"]
+        issues.append(
+            Issue("REDIS_URL", "info", f"Redis Cluster: {len(nodes)} node(s): {', '.join(nodes[:12])}")
+        )
+
+
+def check_upstash(url: str | None, issues: list[Issue]) -> None:
+    """Upstash Redis (host ``*.upstash.io``) runs a script under a global lock unless its shebang says
+    ``allow-key-locking`` (then every key it touches must be in ``KEYS``): say what hopflow does there."""
+    if not url:
+        return
+    from engine.redis_url import ConnectError, parse
+
+    try:
+        target = parse(url)
+    except ConnectError:
+        return
+    if not target.upstash:
+        return
+    from engine.redis_url import script_key_locking
+
+    locking = script_key_locking(url)
+    message = (
+        "Upstash Redis: hopflow's scripts that declare all their keys (begin, start, resume, dead, "
+        "event, unlock) carry the allow-key-locking flag, so they lock only their keys; checkpoint and "
+        "stop may touch keys found in stored data and run under Upstash's global lock"
+        if locking
+        else "Upstash Redis with HOPFLOW_SCRIPT_KEY_LOCKING=0: every script runs under Upstash's global lock"
+    )
+    if not target.tls:
+        message += "; the URL is not TLS"
+    issues.append(
+        Issue(
+            "REDIS_URL",
+            "info" if target.tls and locking else "warning",
+            message,
+            "use rediss:// (TLS), a database in your webhook's region, and keep "
+            "HOPFLOW_SCRIPT_KEY_LOCKING unset (docs/deploy.md, Upstash Redis)",
+        )
+    )
 
 
 def _major(version: str) -> int | None:
@@ -324,6 +374,7 @@ def run_checks(
     env = dict(os.environ if env is None else env)
     _config, found = inspect_env(env)
     issues = list(found)
+    check_upstash((env.get("REDIS_URL") or "").strip() or None, issues)
     if network:
         own_client = http is None
         if http is None:

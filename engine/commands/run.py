@@ -419,9 +419,10 @@ def drive(
 
 def history_reader(runtime: Runtime) -> Callable[[str, str | None], list[dict[str, Any]]]:
     """Incremental history (XRANGE after the last id seen), so progress stays O(new entries)."""
-    from engine.store import base, text
+    from engine.store import text
 
     client = runtime.store.client
+    base = runtime.store.base
 
     def read(execution_id: str, after: str | None) -> list[dict[str, Any]]:
         raw = client.xrange(base(execution_id) + "x", min=f"({after}" if after else "-")

@@ -1,8 +1,9 @@
 -- Shared prelude, prepended to every script by engine/store.py (scripts cannot include each other).
 -- ARGV[1]: the execution's key prefix "hf:{<id>}:"; ARGV[2]: the call's arguments as JSON.
--- Every key a script touches starts with that prefix, so one hash tag = one cluster slot. KEYS names
--- the keys the caller knows up front; keys derived from stored branch paths (children of a fan-out,
--- parked branches) are built here from the same prefix and therefore live in the same slot.
+-- Every key a script touches starts with that prefix, so one hash tag = one cluster slot. The caller
+-- declares in KEYS every key it can compute (Store.declared_keys; KEYS[1..3] = header, branch, lock);
+-- scripts build the same strings from the prefix. Only keys found in stored data stay undeclared: the
+-- branches a wake finds parked and the next item a foreach window starts (docs/engine-design.md).
 local BASE = ARGV[1]
 local A = cjson.decode(ARGV[2])
 local OUT = {}

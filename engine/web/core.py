@@ -117,10 +117,15 @@ class HopflowApp:
             return self._runtime
         from starlette.concurrency import run_in_threadpool
 
+        from engine.embedded import RedisUnreachable
+
         try:
             return await run_in_threadpool(self.runtime)
         except Problem:
             raise
+        except RedisUnreachable as exc:  # transient: 503, and the next request builds again
+            log.warning("cannot build the runtime: %s", self.config.redact(str(exc)))
+            raise Problem("unavailable", "Redis is unreachable; try again later") from None
         except Exception as exc:
             log.error("cannot build the runtime: %s: %s", type(exc).__name__, self.config.redact(str(exc)))
             raise Problem(

@@ -62,6 +62,7 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
     """
     from engine.actions import REGISTRY, load_modules
     from engine.embedded import redis_client
+    from engine.redis_url import script_key_locking
     from engine.runtime import Runtime
     from engine.store import Store
 
@@ -86,10 +87,13 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
         )
     else:
         from engine.dispatch.local import LocalDispatcher
+        from engine.namespace import queue_prefix
 
-        dispatcher = LocalDispatcher(client, lease_s=max(60.0, 4 * config.time_budget_s))
+        dispatcher = LocalDispatcher(
+            client, lease_s=max(60.0, 4 * config.time_budget_s), prefix=queue_prefix(config.namespace)
+        )
     runtime = Runtime(
-        Store(client),
+        Store(client, namespace=config.namespace, key_locking=script_key_locking(config.redis_url)),
         dispatcher,
         catalog,
         actions=REGISTRY,
