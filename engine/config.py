@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from engine.observe.traceids import enabled as traces_enabled
 from engine.namespace import check_namespace
+from engine.observe.traceids import enabled as traces_enabled
 from engine.redis_url import ConnectError
 from engine.redis_url import parse as parse_redis_url
 

@@ -31,7 +31,9 @@ NEVER_ON_WEBHOOK = (
     "click",
     "pygments",
     "prometheus_client",
-    "opentelemetry",
+    # hopflow's tracing (redis-py >= 8 itself imports opentelemetry whenever it is installed, for
+    # its own optional metrics: that is redis's import, not one hopflow can leave out)
+    "engine.observe.traces",
     "dsl.schema",
     "dsl.validate",
     "engine.web.openapi",

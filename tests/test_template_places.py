@@ -16,7 +16,9 @@ from engine.preflight import problems
 
 
 def diagnostics(text: str) -> list[tuple[str, str]]:
-    return [(d.rule, d.message) for d in validate_text(textwrap.dedent(text).strip() + "\n").diagnostics]
+    """Errors and warnings (an info line saying which rules skipped a malformed part is not a problem)."""
+    found = validate_text(textwrap.dedent(text).strip() + "\n").diagnostics
+    return [(d.rule, d.message) for d in found if d.severity != "info"]
 
 
 class Flaky:
