@@ -130,3 +130,69 @@ def test_input_the_schema_rejects_is_reported_and_starts_nothing(harness: Any) -
     assert [f["workflow"] for f in done.failed] == ["strict"]
     assert len(done.started) == 1  # the other workflow still starts
     assert executions(h, "strict") == []
+
+
+def test_post_events_starts_once_per_client_id(harness: Any) -> None:
+    import functools
+
+    from starlette.testclient import TestClient
+
+    from engine.asgi import create_app
+    from engine.config import Config
+
+    public = "https://hopflow.test"
+    key = "k" * 40
+    h = harness(ON_ORDER)
+    app = create_app(h.runtime, config=Config(api_key=key, public_url=public))
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with functools.partial(TestClient, base_url=public)(app) as client:
+        body = {"key": "o-3", "data": {"total": 3}, "id": "client-evt-3"}
+        first = client.post("/v1/events/order.placed", json=body, headers=auth)
+        assert first.status_code == 202, first.text
+        answer = first.json()
+        assert answer["id"] == "client-evt-3" and answer["resumed"] == 0 and len(answer["started"]) == 1
+        again = client.post("/v1/events/order.placed", json=body, headers=auth)
+        assert again.json()["started"] == answer["started"]
+        bad = client.post("/v1/events/order.placed", json={"key": "o", "id": "-no spaces-"}, headers=auth)
+        assert bad.status_code == 422 and bad.json()["errors"][0]["path"] == "/id"
+    h.drain()
+    assert len(executions(h, "on-order")) == 1
+    assert h.runtime.record(answer["started"][0])["output"]["order"] == "o-3"
+
+
+def test_hopflow_notify_id_starts_once_from_the_command_line(tmp_path: Any) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "on-order.yaml").write_text(textwrap.dedent(ON_ORDER).lstrip())
+
+    def hopflow(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "HOPFLOW_URL")}
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+
+    first = hopflow("notify", "order.placed", "--key", "o-1", "--data", '{"total": 1}', "--id", "e-1")
+    assert first.returncode == 0, first.stderr
+    assert "kept for 7 days" in first.stdout and "started on-order@event-" in first.stdout
+    again = hopflow(
+        "notify", "order.placed", "--key", "o-1", "--data", '{"total": 1}', "--id", "e-1", "--json"
+    )
+    assert again.returncode == 0, again.stderr
+    answer = json.loads(again.stdout)
+    assert answer["id"] == "e-1" and answer["resumed"] == 0
+    assert [f"started {eid}" for eid in answer["started"]] == first.stdout.splitlines()[1:]
+    listed = hopflow("list", "--workflow", "on-order", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [e["execution_id"] for e in json.loads(listed.stdout)["executions"]] == answer["started"]
+    bad = hopflow("notify", "order.placed", "--key", "o-1", "--id", "has space")
+    assert bad.returncode == 2 and bad.stderr.startswith("hopflow notify: --id")

@@ -167,7 +167,9 @@ class LocalBackend:
         self._call(lambda: self.runtime().cancel(execution_id, compensate=compensate))
 
     def notify(self, event: str, key: str, data: Any, event_id: str | None = None) -> dict[str, Any]:
-        done = self._call(self.runtime().notify_event, event, key, data, event_id=event_id)
+        self.workflows = self.workflows or default_workflows_dir()  # the workflows it may trigger
+        runtime = self.runtime()
+        done = self._call(lambda: runtime.notify_event(event, key, data, event_id=event_id))
         answer = {"id": done.id, "resumed": done.resumed, "started": done.started}
         return answer | ({"failed": done.failed} if done.failed else {})
 
@@ -760,6 +762,7 @@ def cancel(
     metavar="ID",
     help="The event's id: notifying again with the same id resumes and starts nothing new.",
 )
+@workflows_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @remote_options
 @_guard
@@ -768,13 +771,14 @@ def notify(
     key: str,
     data: str | None,
     event_id: str | None,
+    workflows: str | None,
     as_json: bool,
     url: str | None,
     api_key: str | None,
 ) -> None:
     """Deliver EVENT with KEY to the executions waiting for it (or keep it 7 days for the first), and
     start the workflows whose `triggers` name it."""
-    check_remote("notify", url, {})
+    check_remote("notify", url, {"workflows": "--workflows"})
     payload = parse_json_option("notify", "--data", data, default=None)
     if not event.strip():
         usage_exit("notify", "EVENT must not be empty")
@@ -782,7 +786,7 @@ def notify(
         usage_exit(
             "notify", "--id must be 1-200 letters, digits or _.:@+=~/- (starting with a letter or digit)"
         )
-    backend = guarded("notify", lambda: backend_from_options("notify", url=url, api_key=api_key))
+    backend = guarded("notify", lambda: backend_from_options("notify", workflows, url=url, api_key=api_key))
     done = guarded("notify", lambda: backend.notify(event, key, payload, event_id))
     resumed = int(done.get("resumed") or 0)
     started = list(done.get("started") or [])
