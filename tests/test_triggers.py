@@ -196,3 +196,41 @@ def test_hopflow_notify_id_starts_once_from_the_command_line(tmp_path: Any) -> N
     assert [e["execution_id"] for e in json.loads(listed.stdout)["executions"]] == answer["started"]
     bad = hopflow("notify", "order.placed", "--key", "o-1", "--id", "has space")
     assert bad.returncode == 2 and bad.stderr.startswith("hopflow notify: --id")
+
+
+def test_trigger_templates_read_only_event_and_the_graph_keeps_the_triggers() -> None:
+    import textwrap
+
+    from dsl.graph import Graph
+    from dsl.render import to_dot, to_mermaid
+    from dsl.validate import validate_text
+
+    def diagnostics(text: str) -> list[tuple[str, int, int]]:
+        result = validate_text(textwrap.dedent(text).lstrip(), "t.yaml")
+        return [(d.rule, d.position.line, d.position.column) for d in result.diagnostics]
+
+    assert diagnostics(ON_ORDER) == []
+    bad = """
+        name: t
+        triggers:
+          - event: e
+            key: "{{ vars.k }}"
+            input: {a: "{{ event.nope }}"}
+            when: never
+        steps:
+          - id: a
+            set: {x: "{{ event.data }}"}
+    """
+    assert sorted(r for r, *_ in diagnostics(bad)) == [
+        "unknown-key",
+        "unknown-name",
+        "unknown-name",
+        "unknown-name",
+    ]
+    graph = validate_text(textwrap.dedent(ON_VIP).lstrip(), "t.yaml").graph
+    assert graph is not None and [t["event"] for t in graph.triggers] == ["order.placed", "order.placed"]
+    again = Graph.from_dict(graph.to_dict())
+    assert again.triggers == graph.triggers and again.hash == graph.with_hash().hash
+    assert "on order.placed key exact-1" in to_mermaid(graph) and "on order.placed" in to_dot(graph)
+    plain = validate_text("name: p\nsteps:\n  - id: a\n    set: {x: 1}\n", "p.yaml").graph
+    assert plain is not None and "triggers" not in plain.to_dict()  # older graphs keep their hash

@@ -1,7 +1,8 @@
 """``emit``: send an event to the executions waiting for (name, key), or keep it for the first wait.
 
 The event's id is the step's path in this execution, so a redelivered or retried `emit` (a crash
-after the event was stored and before the checkpoint) is recognised and not sent twice — and the workflows it triggers are started once (engine.triggers)."""
+after the event was stored and before the checkpoint) is recognised and not sent twice —
+and the workflows it triggers are started once (engine.triggers)."""
 
 from __future__ import annotations
 
