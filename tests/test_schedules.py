@@ -1,0 +1,78 @@
+"""Local schedules: fire times, the deterministic id, overlap policies and the catch-up policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from engine.schedules import Scheduler, fire_id
+
+NIGHTLY = """
+    name: nightly
+    schedules:
+      - cron: "0 9 * * 1-5"
+        timezone: Europe/Lisbon
+        input: {report: daily}
+    steps:
+      - id: done
+        succeed: {output: "{{ input }}"}
+"""
+
+SLOW = """
+    name: slow
+    schedules:
+      - cron: "*/5 * * * *"
+        overlap: OVERLAP
+    steps:
+      - id: nap
+        wait: {for: 1h}
+"""
+
+
+def at(text: str) -> float:
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
+def test_a_schedule_fires_once_per_time_with_a_deterministic_id(harness: Any) -> None:
+    h = harness(NIGHTLY)
+    s = Scheduler(h.runtime)
+    assert s.tick(at("2026-12-01T08:00:00+00:00")) == []  # first seen, long after the last fire time
+    assert s.tick(at("2026-12-01T08:59:59+00:00")) == []
+    fired = s.tick(at("2026-12-01T09:00:01+00:00"))  # 09:00 in Lisbon is 09:00 UTC in December
+    assert [f.execution_id for f in fired] == ["nightly@2026-12-01T09:00:00Z"]
+    assert fire_id("nightly", 0, at("2026-12-01T09:00:00+00:00")) == "nightly@2026-12-01T09:00:00Z"
+    # another process ticking at the same time: nothing new (and start is idempotent per id anyway)
+    assert Scheduler(h.runtime).tick(at("2026-12-01T09:00:02+00:00")) == []
+    h.drain()
+    assert h.runtime.record("nightly@2026-12-01T09:00:00Z")["output"] == {"report": "daily"}
+
+
+def test_after_downtime_only_the_most_recent_missed_time_fires(harness: Any) -> None:
+    h = harness(NIGHTLY)
+    s = Scheduler(h.runtime)
+    s.tick(at("2026-12-01T08:00:00+00:00"))
+    # down from Tuesday morning until Friday noon: Tue, Wed, Thu, Fri 09:00 were missed
+    fired = s.tick(at("2026-12-04T12:00:00+00:00"))
+    assert [f.execution_id for f in fired] == ["nightly@2026-12-04T09:00:00Z"]
+    assert s.tick(at("2026-12-04T12:00:01+00:00")) == []
+    # Saturday and Sunday: no fire time
+    assert s.tick(at("2026-12-06T23:00:00+00:00")) == []
+
+
+def test_overlap_skip_allow_and_cancel_previous(harness: Any) -> None:
+    for policy in ("skip", "allow", "cancel-previous"):
+        name = f"slow-{policy}"  # one store for the three: a workflow each
+        h = harness(SLOW.replace("OVERLAP", policy).replace("name: slow", f"name: {name}"))
+        s = Scheduler(h.runtime)
+        s.tick(at("2026-12-01T10:00:30+00:00"))  # first seen within the grace: fires for 10:00
+        first = f"{name}@2026-12-01T10:00:00Z"
+        assert h.runtime.record(first)["status"] == "running"
+        fired = s.tick(at("2026-12-01T10:05:01+00:00"))
+        second = f"{name}@2026-12-01T10:05:00Z"
+        if policy == "skip":
+            assert fired[0].execution_id is None and "still running" in fired[0].note
+        else:
+            assert fired[0].execution_id == second
+        if policy == "cancel-previous":
+            h.drain()
+            assert h.runtime.record(first)["status"] in ("cancelled", "compensated")
