@@ -254,11 +254,13 @@ _MERMAID_SHAPES = {
 
 
 def _trigger_lines(graph: Graph) -> list[str]:
-    """A small note on the start node: the events that start the workflow (its `triggers`)."""
+    """A small note on the start node: what starts the workflow on its own (`triggers`, `schedules`)."""
     lines = []
     for trigger in graph.triggers:
         key = trigger.get("key")
         lines.append(f"on {trigger['event']}" + (f" key {_short(str(key))}" if key is not None else ""))
+    for schedule in graph.schedules:
+        lines.append(f"cron {schedule['cron']} ({schedule.get('timezone', 'UTC')})")
     return lines
 
 

@@ -76,3 +76,40 @@ def test_overlap_skip_allow_and_cancel_previous(harness: Any) -> None:
         if policy == "cancel-previous":
             h.drain()
             assert h.runtime.record(first)["status"] in ("cancelled", "compensated")
+
+
+def test_schedules_list_shows_the_next_fire_times_and_graph_shows_the_cron(tmp_path: Any) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "nightly.yaml").write_text(textwrap.dedent(NIGHTLY).lstrip())
+
+    def hopflow(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+        )
+
+    listed = hopflow("schedules", "list", "--json", "--count", "2")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["schedules"]
+    assert row["workflow"] == "nightly" and row["timezone"] == "Europe/Lisbon" and row["overlap"] == "skip"
+    first, second = (dt.datetime.fromisoformat(t) for t in row["next"])
+    assert first < second and first.hour == 9 and first.weekday() < 5
+    assert row["next_ids"][0].startswith("nightly@")
+    text = hopflow("schedules", "list")
+    assert text.returncode == 0 and text.stdout.startswith(
+        "nightly#0  0 9 * * 1-5  (Europe/Lisbon, overlap skip)"
+    )
+    graph = hopflow("graph", "workflows/nightly.yaml")
+    assert "cron 0 9 * * 1-5 (Europe/Lisbon)" in graph.stdout
+    bad = hopflow("validate", "workflows/nightly.yaml")
+    assert bad.returncode == 0, bad.stdout
