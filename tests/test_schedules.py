@@ -113,3 +113,37 @@ def test_schedules_list_shows_the_next_fire_times_and_graph_shows_the_cron(tmp_p
     assert "cron 0 9 * * 1-5 (Europe/Lisbon)" in graph.stdout
     bad = hopflow("validate", "workflows/nightly.yaml")
     assert bad.returncode == 0, bad.stdout
+
+
+def test_the_served_app_fires_schedules_in_its_lifespan(
+    monkeypatch: Any, tmp_path: Any, redis_db: Any
+) -> None:
+    import functools
+    import time
+
+    from starlette.testclient import TestClient
+
+    from engine.asgi import LazyApp
+
+    every_minute = "name: minutely\nschedules:\n  - cron: '* * * * *'\nsteps:\n  - id: a\n    succeed: {}\n"
+    (tmp_path / "minutely.yaml").write_text(every_minute)
+    socket_path = redis_db.connection_pool.connection_kwargs.get("path")
+    if socket_path:
+        monkeypatch.setenv("REDIS_URL", f"unix://{socket_path}")
+    else:
+        monkeypatch.setenv("REDIS_URL", redis_db.connection_pool.connection_kwargs["url"])
+    for name in ("QSTASH_TOKEN", "HOPFLOW_SIGNING_KEY", "HOPFLOW_DEV_INSECURE", "HOPFLOW_ACTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    key = "k" * 40
+    monkeypatch.setenv("HOPFLOW_WORKFLOWS", str(tmp_path))
+    monkeypatch.setenv("HOPFLOW_API_KEY", key)
+    monkeypatch.setenv("HOPFLOW_PUBLIC_URL", "https://hopflow.test")
+    auth = {"Authorization": f"Bearer {key}"}
+    with functools.partial(TestClient, base_url="https://hopflow.test")(LazyApp()) as client:
+        # every minute's fire time is less than a minute ago: the first tick fires it
+        deadline = time.monotonic() + 20
+        found: list[Any] = []
+        while not found and time.monotonic() < deadline:
+            found = client.get("/v1/executions?workflow=minutely", headers=auth).json()["executions"]
+            time.sleep(0.2)
+        assert len(found) == 1 and found[0]["execution_id"].startswith("minutely@")
