@@ -28,8 +28,9 @@ GRACE_S = 60.0  # a schedule first seen this soon after a fire time still fires 
 TICK_S = 1.0
 
 
-def state_key(workflow: str, index: int) -> str:
-    return f"hf:sched:{{{workflow}}}:{index}"
+def state_key(workflow: str, index: int, prefix: str = "") -> str:
+    """``prefix``: the store's namespace prefix (HOPFLOW_NAMESPACE), so deployments keep apart."""
+    return f"{prefix}hf:sched:{{{workflow}}}:{index}"
 
 
 def fire_id(workflow: str, index: int, at: float) -> str:
@@ -75,7 +76,7 @@ class Scheduler:
         cron, zone = schedule["cron"], schedule.get("timezone", "UTC")
         due = previous_fire(cron, zone, now)
         redis = self.runtime.store.client
-        key = state_key(graph.name, index)
+        key = state_key(graph.name, index, getattr(self.runtime.store, "prefix", ""))
         last_raw = redis.hget(key, "last")
         if last_raw is None:
             if now - due > GRACE_S:
