@@ -228,6 +228,8 @@ class _Compiler:
             secret_env=tuple(sorted(set(env_names(env, secret=True)))),
             vars=freeze(declared_vars(root.get("vars"))),
             egress_allow=tuple(a for a in allow if isinstance(a, str)) if isinstance(allow, list) else (),
+            triggers=_triggers(root.get("triggers")),
+            schedules=_schedules(root.get("schedules")),
         )
 
     def steps(self, steps: Any, path: JsonPath, scope: str, owner: str | None) -> None:
@@ -577,3 +579,26 @@ def _first(value: Any) -> Any:
 
 def _first_path(body: Mapping[str, Any], path: JsonPath) -> JsonPath:
     return (*path, "compensate", 0) if isinstance(body.get("compensate"), list) else (*path, "compensate")
+
+
+def _triggers(value: Any) -> tuple[Any, ...]:
+    """The `triggers` entries as written (only the known keys; the schema reports the rest)."""
+    if not isinstance(value, list):
+        return ()
+    out = []
+    for entry in value:
+        if isinstance(entry, Mapping) and isinstance(entry.get("event"), str):
+            out.append(freeze({k: entry[k] for k in ("event", "key", "input") if k in entry}))
+    return tuple(out)
+
+
+def _schedules(value: Any) -> tuple[Any, ...]:
+    """The `schedules` entries as written (only the known keys; the schema reports the rest)."""
+    if not isinstance(value, list):
+        return ()
+    keys = ("cron", "timezone", "input", "overlap")
+    return tuple(
+        freeze({k: entry[k] for k in keys if k in entry})
+        for entry in value
+        if isinstance(entry, Mapping) and isinstance(entry.get("cron"), str)
+    )

@@ -192,6 +192,10 @@ class Graph:
     # declared vars: name → {"reduce": replace|append|extend|sum|min|max|merge, "initial": value}
     vars: Mapping[str, Any] = field(default_factory=lambda: FrozenDict())
     egress_allow: tuple[str, ...] = ()  # the workflow's `egress.allow` rules (dsl/egress.py)
+    # `triggers`: ({event: name, key?: literal | template, input?: value}, ...) as written
+    triggers: tuple[Json, ...] = ()
+    # `schedules`: ({cron, timezone?, input?, overlap?}, ...) as written
+    schedules: tuple[Json, ...] = ()
     hash: str = field(default="", compare=False)
 
     @property
@@ -248,6 +252,8 @@ class Graph:
             secret_env=tuple(data.get("secret_env") or ()),
             vars=freeze(data.get("vars") or {}),
             egress_allow=tuple(data.get("egress_allow") or ()),
+            triggers=tuple(freeze(t) for t in data.get("triggers") or ()),
+            schedules=tuple(freeze(t) for t in data.get("schedules") or ()),
         )
         return graph.with_hash()
 
@@ -290,7 +296,7 @@ def env_names(env: Any, *, secret: bool = False) -> list[str]:
 # fields added after graphs were first stored: left out while unset, so older graphs keep their hash
 _OMITTED_WHEN_EMPTY = frozenset(
     {"secret", "secret_env", "vars", "not_on", "retries", "raises", "dynamic"}
-    | {"compensate_more", "compensate_on_failure", "egress_allow"}
+    | {"compensate_more", "compensate_on_failure", "egress_allow", "triggers", "schedules"}
 )
 
 

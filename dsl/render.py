@@ -253,6 +253,17 @@ _MERMAID_SHAPES = {
 }
 
 
+def _trigger_lines(graph: Graph) -> list[str]:
+    """A small note on the start node: what starts the workflow on its own (`triggers`, `schedules`)."""
+    lines = []
+    for trigger in graph.triggers:
+        key = trigger.get("key")
+        lines.append(f"on {trigger['event']}" + (f" key {_short(str(key))}" if key is not None else ""))
+    for schedule in graph.schedules:
+        lines.append(f"cron {schedule['cron']} ({schedule.get('timezone', 'UTC')})")
+    return lines
+
+
 def mermaid_escape(text: str) -> str:
     """Text safe inside a quoted Mermaid label (entity codes for quotes, #, <, >, &, `, |)."""
     return "".join(_MERMAID_ESCAPES.get(ch, ch) for ch in " ".join(str(text).split()))
@@ -265,7 +276,7 @@ def _m_label(*lines: str) -> str:
 def to_mermaid(graph: Graph) -> str:
     lay = _layout(graph)
     out = [f"%% hopflow workflow {graph.name} ({graph.hash[:12] or 'unhashed'})", "flowchart TD"]
-    out.append('  start(("start"))')
+    out.append(f'  start(("{_m_label("start", *_trigger_lines(graph))}"))')
     depth = 1
     cluster = 0
     for what, item in _walk(graph, TOP_SCOPE):
@@ -346,7 +357,7 @@ def to_dot(graph: Graph) -> str:
         '  graph [rankdir=TB, fontname="Helvetica", fontsize=11, compound=true];',
         '  node [fontname="Helvetica", fontsize=11];',
         '  edge [fontname="Helvetica", fontsize=10];',
-        '  "start" [shape=circle, label="start"];',
+        f'  "start" [shape=circle, label="{_d_label("start", *_trigger_lines(graph))}"];',
     ]
     depth = 1
     cluster = 0

@@ -815,7 +815,7 @@ class _Explainer:
                 continue
             suggestion = hints.synonym(title, key, allowed) or _suggest(key, allowed)
             message = f"unknown key {key!r} in {where}{_did_you_mean(suggestion)}"
-            if not suggestion and len(allowed) <= 12:
+            if not suggestion and len(allowed) <= 16:  # the top level has 14 keys
                 message += f" (allowed: {', '.join(allowed)})"
             self._unknown_key(message, path, key, suggestion=suggestion)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from dsl.diagnostics import Diagnostic
 from dsl.graph import Graph
@@ -97,6 +98,17 @@ class Catalog:
 
     def names(self) -> list[str]:
         return sorted(self._graphs)
+
+    def triggered_by(self, event: str) -> list[tuple[Graph, Mapping[str, Any]]]:
+        """The workflows a `triggers` entry of which names ``event``, with that entry (one workflow
+        may list the same event twice, e.g. with two keys: both entries are returned, in order)."""
+        return [
+            (graph, trigger)
+            for name in sorted(self._graphs)
+            for graph in (self._graphs[name],)
+            for trigger in graph.triggers
+            if trigger.get("event") == event
+        ]
 
     def source(self, name: str) -> str | None:
         """The file a workflow was compiled from (None when it was given as text)."""

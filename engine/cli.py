@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "init": "engine.commands.init:init",
     "lsp": "engine.commands.lsp:lsp",
     "schema": "engine.commands.schema:schema",
+    "schedules": "engine.commands.schedules:schedules",
 }
 
 

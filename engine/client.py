@@ -117,9 +117,16 @@ class HopflowClient:
 
     def notify(self, event: str, key: Any, data: Any = None) -> int:
         """How many waiting executions resumed (0: the event is kept 7 days for the first wait)."""
-        return int(
-            self._request("POST", f"/v1/events/{_segment(event)}", {"key": key, "data": data})["resumed"]
-        )
+        return int(self.notify_event(event, key, data)["resumed"])
+
+    def notify_event(
+        self, event: str, key: Any, data: Any = None, event_id: str | None = None
+    ) -> dict[str, Any]:
+        """The whole answer: ``{event, key, id, resumed, kept, started: [execution ids], failed?}``."""
+        body: dict[str, Any] = {"key": key, "data": data}
+        if event_id is not None:
+            body["id"] = event_id
+        return dict(self._request("POST", f"/v1/events/{_segment(event)}", body))
 
     def list_executions(self, params: dict[str, list[str]]) -> dict[str, Any]:
         """One page of ``GET /v1/executions`` (``params``: query name → values)."""

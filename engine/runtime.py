@@ -30,6 +30,7 @@ from engine.model import Message, Outgoing, Status, StepError, StepFailure
 from engine.observe import ExecutionEvent, Observers
 from engine.redact import Redactor, env_secrets, install_log_filter, remember, secret_strings
 from engine.store import CHILD_MARK, Store, check_client_execution_id, check_execution_id, outbox_entries
+from engine.triggers import Notified, start_triggered
 
 log = logging.getLogger("hopflow.runtime")
 
@@ -126,18 +127,34 @@ class Runtime:
         )
 
     def notify(self, event: str, key: Any, data: Any = None, *, event_id: str | None = None) -> int:
+        """Deliver an event (see :meth:`notify_event`); returns how many waiting executions resumed."""
+        return self.notify_event(event, key, data, event_id=event_id).resumed
+
+    def notify_event(
+        self, event: str, key: Any, data: Any = None, *, event_id: str | None = None
+    ) -> Notified:
         """Deliver an event to every execution waiting for (event, key); none waiting: keep it 7 days
-        for the first wait that matches. Returns how many waiting executions were resumed.
-        ``event_id``: the same id again (a retried call, a redelivered `emit`) is not a new event."""
+        for the first wait that matches. Then start one execution of each workflow whose `triggers`
+        name the event (engine.triggers). ``event_id``: the same id again (a retried call, a
+        redelivered `emit`) is not a new event — no second delivery, no second start."""
         key = key if isinstance(key, str) else dumps(key)
         now = self.clock.now()
-        body = dumps({"data": data, "id": event_id or uuid.uuid4().hex, "at": now})
+        ident = event_id or uuid.uuid4().hex
+        body = dumps({"data": data, "id": ident, "at": now})
         args: dict[str, Any] = {"op": "notify", "now": now, "event": body}
         if event_id is not None:
             args["id"] = event_id
         found = self.store.event(event, key, args)
-        if found["kind"] != "delivered":
-            return 0
+        resumed = 0
+        if found["kind"] == "delivered":
+            resumed = self._wake_waiters(event, found)
+        # a duplicate event still (re)starts its triggered executions: start is idempotent per id,
+        # and a retry after a crash between the delivery and the start must not lose the start
+        notified = start_triggered(self, event, key, data, ident)
+        notified.resumed = resumed
+        return notified
+
+    def _wake_waiters(self, event: str, found: dict[str, Any]) -> int:
         infos = [json.loads(i) for i in found.get("infos") or [] if i and i != "null"]
         if infos:
             wake = [
@@ -640,6 +657,8 @@ def _real_iso(header: dict[str, str], name: str) -> str | None:
     which is virtual under ``run --fast-forward``), else ``<name>_at``."""
     raw = header.get(f"{name}_rt") or header.get(f"{name}_at")
     return iso(float(raw)) if raw else None
+
+
 def _is_child_of(header: dict[str, Any], parent: dict[str, Any]) -> bool:
     """Whether a child's recorded parent link names this parent execution and branch."""
     try:

@@ -723,21 +723,22 @@ def test_every_example_in_the_rules_document_triggers_exactly_its_rule() -> None
     sections = re.split(r"^### `([a-z0-9-]+)`", doc, flags=re.MULTILINE)
     checked = 0
     for name, body in zip(sections[1::2], sections[2::2], strict=True):
-        example = re.search(r"```yaml\n(.*?)```", body, re.DOTALL)
-        if example is None:
+        examples = re.findall(r"```yaml\n(.*?)```", body, re.DOTALL)
+        if not examples:
             # io and internal-error cannot be provoked by a text; the folder rules need several
             # files and are exercised in tests/test_workspace.py
             assert name in ("io", "internal-error", *WORKSPACE_RULES), f"{name} has no example"
             continue
-        result = validate_text(example.group(1), "example.yaml")
-        rules_found = {d.rule for d in result.diagnostics}
-        if name == "checks-skipped":  # an info exists only beside the error that causes it
-            assert "checks-skipped" in rules_found and rules_found <= {name, "schema"}, result.diagnostics
-        else:  # (a schema error may come with the info saying what it kept from being checked)
-            assert {d.rule for d in result.diagnostics if d.severity != "info"} == {name}, (
-                name,
-                result.diagnostics,
-            )
+        for example in examples:  # every example of a section, not only the first
+            result = validate_text(example, "example.yaml")
+            rules_found = {d.rule for d in result.diagnostics}
+            if name == "checks-skipped":  # an info exists only beside the error that causes it
+                assert "checks-skipped" in rules_found and rules_found <= {name, "schema"}, result.diagnostics
+            else:  # (a schema error may come with the info saying what it kept from being checked)
+                assert {d.rule for d in result.diagnostics if d.severity != "info"} == {name}, (
+                    name,
+                    result.diagnostics,
+                )
         checked += 1
     assert checked >= 25
 

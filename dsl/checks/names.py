@@ -4,6 +4,8 @@ Everywhere: ``input``, ``steps``, ``vars``, ``env``, ``execution`` and the globa
 ``range`` (plus the template's own ``{% set %}``/``{% for %}`` names, and ``loop`` inside a for loop).
 Only in some places: ``result`` (a step's ``output`` template), ``error`` (the step a ``catch`` jumps
 to), the ``foreach`` item name and ``index`` (inside that foreach's body).
+A trigger's ``key`` and ``input`` are rendered before any execution exists: they read only ``event``
+(and the globals).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ GLOBALS = (*EXTRA_GLOBALS, "range")
 ATTRIBUTES = {
     "execution": ("id", "workflow", "started_at"),
     "error": ("name", "message", "step", "attempt"),
+    "event": ("name", "key", "data", "id"),
 }
+TRIGGER_NAMES = ("event",)
 _NO_SUCH_FUNCTION = {
     "utcnow": "there is no utcnow(): use now() (the execution's clock) or execution.started_at",
     "today": "there is no today(): use now() (the execution's clock) or execution.started_at",
@@ -114,6 +118,9 @@ class _Scope:
 
 def _scope(ctx: CheckContext, site: TemplateSite) -> _Scope:
     step = site.step
+    if step is None and site.path[:1] == ("triggers",):
+        loop = {"loop"} if site.parsed is not None and _FOR_TAG.search(site.source) else set()
+        return _Scope(frozenset({*TRIGGER_NAMES, *GLOBALS, *loop}), False, False, ())
     names = set(ALWAYS) | set(GLOBALS)
     foreach = tuple(_enclosing_foreach(ctx, step))
     for owner in foreach:

@@ -42,6 +42,7 @@ from engine.commands.run import (
     usage_exit,
 )
 from engine.commands.validate import _guard
+from engine.triggers import EVENT_ID
 
 
 class BackendError(Exception):
@@ -59,7 +60,7 @@ class Backend(Protocol):
     def record(self, execution_id: str) -> dict[str, Any]: ...
     def history(self, execution_id: str) -> list[dict[str, Any]]: ...
     def cancel(self, execution_id: str, compensate: bool = True) -> None: ...
-    def notify(self, event: str, key: str, data: Any) -> int: ...
+    def notify(self, event: str, key: str, data: Any, event_id: str | None = None) -> dict[str, Any]: ...
     def list(self, params: dict[str, list[str]]) -> dict[str, Any]: ...
 
 
@@ -165,8 +166,12 @@ class LocalBackend:
             )
         self._call(lambda: self.runtime().cancel(execution_id, compensate=compensate))
 
-    def notify(self, event: str, key: str, data: Any) -> int:
-        return int(self._call(self.runtime().notify, event, key, data))
+    def notify(self, event: str, key: str, data: Any, event_id: str | None = None) -> dict[str, Any]:
+        self.workflows = self.workflows or default_workflows_dir()  # the workflows it may trigger
+        runtime = self.runtime()
+        done = self._call(lambda: runtime.notify_event(event, key, data, event_id=event_id))
+        answer = {"id": done.id, "resumed": done.resumed, "started": done.started}
+        return answer | ({"failed": done.failed} if done.failed else {})
 
     def list(self, params: dict[str, list[str]]) -> dict[str, Any]:
         from engine import index
@@ -269,8 +274,8 @@ class RemoteBackend:
         self._check_id(execution_id)
         self._call(self.client.cancel, execution_id, compensate=compensate)
 
-    def notify(self, event: str, key: str, data: Any) -> int:
-        return int(self._call(self.client.notify, event, key, data))
+    def notify(self, event: str, key: str, data: Any, event_id: str | None = None) -> dict[str, Any]:
+        return dict(self._call(self.client.notify_event, event, key, data, event_id))
 
     def list(self, params: dict[str, list[str]]) -> dict[str, Any]:
         _filters(params)  # the same usage errors as the local store, before any request
@@ -747,27 +752,55 @@ def cancel(
 
 @click.command("notify", context_settings=CONTEXT)
 @click.argument("event", metavar="EVENT")
-@click.option("--key", required=True, help="The key the waiting step expects.")
+@click.option(
+    "--key", required=True, help="The event's key (what a waiting step or a trigger's key matches)."
+)
 @click.option("--data", metavar="JSON|@FILE", help="The event's data (JSON text, @file, @-); default null.")
+@click.option(
+    "--id",
+    "event_id",
+    metavar="ID",
+    help="The event's id: notifying again with the same id resumes and starts nothing new.",
+)
+@workflows_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @remote_options
 @_guard
 def notify(
-    event: str, key: str, data: str | None, as_json: bool, url: str | None, api_key: str | None
+    event: str,
+    key: str,
+    data: str | None,
+    event_id: str | None,
+    workflows: str | None,
+    as_json: bool,
+    url: str | None,
+    api_key: str | None,
 ) -> None:
-    """Deliver EVENT with KEY to the executions waiting for it (or keep it 7 days for the first)."""
-    check_remote("notify", url, {})
+    """Deliver EVENT with KEY to the executions waiting for it (or keep it 7 days for the first), and
+    start the workflows whose `triggers` name it."""
+    check_remote("notify", url, {"workflows": "--workflows"})
     payload = parse_json_option("notify", "--data", data, default=None)
     if not event.strip():
         usage_exit("notify", "EVENT must not be empty")
-    backend = guarded("notify", lambda: backend_from_options("notify", url=url, api_key=api_key))
-    resumed = guarded("notify", lambda: backend.notify(event, key, payload))
+    if event_id is not None and not EVENT_ID.fullmatch(event_id):
+        usage_exit(
+            "notify", "--id must be 1-200 letters, digits or _.:@+=~/- (starting with a letter or digit)"
+        )
+    backend = guarded("notify", lambda: backend_from_options("notify", workflows, url=url, api_key=api_key))
+    done = guarded("notify", lambda: backend.notify(event, key, payload, event_id))
+    resumed = int(done.get("resumed") or 0)
+    started = list(done.get("started") or [])
     if as_json:
-        click.echo(json.dumps({"resumed": resumed}))
-    elif resumed:
+        click.echo(json.dumps(done))
+        return
+    if resumed:
         click.echo(f"resumed {resumed} execution(s) waiting for {event} {key!r}")
     else:
         click.echo(f"no execution is waiting for {event} {key!r}; the event is kept for 7 days")
+    for eid in started:
+        click.echo(f"started {eid}")
+    for failed in done.get("failed") or []:
+        click.echo(f"did not start {failed.get('workflow')}: {failed.get('message')}", err=True)
 
 
 __all__ = [

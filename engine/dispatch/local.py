@@ -226,7 +226,7 @@ class LocalDispatcher:
         return int(wall_of(self.clock) * 1000)
 
     def _soon_ms(self) -> int:
-        """ "Now" for work that is due at once or after a short pause: the earlier of workflow
+        """"Now" for work that is due at once or after a short pause: the earlier of workflow
         time and real time. A fast-forwarded clock runs ahead of real time; stamping an immediate
         message with it would make every other process (a ``resume`` after this one was killed)
         wait until real time catches up — hours or months. The earlier stamp is due at once for

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engine.triggers import EVENT_ID
 from engine.web.auth import authorize
 from engine.web.bodies import json_response, parse_json
 from engine.web.problems import Problem, validation_errors
@@ -184,7 +185,8 @@ async def cancel(hop: HopflowApp, request: Request) -> Response:
 
 
 async def event(hop: HopflowApp, request: Request) -> Response:
-    """``POST /v1/events/{name}`` ``{key, data}``: resume the waiting executions, or keep the event."""
+    """``POST /v1/events/{name}`` ``{key, data, id?}``: resume the waiting executions (or keep the
+    event), and start the workflows it triggers — once per event id, whatever the retries."""
     authorize(hop.config, request, scope="operate")
     name: str = request.path_params["name"]
     if not EVENT_NAME.fullmatch(name):
@@ -195,9 +197,20 @@ async def event(hop: HopflowApp, request: Request) -> Response:
         )
     data = parse_json(await hop.body(request))
     key, payload = event_request(data)
+    event_id = data.get("id")
     runtime = await hop.runtime_async()
-    resumed = await hop.call(runtime.notify, name, key, payload)
-    return json_response({"event": name, "key": key, "resumed": resumed, "kept": resumed == 0}, 202)
+    done = await hop.call(runtime.notify_event, name, key, payload, event_id=event_id)
+    answer = {
+        "event": name,
+        "key": key,
+        "id": done.id,
+        "resumed": done.resumed,
+        "kept": done.resumed == 0,
+        "started": done.started,
+    }
+    if done.failed:
+        answer["failed"] = done.failed
+    return json_response(answer, 202)
 
 
 async def healthz(hop: HopflowApp, request: Request) -> Response:
@@ -292,14 +305,19 @@ def _valid_id(value: Any) -> bool:
 
 
 def event_request(data: Any) -> tuple[Any, Any]:
-    """``{key, data}`` → its parts; anything else is a 422 listing every mistake."""
+    """``{key, data, id?}`` → key and data (``id`` is checked here); anything else is a 422 listing
+    every mistake."""
     if not isinstance(data, dict):
         raise Problem(
             "invalid-request",
             'the body must be a JSON object {"key", "data"}',
             errors=[{"path": "", "message": "must be an object"}],
         )
-    errors = [{"path": f"/{k}", "message": "unknown field"} for k in sorted(set(data) - {"key", "data"})]
+    errors = [
+        {"path": f"/{k}", "message": "unknown field"} for k in sorted(set(data) - {"key", "data", "id"})
+    ]
+    if "id" in data and not (isinstance(data["id"], str) and EVENT_ID.fullmatch(data["id"])):
+        errors.append({"path": "/id", "message": "the event id must be 1-200 letters, digits or _.:@+=~/-"})
     key = data.get("key")
     if isinstance(key, bool) or not isinstance(key, str | int) or key == "":
         errors.append({"path": "/key", "message": "required: the event key (a string or an integer)"})

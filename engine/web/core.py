@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from engine.config import Config
     from engine.runtime import Runtime
+    from engine.schedules import Scheduler
 
 log = logging.getLogger("hopflow.asgi")
 
@@ -58,6 +59,7 @@ class HopflowApp:
         self._run_local = run_local_dispatcher
         self._lock = threading.Lock()
         self.app: Starlette | None = None  # set by engine.web.app.create_app
+        self.scheduler: Scheduler | None = None  # fires `schedules` alongside the local dispatcher
 
     # -------------------------------------------------------------------------------- lifecycle
 
@@ -73,9 +75,16 @@ class HopflowApp:
                 runtime.dispatcher.start()
                 self.local_dispatcher_started = True
                 log.info("local dispatcher: delivery loop started")
+                from engine.schedules import Scheduler  # lazily: a webhook-only cold start skips it
+
+                self.scheduler = Scheduler(runtime)  # the workflows' `schedules` fire here too
+                self.scheduler.start()
             try:
                 yield
             finally:
+                if self.scheduler is not None:
+                    await run_in_threadpool(self.scheduler.stop)
+                    self.scheduler = None
                 if self.local_dispatcher_started and self._runtime is not None:
                     await run_in_threadpool(self._runtime.dispatcher.stop)
                     self.local_dispatcher_started = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from engine.triggers import EVENT_ID
 from engine.web.api import EVENT_NAME, MAX_EVENT_KEY_CHARS
 from engine.web.bodies import json_response
 from engine.web.paths import CALLBACK_PATH, FAILED_PATH, STEP_PATH
@@ -595,6 +596,11 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     "properties": {
                         "key": {"type": ["string", "integer"], "maxLength": MAX_EVENT_KEY_CHARS},
                         "data": {},
+                        "id": {
+                            "type": "string",
+                            "pattern": "^" + EVENT_ID.pattern + "$",
+                            "description": "The event's id: the same id again resumes and starts nothing new",
+                        },
                     },
                 },
                 "EventResult": {
@@ -603,8 +609,21 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     "properties": {
                         "event": {"type": "string"},
                         "key": {"type": ["string", "integer"]},
+                        "id": {"type": "string"},
                         "resumed": {"type": "integer"},
                         "kept": {"type": "boolean"},
+                        "started": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Executions started by workflows whose `triggers` name the event",
+                        },
+                        "failed": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"workflow": {"type": "string"}, "message": {"type": "string"}},
+                            },
+                        },
                     },
                 },
                 "Resumed": {

@@ -48,6 +48,10 @@ class LazyCatalog:
         names: list[str] = self.load().names()
         return names
 
+    def triggered_by(self, event: str) -> list[Any]:
+        found: list[Any] = self.load().triggered_by(event)
+        return found
+
     def __contains__(self, name: object) -> bool:
         return name in self.load()
 

@@ -1,0 +1,148 @@
+"""Local schedules: ``hopflow serve`` (with the local dispatcher) fires each workflow's `schedules`.
+
+One :meth:`Scheduler.tick` looks at every schedule once: when a fire time has passed since the last
+one recorded in Redis, it starts an execution with the id ``<workflow>@<fire time, UTC ISO>``
+(``.<n>`` appended for the workflow's n-th schedule, n > 0). ``Runtime.start`` is idempotent per id,
+so two serve processes ticking at the same moment start it once.
+
+Catch-up after downtime: only the most recent missed fire time runs, once; older missed times are
+skipped (logged), never a burst. A schedule seen for the first time starts from now: it does not fire
+for a time that passed before it existed, unless that time is within ``GRACE_S``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from dsl.graph import Graph, thaw
+from dsl.schedule_times import next_fires, previous_fire
+from engine.errors import InputInvalid, UnknownExecution
+
+log = logging.getLogger("hopflow.schedules")
+
+GRACE_S = 60.0  # a schedule first seen this soon after a fire time still fires for it
+TICK_S = 1.0
+
+
+def state_key(workflow: str, index: int, prefix: str = "") -> str:
+    """``prefix``: the store's namespace prefix (HOPFLOW_NAMESPACE), so deployments keep apart."""
+    return f"{prefix}hf:sched:{{{workflow}}}:{index}"
+
+
+def fire_id(workflow: str, index: int, at: float) -> str:
+    iso = dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{workflow}@{iso}" + (f".{index}" if index else "")
+
+
+@dataclass
+class Fired:
+    workflow: str
+    index: int
+    at: float
+    execution_id: str | None  # None: skipped (overlap) or failed to start
+    note: str = ""
+
+
+class Scheduler:
+    """Fires the schedules of ``runtime``'s catalog; :meth:`start` runs :meth:`tick` in a thread."""
+
+    def __init__(self, runtime: Any, *, tick_s: float = TICK_S) -> None:
+        self.runtime = runtime
+        self.tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def scheduled(self) -> list[Graph]:
+        catalog = self.runtime.catalog
+        graphs = [catalog.get(name) for name in catalog.names()]
+        return [g for g in graphs if g.schedules]
+
+    def tick(self, now: float | None = None) -> list[Fired]:
+        """Start what is due at ``now`` (epoch seconds; default the runtime's clock)."""
+        now = self.runtime.clock.now() if now is None else now
+        fired: list[Fired] = []
+        for graph in self.scheduled():
+            for index, schedule in enumerate(graph.schedules):
+                done = self._one(graph, index, schedule, now)
+                if done is not None:
+                    fired.append(done)
+        return fired
+
+    def _one(self, graph: Graph, index: int, schedule: Any, now: float) -> Fired | None:
+        cron, zone = schedule["cron"], schedule.get("timezone", "UTC")
+        due = previous_fire(cron, zone, now)
+        redis = self.runtime.store.client
+        key = state_key(graph.name, index, getattr(self.runtime.store, "prefix", ""))
+        last_raw = redis.hget(key, "last")
+        if last_raw is None:
+            if now - due > GRACE_S:
+                redis.hsetnx(key, "last", repr(due))  # first seen: start from now
+                return None
+            last = None
+        else:
+            last = float(last_raw)
+            if due <= last:
+                return None
+            missed = next_fires(cron, zone, last, 2)
+            if len(missed) > 1 and missed[1] < due:
+                log.info(
+                    "schedule %s#%d: fire times before %s were missed and are skipped", graph.name, index, due
+                )
+        eid = fire_id(graph.name, index, due)
+        previous = redis.hget(key, "eid")
+        previous_id = previous.decode() if isinstance(previous, bytes) else previous
+        overlap = schedule.get("overlap", "skip")
+        redis.hset(key, mapping={"last": repr(due)})
+        if previous_id and previous_id != eid and self._running(previous_id):
+            if overlap == "skip":
+                log.info(
+                    "schedule %s#%d: %s is still running; fire at %s skipped",
+                    graph.name,
+                    index,
+                    previous_id,
+                    due,
+                )
+                return Fired(graph.name, index, due, None, f"skipped: {previous_id} is still running")
+            if overlap == "cancel-previous":
+                self.runtime.cancel(previous_id)
+        value = thaw(schedule["input"]) if "input" in schedule else {}
+        try:
+            self.runtime.start(graph.name, value, eid)
+        except InputInvalid as exc:
+            log.warning("schedule %s#%d did not start: %s", graph.name, index, exc)
+            return Fired(graph.name, index, due, None, "the input does not match the workflow's schema")
+        redis.hset(key, mapping={"eid": eid})
+        return Fired(graph.name, index, due, eid)
+
+    def _running(self, execution_id: str) -> bool:
+        try:
+            status = self.runtime.record(execution_id).get("status")
+        except UnknownExecution:
+            return False
+        return status in ("running", "compensating")
+
+    # ------------------------------------------------------------------------------ the loop
+
+    def start(self) -> threading.Thread:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="hopflow-scheduler", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # a tick that fails (Redis away) is retried on the next one
+                log.exception("schedules: tick failed")
+            self._stop.wait(self.tick_s)
