@@ -299,6 +299,7 @@ def test_time_budget_applies_to_validation(project: Path) -> None:
     [
         (["run", "nothere.yaml"], "no such file"),
         (["run", "wf"], "is a folder"),
+        (["run", "wf/typed.test.yaml"], "is a test file; run its cases with `hopflow test"),
         (["run", "wf/typed.yaml", "--actions", "nope_module_xyz"], "not found"),
         (["run", "wf/typed.yaml", "--actions", "missing.py"], "not found"),
         (["run", "wf/typed.yaml", "--workflows", "nowhere"], "not a folder"),

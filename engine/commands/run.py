@@ -94,6 +94,10 @@ def build_catalog(
     name = None
     main = Path(file).resolve() if file else None
     if file is not None:
+        from dsl.testfile import is_test_file
+
+        if is_test_file(file):
+            usage_exit(command, f"{file} is a test file; run its cases with `hopflow test {file}`")
         if not os.path.exists(file):
             usage_exit(command, f"no such file: {file}")
         if os.path.isdir(file):
