@@ -127,11 +127,14 @@ def test_the_served_app_fires_schedules_in_its_lifespan(
 
     every_minute = "name: minutely\nschedules:\n  - cron: '* * * * *'\nsteps:\n  - id: a\n    succeed: {}\n"
     (tmp_path / "minutely.yaml").write_text(every_minute)
-    socket_path = redis_db.connection_pool.connection_kwargs.get("path")
-    if socket_path:
-        monkeypatch.setenv("REDIS_URL", f"unix://{socket_path}")
+    kwargs = redis_db.connection_pool.connection_kwargs  # the test's own Redis (embedded or REDIS_URL)
+    db = kwargs.get("db", 0)
+    if kwargs.get("path"):
+        monkeypatch.setenv("REDIS_URL", f"unix://{kwargs['path']}?db={db}")
     else:
-        monkeypatch.setenv("REDIS_URL", redis_db.connection_pool.connection_kwargs["url"])
+        monkeypatch.setenv(
+            "REDIS_URL", f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{db}"
+        )
     for name in ("QSTASH_TOKEN", "HOPFLOW_SIGNING_KEY", "HOPFLOW_DEV_INSECURE", "HOPFLOW_ACTIONS"):
         monkeypatch.delenv(name, raising=False)
     key = "k" * 40
