@@ -29,17 +29,6 @@ from dsl.template_limits import (
 
 __all__ = ["MAX_OUTPUT_CHARS", "MAX_SEQUENCE", "TemplateError", "TemplateLimit", "budget"]
 
-EXTRA_FILTERS = (
-    "datetime",
-    "isoformat",
-    "tojson",
-    "seconds",
-    "fromjson",
-    "merge",
-    "regex_match",
-    "regex_search",
-    "regex_replace",
-)
 # `now` and `uuid` are the execution's: the engine puts them in each render's scope
 EXTRA_GLOBALS = ("duration", "now", "uuid")
 MAX_PATTERN_CHARS = 1000
@@ -192,6 +181,21 @@ def to_json(value: Any) -> Any:
     raise TypeError(f"a template produced a {type(value).__name__}, which is not JSON")
 
 
+# hopflow's filters beside Jinja2's own: one table, so the names and the functions cannot drift apart
+FILTERS: dict[str, Any] = {
+    "datetime": _to_datetime,
+    "isoformat": _isoformat,
+    "tojson": _tojson,
+    "seconds": _seconds,
+    "fromjson": _fromjson,
+    "merge": _merge,
+    "regex_match": _regex_match,
+    "regex_search": _regex_search,
+    "regex_replace": _regex_replace,
+}
+EXTRA_FILTERS = tuple(FILTERS)
+
+
 # ----------------------------------------------------------------------------------------- environment
 
 
@@ -224,17 +228,7 @@ def environment() -> Any:
             return super().getattr(obj, attribute)
 
     env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    env.filters.update(
-        datetime=_to_datetime,
-        isoformat=_isoformat,
-        tojson=_tojson,
-        seconds=_seconds,
-        fromjson=_fromjson,
-        merge=_merge,
-        regex_match=_regex_match,
-        regex_search=_regex_search,
-        regex_replace=_regex_replace,
-    )
+    env.filters.update(FILTERS)
     env.bound_filters()
     env.globals.clear()  # no range/lipsum/dict/cycler/joiner/namespace beyond what we add back
     env.globals.update(duration=_duration, range=_bounded_range)
