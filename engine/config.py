@@ -766,6 +766,12 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
         )
 
     # --- cross-checks
+    if values.get("schedules_sync") and token is None:
+        info(
+            "HOPFLOW_SCHEDULES_SYNC",
+            "on, but QSTASH_TOKEN is unset: nothing to sync (`hopflow serve` fires schedules itself)",
+            "",
+        )
     if token is None and not values.get("verify_keys"):
         info(
             "HOPFLOW_VERIFY_KEYS",

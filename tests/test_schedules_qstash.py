@@ -453,3 +453,27 @@ def test_sync_then_qstash_dev_fires_then_one_execution_runs(tmp_path: Path, redi
             assert dead["status"] == 489
             assert len(listed(store, "minutely")) == 1
         holder["runtime"].dispatcher.close()
+
+
+def test_a_startup_sync_that_cannot_reach_qstash_is_logged_without_the_token(
+    harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from engine.config import Config
+    from engine.web.core import HopflowApp
+
+    token = "qstash-token-that-must-not-leak-0123456789"
+    config = Config(
+        qstash_token=token,
+        qstash_url="http://127.0.0.1:9",  # nothing listens there
+        public_url="https://hopflow.example",
+        api_key="k" * 40,
+        schedules_sync=True,
+    )
+    hop = HopflowApp(harness(NIGHTLY).runtime, config)
+    with caplog.at_level(logging.INFO, logger="hopflow.asgi"):
+        hop._sync_schedules()  # what the lifespan runs in the background: it never raises
+    (record,) = [r for r in caplog.records if "schedules sync at startup" in r.getMessage()]
+    assert record.levelno == logging.ERROR and "cannot reach QStash" in record.getMessage()
+    assert token not in caplog.text

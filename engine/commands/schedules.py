@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from engine.commands.run import CONTEXT, fail_exit, usage_exit
+from engine.commands.run import CONTEXT, default_workflows_dir, fail_exit, usage_exit
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.catalog import Catalog
@@ -30,6 +31,16 @@ def _config(command: str) -> Config:
         return Config.from_env()
     except ConfigError as exc:
         usage_exit(command, str(exc))
+
+
+def _folder(command: str, given: str | None, config: Config) -> str:
+    """--workflows, else $HOPFLOW_WORKFLOWS (what the server serves), else ./workflows or ./."""
+    folder = given or (
+        config.workflows_dir if os.environ.get("HOPFLOW_WORKFLOWS") else default_workflows_dir()
+    )
+    if folder is None:
+        usage_exit(command, "no workflows here: give --workflows DIR")
+    return folder
 
 
 def _catalog(command: str, folder: str) -> Catalog:
@@ -76,7 +87,7 @@ def list_(workflows: str | None, count: int, offline: bool, as_json: bool) -> No
     from engine.schedules import fire_id
 
     config = _config("schedules list")
-    folder = workflows or config.workflows_dir
+    folder = _folder("schedules list", workflows, config)
     catalog = _catalog("schedules list", folder)
     where = "qstash" if config.dispatcher_kind == "qstash" else "local"
     states: dict[tuple[str, int], Change] = {}
@@ -191,7 +202,7 @@ def sync(workflows: str | None, dry_run: bool, as_json: bool) -> None:
         )
     if not config.public_url:
         usage_exit("schedules sync", "HOPFLOW_PUBLIC_URL is not set: QStash needs the webhook's public URL")
-    catalog = _catalog("schedules sync", workflows or config.workflows_dir)
+    catalog = _catalog("schedules sync", _folder("schedules sync", workflows, config))
     wanted = declared(catalog, config.namespace, config.public_url + STEP_PATH)
     try:
         with QStashSchedules(config.qstash_token, config.qstash_url) as client:
