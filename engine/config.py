@@ -63,6 +63,7 @@ VARIABLES: dict[str, str] = {
     "HOPFLOW_OTEL": "1: record OpenTelemetry traces (0: never; unset: when OTEL_* variables ask for them)",
     "HOPFLOW_NAMESPACE": "a key prefix of its own, for several deployments on one Redis database",
     "HOPFLOW_SCRIPT_KEY_LOCKING": "Upstash's allow-key-locking flag on fully declared scripts (auto)",
+    "HOPFLOW_SCHEDULES_SYNC": "1: the server syncs the workflows' schedules to QStash at startup",
 }
 SECRETS = frozenset(
     {
@@ -243,6 +244,7 @@ class Config:
     metrics_key: str | None = field(default=None, repr=False)
     log_format: str = "text"
     traces: bool = False  # record OpenTelemetry spans (engine.observe.traces; needs hopflow[otel])
+    schedules_sync: bool = False  # HOPFLOW_SCHEDULES_SYNC: the app syncs QStash schedules at startup
 
     def __post_init__(self) -> None:
         if self.public_url and self.public_url.endswith("/"):
@@ -639,6 +641,15 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
             "",
         )
 
+    sync = (_env_value(env, "HOPFLOW_SCHEDULES_SYNC") or "").lower()
+    if sync in _TRUE:
+        values["schedules_sync"] = True
+        ok("HOPFLOW_SCHEDULES_SYNC", "on: with QStash, the server syncs the workflows' schedules at startup")
+    elif sync in _FALSE:
+        ok("HOPFLOW_SCHEDULES_SYNC", "unset: QStash schedules change only with `hopflow schedules sync`")
+    else:
+        error("HOPFLOW_SCHEDULES_SYNC", "must be 1 or 0", "set HOPFLOW_SCHEDULES_SYNC=1 or unset it")
+
     # --- metrics and logs
     metrics = (_env_value(env, "HOPFLOW_METRICS") or "").lower()
     if metrics in _TRUE:
@@ -755,6 +766,12 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
         )
 
     # --- cross-checks
+    if values.get("schedules_sync") and token is None:
+        info(
+            "HOPFLOW_SCHEDULES_SYNC",
+            "on, but QSTASH_TOKEN is unset: nothing to sync (`hopflow serve` fires schedules itself)",
+            "",
+        )
     if token is None and not values.get("verify_keys"):
         info(
             "HOPFLOW_VERIFY_KEYS",

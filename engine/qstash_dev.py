@@ -46,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from engine.qstash_dev_schedules import DevSchedules
 from engine.signing import sign_qstash
 
 DEFAULT_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
@@ -310,6 +311,11 @@ class QStashDevServer:
             ],
             lifespan=self._lifespan,
         )
+        # /v2/schedules… and the clock that fires them (engine/qstash_dev_schedules.py)
+        self.schedules = DevSchedules(
+            parse=self._parse, accept=self._accept, authorized=self._authorized, bad_request=_BadRequest
+        )
+        self.app.router.routes.extend(self.schedules.routes())
 
     # ------------------------------------------------------------------------------ introspection
 
@@ -357,8 +363,10 @@ class QStashDevServer:
         self._wake = asyncio.Event()
         self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         self._runner = asyncio.create_task(self._run(), name="qstash-dev-delivery-loop")
+        self.schedules.start()
 
     async def stop(self) -> None:
+        await self.schedules.stop()
         tasks = [t for t in (self._runner, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()

@@ -1,13 +1,20 @@
-"""Local schedules: ``hopflow serve`` (with the local dispatcher) fires each workflow's `schedules`.
+"""Schedules: starting a workflow's execution at each fire time of its `schedules`, on either path.
 
-One :meth:`Scheduler.tick` looks at every schedule once: when a fire time has passed since the last
-one recorded in Redis, it starts an execution with the id ``<workflow>@<fire time, UTC ISO>``
+Locally, ``hopflow serve`` (with the local dispatcher) runs :class:`Scheduler`: one
+:meth:`~Scheduler.tick` looks at every schedule once, and when a fire time has passed since the last
+one recorded in Redis it starts an execution with the id ``<workflow>@<fire time, UTC ISO>``
 (``.<n>`` appended for the workflow's n-th schedule, n > 0). ``Runtime.start`` is idempotent per id,
-so two serve processes ticking at the same moment start it once.
+so two serve processes ticking at the same moment start it once. Catch-up after downtime: only the
+most recent missed fire time runs, once; older missed times are skipped (logged), never a burst. A
+schedule seen for the first time starts from now: it does not fire for a time that passed before it
+existed, unless that time is within ``GRACE_S``.
 
-Catch-up after downtime: only the most recent missed fire time runs, once; older missed times are
-skipped (logged), never a burst. A schedule seen for the first time starts from now: it does not fire
-for a time that passed before it existed, unless that time is within ``GRACE_S``.
+With QStash, QStash keeps the schedules (engine/schedule_sync.py) and posts a fire body to the
+webhook, which calls :func:`fire_delivered`. QStash says nothing signed about *which* fire time a
+delivery is for, so the fire time is the schedule's most recent one at arrival (``FIRE_EARLY_S`` of
+clock skew allowed): every copy and retry of one fire that arrives before the next fire time gets the
+same id and starts one execution; a retry that arrives later counts for the later time (the same
+"only the most recent missed time" catch-up as locally). The overlap policy (:func:`fire`) is shared.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ log = logging.getLogger("hopflow.schedules")
 
 GRACE_S = 60.0  # a schedule first seen this soon after a fire time still fires for it
 TICK_S = 1.0
+FIRE_EARLY_S = 15.0  # a QStash fire arriving this much before its time (clocks apart) counts for it
 
 
 def state_key(workflow: str, index: int, prefix: str = "") -> str:
@@ -45,6 +53,88 @@ class Fired:
     at: float
     execution_id: str | None  # None: skipped (overlap) or failed to start
     note: str = ""
+
+
+class ScheduleUnknown(Exception):
+    """A fire for a schedule this deployment does not declare (removed, renamed, another namespace):
+    retrying cannot help; ``hopflow schedules sync`` removes stale QStash schedules."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def fire(runtime: Any, graph: Graph, index: int, schedule: Any, due: float) -> Fired:
+    """Start ``graph``'s execution for fire time ``due`` of its ``index``-th schedule, under its overlap
+    policy. Idempotent per fire time: the id is :func:`fire_id`, and starting an existing id is a no-op."""
+    redis = runtime.store.client
+    key = state_key(graph.name, index, getattr(runtime.store, "prefix", ""))
+    eid = fire_id(graph.name, index, due)
+    previous = redis.hget(key, "eid")
+    previous_id = previous.decode() if isinstance(previous, bytes) else previous
+    overlap = schedule.get("overlap", "skip")
+    last_raw = redis.hget(key, "last")
+    if last_raw is None or float(last_raw) < due:
+        redis.hset(key, mapping={"last": repr(due)})
+    if previous_id and previous_id != eid and _running(runtime, previous_id):
+        if overlap == "skip":
+            log.info(
+                "schedule %s#%d: %s is still running; fire at %s skipped", graph.name, index, previous_id, due
+            )
+            return Fired(graph.name, index, due, None, f"skipped: {previous_id} is still running")
+        if overlap == "cancel-previous":
+            try:
+                runtime.cancel(previous_id)
+            except UnknownExecution:  # pragma: no cover - it was running a moment ago
+                pass
+    value = thaw(schedule["input"]) if "input" in schedule else {}
+    try:
+        runtime.start(graph.name, value, eid)
+    except InputInvalid as exc:
+        log.warning("schedule %s#%d did not start: %s", graph.name, index, exc)
+        return Fired(graph.name, index, due, None, "the input does not match the workflow's schema")
+    redis.hset(key, mapping={"eid": eid})
+    return Fired(graph.name, index, due, eid)
+
+
+def _running(runtime: Any, execution_id: str) -> bool:
+    try:
+        status = runtime.record(execution_id).get("status")
+    except UnknownExecution:
+        return False
+    return status in ("running", "compensating")
+
+
+def fire_delivered(
+    runtime: Any, workflow: str, index: int, namespace: str, now: float | None = None
+) -> Fired:
+    """A fire QStash delivered for ``workflow``'s ``index``-th schedule (the names in the fire's body),
+    arriving at ``now`` (default the runtime's clock): started for the schedule's most recent fire time.
+
+    The deployed workflow decides the cron, time zone, input and overlap, never the fire's body.
+    ScheduleUnknown when this deployment declares no such schedule.
+    """
+    own = getattr(runtime.store, "namespace", "")
+    if namespace != own:
+        raise ScheduleUnknown(
+            f"this fire is for namespace {namespace or '(none)'}, this deployment's is {own or '(none)'}"
+        )
+    catalog = runtime.catalog
+    if workflow not in catalog.names():
+        raise ScheduleUnknown(
+            f"no workflow {workflow!r} is deployed: its QStash schedule is stale "
+            "(run `hopflow schedules sync`)"
+        )
+    graph = catalog.get(workflow)
+    if index >= len(graph.schedules):
+        raise ScheduleUnknown(
+            f"workflow {workflow!r} declares no schedule #{index}: its QStash schedule is stale "
+            "(run `hopflow schedules sync`)"
+        )
+    schedule = graph.schedules[index]
+    now = runtime.clock.now() if now is None else now
+    due = previous_fire(schedule["cron"], schedule.get("timezone", "UTC"), now + FIRE_EARLY_S)
+    return fire(runtime, graph, index, schedule, due)
 
 
 class Scheduler:
@@ -82,7 +172,6 @@ class Scheduler:
             if now - due > GRACE_S:
                 redis.hsetnx(key, "last", repr(due))  # first seen: start from now
                 return None
-            last = None
         else:
             last = float(last_raw)
             if due <= last:
@@ -92,38 +181,7 @@ class Scheduler:
                 log.info(
                     "schedule %s#%d: fire times before %s were missed and are skipped", graph.name, index, due
                 )
-        eid = fire_id(graph.name, index, due)
-        previous = redis.hget(key, "eid")
-        previous_id = previous.decode() if isinstance(previous, bytes) else previous
-        overlap = schedule.get("overlap", "skip")
-        redis.hset(key, mapping={"last": repr(due)})
-        if previous_id and previous_id != eid and self._running(previous_id):
-            if overlap == "skip":
-                log.info(
-                    "schedule %s#%d: %s is still running; fire at %s skipped",
-                    graph.name,
-                    index,
-                    previous_id,
-                    due,
-                )
-                return Fired(graph.name, index, due, None, f"skipped: {previous_id} is still running")
-            if overlap == "cancel-previous":
-                self.runtime.cancel(previous_id)
-        value = thaw(schedule["input"]) if "input" in schedule else {}
-        try:
-            self.runtime.start(graph.name, value, eid)
-        except InputInvalid as exc:
-            log.warning("schedule %s#%d did not start: %s", graph.name, index, exc)
-            return Fired(graph.name, index, due, None, "the input does not match the workflow's schema")
-        redis.hset(key, mapping={"eid": eid})
-        return Fired(graph.name, index, due, eid)
-
-    def _running(self, execution_id: str) -> bool:
-        try:
-            status = self.runtime.record(execution_id).get("status")
-        except UnknownExecution:
-            return False
-        return status in ("running", "compensating")
+        return fire(self.runtime, graph, index, schedule, due)
 
     # ------------------------------------------------------------------------------ the loop
 

@@ -2,7 +2,8 @@
 
 Beside the Python SDK (tests/test_qstash_dev.py), a second official client proves the dev server
 speaks QStash's wire format: publish (200, 202 for a duplicate), batch, get/cancel messages, bulk
-cancel, the DLQ (list, bulk delete by ``dlqIds``) and the ``Receiver`` verifying a signed delivery.
+cancel, the DLQ (list, bulk delete by ``dlqIds``), schedules (create, update in place, get, list,
+pause/resume, delete) and the ``Receiver`` verifying a signed delivery.
 The client is installed from the committed lockfile (tests/js/package-lock.json) by ``.ci/run`` or,
 when missing, by this test (``npm ci``); it is skipped only where node or npm is not installed.
 """
@@ -82,6 +83,9 @@ def test_the_official_js_client_works_against_the_dev_server() -> None:
         assert dead["responseStatus"] == 500
         assert out["dlqDeleted"]["deleted"] == 1
         assert out["verified"] is True
+        assert out["schedule"] == {"cron": "*/5 * * * *", "destination": f"{ep.url}/js/moved", "body": None}
+        assert out["schedulePaused"] is True and out["scheduleResumed"] is True
+        assert out["scheduleIds"] == ["js-schedule.1"] and out["schedulesLeft"] == 0
         # what the JS client published was delivered, signed, with its forwarded header
         [one] = ep.on("/js/one")
         assert json.loads(one.body) == {"hello": "js"} and one.headers["x-from"] == "js"

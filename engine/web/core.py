@@ -60,6 +60,7 @@ class HopflowApp:
         self._lock = threading.Lock()
         self.app: Starlette | None = None  # set by engine.web.app.create_app
         self.scheduler: Scheduler | None = None  # fires `schedules` alongside the local dispatcher
+        self.schedules_sync: threading.Thread | None = None  # HOPFLOW_SCHEDULES_SYNC=1 with QStash
 
     # -------------------------------------------------------------------------------- lifecycle
 
@@ -79,6 +80,11 @@ class HopflowApp:
 
                 self.scheduler = Scheduler(runtime)  # the workflows' `schedules` fire here too
                 self.scheduler.start()
+            elif self.config.schedules_sync and self.config.dispatcher_kind == "qstash":
+                self.schedules_sync = threading.Thread(
+                    target=self._sync_schedules, name="hopflow-schedules-sync", daemon=True
+                )
+                self.schedules_sync.start()  # in the background: startup never waits on QStash
             try:
                 yield
             finally:
@@ -90,6 +96,19 @@ class HopflowApp:
                     self.local_dispatcher_started = False
 
         return lifespan(_app)
+
+    def _sync_schedules(self) -> None:
+        """HOPFLOW_SCHEDULES_SYNC=1: make QStash hold exactly the declared schedules (docs/schedules.md)."""
+        from engine.schedule_sync import sync_from_config
+
+        try:
+            changes = sync_from_config(self.config, self.runtime().catalog)
+        except Exception as exc:  # the server still serves; the log says why, `schedules sync` retries
+            problem = self.config.redact(f"{type(exc).__name__}: {exc}")
+            log.error("schedules sync at startup failed: %s", problem)
+            return
+        done = [c.describe() for c in changes if c.action != "unchanged"]
+        log.info("schedules sync at startup: %d change(s)%s", len(done), "".join(f"\n  {d}" for d in done))
 
     def should_run_local(self) -> bool:
         """Whether this app runs the local dispatcher's delivery loop in its lifespan."""

@@ -126,7 +126,16 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     "security": signed,
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}},
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Message"},
+                                        {"$ref": "#/components/schemas/ScheduleFire"},
+                                    ]
+                                }
+                            }
+                        },
                     },
                     "responses": {
                         "200": step_result,
@@ -422,6 +431,24 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         },
                     },
                 },
+                "ScheduleFire": {
+                    "type": "object",
+                    "description": "A QStash schedule's fire (docs/schedules.md): starts the execution "
+                    "for the schedule's most recent fire time",
+                    "required": ["schedule"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "schedule": {
+                            "type": "object",
+                            "required": ["namespace", "workflow", "index"],
+                            "properties": {
+                                "namespace": {"type": "string"},
+                                "workflow": {"type": "string"},
+                                "index": {"type": "integer", "minimum": 0},
+                            },
+                        }
+                    },
+                },
                 "QStashCallback": {
                     "type": "object",
                     "required": ["status"],
@@ -439,11 +466,22 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                     "required": ["result"],
                     "properties": {
                         "result": {
-                            "enum": ["advanced", "stale", "busy", "finished", "deferred", "dead", "ignored"]
+                            "enum": [
+                                "advanced",
+                                "stale",
+                                "busy",
+                                "finished",
+                                "deferred",
+                                "dead",
+                                "ignored",
+                                "started",
+                                "skipped",
+                            ]
                         },
                         "execution_id": {"type": "string"},
                         "status": {"type": "string"},
                         "reason": {"type": "string"},
+                        "fire_time": {"type": "string", "description": "a schedule fire's time (UTC)"},
                     },
                 },
                 "StartRequest": {

@@ -44,7 +44,8 @@ log = logging.getLogger("hopflow.asgi")
 
 
 async def step(hop: HopflowApp, request: Request) -> Response:
-    """``POST /v1/step``: advance one node (``?hopflow=failure`` is the failure callback's alias)."""
+    """``POST /v1/step``: advance one node (``?hopflow=failure`` is the failure callback's alias; a
+    ``{"schedule": …}`` body is a QStash schedule's fire: :mod:`engine.web.scheduled`)."""
     if request.query_params.get("hopflow") == "failure":
         return await step_failed(hop, request)  # QStashDispatcher.from_env's default callback URL
     from engine.model import MessageError
@@ -52,7 +53,12 @@ async def step(hop: HopflowApp, request: Request) -> Response:
     body = await hop.body(request)
     scheme = hop.verifier.verify(request, body)
     try:
-        message = parse_message(_loads(body))
+        data = _loads(body)
+        if isinstance(data, dict) and "schedule" in data and "execution_id" not in data:
+            from engine.web.scheduled import fire  # a QStash schedule's fire (engine/schedule_sync.py)
+
+            return await fire(hop, data)
+        message = parse_message(data)
     except MessageError as exc:
         raise non_retryable(f"not a hopflow message: {exc}") from None
     runtime = await hop.runtime_async()

@@ -49,6 +49,26 @@ for (let i = 0; i < 200 && dlq.length === 0; i++) {
 out.dlq = dlq.map((m) => ({ messageId: m.messageId, responseStatus: m.responseStatus, dlqId: m.dlqId }));
 out.dlqDeleted = await client.dlq.delete([dlq[0].dlqId, "no-such-dlq-id"]);
 
+// schedules: create (with a time zone), update in place by id, get, list, pause/resume, delete
+const scheduleId = "js-schedule.1";
+await client.schedules.create({
+  destination: `${target}/js/scheduled`,
+  cron: "CRON_TZ=Europe/Lisbon 0 9 * * 1-5",
+  scheduleId,
+  body: JSON.stringify({ from: "js" }),
+  headers: { "Content-Type": "application/json" },
+});
+await client.schedules.create({ destination: `${target}/js/moved`, cron: "*/5 * * * *", scheduleId });
+const schedule = await client.schedules.get(scheduleId);
+out.schedule = { cron: schedule.cron, destination: schedule.destination, body: schedule.body ?? null };
+await client.schedules.pause({ schedule: scheduleId });
+out.schedulePaused = (await client.schedules.get(scheduleId)).isPaused;
+await client.schedules.resume({ schedule: scheduleId });
+out.scheduleResumed = !(await client.schedules.get(scheduleId)).isPaused;
+out.scheduleIds = (await client.schedules.list()).map((s) => s.scheduleId);
+await client.schedules.delete(scheduleId);
+out.schedulesLeft = (await client.schedules.list()).length;
+
 // the Receiver verifies a delivery the dev server signed (handed over by the test)
 if (env.SIGNED_BODY) {
   const receiver = new Receiver({
