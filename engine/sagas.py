@@ -94,7 +94,9 @@ def start_undo(run: NodeRun, statuses: dict[str, str], tail: list[str]) -> bool:
     run.ops["msgs"].append({"node": node.id, "branch": run.branch, "seq": -1})
     what = "items" if node.kind == "foreach" else "branches"
     run.history(
-        event="undoing", step=node.id, message=f"{what} {', '.join(str(i) for i in sorted(losers))}",
+        event="undoing",
+        step=node.id,
+        message=f"{what} {', '.join(str(i) for i in sorted(losers))}",
         count=len(picked),
     )
     return True
@@ -133,7 +135,11 @@ def undo_error(run: NodeRun) -> dict[str, Any]:
     abort = json.loads(run.b["abort"]) if run.b.get("abort") else None
     if abort and not abort.get("won"):
         return abort
-    return {"name": "cancelled", "message": f"the race in {node.id!r} was won by other branches", "step": node.id}
+    return {
+        "name": "cancelled",
+        "message": f"the race in {node.id!r} was won by other branches",
+        "step": node.id,
+    }
 
 
 # ------------------------------------------------------------------------------ one compensation
@@ -280,9 +286,7 @@ def _run(run: NodeRun, step: str, comp: Any, item: dict[str, Any], config: Any, 
         from engine.steps import action
 
         name = dynamic.action_name(comp.config["name"], lambda _: config["name"], step)
-        return action.execute(
-            name, config.get("with") or {}, ctx, timeout_s=timeout, registry=run.rt.actions
-        )
+        return action.execute(name, config.get("with") or {}, ctx, timeout_s=timeout, registry=run.rt.actions)
     # workflow: a child execution that resumes the unwinding node ($compensate, or the fan-out) when it ends
     child = run.start_child(config["name"], config.get("input") or {}, f"{step}.compensate", target)
     result = _child_result(run, child)

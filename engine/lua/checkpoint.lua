@@ -16,7 +16,8 @@
 -- Partial unwinds (docs/semantics.md "Losers are undone at once"): every stack entry carries n (the
 -- header's counter cn at its push); a fan-out records fc (cn when it started), fx (it ended early: a
 -- race decided, its own or a child's timeout), and per child in its results hash "s:<i>" = h (halted),
--- f (failed or timed out), l (succeeded after the end was decided); fud: its losers are undone
+-- f (failed or timed out), l (succeeded after the end was decided); fud: its losers are undone;
+-- while undoing: uleft (entries left), utop (the next one), ufail (a compensation gave up: attempts)
 -- seq first: "someone else advanced" (the caller's work is superseded) differs from "my lock
 -- expired but nobody advanced" (the caller must not acknowledge: the message has to come back)
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '-1')
@@ -97,6 +98,8 @@ if U then
   end
   if U.pop then redis.call('RPOP', uk) end
   if U.done then redis.call('DEL', uk) end
+  local top = redis.call('LINDEX', uk, -1)  -- what it undoes next (status and the dashboard say so)
+  if top then redis.call('HSET', KEYS[2], 'utop', top) else redis.call('HDEL', KEYS[2], 'utop') end
   if U.fail then  -- a compensation gave up: `resume` sends this message again (resume.lua)
     local waiting = {}
     local raw = redis.call('HGET', KEYS[1], 'undo')
@@ -186,7 +189,7 @@ local function start_child(parent, pk, pnode, i, entry)
   local keep = {'node', 'phase', 'attempt', 'pb', 'idx', 'ploc', 'item', 'as', 'error', 'last', 'park',
                 'abort', 'total', 'next', 'fin', 'fk', 'fe', 'fas', 'cloc', 'oc', 'wake',
                 'fw', 'fok', 'fno', 'ferr', 'fu', 'ft', 'ftl', 't0', 'tdue', 'tmo',
-                'fc', 'fx', 'fud', 'uleft', 'ufail'}
+                'fc', 'fx', 'fud', 'uleft', 'ufail', 'utop'}
   redis.call('HDEL', ck, unpack(keep))
   redis.call('HSET', ck, 'node', entry, 'phase', 'run', 'attempt', 1, 'pb', parent, 'idx', i,
              'ploc', redis.call('HGET', pk, 'cloc') or '{}')
@@ -213,7 +216,7 @@ if F and not stopped then
   local ik = BASE .. 'i:' .. A.branch .. ':' .. F.node
   redis.call('DEL', rk, ik)
   redis.call('HDEL', KEYS[2], 'abort', 'fw', 'fok', 'fno', 'ferr', 'fu', 'ft', 'ftl', 'fx', 'fud', 'uleft',
-             'ufail')
+             'ufail', 'utop')
   redis.call('HSET', KEYS[2], 'total', F.total, 'next', F.start, 'fin', 0, 'fk', F.kind, 'cloc', F.cloc,
              'fc', redis.call('HGET', KEYS[1], 'cn') or 0)
   if F.wait_for then redis.call('HSET', KEYS[2], 'fw', F.wait_for) end
