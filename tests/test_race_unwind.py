@@ -586,3 +586,39 @@ def test_the_record_and_where_show_the_partial_unwind(harness: Any) -> None:
     h.drain()
     trace = h.runtime.record(eid)["trace"]
     assert {"step": "hold_c", "phase": "compensate", "status": "ok", "attempt": 1} in trace
+
+
+def test_the_dashboard_shows_the_partial_unwind(harness: Any) -> None:
+    from engine.web.ui.states import node_states
+    from engine.web.ui.timeline import compensations as shown
+    from engine.web.ui.timeline import timeline
+
+    rec = Recorder()
+    rec.broken.add("unseat a")
+    h = harness(BROKEN, actions={"rec": rec})
+    eid = h.start("race")
+    h.drain()
+    graph = h.store.get_graph(h.store.header(eid)["graph"])
+    record, history = h.runtime.record(eid), h.runtime.history(eid)
+    states = node_states(graph, record, history)
+    assert states["quote"]["state"] == "failed" and "resume" in states["quote"]["detail"]
+    assert states["seat_a"]["compensation"] == "failed"
+    assert states["b"]["compensation"] == "registered"  # the winner's: not the one that gave up
+    texts = [e["text"] for e in timeline(history)["entries"]]
+    assert "quote ended early: undoing 3 compensation(s) of its losers (branches 0, 2)" in texts
+
+    rec.broken.clear()
+    h.runtime.resume(eid)
+    h.drain()
+    record, history = h.runtime.record(eid), h.runtime.history(eid)
+    states = node_states(graph, record, history)
+    assert states["hold_c"]["state"] == "compensated" and states["b"]["state"] == "done"
+    assert [(c["step"], c["branch"], c["status"]) for c in shown(history)] == [
+        ("seat_a", "quote/0", "error"),
+        ("seat_a", "quote/0", "error"),
+        ("seat_a", "quote/0", "ok"),
+        ("hold_c", "quote/2", "ok"),
+        ("hold_a", "quote/0", "ok"),
+    ]
+    texts = [e["text"] for e in timeline(history)["entries"]]
+    assert "hold_c compensated (branch quote/2)" in texts and "quote: its losers are undone" in texts
