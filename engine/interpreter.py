@@ -965,7 +965,7 @@ class NodeRun:
         if not skipped:
             self.ops["bset"]["last"] = field
         if isinstance(outcome, Done) and outcome.vars:
-            self.assign(outcome.vars)
+            self.assign(outcome.vars, outcome.reduced)
         if not skipped and node.compensate is not None:
             self.register_compensation()
         self.node_history("skip" if skipped else "run", "ok")
@@ -980,9 +980,10 @@ class NodeRun:
             field = output_field(self.graph, node.id, self.branch)
             self.ops["outputs"][input_field(field)] = dumps(self.step_input)
 
-    def assign(self, values: dict[str, Any]) -> None:
+    def assign(self, values: dict[str, Any], encoded: dict[str, dict[str, Any]] | None = None) -> None:
         """Vars a step set: plain ones are written as they are; declared reduced ones go to the
-        checkpoint as contributions, which the script combines with what is stored (atomically)."""
+        checkpoint as contributions, which the script combines with what is stored (atomically).
+        ``encoded``: contributions the step already encoded (and so type-checked), used as they are."""
         from engine import reducers
 
         for name, value in values.items():
@@ -991,7 +992,8 @@ class NodeRun:
                 self.ops["vars"][name] = dumps(value)
                 self.vars[name] = value
                 continue
-            self.ops.setdefault("reduce", []).append(reducers.encode(name, op, value))
+            found = (encoded or {}).get(name)
+            self.ops.setdefault("reduce", []).append(found or reducers.encode(name, op, value))
             if name in self.vars:  # this node's own view (the script's result when nothing races)
                 self.vars[name] = reducers.apply(op, self.vars[name], value)
 
