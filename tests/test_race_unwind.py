@@ -455,14 +455,18 @@ def test_a_cancel_during_a_partial_unwind_lets_it_finish_then_unwinds_the_rest(h
     text = RACE.replace(
         "compensate: {action: rec, with: {name: release c}}",
         "compensate: {action: rec, with: {name: release c},"
-        " retry: {max_attempts: 3, interval: 1m, on: [any]}}",
+        " retry: {max_attempts: 3, interval: 1m, jitter: none, on: [any]}}",
     )
     rec.broken.add("release c")
     h = harness(text, actions={"rec": rec})
     eid = h.start("race")
-    h.drain(until=lambda: "release c" in rec.calls)
+    h.drain(until=lambda: "unseat a" in rec.calls)
     h.runtime.cancel(eid)
+    h.drain(until=lambda: "release c" in rec.calls)  # fails once, after the cancel
+    failed_at = h.clock.now()
     rec.broken.clear()
+    h.drain(until=lambda: rec.calls.count("release c") == 2)
+    assert h.clock.now() - failed_at >= 59  # the retry kept its backoff: a cancel does not hurry it
     h.drain()
     assert h.runtime.record(eid)["status"] == "cancelled"
     tail = [c for c in rec.calls if c.startswith(("release", "unseat", "undo", "unbook"))]

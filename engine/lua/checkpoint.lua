@@ -152,11 +152,17 @@ if A.call and not stopped then
   called = true
 end
 
--- this branch's own next message(s); a stop flag turns delays into "now". A delayed one's wake-up
+-- this branch's own next message(s); a stop flag turns delays into "now" (except a compensation's
+-- retry backoff: unwinding is what a stop asks for, so it keeps its pace). A delayed one's wake-up
 -- time is kept on the branch ("<seq>|<node>|<unix seconds>"): begin.lua re-defers a delivery of that
 -- message that comes earlier, whatever the dispatcher's headers said (a relayed long delay, a replay)
 redis.call('HDEL', KEYS[2], 'wake')
 local own = false
+local hurry = stopped
+if hurry then
+  local phase = redis.call('HGET', KEYS[2], 'phase')
+  if phase == 'compensate' or phase == 'undo' then hurry = false end
+end
 if A.msgs then
   for _, m in ipairs(A.msgs) do
     local s = m.seq
@@ -164,7 +170,7 @@ if A.msgs then
     local delay, nb = m.delay_ms, m.not_before
     if m.branch == A.branch and m.eid == nil then
       own = true
-      if stopped then delay, nb = 0, nil end
+      if hurry then delay, nb = 0, nil end
       local at = nb
       if not at and delay and delay > 0 then at = A.now + delay / 1000 end
       if at then redis.call('HSET', KEYS[2], 'wake', s .. '|' .. m.node .. '|' .. string.format('%.3f', at)) end
