@@ -525,6 +525,9 @@ class NodeRun:
             outcome = "joined"
         if "fanout" in self.ops:
             outcome = "fanout"
+        undo = self.ops.get("undo")
+        if isinstance(undo, dict) and phase != "compensate":  # a fan-out starting/ending its partial unwind
+            outcome = "undone" if undo.get("done") else "undoing"
         undoes = ""
         if phase == "compensate" and self.undoes is not None:
             undoes = traceids.span_id(self.eid, *self.undoes)

@@ -11,6 +11,12 @@ step after the failure still pushes its compensation before unwinding starts (it
 first, being the newest). One compensation runs per webhook call, on the top-level branch at the
 pseudo-node ``$compensate``, with its own retry policy. The body is rendered only when it runs, with
 the step's own output (``steps.ID.output``, the item's own for foreach items) in scope.
+
+A fan-out that ends early (a race decided, its own or a child's timeout) does a *partial unwind*
+first (:func:`start_undo`, :func:`undo`): its losers' entries leave the stack for the fan-out's own
+list and are undone the same way, one per call, on the fan-out's branch (phase ``undo``), before the
+fan-out's outcome applies. Each entry carries ``n`` (a counter the checkpoint stamps), so a fan-out
+tells the entries of its own run from an earlier run's under the same branch paths.
 """
 
 from __future__ import annotations
@@ -117,8 +123,7 @@ def undo(run: NodeRun) -> None:
         run.ops["msgs"].append({"node": node.id, "branch": run.branch, "seq": -1})
         run.history(event="undone", step=node.id)
         return
-    if run.b.get("ufail"):  # resumed by an operator: that compensation starts again from attempt 1
-        run.b["attempt"] = "1"
+    if run.b.get("ufail"):  # resumed by an operator (the give-up reset its attempt to 1)
         run.ops["bdel"].append("ufail")
     if _compensate(run, json.loads(top), undo_error(run), node.id, run.branch):
         run.ops["undo"] = {"node": node.id, "pop": True}

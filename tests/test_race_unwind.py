@@ -626,3 +626,38 @@ def test_the_dashboard_shows_the_partial_unwind(harness: Any) -> None:
     ]
     texts = [e["text"] for e in timeline(history)["entries"]]
     assert "hold_c compensated (branch quote/2)" in texts and "quote: its losers are undone" in texts
+
+
+def test_a_losers_workflow_compensation_runs_as_a_child_and_resumes_the_undo(harness: Any) -> None:
+    rec = Recorder()
+    parent = """
+    name: parent
+    steps:
+      - id: race
+        parallel:
+          first: true
+          branches:
+            - steps:
+                - {id: w0, wait: {for: 1s}}
+                - {id: win, action: rec, with: {name: win}}
+            - steps:
+                - id: hold
+                  action: rec
+                  with: {name: hold}
+                  compensate: {workflow: {name: release, input: {what: hold}}}
+                - {id: w1, wait: {for: 1h}}
+      - {id: after, action: rec, with: {name: after}}
+    """
+    child = """
+    name: release
+    input: {type: object, properties: {what: {type: string}}}
+    steps:
+      - {id: pause, wait: {for: 5s}}
+      - {id: undo, action: rec, with: {name: "release {{ input.what }}"}}
+    """
+    h = harness(parent, child, actions={"rec": rec})
+    eid = h.start("parent")
+    h.drain()
+    assert h.runtime.record(eid)["status"] == "succeeded"
+    assert rec.calls == ["hold", "win", "release hold", "after"]
+    assert compensations(h, eid) == [("hold", "race/1", "ok")]
