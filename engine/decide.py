@@ -25,6 +25,8 @@ class Done:
 
     result: Any = None
     vars: dict[str, Any] | None = None
+    # contributions to declared reduced vars, already encoded for the checkpoint (engine/reducers.py)
+    reduced: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

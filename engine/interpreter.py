@@ -525,6 +525,9 @@ class NodeRun:
             outcome = "joined"
         if "fanout" in self.ops:
             outcome = "fanout"
+        undo = self.ops.get("undo")
+        if isinstance(undo, dict) and phase != "compensate":  # a fan-out starting/ending its partial unwind
+            outcome = "undone" if undo.get("done") else "undoing"
         undoes = ""
         if phase == "compensate" and self.undoes is not None:
             undoes = traceids.span_id(self.eid, *self.undoes)
@@ -754,6 +757,9 @@ class NodeRun:
         if self.phase == "compensate":
             sagas.unwind(self)
             return self.ops
+        if self.phase == "undo":  # a fan-out's partial unwind: not stopped by a cancel or an abort
+            sagas.undo(self)
+            return self.ops
         deadline = self.header.get("deadline")
         if stop is None and deadline and self.now >= float(deadline):
             stop = self.rt.stop(
@@ -776,6 +782,10 @@ class NodeRun:
             self.expire(expired)
             return self.ops
         assert self.node is not None
+        if self.phase == "join" and self.begin.get("tail"):  # it ended early: undo its losers first
+            statuses = {k[2:]: v for k, v in _flat_map(self.begin.get("results")).items() if k[:2] == "s:"}
+            if sagas.start_undo(self, statuses, list(self.begin["tail"])):
+                return self.ops
         self.rt.fault("before_step", self.msg)
         outcome = self.run_phase()
         self.rt.fault("after_step", self.msg)
@@ -831,7 +841,8 @@ class NodeRun:
                     return offload.resume(node, self, info)
                 return self.rt.step_module(node.kind).resume(node, self, info)
             if self.phase == "join":
-                results = {int(k): json.loads(v) for k, v in _flat_map(self.begin.get("results")).items()}
+                found = _flat_map(self.begin.get("results")).items()
+                results = {int(k): json.loads(v) for k, v in found if k.isdigit()}  # not "s:<i>"
                 abort = loads(self.b.get("abort"))
                 total = int(self.b.get("total") or 0)
                 return self.rt.step_module(node.kind).join(node, self, results, abort, total)
@@ -889,15 +900,22 @@ class NodeRun:
             if v is not None:
                 flat += [k, str(v) if not redactor or k in PLAIN_HISTORY else redactor.text(str(v))]
         flat += ["time", f"{self.now:.3f}"]
-        if self.branch and "branch" not in fields:
+        if self.branch and fields.get("branch") is None:
             flat += ["branch", self.branch]
         self.ops["history"].append(flat)
 
     def node_history(
-        self, phase: str, status: str, error: StepError | None = None, step: str | None = None
+        self,
+        phase: str,
+        status: str,
+        error: StepError | None = None,
+        step: str | None = None,
+        branch: str | None = None,
     ) -> None:
+        """``branch``: where the step ran, when that is not this branch (a loser's compensation)."""
         self.history(
             step=step or (self.node.id if self.node else None),
+            branch=branch,
             phase=phase,
             status=status,
             attempt=self.attempt,
@@ -950,7 +968,7 @@ class NodeRun:
         if not skipped:
             self.ops["bset"]["last"] = field
         if isinstance(outcome, Done) and outcome.vars:
-            self.assign(outcome.vars)
+            self.assign(outcome.vars, outcome.reduced)
         if not skipped and node.compensate is not None:
             self.register_compensation()
         self.node_history("skip" if skipped else "run", "ok")
@@ -965,9 +983,10 @@ class NodeRun:
             field = output_field(self.graph, node.id, self.branch)
             self.ops["outputs"][input_field(field)] = dumps(self.step_input)
 
-    def assign(self, values: dict[str, Any]) -> None:
+    def assign(self, values: dict[str, Any], encoded: dict[str, dict[str, Any]] | None = None) -> None:
         """Vars a step set: plain ones are written as they are; declared reduced ones go to the
-        checkpoint as contributions, which the script combines with what is stored (atomically)."""
+        checkpoint as contributions, which the script combines with what is stored (atomically).
+        ``encoded``: contributions the step already encoded (and so type-checked), used as they are."""
         from engine import reducers
 
         for name, value in values.items():
@@ -976,7 +995,8 @@ class NodeRun:
                 self.ops["vars"][name] = dumps(value)
                 self.vars[name] = value
                 continue
-            self.ops.setdefault("reduce", []).append(reducers.encode(name, op, value))
+            found = (encoded or {}).get(name)
+            self.ops.setdefault("reduce", []).append(found or reducers.encode(name, op, value))
             if name in self.vars:  # this node's own view (the script's result when nothing races)
                 self.vars[name] = reducers.apply(op, self.vars[name], value)
 

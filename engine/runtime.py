@@ -176,7 +176,8 @@ class Runtime:
         return len(infos)
 
     def resume(self, execution_id: str) -> None:
-        """``compensation_failed`` → ``compensating``: retry the compensation that gave up."""
+        """``compensation_failed`` → ``compensating`` (or ``running``, when a fan-out's partial unwind
+        gave up): retry the compensation that gave up."""
         now = self.clock.now()
         found = self.store.run(
             "resume", execution_id, {"eid": execution_id, "now": now, "hist": self._event("resumed", now)}
@@ -188,7 +189,8 @@ class Runtime:
                 f"execution {execution_id!r} is {found.get('status')}, not compensation_failed"
             )
         self.store.touch(execution_id)
-        self.indexed(execution_id, Status.COMPENSATING.value, force=True)
+        # compensating again, or running again after a fan-out's partial unwind gave up (resume.lua)
+        self.indexed(execution_id, str(found.get("status") or Status.COMPENSATING.value), force=True)
         self._flush(execution_id, outbox_entries(found.get("out")))
 
     def recover(self, older_than_s: float = 60) -> int:

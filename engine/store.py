@@ -285,8 +285,11 @@ class Store:
             paths.append(args["branch"])
         elif name == "begin" and branch is not None:
             node = str(args.get("node", "")).split("#", 1)[0]
-            keys.append(f"{prefix}r:{branch}:{node}")
+            keys += [f"{prefix}r:{branch}:{node}", f"{prefix}u:{branch}:{node}"]
         elif name == "checkpoint" and branch is not None:
+            undo = args.get("undo")
+            if isinstance(undo, dict):  # a fan-out's partial unwind: the losers' entries
+                keys.append(f"{prefix}u:{branch}:{undo.get('node', '')}")
             fan = args.get("fanout")
             if isinstance(fan, dict):
                 node = str(fan.get("node", ""))

@@ -136,6 +136,9 @@ def _one(
             entry["text"] = f"compensating: {what}, attempt {attempt}"
         return entry
 
+    if phase == "undo":
+        return _undoing(entry, status, fields, history, label)
+
     if phase == "join":
         total = int(fields.get("total") or 0)
         fin = int(fields.get("fin") or 0)
@@ -192,6 +195,42 @@ def _one(
     timeout = f", timeout {format_ms(node.timeout_ms)}" if node is not None and node.timeout_ms else ""
     again = f", attempt {attempt}" if attempt > 1 else ""
     entry["text"] = f"{label}: running or queued to run{again}{timeout}"
+    return entry
+
+
+def _undoing(
+    entry: dict[str, Any],
+    status: str | None,
+    fields: dict[str, str],
+    history: list[dict[str, Any]],
+    label: str,
+) -> dict[str, Any]:
+    """A fan-out that ended early undoing what its losers registered (engine/sagas.py ``undo``)."""
+    top = _loads(fields.get("utop")) or {}
+    step, branch = top.get("step"), top.get("branch")
+    left = int(fields.get("uleft") or 0)
+    attempt = int(entry["attempt"])
+    what = f"step {step!r} (branch {branch})" if step else "a step"
+    head = f"{label}: undoing what its losers registered ({left} left)"
+    entry["kind"] = "compensate"
+    if status == "compensation_failed" and fields.get("ufail"):
+        entry["state"] = "compensation_failed"
+        entry["attempt"] = int(fields["ufail"])
+        entry["text"] = (
+            f"{head}: the compensation of {what} gave up after {fields['ufail']} attempt(s): "
+            "`hopflow resume` retries it"
+        )
+        return entry
+    due = _float(fields.get("due"))
+    if due is not None:
+        error = _last_error(history, step or "", "compensate")
+        entry.update(state="retrying", next_attempt_at=iso(due))
+        entry["text"] = f"{head}: compensating {what}; attempt {attempt} at {iso(due)}" + (
+            f" after {error}" if error else ""
+        )
+        return entry
+    entry["state"] = "compensating"
+    entry["text"] = f"{head}: compensating {what}, attempt {attempt}" if step else f"{head}: finishing"
     return entry
 
 

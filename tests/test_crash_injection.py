@@ -806,3 +806,103 @@ steps:
     rec = rt.record(eid)
     assert rec["status"] == "succeeded", rec
     assert rec["output"] == ["x", "y", "z"]
+
+
+# ------------------------------------------------------------------ partial unwinds (fan-outs ending early)
+
+
+def _act(step: str, undo_fails: int | None = None) -> str:
+    """One action step in flow style; with ``undo_fails``, a compensation failing that many times."""
+    text = f"{{id: {step}, action: t.work, with: {{step: {step}, item: null, fail_until: 0, fatal: false}}"
+    if undo_fails is not None:
+        text += (
+            f", compensate: {{action: t.undo, with: {{step: {step}, item: null, fail_until: {undo_fails}}},"
+            " retry: {max_attempts: 3, interval: 1s, on: [any]}}"
+        )
+    return text + "}"
+
+
+UNWIND_SHAPES: dict[str, str] = {
+    # b wins; a (two entries, one undo failing once) and c (one entry) lose and are undone before `after`
+    "race_won": f"""
+name: race-won
+steps:
+  - {_act("before", 0)}
+  - id: race
+    parallel:
+      first: true
+      branches:
+        - steps:
+            - {_act("a1", 0)}
+            - {_act("a2", 1)}
+            - {{id: a_wait, wait: {{for: 10s}}}}
+        - steps:
+            - {{id: b_wait, wait: {{for: 2s}}}}
+            - {_act("b", 0)}
+        - steps:
+            - {_act("c1", 0)}
+            - {{id: c_wait, wait: {{for: 5s}}}}
+  - {_act("after")}
+""",
+    # the parallel's timeout stops the slow branch: undone, then the catch target runs
+    "fanout_timeout": f"""
+name: fanout-timeout
+steps:
+  - id: both
+    timeout: 3s
+    catch: [{{errors: [timeout], goto: after}}]
+    parallel:
+      branches:
+        - steps:
+            - {_act("fast", 0)}
+        - steps:
+            - {_act("hold", 1)}
+            - {{id: slow, wait: {{for: 1h}}}}
+  - {_act("after")}
+""",
+}
+UNWIND_EXPECTED = {"race_won": ["a1", "a2", "c1"], "fanout_timeout": ["hold"]}
+
+
+def _undone_before_after(run: Run) -> list[str]:
+    """The steps undone (by the ledger's first application) before `after` did its work; their
+    order must be the reverse of the order their work completed in (branch interleaving is timing:
+    a crash may change it, and the undo order follows)."""
+    order = run.ledger.only(run.eid).order
+    name = lambda k: k.split(":")[1].split("/")[-1]  # noqa: E731
+    after = order.index(f"{run.eid}:after")
+    undone = [name(k) for k in order[:after] if k.endswith(":compensate")]
+    worked = [name(k) for k in order if not k.endswith(":compensate") and name(k) in undone]
+    assert undone == worked[::-1], f"undone {undone}, but they completed in the order {worked}"
+    return sorted(undone)
+
+
+@pytest.mark.parametrize("shape", sorted(UNWIND_SHAPES))
+@pytest.mark.parametrize("point", POINTS)
+def test_a_crash_during_a_partial_unwind_changes_nothing(redis_db: Any, shape: str, point: str) -> None:
+    """Each loser's compensation is checkpointed like a saga's: a crash anywhere (the undo's own
+    nodes included) re-runs at most the node it interrupted, with the same idempotency key, and the
+    execution ends exactly like the undisturbed one — losers undone once, before the next step."""
+    text = UNWIND_SHAPES[shape]
+    plan = Plan(text.split("\n", 2)[1].split(": ")[1], ())
+    base = drive(make_run(redis_db, plan, texts=[text]), plan, f"base-u-{shape}")
+    assert base.record()["status"] == "succeeded"
+    assert _undone_before_after(base) == UNWIND_EXPECTED[shape]
+    expected = _summary(base)
+    passages = base.faults.counts.get("after_checkpoint" if point == "publish_error" else point, 0)
+    assert passages >= 3, f"{shape}: the baseline passed {point} only {passages} times"
+
+    for nth in range(1, passages + 1):
+        run = drive(make_run(redis_db, plan, point, nth, texts=[text]), plan, f"u-{shape}-{point}-{nth}")
+        where = f"{shape}: crash at {point} #{nth} ({run.faults.fired})"
+        assert run.faults.fired, f"{where}: the crash never fired"
+        assert _summary(run) == expected, where
+        assert _undone_before_after(run) == UNWIND_EXPECTED[shape], where
+        done = [
+            (h["step"], h.get("branch"))
+            for h in run.runtime.history(run.eid)
+            if h.get("phase") == "compensate" and h.get("status") == "ok"
+        ]
+        assert len(done) == len(set(done)) == len(UNWIND_EXPECTED[shape]), f"{where}: {done}"
+        outbox, locks = leftovers(run)
+        assert outbox == [] and locks == [], f"{where}: left outbox {outbox} / locks {locks}"

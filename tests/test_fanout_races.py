@@ -120,17 +120,17 @@ LOSER_REGISTERED = RACE.replace(
 )
 
 
-def test_a_losers_compensation_is_not_run_when_the_race_is_won(harness: Any) -> None:
-    """Decided (docs/semantics.md): what a stopped branch registered stays on the stack; it runs,
-    newest first, only if the execution later fails and unwinds."""
+def test_a_losers_compensation_runs_at_once_when_the_race_is_won(harness: Any) -> None:
+    """Decided (docs/semantics.md "Losers are undone at once"): what a stopped branch registered is
+    undone before the step after the race; the winner's stays on the stack."""
     rec = Recorder()
     h = harness(LOSER_REGISTERED, actions={"rec": rec})
     record = h.run("race")
     assert record["status"] == "succeeded" and record["output"] == [None, "fast", None]
-    assert "release mid" not in rec.calls and "mid" not in rec.calls
+    assert rec.calls == ["book", "hold mid", "fast", "release mid"]
 
 
-def test_a_losers_compensation_runs_when_the_execution_later_fails(harness: Any) -> None:
+def test_the_winners_compensation_runs_when_the_execution_later_fails(harness: Any) -> None:
     rec = Recorder()
     text = LOSER_REGISTERED.replace(
         "  - id: done\n", "  - id: after\n    action: rec\n    with: {name: fail after}\n  - id: done\n"
@@ -138,7 +138,7 @@ def test_a_losers_compensation_runs_when_the_execution_later_fails(harness: Any)
     h = harness(text, actions={"rec": rec})
     record = h.run("race")
     assert record["status"] == "compensated"
-    assert rec.calls[-3:] == ["undo fast", "release mid", "unbook"]
+    assert rec.calls[-4:] == ["release mid", "fail after", "undo fast", "unbook"]
 
 
 # ----------------------------------------------------------------------------------- foreach until

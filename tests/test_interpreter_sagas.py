@@ -428,3 +428,33 @@ def test_a_workflow_compensation_runs_a_child_and_waits_for_it(harness: Any) -> 
     assert r["status"] == "compensated", r
     assert rec.calls == ["charge", "refund C9"]
     assert comp_steps(r["trace"]) == ["charge"]
+
+
+def test_after_a_cancel_a_compensation_retry_keeps_its_backoff(harness: Any) -> None:
+    """A stop turns a branch's delays into "now" so nothing waits past a cancel — but not the
+    retries of the unwinding a cancel starts (they used to fire at once, spending every attempt)."""
+    calls: list[float] = []
+    h: Any = None
+
+    def undo(ctx: Any) -> None:
+        calls.append(h.clock.now())
+        if len(calls) == 1:
+            raise StepFailure(StepError("svc.down", "down"))
+
+    h = harness(
+        """
+        name: slow-undo
+        steps:
+          - id: a
+            action: ok
+            compensate: {action: undo, retry: {max_attempts: 3, interval: 1m, jitter: none, on: [any]}}
+          - {id: pause, wait: {for: 1h}}
+        """,
+        actions={"ok": lambda ctx: None, "undo": undo},
+    )
+    eid = h.start("slow-undo")
+    h.drain(until=lambda: bool(h.dispatcher.queue) and h.dispatcher.queue[0][0] > h.clock.now() + 60)
+    h.runtime.cancel(eid)
+    h.drain()
+    assert h.runtime.record(eid)["status"] == "cancelled"
+    assert len(calls) == 2 and calls[1] - calls[0] >= 59

@@ -163,6 +163,35 @@ def test_the_same_interleaving_loses_updates_of_a_plain_var(harness: Any) -> Non
     assert len(out["seen"]) < 50
 
 
+def test_a_set_encodes_each_contribution_once(harness: Any, monkeypatch: Any) -> None:
+    """`set` checks a reduced contribution by encoding it; the checkpoint takes that encoding (it
+    used to be encoded a second time by the interpreter)."""
+    from engine import reducers
+
+    calls: list[str] = []
+    encode = reducers.encode
+
+    def counting(name: str, op: str, value: Any) -> dict[str, Any]:
+        calls.append(name)
+        return encode(name, op, value)
+
+    monkeypatch.setattr(reducers, "encode", counting)
+    h = harness(
+        """
+        name: once
+        vars:
+          total: {reduce: sum}
+          seen: {reduce: append}
+        steps:
+          - {id: add, set: {total: 2, seen: x, plain: 1}}
+          - {id: out, succeed: {output: "{{ vars.total }} {{ vars.seen }} {{ vars.plain }}"}}
+        """
+    )
+    record = h.run("once")
+    assert record["status"] == "succeeded" and record["output"] == "2 ['x'] 1"
+    assert sorted(calls) == ["seen", "total"]
+
+
 def test_a_contribution_of_the_wrong_type_fails_the_step_with_template(harness: Any) -> None:
     h = harness(
         """

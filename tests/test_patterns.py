@@ -173,6 +173,34 @@ def test_scatter_gather_keeps_every_quote_and_the_cheapest(patterns: Harness) ->
     assert out["quotes"][out["cheapest"]] == out["best_cents"]
 
 
+def test_supplier_race_takes_the_first_confirmation_and_releases_the_other_hold_first(
+    patterns: Harness,
+) -> None:
+    eid = patterns.start("supplier-race", {"part": "valve-12", "qty": 4})
+    settle(patterns)
+    hold = patterns.store.outputs(eid, ["hold_globex"])[0]["hold"]
+    patterns.clock.advance_to(patterns.clock.now() + 600)
+    assert patterns.runtime.notify(
+        "supplier.confirmed", hold, {"supplier": "globex", "hold": hold, "price_cents": 5200}
+    )
+    patterns.drain()
+    record = patterns.runtime.record(eid)
+    assert record["status"] == "succeeded"
+    assert record["output"]["supplier"] == "globex" and record["output"]["price_cents"] == 5200
+    runs = [(t["step"], t["phase"]) for t in record["trace"] if t["step"] in ("hold_acme", "order")]
+    assert runs == [("hold_acme", "run"), ("hold_acme", "compensate"), ("order", "run")]
+
+
+def test_supplier_race_without_a_confirmation_releases_both_holds(patterns: Harness) -> None:
+    start = patterns.clock.now()
+    eid = patterns.start("supplier-race", {"part": "valve-12", "qty": 4})
+    patterns.drain()
+    record = patterns.runtime.record(eid)
+    assert record["status"] == "failed" and record["error"]["name"] == "part.unavailable"
+    assert compensated_steps(patterns, eid) == ["hold_globex", "hold_acme"]
+    assert patterns.clock.now() - start < 3700
+
+
 def test_the_patterns_test_files_pass_at_full_path_coverage(tmp_path: Any) -> None:
     import subprocess
     import sys

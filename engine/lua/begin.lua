@@ -21,7 +21,11 @@ end
 
 local hdr = redis.call('HMGET', KEYS[1], unpack(A.hfields))
 local status = hdr[1]
-if status ~= 'running' and status ~= 'compensating' then
+-- a partial unwind's compensation gave up (compensation_failed, `undo` names it): the rest of the
+-- execution goes on meanwhile; only that fan-out waits for `resume` (docs/semantics.md)
+local going = status == 'running' or status == 'compensating'
+  or (status == 'compensation_failed' and redis.call('HEXISTS', KEYS[1], 'undo') == 1)
+if not going then
   return result({kind = 'finished', status = status, outbox = outbox()})
 end
 -- a delayed message delivered before its recorded wake-up time: re-defer it, change nothing
@@ -64,7 +68,29 @@ for i, p in ipairs(A.ancestors) do aborts[i] = redis.call('HGET', bkey(p), 'abor
 r.aborts = aborts
 if br.phase == 'join' then
   r.results = redis.call('HGETALL', BASE .. 'r:' .. A.branch .. ':' .. node)
+  if br.fx and not br.fud and A.node == node then
+    -- it ended early: the stack entries pushed since it started (the newest last), for its losers'
+    local fc = tonumber(br.fc or '0')
+    local tail, stop, k = {}, false, 0
+    local ck = BASE .. 'c'
+    while not stop do
+      local chunk = redis.call('LRANGE', ck, -(k + 100), -(k + 1))
+      if #chunk == 0 then break end
+      for i = #chunk, 1, -1 do
+        local n = tonumber(string.match(chunk[i], '"n":(%d+)}$') or '0')
+        if n <= fc then stop = true; break end
+        table.insert(tail, 1, chunk[i])
+      end
+      if #chunk < 100 then break end
+      k = k + 100
+    end
+    r.tail = tail
+  end
 elseif br.phase == 'compensate' then
   r.top = redis.call('LINDEX', BASE .. 'c', -1)
+elseif br.phase == 'undo' then
+  local uk = BASE .. 'u:' .. A.branch .. ':' .. node
+  r.top = redis.call('LINDEX', uk, -1)
+  r.left = redis.call('LLEN', uk)
 end
 return result(r)

@@ -6,11 +6,18 @@
 --    call ({id, body}: an offloaded call to record in hf:{E}:oc),
 --    fanout_timeout ({abort, scope}: a parallel/foreach's timeout passed while it waits for its join),
 --    reduce ([{n, op, v | kv}]: contributions to declared vars, combined here with what is stored, so
---    concurrent branches never lose one; see engine/reducers.py)
+--    concurrent branches never lose one; see engine/reducers.py),
+--    undo ({node, start | pop | fail | done}: a fan-out's partial unwind, engine/sagas.py; the losers'
+--    entries live in hf:{E}:u:<branch>:<node> while it runs)
 -- Races (docs/semantics.md "Races and early exits"), on the joining branch's hash: fw (wait_for: how
 -- many successes end a parallel), fok/fno (successes/failures so far), ferr (the first failure),
 -- fu (a foreach's `until` held: start no more items), ft/ftl (item/branch timeouts, ms); on a child:
--- t0 (the seq it started with: which run of it a `$branch-timeout` message is about), tmo (its timeout)
+-- t0 (the seq it started with: which run of it a `$branch-timeout` message is about), tmo (its timeout).
+-- Partial unwinds (docs/semantics.md "Losers are undone at once"): every stack entry carries n (the
+-- header's counter cn at its push); a fan-out records fc (cn when it started), fx (it ended early: a
+-- race decided, its own or a child's timeout), and per child in its results hash "s:<i>" = h (halted),
+-- f (failed or timed out), l (succeeded after the end was decided); fud: its losers are undone;
+-- while undoing: uleft (entries left), utop (the next one), ufail (a compensation gave up: attempts)
 -- seq first: "someone else advanced" (the caller's work is superseded) differs from "my lock
 -- expired but nobody advanced" (the caller must not acknowledge: the message has to come back)
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '-1')
@@ -77,7 +84,30 @@ if A.reduce then
   end
 end
 if A.comp_pop then redis.call('RPOP', BASE .. 'c') end
-if A.comp_push then redis.call('RPUSH', BASE .. 'c', A.comp_push) end
+if A.comp_push then
+  local n = redis.call('HINCRBY', KEYS[1], 'cn', 1)  -- which run pushed it: a fan-out knows its own (fc)
+  redis.call('RPUSH', BASE .. 'c', string.sub(A.comp_push, 1, -2) .. ',"n":' .. n .. '}')
+end
+local U = A.undo
+if U then
+  local uk = BASE .. 'u:' .. A.branch .. ':' .. U.node
+  if U.start then  -- move the losers' entries off the saga's stack, in their order, onto the fan-out's
+    for _, e in ipairs(U.start) do
+      if redis.call('LREM', BASE .. 'c', -1, e) == 1 then redis.call('RPUSH', uk, e) end
+    end
+  end
+  if U.pop then redis.call('RPOP', uk) end
+  if U.done then redis.call('DEL', uk) end
+  local top = redis.call('LINDEX', uk, -1)  -- what it undoes next (status and the dashboard say so)
+  if top then redis.call('HSET', KEYS[2], 'utop', top) else redis.call('HDEL', KEYS[2], 'utop') end
+  if U.fail then  -- a compensation gave up: `resume` sends this message again (resume.lua)
+    local waiting = {}
+    local raw = redis.call('HGET', KEYS[1], 'undo')
+    if raw then waiting = cjson.decode(raw) end
+    waiting[#waiting + 1] = {branch = A.branch, node = U.node, seq = newseq}
+    redis.call('HSET', KEYS[1], 'undo', cjson.encode(waiting))
+  end
+end
 hset_all(KEYS[1], A.hset)
 if A.hdel and #A.hdel > 0 then redis.call('HDEL', KEYS[1], unpack(A.hdel)) end
 if A.output_from_last then
@@ -99,7 +129,7 @@ if T then
   if fin >= started and (aborted or started >= total) then
     emit(eid, A.self_node, newseq, A.branch, 0, nil)
   elseif not aborted then
-    redis.call('HSET', KEYS[2], 'abort', T.abort)
+    redis.call('HSET', KEYS[2], 'abort', T.abort, 'fx', 1)
     wake(eid, T.scope, A.branch)
   end
 end
@@ -122,11 +152,17 @@ if A.call and not stopped then
   called = true
 end
 
--- this branch's own next message(s); a stop flag turns delays into "now". A delayed one's wake-up
+-- this branch's own next message(s); a stop flag turns delays into "now" (except a compensation's
+-- retry backoff: unwinding is what a stop asks for, so it keeps its pace). A delayed one's wake-up
 -- time is kept on the branch ("<seq>|<node>|<unix seconds>"): begin.lua re-defers a delivery of that
 -- message that comes earlier, whatever the dispatcher's headers said (a relayed long delay, a replay)
 redis.call('HDEL', KEYS[2], 'wake')
 local own = false
+local hurry = stopped
+if hurry then
+  local phase = redis.call('HGET', KEYS[2], 'phase')
+  if phase == 'compensate' or phase == 'undo' then hurry = false end
+end
 if A.msgs then
   for _, m in ipairs(A.msgs) do
     local s = m.seq
@@ -134,7 +170,7 @@ if A.msgs then
     local delay, nb = m.delay_ms, m.not_before
     if m.branch == A.branch and m.eid == nil then
       own = true
-      if stopped then delay, nb = 0, nil end
+      if hurry then delay, nb = 0, nil end
       local at = nb
       if not at and delay and delay > 0 then at = A.now + delay / 1000 end
       if at then redis.call('HSET', KEYS[2], 'wake', s .. '|' .. m.node .. '|' .. string.format('%.3f', at)) end
@@ -158,7 +194,8 @@ local function start_child(parent, pk, pnode, i, entry)
   redis.call('DEL', BASE .. 'l:' .. child)
   local keep = {'node', 'phase', 'attempt', 'pb', 'idx', 'ploc', 'item', 'as', 'error', 'last', 'park',
                 'abort', 'total', 'next', 'fin', 'fk', 'fe', 'fas', 'cloc', 'oc', 'wake',
-                'fw', 'fok', 'fno', 'ferr', 'fu', 'ft', 'ftl', 't0', 'tdue', 'tmo'}
+                'fw', 'fok', 'fno', 'ferr', 'fu', 'ft', 'ftl', 't0', 'tdue', 'tmo',
+                'fc', 'fx', 'fud', 'uleft', 'ufail', 'utop'}
   redis.call('HDEL', ck, unpack(keep))
   redis.call('HSET', ck, 'node', entry, 'phase', 'run', 'attempt', 1, 'pb', parent, 'idx', i,
              'ploc', redis.call('HGET', pk, 'cloc') or '{}')
@@ -184,8 +221,10 @@ if F and not stopped then
   local rk = BASE .. 'r:' .. A.branch .. ':' .. F.node
   local ik = BASE .. 'i:' .. A.branch .. ':' .. F.node
   redis.call('DEL', rk, ik)
-  redis.call('HDEL', KEYS[2], 'abort', 'fw', 'fok', 'fno', 'ferr', 'fu', 'ft', 'ftl')
-  redis.call('HSET', KEYS[2], 'total', F.total, 'next', F.start, 'fin', 0, 'fk', F.kind, 'cloc', F.cloc)
+  redis.call('HDEL', KEYS[2], 'abort', 'fw', 'fok', 'fno', 'ferr', 'fu', 'ft', 'ftl', 'fx', 'fud', 'uleft',
+             'ufail', 'utop')
+  redis.call('HSET', KEYS[2], 'total', F.total, 'next', F.start, 'fin', 0, 'fk', F.kind, 'cloc', F.cloc,
+             'fc', redis.call('HGET', KEYS[1], 'cn') or 0)
   if F.wait_for then redis.call('HSET', KEYS[2], 'fw', F.wait_for) end
   if F.item_timeout then redis.call('HSET', KEYS[2], 'ft', F.item_timeout) end
   if F.timeouts then redis.call('HSET', KEYS[2], 'ftl', cjson.encode(F.timeouts)) end
@@ -203,6 +242,7 @@ if F and not stopped then
 elseif F then
   -- stopping: do not start children; come straight back to the join, which sees the flag
   redis.call('HSET', KEYS[2], 'total', F.total, 'next', 0, 'fin', 0, 'fk', F.kind)
+  redis.call('HDEL', KEYS[2], 'fx', 'fud')
   emit(eid, F.node, newseq, A.branch, 0, nil)
 end
 
@@ -214,33 +254,41 @@ if E then
   local pk = bkey(parent)
   local pnode = redis.call('HGET', pk, 'node')
   local value = E.result
-  if E.abort or E.halted then
-    value = 'null'  -- a failed or stopped branch has no output (a race's result shows null for it)
+  local open = redis.call('HEXISTS', pk, 'abort') == 0
+  -- how it ended, for a partial unwind: halted, failed (or timed out), or a success that came after
+  -- the fan-out's end was decided (a race's extra winner: not one of the N)
+  local how = nil
+  if E.halted then how = 'h' elseif E.abort then how = 'f' elseif not open then how = 'l' end
+  if how then
+    value = 'null'  -- a failed, stopped or late branch has no output (a race's result shows null for it)
   elseif not value then
     local last = redis.call('HGET', KEYS[2], 'last')
     value = 'null'
     if last then value = redis.call('HGET', BASE .. 'o', last) or 'null' end
   end
-  redis.call('HSET', BASE .. 'r:' .. parent .. ':' .. pnode, idx, value)
+  local rk = BASE .. 'r:' .. parent .. ':' .. pnode
+  redis.call('HSET', rk, idx, value)
+  if how then redis.call('HSET', rk, 's:' .. idx, how) end
   local total = tonumber(redis.call('HGET', pk, 'total'))
   local fw = tonumber(redis.call('HGET', pk, 'fw') or '0')
   local scope = pnode .. '/'
   if parent ~= '' then scope = parent .. '/' .. scope end
-  local open = redis.call('HEXISTS', pk, 'abort') == 0
   if E.abort and fw > 0 then
     -- a race: a failure ends it only once too few branches are left to reach wait_for
     local fno = redis.call('HINCRBY', pk, 'fno', 1)
     if redis.call('HEXISTS', pk, 'ferr') == 0 then redis.call('HSET', pk, 'ferr', E.abort) end
     if open and total - fno < fw then
-      redis.call('HSET', pk, 'abort', redis.call('HGET', pk, 'ferr'))
+      redis.call('HSET', pk, 'abort', redis.call('HGET', pk, 'ferr'), 'fx', 1)
       wake(eid, scope, A.branch)
     end
   elseif E.abort and open then
     redis.call('HSET', pk, 'abort', E.abort)
+    -- its own timeout ended it: hopflow cancelled it, so the fan-out ended early (a failure did not)
+    if redis.call('HEXISTS', KEYS[2], 'tmo') == 1 then redis.call('HSET', pk, 'fx', 1) end
     wake(eid, scope, A.branch)
-  elseif not E.abort and not E.halted then
-    if fw > 0 and open and redis.call('HINCRBY', pk, 'fok', 1) >= fw then
-      redis.call('HSET', pk, 'abort', '{"won":true}')  -- enough winners: stop the others, no error
+  elseif not how then
+    if fw > 0 and redis.call('HINCRBY', pk, 'fok', 1) >= fw then
+      redis.call('HSET', pk, 'abort', '{"won":true}', 'fx', 1)  -- enough winners: stop the others, no error
       wake(eid, scope, A.branch)
     end
     if E['until'] then redis.call('HSET', pk, 'fu', 1) end

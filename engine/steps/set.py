@@ -14,8 +14,9 @@ from engine.decide import Done, Outcome
 
 def run(node: Node, rc: Any) -> Outcome:
     values = {name: rc.render(template) for name, template in node.config["vars"].items()}
+    reduced = {}
     for name, value in values.items():
         op = rc.graph.reducer(name)
         if op != "replace":
-            reducers.encode(name, op, value)
-    return Done(values, vars=values)
+            reduced[name] = reducers.encode(name, op, value)  # once: the checkpoint takes this
+    return Done(values, vars=values, reduced=reduced or None)

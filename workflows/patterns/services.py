@@ -137,6 +137,27 @@ def quote(ctx: StepContext, vendor: str, sku: str, qty: int) -> dict[str, Any]:
     return {"vendor": vendor, "unit_cents": price, "total_cents": price * qty}
 
 
+# ------------------------------------------------------------------------ suppliers (a race)
+
+
+@engine.action("patterns.suppliers.hold")
+def hold(ctx: StepContext, supplier: str, part: str, qty: int) -> dict[str, Any]:
+    _say(f"hold {qty} x {part} at {supplier}")
+    return _once(ctx, lambda: {"supplier": supplier, "hold": f"{supplier}-{_id('h', ctx)}"})
+
+
+@engine.action("patterns.suppliers.release")
+def release(ctx: StepContext, hold: str, why: str = "") -> dict[str, Any]:
+    _say(f"release hold {hold}: {why}")
+    return {"released": hold}
+
+
+@engine.action("patterns.suppliers.order")
+def order(ctx: StepContext, hold: str) -> dict[str, Any]:
+    _say(f"order against hold {hold}")
+    return _once(ctx, lambda: {"order": _id("po", ctx), "hold": hold})
+
+
 @engine.action("patterns.notify.email")
 def email(ctx: StepContext, to: str, subject: str, text: str = "") -> dict[str, Any]:
     _say(f"email {to}: {subject}")

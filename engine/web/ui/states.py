@@ -71,7 +71,8 @@ def node_states(graph: Graph, record: Mapping[str, Any], history: Sequence[Mappi
     status = str(record.get("status") or "")
     live = _live_positions(record) if status not in TERMINAL else {}
     if status == "compensating" or status == "compensation_failed":
-        _mark_compensating(seen, graph, status)
+        gave_up = [e.get("step") for e in history if e.get("event") == "compensation_failed"]
+        _mark_compensating(seen, graph, status, gave_up[-1] if gave_up else None)
 
     out: dict[str, dict[str, Any]] = {}
     for node_id, node in graph.nodes.items():
@@ -192,9 +193,13 @@ def _live_positions(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return live
 
 
-def _mark_compensating(seen: dict[str, _Node], graph: Graph, status: str) -> None:
-    """The compensation on top of the stack: the newest run whose undo has not happened yet."""
+def _mark_compensating(seen: dict[str, _Node], graph: Graph, status: str, gave_up: Any = None) -> None:
+    """The compensation on top of the stack: the newest run whose undo has not happened yet. When
+    one gave up, the one the history names (a fan-out's partial unwind undoes a loser's step, which
+    need not be the newest registered: a winner's stays on the stack)."""
     waiting = [(info.order, node_id) for node_id, info in seen.items() if info.pushed > info.compensated]
+    if status == "compensation_failed" and isinstance(gave_up, str) and gave_up in seen:
+        waiting = [(0, gave_up)]
     if not waiting:
         return
     _, top = max(waiting)
@@ -257,6 +262,10 @@ def _live_state(info: _Node, live: dict[str, Any]) -> tuple[str, str]:
         return "waiting", prefix + f"waiting for child execution {child['execution_id']}{shown}" + _by(until)
     if "park" in phases or state == "waiting":
         return "waiting", prefix + _wait_text(info.wait, until)
+    if "undo" in phases and where.get("state") == "compensation_failed":
+        return "failed", prefix + "undoing its losers: a compensation gave up (`hopflow resume` retries it)"
+    if "undo" in phases:  # a fan-out that ended early, undoing its losers (engine/sagas.py)
+        return "running", prefix + "undoing what its losing branches registered"
     if "join" in phases:
         return "running", prefix + "waiting for its branches to finish"
     if info.last == "retrying" or state == "retrying":

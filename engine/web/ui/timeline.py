@@ -28,6 +28,7 @@ def compensations(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             out.append(
                 {
                     "step": e.get("step"),
+                    "branch": e.get("branch"),
                     "status": e.get("status"),
                     "attempt": _int(e.get("attempt")),
                     "time": e.get("time"),
@@ -54,6 +55,8 @@ def _entry(e: Mapping[str, Any]) -> dict[str, Any]:
         text = f"{step} skipped (its condition was false)"
     elif phase == "compensate":
         text = f"{step} compensated" if status == "ok" else f"{step} compensation failed: {_err(e)}"
+        if e.get("branch"):
+            text += f" (branch {e.get('branch')})"
     elif event == "started":
         text = f"started ({e.get('workflow')})"
     elif event == "retry":
@@ -63,6 +66,11 @@ def _entry(e: Mapping[str, Any]) -> dict[str, Any]:
         text = f"{step} waiting" + _wait(e)
     elif event == "compensating":
         text = f"compensating after {e.get('error')}"
+    elif event == "undoing":
+        count, losers = e.get("count"), e.get("message")
+        text = f"{step} ended early: undoing {count} compensation(s) of its losers ({losers})"
+    elif event == "undone":
+        text = f"{step}: its losers are undone"
     elif event == "compensation_failed":
         text = f"compensation of {step} failed ({e.get('error')}); `hopflow resume` continues it"
     elif event == "finished":
