@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dsl.diagnostics import Diagnostic
 from dsl.graph import Graph
 from engine.errors import UnknownWorkflow
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from dsl.diagnostics import Diagnostic
 
 
 class CatalogError(Exception):

@@ -31,12 +31,17 @@ NEVER_ON_WEBHOOK = (
     "click",
     "pygments",
     "prometheus_client",
-    # hopflow's tracing (redis-py >= 8 itself imports opentelemetry whenever it is installed, for
-    # its own optional metrics: that is redis's import, not one hopflow can leave out)
+    # hopflow's tracing, and OpenTelemetry at all: redis-py >= 8 probes for it at import time for
+    # metrics of its own (35 ms with the SDK installed); engine.lazyimport.redis() leaves that out
     "engine.observe.traces",
+    "opentelemetry",
+    "psutil",
     "dsl.schema",
     "dsl.validate",
     "engine.web.openapi",
+    "engine.web.api",  # the operations API: its routes import it on their first request
+    "engine.web.metrics",
+    "dsl.diagnostics",
     "engine.web.ui.spec",
     "engine.web.ui.view",
     "engine.web.ui.catalogue",
@@ -178,3 +183,17 @@ def test_a_first_webhook_call_imports_only_what_it_needs(
     loaded = set(result["modules"])
     assert {"jinja2", "redis", "httpx"} <= loaded  # the call really rendered, checkpointed, published
     assert sorted(m for m in loaded if m.split(".")[0] in NEVER_ON_WEBHOOK or m in NEVER_ON_WEBHOOK) == []
+
+
+def test_redis_is_imported_without_its_opentelemetry_probe_and_otel_still_imports_later() -> None:
+    code = (
+        "import sys; from engine import lazyimport; r = lazyimport.redis(); "
+        "assert r is sys.modules['redis'] and r.Redis; "
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'probed'; "
+        "import redis.asyncio; import opentelemetry.sdk.metrics, opentelemetry.metrics; "
+        "assert lazyimport.redis() is r; print('ok')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_clean_env(), cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

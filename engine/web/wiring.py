@@ -65,6 +65,8 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
     catalog now (``hopflow serve`` fails fast on a bad workflow file).
     """
     from engine.actions import REGISTRY, load_modules
+
+    lazyimport.redis()  # before engine.embedded's `import redis`: without redis-py's OTel probes
     from engine.embedded import redis_client
     from engine.redis_url import script_key_locking
     from engine.runtime import Runtime
