@@ -25,20 +25,27 @@ log = logging.getLogger("hopflow.asgi")
 
 
 class LazyCatalog:
-    """A :class:`~engine.catalog.Catalog` compiled on first use (cold starts of webhook calls skip it)."""
+    """A :class:`~engine.catalog.Catalog` compiled on first use (cold starts of webhook calls skip it),
+    through the graph cache (``cache``: ``HOPFLOW_CACHE_DIR``'s value; dsl/cache.py)."""
 
-    def __init__(self, directory: str, *, time_budget_ms: int = 7500) -> None:
+    def __init__(self, directory: str, *, time_budget_ms: int = 7500, cache: str | None = None) -> None:
         self.directory = directory
         self.time_budget_ms = time_budget_ms
+        self.cache = cache
         self._catalog: Any = None
         self._lock = threading.Lock()
 
     def load(self) -> Any:
         with self._lock:
             if self._catalog is None:
+                from dsl.cache import GraphCache
                 from engine.catalog import Catalog
 
-                self._catalog = Catalog.from_directory(self.directory, time_budget_ms=self.time_budget_ms)
+                self._catalog = Catalog.from_directory(
+                    self.directory,
+                    time_budget_ms=self.time_budget_ms,
+                    cache=GraphCache.from_setting(self.cache),
+                )
             return self._catalog
 
     def get(self, name: str) -> Any:
@@ -75,7 +82,9 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
     load_modules(config.actions)
     client = redis if redis is not None else redis_client(config.redis_url)
     if catalog is None:
-        catalog = LazyCatalog(config.workflows_dir, time_budget_ms=round(config.time_budget_s * 1000))
+        catalog = LazyCatalog(
+            config.workflows_dir, time_budget_ms=round(config.time_budget_s * 1000), cache=config.cache_dir
+        )
         if eager:
             catalog.load()
     dispatcher: Any

@@ -1,0 +1,200 @@
+"""Compiled graphs cached on disk by content hash, so a cold start reads JSON instead of running the
+whole pipeline (YAML, JSON Schema, compile, every check) on each workflow file.
+
+An entry's key is a SHA-256 over hopflow's own fingerprint (the bytes of every ``dsl`` source file
+and JSON Schema that shipped — an upgrade, or an edit in a checkout, changes it), the time budget the
+checks judged the file against, and the file's exact bytes. Only graphs that validated without errors
+are written, so a hit stands for "this file, compiled by this hopflow, was valid".
+
+Robustness: entries are written to a temporary file in the same folder and renamed into place
+(readers see a whole entry or none; concurrent writers of one key write the same bytes); an entry
+that does not parse, has another key, or whose graph does not hash to the hash it records is
+ignored (and rewritten by the compile that follows), never trusted as it is.
+
+Trust: the cache is a performance aid, not a trust boundary. Whoever can write to its folder can
+make the server run a graph of their choice — exactly as whoever can write to the workflow files
+can. So only a folder owned by this user (or root) and writable by nobody else is used, and only
+entries with the same ownership; anything else is skipped with a warning. docs/deploy.md says where
+the folder goes on each platform. Pure: depends on ``dsl.graph`` only, never on ``engine``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+import tempfile
+import threading
+from pathlib import Path
+
+from dsl.graph import FORMAT, Graph
+
+log = logging.getLogger("hopflow.cache")
+
+ENV = "HOPFLOW_CACHE_DIR"
+OFF = frozenset({"off", "0", "false", "no", "none"})
+DEFAULT_DIR = Path(".hopflow") / "cache"
+CACHE_FORMAT = 1  # bump when an entry's layout changes
+MAX_ENTRY_BYTES = 64 * 1024 * 1024  # a graph is far smaller; a huge file is not read
+
+
+_fingerprint_lock = threading.Lock()
+_fingerprint: list[str] = []
+
+
+def fingerprint() -> str:
+    """SHA-256 of every ``dsl`` source file and shipped JSON Schema (computed once per process)."""
+    with _fingerprint_lock:
+        if not _fingerprint:
+            import schemas
+
+            digest = hashlib.sha256(f"hopflow-graph-cache {CACHE_FORMAT} {FORMAT}\n".encode())
+            roots = ((Path(__file__).parent, "*.py"), (Path(schemas.__file__).parent, "*.json"))
+            for root, pattern in roots:
+                for path in sorted(root.rglob(pattern)):
+                    if "__pycache__" in path.parts:
+                        continue
+                    digest.update(f"{path.relative_to(root.parent).as_posix()}\n".encode())
+                    digest.update(hashlib.sha256(path.read_bytes()).digest())
+            _fingerprint.append(digest.hexdigest())
+        return _fingerprint[0]
+
+
+def _private(mode: int, uid: int) -> bool:
+    """Owned by this user or root, writable by nobody else."""
+    if not hasattr(os, "getuid"):  # pragma: no cover - Windows: no POSIX ownership to check
+        return True
+    return uid in (os.getuid(), 0) and not mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+class GraphCache:
+    """One cache folder. :meth:`get` and :meth:`put` never raise: a cache that cannot be read or
+    written only costs the compile it would have saved."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self._usable: bool | None = None
+        self._warned = False
+
+    @classmethod
+    def from_setting(cls, setting: str | None) -> GraphCache | None:
+        """``HOPFLOW_CACHE_DIR``'s value: a folder, ``off`` (no cache), or unset for the default —
+        ``.hopflow/cache`` below the working directory when it exists or can be created there, else
+        a private folder in the temp directory (a read-only serverless bundle without a cache)."""
+        if setting is not None and setting.strip().lower() in OFF:
+            return None
+        if setting is not None and setting.strip():
+            return cls(Path(setting.strip()).expanduser())
+        try:
+            DEFAULT_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return cls(DEFAULT_DIR)
+        except OSError:
+            uid = os.getuid() if hasattr(os, "getuid") else "user"
+            return cls(Path(tempfile.gettempdir()) / f"hopflow-cache-{uid}")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> GraphCache | None:
+        return cls.from_setting((os.environ if env is None else env).get(ENV))
+
+    # ------------------------------------------------------------------------------------ entries
+
+    def key(self, data: bytes, time_budget_ms: int) -> str:
+        digest = hashlib.sha256(f"{fingerprint()}\n{int(time_budget_ms)}\n".encode())
+        digest.update(data)
+        return digest.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"{key}.json"
+
+    def get(self, key: str) -> Graph | None:
+        """The graph cached under ``key``, or None (missing, unreadable, corrupt, not ours)."""
+        if not self._check():
+            return None
+        path = self.path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return None  # the common miss
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or not _private(info.st_mode, info.st_uid):
+                self._warn(f"{path}: skipped (not a regular file owned by this user, or writable by others)")
+                return None
+            if info.st_size > MAX_ENTRY_BYTES:
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                raw = f.read()
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        try:
+            entry = json.loads(raw)
+            if entry.get("format") != CACHE_FORMAT or entry.get("key") != key:
+                raise ValueError("another key or format")
+            graph = Graph.from_dict(entry["graph"])
+            if graph.hash != entry.get("hash"):
+                raise ValueError("the graph does not hash to the hash the entry records")
+        except Exception as exc:  # anything at all: a corrupt entry is rebuilt, never trusted
+            log.warning("graph cache: ignoring %s (%s: %s); it is rebuilt", path, type(exc).__name__, exc)
+            return None
+        return graph
+
+    def put(self, key: str, graph: Graph) -> bool:
+        """Write ``graph`` under ``key`` atomically (temporary file + rename); False when it cannot."""
+        if not self._check(create=True):
+            return False
+        graph = graph if graph.hash else graph.with_hash()
+        entry = {"format": CACHE_FORMAT, "key": key, "hash": graph.hash, "graph": graph.to_dict()}
+        data = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.directory)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self.path(key))
+            tmp = None
+            return True
+        except OSError as exc:
+            log.debug("graph cache: cannot write %s: %s", self.directory, exc)
+            return False
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    # ------------------------------------------------------------------------------------- folder
+
+    def _check(self, *, create: bool = False) -> bool:
+        """Whether the folder may be used: it exists (created private when ``create``), is a folder,
+        and is owned by this user or root and writable by nobody else. Decided once."""
+        if self._usable is not None:
+            return self._usable
+        if create:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                log.debug("graph cache: cannot create %s: %s", self.directory, exc)
+                return False
+        try:
+            info = os.stat(self.directory)
+        except OSError:
+            return False  # not there (yet): nothing to read; a put creates it
+        if not stat.S_ISDIR(info.st_mode) or not _private(info.st_mode, info.st_uid):
+            self._warn(
+                f"{self.directory}: not used as the graph cache (it must be a folder owned by this "
+                "user and writable by nobody else)"
+            )
+            self._usable = False
+            return False
+        self._usable = True
+        return True
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("graph cache: %s", message)
