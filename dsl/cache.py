@@ -38,6 +38,8 @@ OFF = frozenset({"off", "0", "false", "no", "none"})
 DEFAULT_DIR = Path(".hopflow") / "cache"
 CACHE_FORMAT = 1  # bump when an entry's layout changes
 MAX_ENTRY_BYTES = 64 * 1024 * 1024  # a graph is far smaller; a huge file is not read
+CODE_SUFFIX = ".jinja"
+_CODE_MAGIC = b"hopflow-template-code 1 "
 
 
 _fingerprint_lock = threading.Lock()
@@ -110,26 +112,10 @@ class GraphCache:
 
     def get(self, key: str) -> Graph | None:
         """The graph cached under ``key``, or None (missing, unreadable, corrupt, not ours)."""
-        if not self._check():
-            return None
         path = self.path(key)
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except OSError:
-            return None  # the common miss
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or not _private(info.st_mode, info.st_uid):
-                self._warn(f"{path}: skipped (not a regular file owned by this user, or writable by others)")
-                return None
-            if info.st_size > MAX_ENTRY_BYTES:
-                return None
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                raw = f.read()
-        except OSError:
+        raw = self._read(path)
+        if raw is None:
             return None
-        finally:
-            os.close(fd)
         try:
             entry = json.loads(raw)
             if entry.get("format") != CACHE_FORMAT or entry.get("key") != key:
@@ -144,17 +130,76 @@ class GraphCache:
 
     def put(self, key: str, graph: Graph) -> bool:
         """Write ``graph`` under ``key`` atomically (temporary file + rename); False when it cannot."""
-        if not self._check(create=True):
-            return False
         graph = graph if graph.hash else graph.with_hash()
         entry = {"format": CACHE_FORMAT, "key": key, "hash": graph.hash, "graph": graph.to_dict()}
         data = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return self._write(self.path(key), data)
+
+    # ------------------------------------------------------------------ compiled template code
+
+    # Jinja2's compiled code for one template source (dsl/templates.py): a cold start that finds it
+    # skips Jinja's lexer, parser and code generator. It is Python code that will run, so the same
+    # ownership rules hold, and a checksum guards against a torn or damaged file before unmarshalling.
+
+    def code_key(self, source: str, salt: str) -> str:
+        """``salt``: what else the code depends on (Jinja2's version, Python's bytecode magic)."""
+        digest = hashlib.sha256(f"{fingerprint()}\n{salt}\ntemplate\n".encode())
+        digest.update(source.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
+
+    def code_path(self, key: str) -> Path:
+        return self.directory / f"{key}{CODE_SUFFIX}"
+
+    def get_code(self, key: str) -> bytes | None:
+        """The payload stored under ``key`` when its checksum holds, else None."""
+        path = self.code_path(key)
+        raw = self._read(path)
+        if raw is None:
+            return None
+        header, _, payload = raw.partition(b"\n")
+        if header != _CODE_MAGIC + hashlib.sha256(payload + key.encode()).hexdigest().encode():
+            log.warning("graph cache: ignoring %s (damaged); it is rebuilt", path)
+            return None
+        return payload
+
+    def put_code(self, key: str, payload: bytes) -> bool:
+        checksum = hashlib.sha256(payload + key.encode()).hexdigest().encode()
+        return self._write(self.code_path(key), _CODE_MAGIC + checksum + b"\n" + payload)
+
+    # ------------------------------------------------------------------------------------ files
+
+    def _read(self, path: Path) -> bytes | None:
+        """An entry's bytes when the folder and the file may be trusted (see the module docstring)."""
+        if not self._check():
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return None  # the common miss
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or not _private(info.st_mode, info.st_uid):
+                self._warn(f"{path}: skipped (not a regular file owned by this user, or writable by others)")
+                return None
+            if info.st_size > MAX_ENTRY_BYTES:
+                return None
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read()
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def _write(self, path: Path, data: bytes) -> bool:
+        """Write atomically: a temporary file in the same folder, renamed into place."""
+        if not self._check(create=True):
+            return False
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.directory)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=self.directory)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, self.path(key))
+            os.replace(tmp, path)
             tmp = None
             return True
         except OSError as exc:

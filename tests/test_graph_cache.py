@@ -321,3 +321,111 @@ def test_hopflow_compile_cache_fills_the_cache_for_a_build(tmp_path: Path, flow:
     assert usage.returncode == 2 and "give one workflow file" in usage.stderr
     printed = run(str(flow))
     assert printed.returncode == 0 and json.loads(printed.stdout)["graph"]["name"] == "cached"
+
+
+# --------------------------------------------------------------------- compiled template code
+
+
+@pytest.fixture
+def code_cache(tmp_path: Path) -> Any:
+    """dsl.templates with a code cache in ``tmp_path`` (and an empty in-process cache around it)."""
+    from dsl import templates
+
+    cache = GraphCache(tmp_path / "code")
+    templates._compiled.cache_clear()
+    templates.set_code_cache(cache)
+    try:
+        yield cache
+    finally:
+        templates.set_code_cache(None)
+        templates._compiled.cache_clear()
+
+
+def _from_disk_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any Jinja2 parse or compile from now on fails the test: templates must come from the cache."""
+    from dsl import templates
+
+    templates._compiled.cache_clear()
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a template was parsed or compiled although its code is cached")
+
+    monkeypatch.setattr(templates, "parse", refuse)
+    monkeypatch.setattr(type(templates.environment()), "compile", refuse)
+
+
+SAMPLES = {
+    "hello {{ input.name }}": {"input": {"name": "ada"}},
+    "{{ input.items | length }}": {"input": {"items": [1, 2, 3]}},
+    "{% for x in input.items %}{{ x * 2 }},{% endfor %}": {"input": {"items": [1, 2, 3]}},
+    "{{ {'a': input.items[0]} | tojson }}": {"input": {"items": [7]}},
+    "{{ duration('2h') }}": {},
+}
+
+
+def test_templates_render_the_same_from_cached_code(code_cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsl.templates import render_string
+
+    expected = {source: render_string(source, scope) for source, scope in SAMPLES.items()}
+    assert len(list(code_cache.directory.glob("*.jinja"))) == len(SAMPLES)
+    _from_disk_only(monkeypatch)
+    assert {source: render_string(source, scope) for source, scope in SAMPLES.items()} == expected
+
+
+def test_cached_code_keeps_every_sandbox_bound(code_cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template-limits cases, loaded from the code cache: the same template.limit / refusals."""
+    from test_template_limits import CPU, GROWTH, SCOPE
+
+    from dsl import template_limits as limits
+    from dsl.templates import TemplateError, TemplateLimit, render_string
+
+    hostile = [*GROWTH.values(), *CPU.values()]
+    refused = [
+        "{{ input.__class__.__mro__ }}",
+        "{{ ''.__class__.__subclasses__() }}",
+        "{{ input.items.pop() }}",
+    ]
+
+    def outcomes() -> list[str]:
+        seen = []
+        for source in hostile:
+            with limits.budget(seconds=3600):
+                with pytest.raises(TemplateLimit) as caught:
+                    render_string(source, SCOPE)
+            seen.append(caught.value.message.split(":")[0])
+        for source in refused:
+            with pytest.raises(TemplateError) as error:
+                render_string(source, SCOPE)
+            seen.append(type(error.value).__name__)
+        return seen
+
+    first = outcomes()
+    assert set(first[: len(hostile)]) == {"template limit"}
+    _from_disk_only(monkeypatch)
+    assert outcomes() == first
+
+
+@pytest.mark.parametrize("damage", ["checksum", "payload", "not code"])
+def test_damaged_template_code_is_compiled_again(
+    damage: str, code_cache: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import marshal
+
+    from dsl import templates
+
+    source = "hello {{ input.name }}"
+    assert templates.render_string(source, {"input": {"name": "a"}}) == "hello a"
+    (entry,) = code_cache.directory.glob("*.jinja")
+    key = entry.name.removesuffix(".jinja")
+    if damage == "checksum":
+        entry.write_bytes(entry.read_bytes()[:-5] + b"xxxxx")
+    elif damage == "payload":  # a valid checksum over bytes that are not marshal data
+        assert code_cache.put_code(key, b"\x00garbage")
+    else:  # valid marshal data, but not a template's code
+        assert code_cache.put_code(key, marshal.dumps((True, "print('hi')")))
+    templates._compiled.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="hopflow.cache"):
+        assert templates.render_string(source, {"input": {"name": "b"}}) == "hello b"
+    assert "ignoring" in caplog.text
+    templates._compiled.cache_clear()
+    assert marshal.loads(code_cache.get_code(key))[0] is False  # rewritten whole

@@ -297,7 +297,10 @@ def _fill_cache(paths: tuple[str, ...], cache_dir: str | None, time_budget: int 
     files = [f for p in given for f in workflow_files(p)]
     if not files:
         _usage_exit("compile", f"no .yaml or .yml files in {', '.join(given)}")
-    written = present = failed = 0
+    from dsl.templates import compile_all, set_code_cache
+
+    set_code_cache(cache)  # every template of every graph compiled into the cache too
+    written = present = failed = templates = 0
     for file in files:
         try:
             key = cache.key(read_regular(file), budget)
@@ -308,7 +311,9 @@ def _fill_cache(paths: tuple[str, ...], cache_dir: str | None, time_budget: int 
         if graph is None:
             failed += 1
             _emit(render_text(errors, lambda _file, _line: ""), err=True)
-        elif hit:
+            continue
+        templates += compile_all(graph.to_dict())
+        if hit:
             present += 1
         elif key is not None and cache.path(key).is_file():
             written += 1
@@ -316,7 +321,8 @@ def _fill_cache(paths: tuple[str, ...], cache_dir: str | None, time_budget: int 
             click.echo(f"hopflow compile: cannot write the graph cache in {cache.directory}", err=True)
             sys.exit(1)
     click.echo(
-        f"graph cache {cache.directory}: {written} written, {present} already there"
+        f"graph cache {cache.directory}: {written} written, {present} already there, "
+        f"{templates} template(s) compiled"
         + (f", {failed} file(s) with errors (not cached)" if failed else ""),
         err=True,
     )

@@ -80,6 +80,10 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
     from engine.store import Store
 
     load_modules(config.actions)
+    from dsl.cache import GraphCache
+    from dsl.templates import set_code_cache
+
+    set_code_cache(GraphCache.from_setting(config.cache_dir))  # compiled template code, on disk
     client = redis if redis is not None else redis_client(config.redis_url)
     if catalog is None:
         catalog = LazyCatalog(
