@@ -527,7 +527,7 @@ def budget_lines(rows: list[tuple[str, float]], total: float) -> list[str]:
     lines = []
     for name, limit in IMPORT_BUDGET_MS.items():
         spent = total if name == "total" else by.get(name, 0.0)
-        verdict = "ok" if spent <= limit else f"OVER by {spent - limit:.1f} ms"
+        verdict = "ok" if round(spent, 1) <= limit else f"OVER by {spent - limit:.1f} ms"
         lines.append(f"    {name:<14} {spent:7.1f} ms  (budget {limit:5.1f} ms)  {verdict}")
     return lines
 
