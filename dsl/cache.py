@@ -75,26 +75,27 @@ class GraphCache:
     """One cache folder. :meth:`get` and :meth:`put` never raise: a cache that cannot be read or
     written only costs the compile it would have saved."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, *, read_only: bool = False) -> None:
         self.directory = Path(directory)
+        self.read_only = read_only  # look entries up, never write (a preflight that changes nothing)
         self._usable: bool | None = None
         self._warned = False
 
     @classmethod
-    def from_setting(cls, setting: str | None) -> GraphCache | None:
+    def from_setting(cls, setting: str | None, *, read_only: bool = False) -> GraphCache | None:
         """``HOPFLOW_CACHE_DIR``'s value: a folder, ``off`` (no cache), or unset for the default —
-        ``.hopflow/cache`` below the working directory when it exists or can be created there, else
-        a private folder in the temp directory (a read-only serverless bundle without a cache)."""
+        ``.hopflow/cache`` below the working directory when it exists or the working directory is
+        writable, else a private folder in the temp directory (a read-only serverless bundle without a
+        cache). Nothing is created until the first entry is written."""
         if setting is not None and setting.strip().lower() in OFF:
             return None
         if setting is not None and setting.strip():
-            return cls(Path(setting.strip()).expanduser())
-        try:
-            DEFAULT_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-            return cls(DEFAULT_DIR)
-        except OSError:
-            uid = os.getuid() if hasattr(os, "getuid") else "user"
-            return cls(Path(tempfile.gettempdir()) / f"hopflow-cache-{uid}")
+            return cls(Path(setting.strip()).expanduser(), read_only=read_only)
+        here = Path.cwd() / DEFAULT_DIR
+        if here.is_dir() or os.access(Path.cwd(), os.W_OK):
+            return cls(here, read_only=read_only)
+        uid = os.getuid() if hasattr(os, "getuid") else "user"
+        return cls(Path(tempfile.gettempdir()) / f"hopflow-cache-{uid}", read_only=read_only)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> GraphCache | None:
@@ -192,7 +193,7 @@ class GraphCache:
 
     def _write(self, path: Path, data: bytes) -> bool:
         """Write atomically: a temporary file in the same folder, renamed into place."""
-        if not self._check(create=True):
+        if self.read_only or not self._check(create=True):
             return False
         tmp = None
         try:

@@ -260,9 +260,19 @@ def test_settings_choose_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     chosen = GraphCache.from_setting(str(tmp_path / "mine"))
     assert chosen is not None and chosen.directory == tmp_path / "mine"
     default = GraphCache.from_setting(None)
-    assert default is not None and default.directory == Path(".hopflow") / "cache"
-    assert (tmp_path / ".hopflow" / "cache").is_dir()
+    assert default is not None and default.directory == tmp_path / ".hopflow" / "cache"
+    assert not (tmp_path / ".hopflow").exists()  # created by the first entry written, not before
     assert GraphCache.from_env({"HOPFLOW_CACHE_DIR": "off"}) is None
+
+
+def test_a_read_only_cache_reads_and_writes_nothing(flow: Path, tmp_path: Path) -> None:
+    compile_file(flow, cache=GraphCache(tmp_path / "warm"))
+    warm = GraphCache(tmp_path / "warm", read_only=True)
+    assert warm.get(warm.key(flow.read_bytes(), 7500)) is not None
+    cold = GraphCache(tmp_path / "cold", read_only=True)
+    graph, errors = compile_file(flow, cache=cold)
+    assert graph is not None and errors == []
+    assert not (tmp_path / "cold").exists()
 
 
 def test_a_warm_catalog_in_a_fresh_process_imports_no_yaml_or_json_schema(flow: Path, tmp_path: Path) -> None:

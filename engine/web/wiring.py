@@ -28,10 +28,18 @@ class LazyCatalog:
     """A :class:`~engine.catalog.Catalog` compiled on first use (cold starts of webhook calls skip it),
     through the graph cache (``cache``: ``HOPFLOW_CACHE_DIR``'s value; dsl/cache.py)."""
 
-    def __init__(self, directory: str, *, time_budget_ms: int = 7500, cache: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: str,
+        *,
+        time_budget_ms: int = 7500,
+        cache: str | None = None,
+        write_cache: bool = True,
+    ) -> None:
         self.directory = directory
         self.time_budget_ms = time_budget_ms
         self.cache = cache
+        self.write_cache = write_cache  # False: read a warm cache, write nothing (serve's preflight)
         self._catalog: Any = None
         self._lock = threading.Lock()
 
@@ -44,7 +52,7 @@ class LazyCatalog:
                 self._catalog = Catalog.from_directory(
                     self.directory,
                     time_budget_ms=self.time_budget_ms,
-                    cache=GraphCache.from_setting(self.cache),
+                    cache=GraphCache.from_setting(self.cache, read_only=not self.write_cache),
                 )
             return self._catalog
 
