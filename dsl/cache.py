@@ -91,9 +91,12 @@ class GraphCache:
             return None
         if setting is not None and setting.strip():
             return cls(Path(setting.strip()).expanduser(), read_only=read_only)
-        here = Path.cwd() / DEFAULT_DIR
-        if here.is_dir() or os.access(Path.cwd(), os.W_OK):
-            return cls(here, read_only=read_only)
+        try:
+            here = Path.cwd() / DEFAULT_DIR
+            if here.is_dir() or os.access(here.parent.parent, os.W_OK):
+                return cls(here, read_only=read_only)
+        except OSError:  # no working directory any more: the temp folder will do
+            pass
         uid = os.getuid() if hasattr(os, "getuid") else "user"
         return cls(Path(tempfile.gettempdir()) / f"hopflow-cache-{uid}", read_only=read_only)
 
