@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
+import marshal
 import re
+import threading
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +36,8 @@ __all__ = ["MAX_OUTPUT_CHARS", "MAX_SEQUENCE", "TemplateError", "TemplateLimit",
 # `now` and `uuid` are the execution's: the engine puts them in each render's scope
 EXTRA_GLOBALS = ("duration", "now", "uuid")
 MAX_PATTERN_CHARS = 1000
+
+log = logging.getLogger("hopflow.cache")
 
 _NATIVE = re.compile(r"^\{\{(?P<expr>.*)\}\}\n?$", re.DOTALL)
 
@@ -226,6 +232,20 @@ def environment() -> Any:
                 except (KeyError, TypeError):
                     pass
             return super().getattr(obj, attribute)
+
+        def compile(  # type: ignore[override]
+            self,
+            source: Any,
+            name: str | None = None,
+            filename: str | None = None,
+            raw: bool = False,
+            defer_init: bool = False,
+        ) -> Any:
+            # the code object of each template this thread compiles, for the code cache (_compiled)
+            code = super().compile(source, name, filename, raw, defer_init)
+            if not raw:
+                _captured.code = code
+            return code
 
     env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters.update(FILTERS)
@@ -532,20 +552,97 @@ def _single_output(tree: Any) -> bool:
 # ------------------------------------------------------------------------------------------- rendering
 
 
+# Compiled template code on disk (a dsl.cache.GraphCache), set by the engine when it has a cache
+# folder: a cold process then loads each template's code instead of running Jinja2's lexer, parser
+# and code generator. The code is what this very sandbox generated (the key covers dsl's sources,
+# Jinja2's version and Python's bytecode magic), so nothing about the sandbox changes.
+_code_cache: Any = None
+_captured = threading.local()
+
+
+def set_code_cache(cache: Any) -> None:
+    """Use ``cache`` (a :class:`dsl.cache.GraphCache`, or None) for compiled template code."""
+    global _code_cache
+    _code_cache = cache
+
+
+def _code_salt() -> str:
+    import importlib.util
+
+    import jinja2
+
+    return f"jinja2 {jinja2.__version__} python {importlib.util.MAGIC_NUMBER.hex()}"
+
+
+def _from_code(native: bool, code: Any) -> tuple[bool, Callable[..., Any]]:
+    """What :func:`_compiled` returns, rebuilt from a template's code object (as Jinja2's own
+    ``from_string`` and ``compile_expression`` do after compiling)."""
+    env = environment()
+    template = env.template_class.from_code(env, code, env.make_globals(None), None)
+    if native:
+        from jinja2.environment import TemplateExpression
+
+        return True, TemplateExpression(template, False)
+    return False, template
+
+
+def _cached_code(cache: Any, key: str) -> tuple[bool, Callable[..., Any]] | None:
+    payload = cache.get_code(key)
+    if payload is None:
+        return None
+    try:
+        native, code = marshal.loads(payload)
+        if not isinstance(native, bool) or not isinstance(code, types.CodeType):
+            raise ValueError("not a template's code")
+        return _from_code(native, code)
+    except Exception as exc:  # a damaged entry: compile again (and rewrite it)
+        log.warning("template code cache: ignoring an entry (%s: %s)", type(exc).__name__, exc)
+        return None
+
+
 @lru_cache(maxsize=8192)
 def _compiled(source: str) -> tuple[bool, Callable[..., Any]]:
-    """Compile once per source string (graphs share sources, so this is per graph in effect)."""
+    """Compile once per source string (graphs share sources, so this is per graph in effect), or load
+    its code from the code cache (:func:`set_code_cache`), writing it there after a compile."""
     from jinja2 import TemplateSyntaxError
 
+    cache = _code_cache
+    key = cache.code_key(source, _code_salt()) if cache is not None else ""
+    if cache is not None:
+        found = _cached_code(cache, key)
+        if found is not None:
+            return found
     env = environment()
     parsed = parse(source)
+    _captured.code = None
     try:
         if parsed.native:
             expr = _NATIVE.match(source).group("expr")  # type: ignore[union-attr]
-            return True, env.compile_expression(expr, undefined_to_none=False)
-        return False, env.from_string(source)
+            result: tuple[bool, Callable[..., Any]] = (
+                True,
+                env.compile_expression(expr, undefined_to_none=False),
+            )
+        else:
+            result = False, env.from_string(source)
     except TemplateSyntaxError as exc:  # e.g. an unknown filter is only found when compiling
         raise TemplateError(f"template error: {exc.message}") from None
+    code, _captured.code = _captured.code, None
+    if cache is not None and code is not None:
+        cache.put_code(key, marshal.dumps((parsed.native, code)))
+    return result
+
+
+def compile_all(value: Any) -> int:
+    """Compile every template string inside ``value`` (a graph's plain JSON form), so that they reach
+    the code cache at build time (``hopflow compile --cache``); the number compiled."""
+    count = 0
+    for source in dict.fromkeys(source for _path, source in templates_in(value)):
+        try:
+            _compiled(source)
+            count += 1
+        except TemplateError:
+            pass  # not a template that renders (e.g. "{{" in a description); left to run time
+    return count
 
 
 def render_string(source: str, context: Mapping[str, Any], *, seconds: float | None = None) -> Any:

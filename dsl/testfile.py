@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from dsl.diagnostics import Diagnostic, Position, sort
+from dsl.files import TEST_SUFFIXES as SUFFIXES
+from dsl.files import is_test_file
 from dsl.graph import Graph, compensations
 from dsl.source import Document, JsonPath, LoadError, loads
 
-SUFFIXES = (".test.yaml", ".test.yml")
 RULES: dict[str, str] = {
     "test-schema": "a test file value has the wrong type or shape (schemas/workflow-test.schema.json)",
     "test-workflow": "the workflow under test is missing or has errors",
@@ -28,10 +29,6 @@ RULES: dict[str, str] = {
 }
 CALL_KINDS = ("http", "action")
 ANSWER_FORMS = ("result", "error", "status", "body", "sequence", "per_item")
-
-
-def is_test_file(path: str | Path) -> bool:
-    return str(path).endswith(SUFFIXES)
 
 
 def examples(folder: str | Path) -> list[Path]:

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dsl.diagnostics import Diagnostic, Position, sort
+from dsl.files import SUFFIXES as SUFFIXES  # re-exported (engine.lsp)
+from dsl.files import read_regular as _read_regular
+from dsl.files import workflow_files as workflow_files  # re-exported (catalog, run, ui)
 from dsl.source import Document, LoadError, loads
 
 if TYPE_CHECKING:
@@ -25,7 +28,6 @@ if TYPE_CHECKING:
     from dsl.workspace import Links
 
 DEFAULT_TIME_BUDGET_MS = 7500
-SUFFIXES = (".yaml", ".yml")
 
 # rules that are not checks in dsl/checks/ (the loader's, and the pipeline's own)
 PIPELINE_RULES: dict[str, str] = {
@@ -296,6 +298,12 @@ def validate_path(path: str | Path, *, time_budget_ms: int = DEFAULT_TIME_BUDGET
         return Result(
             name, None, (Diagnostic("io", "error", f"cannot read file: {reason}", Position(name, 1, 1)),)
         )
+    return validate_bytes(data, name, time_budget_ms=time_budget_ms)
+
+
+def validate_bytes(data: bytes, name: str, *, time_budget_ms: int = DEFAULT_TIME_BUDGET_MS) -> Result:
+    """Validate a file's bytes already read (``name`` for the diagnostics): the graph cache hashes
+    and compiles the very same bytes."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -316,45 +324,6 @@ def validate_path(path: str | Path, *, time_budget_ms: int = DEFAULT_TIME_BUDGET
     if text.startswith("\ufeff"):
         text = text[1:]  # a UTF-8 byte order mark is not part of the YAML
     return validate_text(text, name, time_budget_ms=time_budget_ms)
-
-
-def _read_regular(path: Path) -> bytes:
-    """The bytes of a regular file; anything else (a FIFO, a device, a folder) is refused without
-    reading, so validating never blocks on a pipe or reads a device forever. Opened non-blocking and
-    checked on the open descriptor, so a file swapped for a pipe in between cannot hang it either."""
-    import stat
-
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(0, "it is a folder")
-        if not stat.S_ISREG(mode):
-            kind = "it is a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "it is not a regular file"
-            raise OSError(0, f"{kind}; skipped")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
-    finally:
-        os.close(fd)
-
-
-def workflow_files(path: str | Path, *, tests: bool = False) -> list[Path]:
-    """A file as given; a folder → every ``*.yaml``/``*.yml`` below it (recursively, sorted), skipping
-    hidden folders such as ``.git`` or ``.github``, and test files (``*.test.yaml``) unless ``tests``."""
-    from dsl.testfile import is_test_file
-
-    path = Path(path)
-    if not path.is_dir():
-        return [path]
-    found = [
-        p
-        for p in path.rglob("*")
-        if p.suffix in SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        and (tests or not is_test_file(p))
-    ]
-    return sorted(found)
 
 
 def _test_result(file: str, text: str, time_budget_ms: int) -> Result:

@@ -1,19 +1,24 @@
 """Workflows by name → compiled graphs.
 
 Files are validated with the full ``dsl`` pipeline (schema, compile, every check) when the catalog is
-built, so a server never starts with a workflow that ``hopflow validate`` would reject. Running
-executions do not read the catalog: they pin the graph hash they started with (stored in Redis).
+built, so a server never starts with a workflow that ``hopflow validate`` would reject. Given a
+:class:`~dsl.cache.GraphCache`, a file whose exact bytes were already compiled by this hopflow is read
+from the cache instead (no YAML, no JSON Schema: a cold start's first ``start`` call stays cheap).
+Running executions do not read the catalog: they pin the graph hash they started with (in Redis).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dsl.diagnostics import Diagnostic
 from dsl.graph import Graph
 from engine.errors import UnknownWorkflow
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from dsl.cache import GraphCache
+    from dsl.diagnostics import Diagnostic
 
 
 class CatalogError(Exception):
@@ -33,27 +38,29 @@ class Catalog:
             self.add(graph)
 
     @classmethod
-    def from_directory(cls, path: str | Path, *, time_budget_ms: int = 7500) -> Catalog:
+    def from_directory(
+        cls, path: str | Path, *, time_budget_ms: int = 7500, cache: GraphCache | None = None
+    ) -> Catalog:
         """Every ``*.yaml``/``*.yml`` below ``path`` (hidden folders skipped)."""
-        from dsl.validate import workflow_files
+        from dsl.files import workflow_files
 
         folder = Path(path)
         if not folder.is_dir():
             raise CatalogError(f"{path}: not a folder")
-        return cls.from_files(workflow_files(folder), time_budget_ms=time_budget_ms)
+        return cls.from_files(workflow_files(folder), time_budget_ms=time_budget_ms, cache=cache)
 
     @classmethod
-    def from_files(cls, paths: Iterable[str | Path], *, time_budget_ms: int = 7500) -> Catalog:
-        from dsl.validate import validate_path
-
+    def from_files(
+        cls, paths: Iterable[str | Path], *, time_budget_ms: int = 7500, cache: GraphCache | None = None
+    ) -> Catalog:
         catalog = cls()
         problems: list[Diagnostic] = []
         for path in paths:
-            result = validate_path(path, time_budget_ms=time_budget_ms)
-            if not result.ok or result.graph is None:
-                problems.extend(result.errors)
+            graph, errors = compile_file(path, time_budget_ms=time_budget_ms, cache=cache)
+            if graph is None:
+                problems.extend(errors)
                 continue
-            catalog.add(result.graph, source=str(path))
+            catalog.add(graph, source=str(path))
         if problems:
             first = problems[0]
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -116,3 +123,40 @@ class Catalog:
 
     def __contains__(self, name: object) -> bool:
         return name in self._graphs
+
+
+def compile_file(
+    path: str | Path, *, time_budget_ms: int = 7500, cache: GraphCache | None = None
+) -> tuple[Graph | None, list[Diagnostic]]:
+    """One workflow file → its graph (hashed), or None and its errors.
+
+    With ``cache``: the file's bytes are read once, looked up by content hash, and only compiled (then
+    cached) on a miss — the very bytes that were hashed, so a file changing in between cannot be
+    cached under the other version's key.
+    """
+    if cache is not None:
+        from dsl.files import read_regular
+
+        try:
+            data = read_regular(Path(path))
+        except OSError:
+            data = None  # validate_path reports it as a diagnostic
+        if data is not None:
+            key = cache.key(data, time_budget_ms)
+            graph = cache.get(key)
+            if graph is not None:
+                return graph, []
+            from dsl.validate import validate_bytes
+
+            result = validate_bytes(data, str(path), time_budget_ms=time_budget_ms)
+            if not result.ok or result.graph is None:
+                return None, list(result.errors)
+            graph = result.graph if result.graph.hash else result.graph.with_hash()
+            cache.put(key, graph)
+            return graph, []
+    from dsl.validate import validate_path
+
+    result = validate_path(path, time_budget_ms=time_budget_ms)
+    if not result.ok or result.graph is None:
+        return None, list(result.errors)
+    return result.graph, []

@@ -56,6 +56,7 @@ VARIABLES: dict[str, str] = {
     "HOPFLOW_DEV_INSECURE": "removed: ignored (the API always needs a key, deliveries a signature)",
     "HOPFLOW_WORKFLOWS": "the workflow folder of the ASGI entry point",
     "HOPFLOW_ACTIONS": "action modules the ASGI entry point imports",
+    "HOPFLOW_CACHE_DIR": "where compiled workflow graphs are cached (unset: .hopflow/cache; off: none)",
     "HOPFLOW_MAX_BODY_BYTES": "largest request body accepted",
     "HOPFLOW_METRICS": "collect Prometheus metrics from the start (unset: from the first /metrics scrape)",
     "HOPFLOW_METRICS_KEY": "a bearer token that may read /metrics only (for a Prometheus scraper)",
@@ -237,6 +238,7 @@ class Config:
     egress_deny: tuple[str, ...] = ()  # HOPFLOW_EGRESS_DENY rules
     workflows_dir: str = DEFAULT_WORKFLOWS_DIR
     actions: str | None = None
+    cache_dir: str | None = None  # HOPFLOW_CACHE_DIR: a folder, "off", or None (dsl/cache.py's default)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     namespace: str = ""  # HOPFLOW_NAMESPACE: every key gets "<namespace>:" in front (engine/namespace.py)
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # a request body must arrive within this (408)
@@ -729,6 +731,18 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
         ok("HOPFLOW_ACTIONS", f"set ({actions})")
     else:
         ok("HOPFLOW_ACTIONS", "unset: actions are imported by their module.attribute name on first use")
+    cache = _env_value(env, "HOPFLOW_CACHE_DIR")
+    if cache is not None:
+        values["cache_dir"] = cache
+        if cache.strip().lower() in ("off", "0", "false", "no", "none"):
+            ok("HOPFLOW_CACHE_DIR", f"{cache}: no graph cache (every cold start compiles the workflows)")
+        else:
+            ok("HOPFLOW_CACHE_DIR", f"set ({cache}): compiled graphs are cached there")
+    else:
+        ok(
+            "HOPFLOW_CACHE_DIR",
+            "unset: compiled graphs are cached in .hopflow/cache (or the temp folder when read-only)",
+        )
     max_body = _env_value(env, "HOPFLOW_MAX_BODY_BYTES")
     if max_body is not None:
         if not max_body.isdigit() or not 1024 <= int(max_body) <= 64 * 1_048_576:

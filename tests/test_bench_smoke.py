@@ -70,3 +70,16 @@ def test_results_bench_prints_its_rows_and_ratios() -> None:
         "## Ratios",
     ):
         assert row in out, f"missing {row!r} in:\n{out}"
+
+
+def test_coldstart_bench_prints_its_rows_and_the_import_budget() -> None:
+    peer = importlib.util.find_spec("upstash_workflow") is not None
+    proc = run_bench("coldstart.py", "--quick", *([] if peer else ["--no-peer"]))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "hopflow: first webhook call (POST /v1/step)" in out
+    assert "graph cache warm" in out and "graph cache empty" in out
+    assert "against the import budget" in out and "total" in out
+    if peer:
+        assert "upstash-workflow SDK: first step call" in out
+        assert "hopflow webhook / SDK step call = " in out

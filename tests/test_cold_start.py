@@ -31,12 +31,17 @@ NEVER_ON_WEBHOOK = (
     "click",
     "pygments",
     "prometheus_client",
-    # hopflow's tracing (redis-py >= 8 itself imports opentelemetry whenever it is installed, for
-    # its own optional metrics: that is redis's import, not one hopflow can leave out)
+    # hopflow's tracing, and OpenTelemetry at all: redis-py >= 8 probes for it at import time for
+    # metrics of its own (35 ms with the SDK installed); engine.lazyimport.redis() leaves that out
     "engine.observe.traces",
+    "opentelemetry",
+    "psutil",
     "dsl.schema",
     "dsl.validate",
     "engine.web.openapi",
+    "engine.web.api",  # the operations API: its routes import it on their first request
+    "engine.web.metrics",
+    "dsl.diagnostics",
     "engine.web.ui.spec",
     "engine.web.ui.view",
     "engine.web.ui.catalogue",
@@ -48,13 +53,17 @@ FIRST_CALL = r"""
 import asyncio, json, os, sys
 import engine.asgi
 body = os.environ["COLD_BODY"].encode()
+path = os.environ.get("COLD_PATH", "/v1/step")
+extra = json.loads(os.environ.get("COLD_HEADERS", "{}"))
+if "COLD_SIG" in os.environ:
+    extra["upstash-signature"] = os.environ["COLD_SIG"]
 scope = {
     "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-    "scheme": "http", "path": "/v1/step", "raw_path": b"/v1/step", "query_string": b"",
+    "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
     "root_path": "", "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 80),
     "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"upstash-signature", os.environ["COLD_SIG"].encode())],
+                (b"content-length", str(len(body)).encode())]
+               + [(k.encode(), v.encode()) for k, v in extra.items()],
 }
 sent = []
 async def receive():
@@ -178,3 +187,73 @@ def test_a_first_webhook_call_imports_only_what_it_needs(
     loaded = set(result["modules"])
     assert {"jinja2", "redis", "httpx"} <= loaded  # the call really rendered, checkpointed, published
     assert sorted(m for m in loaded if m.split(".")[0] in NEVER_ON_WEBHOOK or m in NEVER_ON_WEBHOOK) == []
+
+
+def test_redis_is_imported_without_its_opentelemetry_probe_and_otel_still_imports_later() -> None:
+    code = (
+        "import sys; from engine import lazyimport; r = lazyimport.redis(); "
+        "assert r is sys.modules['redis'] and r.Redis; "
+        "assert not [m for m in sys.modules if m.startswith('opentelemetry')], 'probed'; "
+        "import redis.asyncio; import opentelemetry.sdk.metrics, opentelemetry.metrics; "
+        "assert lazyimport.redis() is r; print('ok')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_clean_env(), cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+# what compiling a workflow file needs, and a start call with a warm graph cache never imports
+COMPILER = ("yaml", "jsonschema", "dsl.validate", "dsl.schema", "dsl.source", "dsl.compiler", "dsl.checks")
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-cache", "empty-cache"])
+def test_a_first_start_call_with_a_warm_graph_cache_compiles_nothing(
+    warm: bool, redis_db: Any, tmp_path: Path, qstash_stub: str
+) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "cold-webhook.yaml").write_text(WORKFLOW)
+    cache = tmp_path / "graph-cache"
+    api_key = "cold-start-api-key-0123456789abcdef-0123"
+    env = {
+        **_clean_env(),
+        "REDIS_URL": _redis_url(redis_db),
+        "QSTASH_URL": qstash_stub,
+        "QSTASH_TOKEN": "cold-token",
+        "QSTASH_CURRENT_SIGNING_KEY": KEY,
+        "QSTASH_NEXT_SIGNING_KEY": NEXT,
+        "HOPFLOW_PUBLIC_URL": "http://127.0.0.1:9/",
+        "HOPFLOW_WORKFLOWS": str(folder),
+        "HOPFLOW_API_KEY": api_key,
+        "HOPFLOW_CACHE_DIR": str(cache),
+    }
+    if warm:  # the build step of docs/deploy.md
+        subprocess.run(
+            [sys.executable, "-m", "engine.cli", "compile", "--cache"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            timeout=120,
+        )
+    published = len(_StubQStash.published)
+    env |= {
+        "COLD_BODY": json.dumps({"workflow": "cold-webhook", "input": {"name": "cold"}}),
+        "COLD_PATH": "/v1/executions",
+        "COLD_HEADERS": json.dumps({"authorization": f"Bearer {api_key}"}),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == 202, result["answer"]
+    assert len(_StubQStash.published) > published, "the first node was not published"
+    compiled = sorted(
+        m for m in result["modules"] if m in COMPILER or m.startswith(tuple(c + "." for c in COMPILER))
+    )
+    if warm:
+        assert compiled == []
+    else:  # without the cache the same call compiles the file (so the assertion above means something)
+        assert {"yaml", "dsl.schema", "dsl.validate"} <= set(compiled)
+    assert list(cache.glob("*.json")), "the graph is cached after the first compile"

@@ -138,7 +138,12 @@ def serve(
     try:
         # Preflight, before the first side effect (the embedded Redis, a socket): the workflows
         # compile, the actions modules import, and every declared env variable and action exists.
-        catalog = LazyCatalog(config.workflows_dir, time_budget_ms=round(config.time_budget_s * 1000))
+        catalog = LazyCatalog(  # a warm graph cache is read; the preflight writes nothing anywhere
+            config.workflows_dir,
+            time_budget_ms=round(config.time_budget_s * 1000),
+            cache=config.cache_dir,
+            write_cache=False,
+        )
         catalog.load()
         load_modules(config.actions)
         missing = problems(reachable(catalog, catalog.names()), REGISTRY, os.environ)

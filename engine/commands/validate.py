@@ -243,18 +243,90 @@ def _compiled(command: str, file: str, time_budget: int | None) -> Any:
 
 
 @click.command("compile", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("file", metavar="FILE")
+@click.argument("paths", nargs=-1, metavar="FILE | --cache [PATH]...")
+@click.option(
+    "--cache",
+    "fill_cache",
+    is_flag=True,
+    help="Compile every workflow in PATHs (default: $HOPFLOW_WORKFLOWS, else ./workflows) into the "
+    "graph cache instead of printing one: a build step, so a server's cold start reads compiled "
+    "graphs instead of parsing YAML (docs/deploy.md).",
+)
+@click.option(
+    "--cache-dir",
+    default=None,
+    metavar="DIR",
+    help="The graph cache's folder (default: $HOPFLOW_CACHE_DIR, else .hopflow/cache).",
+)
 @_budget_option
 @_guard
-def compile_(file: str, time_budget: int | None) -> None:
+def compile_(
+    paths: tuple[str, ...], fill_cache: bool, cache_dir: str | None, time_budget: int | None
+) -> None:
     """Print the compiled graph of FILE as JSON, with its content hash.
 
     The hash pins running executions to this exact graph. Exit 1 (diagnostics on stderr) when FILE has
-    errors.
+    errors. With --cache, fill the graph cache for a deployment instead (exit 1 when a file has errors).
     """
-    graph = _compiled("compile", file, time_budget)
+    if fill_cache:
+        _fill_cache(paths, cache_dir, time_budget)
+        return
+    if cache_dir is not None:
+        _usage_exit("compile", "--cache-dir goes with --cache")
+    if len(paths) != 1:
+        _usage_exit("compile", "give one workflow file (or --cache to fill the graph cache)")
+    graph = _compiled("compile", paths[0], time_budget)
     body = json.loads(graph.canonical())  # sorted keys, exactly what is hashed
     click.echo(json.dumps({"hash": graph.hash, "graph": body}, indent=2, ensure_ascii=False))
+
+
+def _fill_cache(paths: tuple[str, ...], cache_dir: str | None, time_budget: int | None) -> None:
+    """``hopflow compile --cache``: every workflow file compiled once into the graph cache, keyed the
+    way a server built with the same HOPFLOW_TIME_BUDGET looks it up (dsl/cache.py)."""
+    from dsl.cache import ENV, GraphCache
+    from dsl.diagnostics import render_text
+    from dsl.files import read_regular, workflow_files
+    from engine.catalog import compile_file
+
+    given = paths or (os.environ.get("HOPFLOW_WORKFLOWS") or "workflows",)
+    _check_exists("compile", given)
+    budget = _resolve_budget("compile", time_budget)
+    cache = GraphCache.from_setting(cache_dir if cache_dir is not None else os.environ.get(ENV))
+    if cache is None:
+        _usage_exit("compile", f"the graph cache is off ({ENV}={os.environ.get(ENV, '')}); nothing to fill")
+    files = [f for p in given for f in workflow_files(p)]
+    if not files:
+        _usage_exit("compile", f"no .yaml or .yml files in {', '.join(given)}")
+    from dsl.templates import compile_all, set_code_cache
+
+    set_code_cache(cache)  # every template of every graph compiled into the cache too
+    written = present = failed = templates = 0
+    for file in files:
+        try:
+            key = cache.key(read_regular(file), budget)
+        except OSError:
+            key = None
+        hit = key is not None and cache.get(key) is not None
+        graph, errors = compile_file(file, time_budget_ms=budget, cache=cache)
+        if graph is None:
+            failed += 1
+            _emit(render_text(errors, lambda _file, _line: ""), err=True)
+            continue
+        templates += compile_all(graph.to_dict())
+        if hit:
+            present += 1
+        elif key is not None and cache.path(key).is_file():
+            written += 1
+        else:
+            click.echo(f"hopflow compile: cannot write the graph cache in {cache.directory}", err=True)
+            sys.exit(1)
+    click.echo(
+        f"graph cache {cache.directory}: {written} written, {present} already there, "
+        f"{templates} template(s) compiled"
+        + (f", {failed} file(s) with errors (not cached)" if failed else ""),
+        err=True,
+    )
+    sys.exit(1 if failed else 0)
 
 
 @click.command("graph", context_settings={"help_option_names": ["-h", "--help"]})

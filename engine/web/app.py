@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from engine.web import api, metrics, resume, webhook
+from engine.web import webhook
 from engine.web.auth import route_path
 from engine.web.core import HopflowApp, RuntimeFactory
 from engine.web.guard import RequestGuard
@@ -34,8 +34,9 @@ MAX_ECHO_CHARS = 200  # of a request path echoed in a problem document
 
 
 def later(module: str, name: str) -> Callable[[HopflowApp, Request], Awaitable[Response]]:
-    """A handler whose module is imported on its first request: the OpenAPI document and the UI's
-    views are never needed by a webhook call, and a cold start should not pay for them."""
+    """A handler whose module is imported on its first request: the operations API, the OpenAPI
+    document and the UI's views are never needed by a webhook call, and a cold start should not pay
+    for them (only the webhook routes are imported with the app)."""
     loaded: list[Any] = []
 
     async def handler(hop: HopflowApp, request: Request) -> Response:
@@ -54,20 +55,21 @@ def routes(hop: HopflowApp) -> list[Any]:
 
     guard = hop.guard
     view, catalogue = "engine.web.ui.view", "engine.web.ui.catalogue"
+    api, metrics, resume = "engine.web.api", "engine.web.metrics", "engine.web.resume"
     return [
         Route(STEP_PATH, guard(webhook.step), methods=["POST"]),
         Route(FAILED_PATH, guard(webhook.step_failed), methods=["POST"]),
         Route(CALLBACK_PATH, guard(webhook.step_callback), methods=["POST"]),
-        Route("/v1/executions", guard(api.executions), methods=["GET", "POST"]),
-        Route("/v1/counts", guard(api.counts), methods=["GET"]),
-        Route("/metrics", guard(metrics.serve), methods=["GET"]),
-        Route("/v1/executions/{execution_id}", guard(api.status), methods=["GET"]),
-        Route("/v1/executions/{execution_id}/history", guard(api.history), methods=["GET"]),
-        Route("/v1/executions/{execution_id}/cancel", guard(api.cancel), methods=["POST"]),
-        Route("/v1/events/{name}", guard(api.event), methods=["POST"]),
-        Route("/healthz", guard(api.healthz), methods=["GET"]),
+        Route("/v1/executions", guard(later(api, "executions")), methods=["GET", "POST"]),
+        Route("/v1/counts", guard(later(api, "counts")), methods=["GET"]),
+        Route("/metrics", guard(later(metrics, "serve")), methods=["GET"]),
+        Route("/v1/executions/{execution_id}", guard(later(api, "status")), methods=["GET"]),
+        Route("/v1/executions/{execution_id}/history", guard(later(api, "history")), methods=["GET"]),
+        Route("/v1/executions/{execution_id}/cancel", guard(later(api, "cancel")), methods=["POST"]),
+        Route("/v1/events/{name}", guard(later(api, "event")), methods=["POST"]),
+        Route("/healthz", guard(later(api, "healthz")), methods=["GET"]),
         Route("/openapi.json", guard(later("engine.web.openapi", "serve")), methods=["GET"]),
-        Route("/v1/executions/{execution_id}/resume", guard(resume.resume), methods=["POST"]),
+        Route("/v1/executions/{execution_id}/resume", guard(later(resume, "resume")), methods=["POST"]),
         Route("/v1/executions/{execution_id}/view", guard(later(view, "view")), methods=["GET"]),
         Route("/v1/whoami", guard(later(view, "whoami")), methods=["GET"]),
         Route("/v1/workflows", guard(later(catalogue, "list_workflows")), methods=["GET"]),

@@ -25,20 +25,35 @@ log = logging.getLogger("hopflow.asgi")
 
 
 class LazyCatalog:
-    """A :class:`~engine.catalog.Catalog` compiled on first use (cold starts of webhook calls skip it)."""
+    """A :class:`~engine.catalog.Catalog` compiled on first use (cold starts of webhook calls skip it),
+    through the graph cache (``cache``: ``HOPFLOW_CACHE_DIR``'s value; dsl/cache.py)."""
 
-    def __init__(self, directory: str, *, time_budget_ms: int = 7500) -> None:
+    def __init__(
+        self,
+        directory: str,
+        *,
+        time_budget_ms: int = 7500,
+        cache: str | None = None,
+        write_cache: bool = True,
+    ) -> None:
         self.directory = directory
         self.time_budget_ms = time_budget_ms
+        self.cache = cache
+        self.write_cache = write_cache  # False: read a warm cache, write nothing (serve's preflight)
         self._catalog: Any = None
         self._lock = threading.Lock()
 
     def load(self) -> Any:
         with self._lock:
             if self._catalog is None:
+                from dsl.cache import GraphCache
                 from engine.catalog import Catalog
 
-                self._catalog = Catalog.from_directory(self.directory, time_budget_ms=self.time_budget_ms)
+                self._catalog = Catalog.from_directory(
+                    self.directory,
+                    time_budget_ms=self.time_budget_ms,
+                    cache=GraphCache.from_setting(self.cache, read_only=not self.write_cache),
+                )
             return self._catalog
 
     def get(self, name: str) -> Any:
@@ -65,15 +80,23 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
     catalog now (``hopflow serve`` fails fast on a bad workflow file).
     """
     from engine.actions import REGISTRY, load_modules
+
+    lazyimport.redis()  # before engine.embedded's `import redis`: without redis-py's OTel probes
     from engine.embedded import redis_client
     from engine.redis_url import script_key_locking
     from engine.runtime import Runtime
     from engine.store import Store
 
     load_modules(config.actions)
+    from dsl.cache import GraphCache
+    from dsl.templates import set_code_cache
+
+    set_code_cache(GraphCache.from_setting(config.cache_dir))  # compiled template code, on disk
     client = redis if redis is not None else redis_client(config.redis_url)
     if catalog is None:
-        catalog = LazyCatalog(config.workflows_dir, time_budget_ms=round(config.time_budget_s * 1000))
+        catalog = LazyCatalog(
+            config.workflows_dir, time_budget_ms=round(config.time_budget_s * 1000), cache=config.cache_dir
+        )
         if eager:
             catalog.load()
     dispatcher: Any

@@ -10,12 +10,10 @@ Mermaid script is 3.5 MB).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -61,6 +59,10 @@ def _asset(name: str) -> _Asset:
     with _lock:
         found = _loaded.get(name)
         if found is None:
+            # imported here: a webhook's cold start builds these routes but never serves a file
+            import gzip
+            from importlib import resources
+
             file, media_type = ASSETS[name]
             body = resources.files("engine.web.ui").joinpath("static", *file.split("/")).read_bytes()
             etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
