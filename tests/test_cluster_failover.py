@@ -1,7 +1,7 @@
 """A master of a real Redis Cluster fails over while sagas, fan-outs and foreach loops run (issue 10).
 
 Each test builds its own cluster of 3 masters + 3 replicas on 127.0.0.1 (tests/cluster.py, a short
-``cluster-node-timeout`` so an unplanned failover takes ~1–3 s), points an in-process runtime and its
+``cluster-node-timeout`` so an unplanned failover takes about 1 to 3 s), points an in-process runtime and its
 local dispatcher at it from ``REDIS_URL`` of one node (``engine.redis_url.connect``), starts a mix
 of executions that straddle the failover (timed waits between steps), and then fails over the
 master that holds the local queue (``hf:{q}``) — the busiest one:
