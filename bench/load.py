@@ -62,6 +62,7 @@ for extra in (ROOT, ROOT / "tests"):
 
 API_KEY = "load-bench-key-0123456789abcdef-0123456789abcdef"
 WORKFLOW = "load-chain"
+HTTP_SUFFIX = "+http"  # a setup label: the Redis topology, and whether deliveries go over HTTP
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -245,13 +246,26 @@ def children_cpu() -> float:
 
 
 class Workers:
-    def __init__(self, count: int, redis_url: str, folder: Path) -> None:
+    """``count`` ``hopflow serve`` processes. With ``http`` each worker's local dispatcher POSTs every
+    message it leased, signed with Ed25519, to its own webhook (``HOPFLOW_PUBLIC_URL`` is the URL the
+    signature covers, so it must be the receiver's: without a load balancer in front, each worker
+    is its own), instead of advancing it in-process: every node takes the webhook path."""
+
+    def __init__(self, count: int, redis_url: str, folder: Path, http: bool = False) -> None:
+        from engine.signing import generate_ed25519_keypair
+
         self.ports = [free_port() for _ in range(count)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HOPFLOW_", "QSTASH_", "REDIS_"))}
-        env.update(PYTHONPATH=str(ROOT), REDIS_URL=redis_url, HOPFLOW_API_KEY=API_KEY, HOPFLOW_METRICS="1")
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("HOPFLOW_", "QSTASH_", "REDIS_"))}
+        base.update(PYTHONPATH=str(ROOT), REDIS_URL=redis_url, HOPFLOW_API_KEY=API_KEY, HOPFLOW_METRICS="1")
+        if http:
+            pair = generate_ed25519_keypair()
+            base.update(HOPFLOW_SIGNING_KEY=pair.private_key, HOPFLOW_VERIFY_KEYS=pair.public_key)
         self.procs = []
         self.logs = []
         for port in self.ports:
+            env = dict(base)
+            if http:
+                env["HOPFLOW_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
             log = open(folder / f"worker-{port}.log", "wb")  # closed in stop()
             self.logs.append(log)
             cmd = [sys.executable, "-m", "engine.cli", "serve", "--workflows", str(folder / "workflows"),
@@ -399,10 +413,12 @@ class Run:
         )
 
 
-def one_run(redis: Redis, count: int, rep: int, o: argparse.Namespace, folder: Path, tag: str) -> Run:
-    run = Run(redis.kind, count, rep)
+def one_run(
+    setup: str, redis: Redis, count: int, rep: int, o: argparse.Namespace, folder: Path, tag: str
+) -> Run:
+    run = Run(setup, count, rep)
     redis.reset()
-    workers = Workers(count, redis.url, folder)
+    workers = Workers(count, redis.url, folder, http=setup.endswith(HTTP_SUFFIX))
     try:
         time.sleep(0.3)  # let start-up work (imports, the first lease) finish before counting
         redis.reset()
@@ -534,9 +550,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", default="1,2,4", help="worker counts, e.g. 1,2,4")
     p.add_argument("--redis", default="single,cluster", help="topologies: single, cluster or both")
-    p.add_argument("--executions", type=int, default=300, help="executions per run")
+    p.add_argument("--executions", type=int, default=200, help="executions per run")
     p.add_argument("--steps", type=int, default=10, help="no-op set steps per execution")
     p.add_argument("--clients", type=int, default=8, help="driver threads (concurrent start requests)")
+    p.add_argument(
+        "--delivery",
+        default="inprocess,http",
+        help="inprocess (each worker advances what it leases) and/or http",
+    )
     p.add_argument("--repeat", type=int, default=3, help="repetitions (interleaved); rows are medians")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds one run may take")
     p.add_argument("--out", default=str(ROOT / "bench" / "LOAD.md"), help="the Markdown report ('' for none)")
@@ -548,8 +569,12 @@ def main(argv: list[str] | None = None) -> int:
             o.out = ""
     counts = [int(x) for x in o.workers.split(",") if x.strip()]
     kinds = [x.strip() for x in o.redis.split(",") if x.strip()]
+    deliveries = [x.strip() for x in o.delivery.split(",") if x.strip()]
     if any(k not in ("single", "cluster") for k in kinds) or not counts or min(counts) < 1:
         p.error("--redis takes single and/or cluster; --workers positive counts")
+    if not deliveries or any(d not in ("inprocess", "http") for d in deliveries):
+        p.error("--delivery takes inprocess and/or http")
+    setups = [k + ("" if d == "inprocess" else HTTP_SUFFIX) for d in deliveries for k in kinds]
 
     folder = Path(tempfile.mkdtemp(prefix="hopflow-load-"))
     (folder / "workflows").mkdir()
@@ -558,18 +583,20 @@ def main(argv: list[str] | None = None) -> int:
     began = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     started = time.monotonic()
     topologies: dict[str, Redis] = {}
-    groups: dict[tuple[str, int], list[Run]] = {(k, c): [] for k in kinds for c in counts}
+    groups: dict[tuple[str, int], list[Run]] = {(k, c): [] for k in setups for c in counts}
     try:
         for kind in kinds:
             topologies[kind] = Redis(kind, folder)
         for rep in range(o.repeat):
-            for kind in kinds:
+            for setup in setups:
                 order = counts if rep % 2 == 0 else list(reversed(counts))  # interleaved, both ways
+                redis = topologies[setup.removesuffix(HTTP_SUFFIX)]
                 for count in order:
-                    run = one_run(topologies[kind], count, rep, o, folder, f"r{rep}-{kind}-{count}")
-                    groups[(kind, count)].append(run)
+                    tag = f"r{rep}-{setup.replace('+', '-')}-{count}"
+                    run = one_run(setup, redis, count, rep, o, folder, tag)
+                    groups[(setup, count)].append(run)
                     print(
-                        f"  rep {rep + 1} {kind:>7} {count} worker(s): {run.nodes_per_s:7.0f} nodes/s "
+                        f"  rep {rep + 1} {setup:>12} {count} worker(s): {run.nodes_per_s:7.0f} nodes/s "
                         f"{run.exec_per_s:6.1f} exec/s, CPU {100 * run.utilisation:3.0f} %, "
                         f"errors {run.errors + run.unfinished}",
                         flush=True,

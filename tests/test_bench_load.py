@@ -1,6 +1,7 @@
 """bench/load.py still runs: ``--quick`` (tiny numbers) on one Redis and on a 3-master cluster with
-1 and 2 real ``hopflow serve`` workers, every execution finishing, and its report written. Nothing
-about time is asserted; the histogram arithmetic it reports is checked on its own."""
+1 and 2 real ``hopflow serve`` workers, delivering in-process and over HTTP, every execution
+finishing, and its report written. Nothing about time is asserted; the histogram arithmetic it
+reports is checked on its own."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def load_module():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("bench_load", ROOT / "bench" / "load.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
 
@@ -39,10 +41,11 @@ def test_load_bench_quick_runs_both_topologies_and_writes_its_report(tmp_path: P
         timeout=300,  # a hang guard, not a performance check
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| single |", "| cluster |"))]
-    assert [r.split("|")[1:3] for r in rows] == [
-        [" single ", " 1 "], [" single ", " 2 "], [" cluster ", " 1 "], [" cluster ", " 2 "]
-    ]  # fmt: skip
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| single", "| cluster"))]
+    setups = [
+        (setup, count) for setup in ("single", "cluster", "single+http", "cluster+http") for count in "12"
+    ]
+    assert [tuple(c.strip() for c in r.split("|")[1:3]) for r in rows] == setups
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[3]) > 0, row  # nodes/s measured
@@ -51,7 +54,7 @@ def test_load_bench_quick_runs_both_topologies_and_writes_its_report(tmp_path: P
     assert "## Where it saturates" not in proc.stdout  # printed as bullets; the heading is the report's
     report = out.read_text()
     assert "# Load:" in report and "Load average before" in report and "## Where it saturates" in report
-    assert report.count("| single |") >= 2 and report.count("| cluster |") >= 2
+    assert report.count("| single |") >= 2 and report.count("| cluster+http |") >= 2
 
 
 def test_histogram_quantile_interpolates_inside_a_bucket() -> None:
