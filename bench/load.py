@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import itertools
 import json
 import os
 import platform
@@ -191,12 +190,13 @@ class Redis:
             c.config_resetstat()
             c.close()
 
-    def counters(self) -> tuple[int, float]:
-        """(commands run since the last reset, CPU seconds since start) summed over the masters;
-        ``CONFIG RESETSTAT`` clears the command counts but not ``used_cpu_*``: callers take deltas."""
-        commands, cpu = 0, 0.0
+    def counters(self) -> tuple[list[int], float]:
+        """(commands run on each master since the last reset, CPU seconds since start summed over
+        the masters); ``CONFIG RESETSTAT`` clears the command counts but not ``used_cpu_*``: callers
+        take deltas."""
+        commands, cpu = [], 0.0
         for c in self.each():
-            commands += sum(int(v["calls"]) for v in c.info("commandstats").values())
+            commands.append(sum(int(v["calls"]) for v in c.info("commandstats").values()))
             info = c.info("cpu")
             cpu += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
             c.close()
@@ -378,6 +378,7 @@ class Run:
     worker_cpu: float = 0.0
     redis_cpu: float = 0.0
     driver_cpu: float = 0.0
+    hottest: float = 0.0  # the busiest master's share of all commands (1.0 on one Redis)
     errors: int = 0
     busy: float = 0
     stale: float = 0
@@ -442,7 +443,9 @@ def one_run(
             time.sleep(0.05)
         run.worker_cpu = workers.cpu() - cpu0
         commands, redis_cpu = redis.counters()
-        run.commands, run.redis_cpu = commands - commands0, redis_cpu - redis_cpu0
+        per_master = [a - b for a, b in zip(commands, commands0, strict=True)]
+        run.commands, run.redis_cpu = sum(per_master), redis_cpu - redis_cpu0
+        run.hottest = max(per_master) / run.commands if run.commands else 0.0
         metrics = parse_metrics(workers.metrics())
     finally:
         workers.stop()
@@ -516,20 +519,25 @@ def table(groups: dict[tuple[str, int], list[Run]]) -> list[str]:
 
 
 def saturation(groups: dict[tuple[str, int], list[Run]]) -> list[str]:
-    """Where adding workers stops paying: the first step that gains < 10 % nodes/s, and why."""
+    """Where adding workers stops paying: the peak of the medians, the gain over one worker, and
+    how much of the machine the bench itself used there (the rest went to other processes)."""
     out = []
     for kind in dict.fromkeys(k for k, _ in groups):
         rows = sorted((c, summarize(r)) for (k, c), r in groups.items() if k == kind)
-        text = ", ".join(f"{c} → {s['nodes_s']:.0f}" for c, s in rows)
-        verdict = f"still rising at {rows[-1][0]} worker(s)"
-        for (c0, s0), (c1, s1) in itertools.pairwise(rows):
-            if s0["nodes_s"] and s1["nodes_s"] < 1.10 * s0["nodes_s"]:
-                verdict = (
-                    f"saturates between {c0} and {c1} worker(s) ({s1['nodes_s'] / s0['nodes_s']:.2f}x); "
-                    f"CPU used at {c1}: {100 * s1['util']:.0f} % of {os.cpu_count()} core(s)"
-                )
-                break
-        out.append(f"* **{kind}**: nodes/s by workers: {text} — {verdict}.")
+        first = rows[0][1]["nodes_s"] or float("nan")
+        text = ", ".join(f"{c} → {s['nodes_s']:.0f} ({s['nodes_s'] / first:.2f}x)" for c, s in rows)
+        peak_count, peak = max(rows, key=lambda row: row[1]["nodes_s"])
+        last_count, last = rows[-1]
+        previous = rows[-2][1]["nodes_s"] if len(rows) > 1 else 0.0
+        where = (
+            f"still rising at {last_count} worker(s)"
+            if peak_count == last_count and last["nodes_s"] >= 1.10 * previous
+            else f"saturated: peak at {peak_count} worker(s)"
+        )
+        out.append(
+            f"* **{kind}**: nodes/s by workers: {text}: {where}, where workers + Redis + driver used "
+            f"{100 * peak['util']:.0f} % of {os.cpu_count()} core(s)."
+        )
     return out
 
 
@@ -550,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", default="1,2,4", help="worker counts, e.g. 1,2,4")
     p.add_argument("--redis", default="single,cluster", help="topologies: single, cluster or both")
-    p.add_argument("--executions", type=int, default=200, help="executions per run")
+    p.add_argument("--executions", type=int, default=150, help="executions per run")
     p.add_argument("--steps", type=int, default=10, help="no-op set steps per execution")
     p.add_argument("--clients", type=int, default=8, help="driver threads (concurrent start requests)")
     p.add_argument(
@@ -635,14 +643,15 @@ def write_report(
 ) -> None:
     raw = [
         "| Redis | workers | rep | nodes | seconds | nodes/s | worker CPU s | Redis CPU s | driver CPU s "
-        "| Redis commands |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Redis commands | busiest master's share |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (kind, count), runs in groups.items():
         for r in runs:
             raw.append(
                 f"| {kind} | {count} | {r.rep + 1} | {r.nodes:.0f} | {r.seconds:.2f} | {r.nodes_per_s:.0f} "
-                f"| {r.worker_cpu:.2f} | {r.redis_cpu:.2f} | {r.driver_cpu:.2f} | {r.commands} |"
+                f"| {r.worker_cpu:.2f} | {r.redis_cpu:.2f} | {r.driver_cpu:.2f} | {r.commands} "
+                f"| {100 * r.hottest:.0f} % |"
             )
     text = [
         "# Load: hopflow serve workers on one Redis and on a 3-master Redis Cluster",
