@@ -491,6 +491,7 @@ def summarize(runs: list[Run]) -> dict[str, float]:
         "cmd_node": median([r.cmd_per_node for r in runs]),
         "worker_us": median([r.worker_us_per_node for r in runs]),
         "redis_us": median([r.redis_us_per_node for r in runs]),
+        "driver_us": median([1e6 * r.driver_cpu / r.nodes if r.nodes else 0.0 for r in runs]),
         "util": median([r.utilisation for r in runs]),
         "errors": sum(r.errors + r.unfinished for r in runs),
         "busy_stale": sum(r.busy + r.stale for r in runs),
@@ -534,9 +535,20 @@ def saturation(groups: dict[tuple[str, int], list[Run]]) -> list[str]:
             if peak_count == last_count and last["nodes_s"] >= 1.10 * previous
             else f"saturated: peak at {peak_count} worker(s)"
         )
+        cores = os.cpu_count() or 1
+
+        def cpu_us(summary: dict[str, float]) -> float:
+            return summary["worker_us"] + summary["redis_us"] + summary["driver_us"]
+
+        base_us = cpu_us(rows[0][1])
+        model = cores * 1e6 / base_us if base_us else float("nan")
         out.append(
             f"* **{kind}**: nodes/s by workers: {text}: {where}, where workers + Redis + driver used "
-            f"{100 * peak['util']:.0f} % of {os.cpu_count()} core(s)."
+            f"{100 * peak['util']:.0f} % of {cores} core(s). Model check (docs/SCALING.md): "
+            f"{base_us:.0f} µs of CPU per node at {rows[0][0]} worker(s) predicts {model:.0f} nodes/s "
+            f"on all {cores} core(s); measured peak {peak['nodes_s']:.0f} "
+            f"({peak['nodes_s'] / model:.0%} of it), with {cpu_us(peak):.0f} µs per node there "
+            f"(contention) and {100 * peak['util']:.0f} % of the cores (the rest: other processes)."
         )
     return out
 
@@ -558,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workers", default="1,2,4", help="worker counts, e.g. 1,2,4")
     p.add_argument("--redis", default="single,cluster", help="topologies: single, cluster or both")
-    p.add_argument("--executions", type=int, default=150, help="executions per run")
+    p.add_argument("--executions", type=int, default=250, help="executions per run")
     p.add_argument("--steps", type=int, default=10, help="no-op set steps per execution")
     p.add_argument("--clients", type=int, default=8, help="driver threads (concurrent start requests)")
     p.add_argument(
