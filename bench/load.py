@@ -562,7 +562,7 @@ def machine() -> list[str]:
                 break
     except OSError:
         pass
-    return [f"{platform.system()} {platform.release()}, {os.cpu_count()} core(s) ({model})",
+    return [f"Machine: {platform.system()} {platform.release()}, {os.cpu_count()} core(s) ({model})",
             f"Python {platform.python_version()}"]  # fmt: skip
 
 
@@ -672,7 +672,7 @@ def write_report(
         "by hand. docs/SCALING.md builds its capacity model on these numbers.",
         "",
         f"* Date: {began}; the whole bench took {wall:.0f} s.",
-        *(f"* Machine: {m}" for m in machine()),
+        *(f"* {m}" for m in machine()),
         f"* Redis {version} (`redis-server` on 127.0.0.1, no persistence); cluster = 3 masters, no replicas.",
         f"* Load average before: {' / '.join(f'{x:.2f}' for x in load_before)}; "
         f"after: {' / '.join(f'{x:.2f}' for x in load_after)} (1 / 5 / 15 min).",
