@@ -35,8 +35,8 @@ SCAN_BUDGET = 2_000  # index entries one page may examine before it answers shor
 GRACE_S = 120.0  # an entry without a record younger than this may be a start being written right now
 SWEEP_BATCH = 500
 STATUSES = (
-    "queued",  # waiting for a flow_control max_running slot (engine/flow/slots.py)
     "running",
+    "queued",  # waiting for a flow_control max_running slot (engine/flow/slots.py)
     "compensating",
     "compensation_failed",
     "succeeded",

@@ -75,7 +75,9 @@ class Tracker:
         return int(n)
 
 
-def build(redis_db: Any, texts: list[str], actions: dict[str, Callable[..., Any]]) -> tuple[Runtime, LocalDispatcher]:
+def build(
+    redis_db: Any, texts: list[str], actions: dict[str, Callable[..., Any]]
+) -> tuple[Runtime, LocalDispatcher]:
     registry = ActionRegistry()
     for name, fn in actions.items():
         registry.register(name, fn)
@@ -116,7 +118,7 @@ def test_messages_carry_the_rendered_keys_of_the_workflow_and_of_the_step(redis_
 def test_a_key_that_cannot_render_refuses_the_start_and_writes_nothing(redis_db: Any) -> None:
     from engine.errors import InputInvalid
 
-    text = SINGLETON.replace('required: [account]', 'properties: {}')
+    text = SINGLETON.replace("required: [account]", "properties: {}")
     runtime, _ = build(redis_db, [text], {"t.work": Tracker().work})
     with pytest.raises(InputInvalid) as caught:
         runtime.start("singleton", {"n": 1}, "no-account")

@@ -62,13 +62,14 @@ class FlowControl:
     parallelism: int | None = None
 
     def value(self) -> str:
-        """``rate=10,period=60s,parallelism=2`` (only what is set; QStash's syntax)."""
+        """``parallelism=2, rate=10, period=60s`` (only what is set): the order and separator both
+        official SDKs write and QStash's API reference gives."""
         parts = []
-        if self.rate:
-            parts += [f"rate={self.rate}", f"period={self.period_s}s"]
         if self.parallelism:
             parts.append(f"parallelism={self.parallelism}")
-        return ",".join(parts)
+        if self.rate:
+            parts += [f"rate={self.rate}", f"period={self.period_s}s"]
+        return ", ".join(parts)
 
     def headers(self) -> dict[str, str]:
         return {KEY_HEADER: wire_key(self.key), VALUE_HEADER: self.value()}
