@@ -115,7 +115,8 @@ def test_the_memory_gate_decides_like_the_redis_gate() -> None:
     assert gate.admit(flow, "a", 0.0).ok and gate.admit(flow, "b", 0.1).ok
     waiting = gate.admit(flow, "c", 0.2)
     assert not waiting.ok and waiting.retry_at is None  # parallelism: waitlisted
-    assert gate.release(flow, "a") == ["c"]
+    assert not gate.admit(flow, "d", 0.2).ok
+    assert gate.release(flow, "a") == ["c", "d"]  # both try again; one gets the slot
     held = gate.admit(flow, "c", 0.3)
     assert not held.ok and held.retry_at == pytest.approx(1.0)  # rate: two starts within the second
     assert gate.admit(flow, "c", 1.0).ok

@@ -262,3 +262,53 @@ def test_a_promotion_interrupted_by_a_crash_is_finished_by_recover(redis_db: Any
     assert runtime.record(second)["status"] == "succeeded"
     assert slots.payload(group, second) is None
     assert tracker.order == [0, 1]
+
+
+BOSS = """
+name: boss
+steps:
+  - id: kid
+    workflow: {name: singleton, input: {account: a, n: 9}}
+"""
+
+
+def test_a_parent_waiting_for_a_queued_child_that_is_cancelled_goes_on(redis_db: Any) -> None:
+    tracker = Tracker()
+    gate = threading.Event()
+
+    def work(ctx: Any, n: int, account: str) -> int:
+        gate.wait(HANG_GUARD_S)  # the holder keeps its slot until the child was cancelled
+        return tracker.work(ctx, n, account)
+
+    runtime, dispatcher = build(redis_db, [SINGLETON, BOSS], {"t.work": work})
+    holder = runtime.start("singleton", {"account": "a", "n": 0}, "h-0")
+    boss = runtime.start("boss", {}, "boss-1")
+    ended: list[bool] = []
+    loop = threading.Thread(
+        target=lambda: ended.append(dispatcher.run_until(all_ended(runtime, [holder, boss]), HANG_GUARD_S))
+    )
+    loop.start()
+    try:
+        child = runtime.child_id(boss, "", "kid", 1)
+        deadline = time.monotonic() + HANG_GUARD_S
+        while not redis_db.exists(runtime.store.header_key(child)) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the boss's first delivery starts it (and finds the slot taken)
+        assert runtime.record(child)["status"] == "queued"
+        runtime.cancel(child)
+    finally:
+        gate.set()
+        loop.join()
+    assert ended == [True]
+    assert runtime.record(boss)["status"] in ("failed", "compensated")  # its child was cancelled
+    assert runtime.record(boss)["error"]["step"] == "kid"
+    assert tracker.order == [0]
+
+
+def test_recover_forgets_groups_with_nobody_running_or_waiting(redis_db: Any) -> None:
+    runtime, dispatcher = build(redis_db, [SINGLETON], {"t.work": Tracker().work})
+    ids = [runtime.start("singleton", {"account": f"tenant-{i}", "n": i}, f"t-{i}") for i in range(3)]
+    slots = flow_slots.Slots(runtime.store)
+    assert len(slots.groups()) == 3
+    assert dispatcher.run_until(all_ended(runtime, ids), timeout_s=HANG_GUARD_S)
+    runtime.recover(older_than_s=60)
+    assert slots.groups() == []

@@ -176,22 +176,13 @@ class MemoryGate:
             return Admission(True)
 
     def release(self, flow: FlowControl, ident: str) -> list[str]:
-        """The delivery ``ident`` ended; the waitlisted ids that may try again now."""
+        """The delivery ``ident`` ended; the waitlisted ids, to try again now (all of them: one that
+        went away meanwhile — cancelled — must not keep the others waiting; those that lose the race
+        for the free slot join the waitlist again)."""
         with self._lock:
             self._running.get(flow.key, set()).discard(ident)
-            waiting = self._waiting.get(flow.key)
-            if not waiting:
-                return []
-            free = (flow.parallelism or 1) - len(self._running.get(flow.key, ()))
-            woken = list(waiting)[: max(0, free)]
-            for w in woken:
-                waiting.pop(w, None)
-            return woken
-
-    def forget(self, flow: FlowControl, ident: str) -> None:
-        """A waitlisted message went away (cancelled, dead): never wake it."""
-        with self._lock:
-            self._waiting.get(flow.key, {}).pop(ident, None)
+            waiting = self._waiting.pop(flow.key, None)
+            return list(waiting) if waiting else []
 
     def running(self, key: str) -> int:
         with self._lock:

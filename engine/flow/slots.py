@@ -150,12 +150,25 @@ class Slots:
     def queued(self, group: str) -> list[str]:
         return [_text(x) for x in self.store.client.zrange(self.keys(group)[1], 0, -1)]
 
+    def queued_all(self) -> list[str]:
+        """Every queued execution of every group (inspection, tests)."""
+        return [eid for group in self.groups() for eid in self.queued(group)]
+
     def payload(self, group: str, execution_id: str) -> dict[str, Any] | None:
         raw = self.store.client.hget(self.keys(group)[2], execution_id)
         return json.loads(raw) if raw else None
 
     def forget_payload(self, group: str, execution_id: str) -> None:
         self.store.client.hdel(self.keys(group)[2], execution_id)
+
+    def prune(self, group: str) -> None:
+        """Forget an empty group (keys per tenant would otherwise pile up in the registry). A start
+        that raced in is seen by the re-check and the group named again."""
+        client = self.store.client
+        client.srem(self.groups_key, group)
+        run, queue = self.keys(group)[:2]
+        if client.zcard(run) or client.zcard(queue):
+            client.sadd(self.groups_key, group)
 
     def groups(self) -> list[str]:
         return sorted(_text(g) for g in self.store.client.smembers(self.groups_key))
@@ -305,6 +318,15 @@ def cancel_queued(runtime: Any, execution_id: str) -> bool:
         },
     )
     runtime.indexed(execution_id, "cancelled")
+    parent = json.loads(header["parent"]) if header.get("parent") else None
+    if parent:  # a parent waits for this child: its step goes on (it reads the child's cancellation)
+        from engine.model import Message, Outgoing
+
+        wake = Message(parent["eid"], parent["node"], int(parent["seq"]), parent.get("branch") or "")
+        try:
+            runtime.dispatcher.publish([Outgoing(wake)])
+        except Exception as exc:  # recover re-wakes a parent whose child ended
+            log.warning("flow control: waking the parent of %s failed (%s)", execution_id, exc)
     try:  # it may have held a slot for an instant (promoted while being cancelled): pass it on
         graph = runtime.store.get_graph(header.get("graph") or "")
         _, promoted = slots.admit(header[GROUP_FIELD], limit_of(graph), "", None)
@@ -341,6 +363,9 @@ def sweep(runtime: Any, older_than_s: float = 60) -> int:
             elif payload is not None:
                 slots.forget_payload(group, execution_id)  # started; its payload was left behind
         waiting = slots.queued(group)
+        if not admitted and not waiting:
+            slots.prune(group)
+            continue
         if waiting and not limit:
             payload = slots.payload(group, waiting[0])
             if payload is not None:
