@@ -117,7 +117,8 @@ class FlowResolver:
             limited = self._graphs[graph_hash] = has_message_limits(self.store.get_graph(graph_hash))
         record: dict[str, Any] = {}
         if limited:
-            raw = self.store.client.hget(self.store.header_key(execution_id), HEADER_FIELD)
+            store = self.store  # through the store: counted as a round trip, StoreUnavailable when down
+            raw = store._call(store.client.hget, store.header_key(execution_id), HEADER_FIELD)
             if raw:
                 record = json.loads(raw)
         self.remember(execution_id, record)
