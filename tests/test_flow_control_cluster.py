@@ -85,7 +85,7 @@ def test_flow_control_scripts_touch_one_slot_and_declare_every_key(cluster: Redi
         sha(slots_module._ADMIT): "slots admit",
         sha(slots_module._RELEASE): "slots release",
         sha(slots_module._PLACEHOLDER): "placeholder",
-        sha(slots_module._UNQUEUE): "unqueue",
+        sha(slots_module._CANCEL_QUEUED): "cancel queued",
     }
     seen: dict[str, int] = {}
     problems = []
@@ -104,6 +104,6 @@ def test_flow_control_scripts_touch_one_slot_and_declare_every_key(cluster: Redi
                 problems.append((name, "undeclared", sorted(set(touched) - set(declared))))
     keys_of.close()
     assert problems == []
-    assert {"gate admit", "gate release", "slots admit", "slots release", "placeholder", "unqueue"} <= set(
+    assert {"gate admit", "gate release", "slots admit", "slots release", "placeholder"} <= set(
         seen
     )

@@ -312,3 +312,26 @@ def test_recover_forgets_groups_with_nobody_running_or_waiting(redis_db: Any) ->
     assert dispatcher.run_until(all_ended(runtime, ids), timeout_s=HANG_GUARD_S)
     runtime.recover(older_than_s=60)
     assert slots.groups() == []
+
+
+def test_cancelling_one_that_just_got_its_slot_never_overwrites_its_status(
+    redis_db: Any, monkeypatch: Any
+) -> None:
+    """The cancel read `queued`, but the execution got its slot and started before the cancel wrote
+    anything: the queued-cancel must not mark a running execution cancelled (its steps would go on);
+    the normal cancel stops it instead."""
+    tracker = Tracker()
+    runtime, dispatcher = build(redis_db, [SINGLETON], {"t.work": tracker.work})
+    eid = runtime.start("singleton", {"account": "a", "n": 0}, "race-0")
+    header = runtime.store.header(eid)
+    assert header["status"] == "running"
+    stale = dict(header, status="queued")  # what the cancel read an instant earlier
+    real_header = runtime.store.header
+    monkeypatch.setattr(runtime.store, "header", lambda e: stale if e == eid else real_header(e))
+    assert flow_slots.cancel_queued(runtime, eid) is False
+    monkeypatch.setattr(runtime.store, "header", real_header)
+    assert runtime.record(eid)["status"] == "running"
+    runtime.cancel(eid)
+    assert dispatcher.run_until(all_ended(runtime, [eid]), timeout_s=HANG_GUARD_S)
+    assert runtime.record(eid)["status"] == "cancelled"
+    assert tracker.order == []  # stopped at its first node boundary

@@ -15,10 +15,12 @@ every key in ``KEYS``):
 A start joins the queue and then, in the same script, the queue's head is admitted while slots are
 free — so a start that finds a free slot and an empty queue runs at once, and one behind others
 waits its turn (FIFO). A queued execution exists at once with status ``queued`` (a placeholder
-header: ``status``/``list``/``cancel`` know it); when admitted the placeholder is replaced by the
-real start. Every terminal state frees the slot (``Runtime.finished`` → :func:`finished`), cancel of
-a queued execution takes it out of the queue, and :func:`sweep` (``recover``) frees the slots of
-holders that ended or never got created and finishes promotions a crash interrupted.
+header: ``status``/``list``/``cancel`` know it); when admitted, ``start.lua`` replaces the
+placeholder by the real header in one script (it treats a ``queued`` header as absent), so the
+execution is never unknown in between. Every terminal state frees the slot (``Runtime.finished``
+→ :func:`finished`), cancel of a queued execution takes it out of the queue, and :func:`sweep`
+(``recover``) frees the slots of holders that ended or never got created and finishes promotions a
+crash interrupted.
 """
 
 from __future__ import annotations
@@ -75,17 +77,19 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return a + b
 """
 
+# KEYS: header. ARGV: field, value, … Cancel a placeholder that is still queued (atomically: a start
+# that got its slot meanwhile must not have its status overwritten).
+_CANCEL_QUEUED = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
 # KEYS: header. A queued placeholder; nothing if the execution exists.
 _PLACEHOLDER = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
-"""
-
-# KEYS: header. Remove a queued placeholder so the real start can create the execution.
-_UNQUEUE = """
-if redis.call('HGET', KEYS[1], 'status') == 'queued' then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 
@@ -103,7 +107,7 @@ class Slots:
         self._admit = client.register_script(_ADMIT)
         self._release = client.register_script(_RELEASE)
         self._placeholder = client.register_script(_PLACEHOLDER)
-        self._unqueue = client.register_script(_UNQUEUE)
+        self._cancel_queued = client.register_script(_CANCEL_QUEUED)
         self.groups_key = f"{store.prefix}hf:fx:groups"
 
     def group(self, graph: Graph, execution_id: str, input: Any, now: float) -> str:
@@ -179,8 +183,11 @@ class Slots:
             flat += [k, v]
         self._placeholder(keys=[self.store.header_key(execution_id)], args=flat)
 
-    def unqueue(self, execution_id: str) -> None:
-        self._unqueue(keys=[self.store.header_key(execution_id)], args=[])
+    def cancel_placeholder(self, execution_id: str, fields: dict[str, Any]) -> bool:
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, v]
+        return bool(self._cancel_queued(keys=[self.store.header_key(execution_id)], args=flat))
 
 
 # ------------------------------------------------------------------------------ runtime hooks
@@ -222,8 +229,7 @@ def on_start(
     state, promoted = slots.admit(group, limit, execution_id, payload)
     _start_promoted(runtime, slots, group, promoted)
     if state == "admitted":
-        slots.unqueue(execution_id)  # admitted after waiting: the placeholder gives way to the start
-        return fields
+        return fields  # start.lua replaces a queued placeholder in the same script: never unknown
     runtime.store.put_graph(graph)
     real = time.time()
     header = {
@@ -303,20 +309,18 @@ def cancel_queued(runtime: Any, execution_id: str) -> bool:
     if header.get("status") != QUEUED or not header.get(GROUP_FIELD):
         return False
     slots = _slots(runtime)
-    slots.release(header[GROUP_FIELD], execution_id)
     now = runtime.clock.now()
     error = {"name": "cancelled", "message": "the execution was cancelled while queued"}
-    client = runtime.store.client
-    client.hset(
-        runtime.store.header_key(execution_id),
-        mapping={
-            "status": "cancelled",
-            "error": json.dumps(error),
-            "finished_at": now,
-            "updated_at": now,
-            "updated_rt": time.time(),
-        },
-    )
+    fields = {
+        "status": "cancelled",
+        "error": json.dumps(error),
+        "finished_at": now,
+        "updated_at": now,
+        "updated_rt": time.time(),
+    }
+    if not slots.cancel_placeholder(execution_id, fields):
+        return False  # it got its slot and started meanwhile: the normal cancel stops it
+    slots.release(header[GROUP_FIELD], execution_id)
     runtime.indexed(execution_id, "cancelled")
     parent = json.loads(header["parent"]) if header.get("parent") else None
     if parent:  # a parent waits for this child: its step goes on (it reads the child's cancellation)
