@@ -33,7 +33,9 @@ from typing import Any
 
 from dsl.flow_control import default_key
 from dsl.graph import Graph
-from engine.flow.keys import HEADER_FIELD, render_key, start_scope
+from engine import index
+from engine.flow.keys import HEADER_FIELD, render_key, rendered, start_scope, uses_flow_control
+from engine.model import Message, Outgoing
 
 log = logging.getLogger("hopflow.flow")
 
@@ -205,8 +207,6 @@ def on_start(
 ) -> dict[str, Any] | None:
     """Before an execution is created: the header fields flow control adds (``fc``, ``fx``), or
     None when it must wait for a slot (it is then recorded ``queued``; the caller returns its id)."""
-    from engine.flow.keys import rendered, uses_flow_control
-
     if not uses_flow_control(graph):
         return {}
     fields: dict[str, Any] = {}
@@ -246,8 +246,6 @@ def on_start(
     if parent is not None:
         header["parent"] = json.dumps(parent)
     slots.placeholder(execution_id, header)
-    from engine import index
-
     index.put(
         runtime.store,
         execution_id,
@@ -324,8 +322,6 @@ def cancel_queued(runtime: Any, execution_id: str) -> bool:
     runtime.indexed(execution_id, "cancelled")
     parent = json.loads(header["parent"]) if header.get("parent") else None
     if parent:  # a parent waits for this child: its step goes on (it reads the child's cancellation)
-        from engine.model import Message, Outgoing
-
         wake = Message(parent["eid"], parent["node"], int(parent["seq"]), parent.get("branch") or "")
         try:
             runtime.dispatcher.publish([Outgoing(wake)])
