@@ -275,3 +275,45 @@ def test_a_slot_held_by_a_dispatcher_that_died_frees_itself_after_its_lease(rdb:
     assert sorted(delivered) == ["held", "w0", "w1", "w2"]  # the dead one's message too (lease expired)
     assert alive.stats.reclaimed == 1
     assert alive.stats.flow_waits <= 20  # waitlisted until the lease passed, not polled in a loop
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        FlowControl("k", rate=10, period_s=60, parallelism=2),
+        FlowControl("k", parallelism=3),
+        FlowControl("k", rate=5, period_s=1),
+    ],
+)
+def test_our_headers_are_the_official_sdks_byte_for_byte(flow: FlowControl) -> None:
+    """What QStashDispatcher sends is exactly what the official Python SDK sends for the same limits."""
+    from qstash.message import prepare_headers
+
+    options: dict[str, Any] = {"key": flow.key}
+    if flow.parallelism:
+        options["parallelism"] = flow.parallelism
+    if flow.rate:
+        options.update(rate=flow.rate, period=flow.period_s)  # an int period: the SDK writes "<n>s"
+    none = dict.fromkeys(
+        [
+            "content_type", "method", "headers", "callback_headers", "failure_callback_headers", "retries",
+            "retry_delay", "callback", "failure_callback", "delay", "not_before", "deduplication_id",
+            "content_based_deduplication", "timeout", "label", "redact",
+        ]
+    )  # fmt: skip
+    sdk = prepare_headers(flow_control=options, **none)  # type: ignore[arg-type]
+    ours = flow.headers()
+    assert {k: sdk[k] for k in ours} == ours
+
+
+def test_flow_keys_carry_the_namespace_and_share_the_queues_hash_tag(redis_db: Any) -> None:
+    from engine.dispatch.flow_control import RedisGate
+    from engine.flow.slots import Slots
+    from engine.namespace import queue_prefix
+    from engine.store import Store
+
+    for key in RedisGate(redis_db, queue_prefix("shop")).keys(FlowControl("k", parallelism=1)):
+        assert key.startswith("shop:hf:{q}:f:")  # one slot with the queue it is admitted from
+    for key in Slots(Store(redis_db, namespace="shop")).keys("abc"):
+        assert key.startswith("shop:hf:{fx:abc}:")
+    assert Slots(Store(redis_db, namespace="shop")).groups_key == "shop:hf:fx:groups"
