@@ -104,6 +104,4 @@ def test_flow_control_scripts_touch_one_slot_and_declare_every_key(cluster: Redi
                 problems.append((name, "undeclared", sorted(set(touched) - set(declared))))
     keys_of.close()
     assert problems == []
-    assert {"gate admit", "gate release", "slots admit", "slots release", "placeholder"} <= set(
-        seen
-    )
+    assert {"gate admit", "gate release", "slots admit", "slots release", "placeholder"} <= set(seen)
