@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dsl import flow_control
 from dsl.diagnostics import Diagnostic
 from dsl.durations import DurationError, parse_ms
 from dsl.graph import (
@@ -230,6 +231,7 @@ class _Compiler:
             egress_allow=tuple(a for a in allow if isinstance(a, str)) if isinstance(allow, list) else (),
             triggers=_triggers(root.get("triggers")),
             schedules=_schedules(root.get("schedules")),
+            flow_control=freeze(flow_control.normalise(root.get("flow_control"), workflow=True)),
         )
 
     def steps(self, steps: Any, path: JsonPath, scope: str, owner: str | None) -> None:
@@ -305,6 +307,7 @@ class _Compiler:
             reads=step_reads(own),
             templates=templates,
             secret=body.get("secret") is True,
+            flow_control=freeze(flow_control.normalise(body.get("flow_control"), workflow=False)),
         )
 
     def step_retry(self, kind: str, body: Mapping[str, Any], path: JsonPath) -> Retry:

@@ -165,6 +165,8 @@ class Node:
     reads: tuple[str, ...] = ()  # step ids whose outputs this node's templates (not compensate's) read
     templates: tuple[TemplateRef, ...] = ()
     secret: bool = False  # `secret: true`: its rendered input and output are redacted from every view
+    # `flow_control` on the step: {key?, rate?, period_ms?, parallelism?} (dsl/flow_control.py)
+    flow_control: Json = None
 
 
 def compensations(node: Node) -> tuple[Compensation, ...]:
@@ -196,6 +198,8 @@ class Graph:
     triggers: tuple[Json, ...] = ()
     # `schedules`: ({cron, timezone?, input?, overlap?}, ...) as written
     schedules: tuple[Json, ...] = ()
+    # `flow_control`: {key?, rate?, period_ms?, parallelism?, max_running?} (dsl/flow_control.py)
+    flow_control: Json = None
     hash: str = field(default="", compare=False)
 
     @property
@@ -254,6 +258,7 @@ class Graph:
             egress_allow=tuple(data.get("egress_allow") or ()),
             triggers=tuple(freeze(t) for t in data.get("triggers") or ()),
             schedules=tuple(freeze(t) for t in data.get("schedules") or ()),
+            flow_control=freeze(data.get("flow_control")),
         )
         return graph.with_hash()
 
@@ -297,6 +302,7 @@ def env_names(env: Any, *, secret: bool = False) -> list[str]:
 _OMITTED_WHEN_EMPTY = frozenset(
     {"secret", "secret_env", "vars", "not_on", "retries", "raises", "dynamic"}
     | {"compensate_more", "compensate_on_failure", "egress_allow", "triggers", "schedules"}
+    | {"flow_control"}
 )
 
 
@@ -365,4 +371,5 @@ def _node(d: Mapping[str, Any]) -> Node:
             for t in d.get("templates") or ()
         ),
         secret=bool(d.get("secret")),
+        flow_control=freeze(d.get("flow_control")),
     )

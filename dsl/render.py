@@ -261,7 +261,22 @@ def _trigger_lines(graph: Graph) -> list[str]:
         lines.append(f"on {trigger['event']}" + (f" key {_short(str(key))}" if key is not None else ""))
     for schedule in graph.schedules:
         lines.append(f"cron {schedule['cron']} ({schedule.get('timezone', 'UTC')})")
+    if graph.flow_control:
+        lines.append(flow_note(graph.flow_control))
     return lines
+
+
+def flow_note(flow: Any) -> str:
+    """``flow key {{ input.tenant }}: 10/1m, 2 at once, 1 running``: a `flow_control` in one line."""
+    parts = []
+    if flow.get("rate"):
+        parts.append(f"{flow['rate']}/{format_ms(int(flow.get('period_ms') or 1000))}")
+    if flow.get("parallelism"):
+        parts.append(f"{flow['parallelism']} at once")
+    if flow.get("max_running"):
+        parts.append(f"{flow['max_running']} running")
+    key = flow.get("key")
+    return _short(f"flow{' key ' + _condition(key) if key else ''}: {', '.join(parts)}", 72)
 
 
 def mermaid_escape(text: str) -> str:
@@ -285,7 +300,9 @@ def to_mermaid(graph: Graph) -> str:
             assert isinstance(item, Node)
             left, right = _MERMAID_SHAPES.get(item.kind, ('["', '"]'))
             when = f"if {_condition(item.when)}" if item.when is not None else ""
-            out.append(f"{pad}{lay.node_id(item.id)}{left}{_m_label(item.id, detail(item), when)}{right}")
+            flow = flow_note(item.flow_control) if item.flow_control else ""
+            label = _m_label(item.id, detail(item), when, flow)
+            out.append(f"{pad}{lay.node_id(item.id)}{left}{label}{right}")
             if item.compensate is not None:
                 out.append(f'{pad}c_{_safe(item.id)}>"{_m_label(_undo(item))}"]:::undo')
         elif what == "open":
@@ -366,10 +383,10 @@ def to_dot(graph: Graph) -> str:
         if what == "node":
             assert isinstance(item, Node)
             when = f"if {_condition(item.when)}" if item.when is not None else ""
+            flow = flow_note(item.flow_control) if item.flow_control else ""
             shape = _DOT_SHAPES.get(item.kind, "shape=box")
-            out.append(
-                f'{pad}"{lay.node_id(item.id)}" [{shape}, label="{_d_label(item.id, detail(item), when)}"];'
-            )
+            label = _d_label(item.id, detail(item), when, flow)
+            out.append(f'{pad}"{lay.node_id(item.id)}" [{shape}, label="{label}"];')
             if item.compensate is not None:
                 out.append(
                     f'{pad}"c_{_safe(item.id)}" [shape=note, style=filled, fillcolor="#fff4e0", '

@@ -36,6 +36,7 @@ GRACE_S = 120.0  # an entry without a record younger than this may be a start be
 SWEEP_BATCH = 500
 STATUSES = (
     "running",
+    "queued",  # waiting for a flow_control max_running slot (engine/flow/slots.py)
     "compensating",
     "compensation_failed",
     "succeeded",

@@ -46,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from engine.dispatch import flow_control
 from engine.qstash_dev_schedules import DevSchedules
 from engine.signing import sign_qstash
 
@@ -157,6 +158,7 @@ class _Message:
     in_flight: bool = False
     cancelled: bool = False
     last: _Reply | None = None
+    flow: flow_control.FlowControl | None = None  # Upstash-Flow-Control-Key/-Value
 
     def source_header(self) -> dict[str, list[str]]:
         headers = {k: [v] for k, v in self.forward.items()}
@@ -185,6 +187,8 @@ class _Message:
             d["failureCallbackHeader"] = {k: [v] for k, v in self.failure_callback_forward.items()}
         if self.dedup_id:
             d["deduplicationId"] = self.dedup_id
+        if self.flow is not None:
+            d["flowControlKey"] = self.flow.key
         return d
 
 
@@ -294,6 +298,7 @@ class QStashDevServer:
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        self.flow_gate = flow_control.MemoryGate()  # the same limits as the local dispatcher's
 
         self.app = Starlette(
             routes=[
@@ -393,6 +398,8 @@ class QStashDevServer:
                     msg = self._messages.get(message_id)
                     if msg is None or msg.due != due or msg.in_flight:
                         continue  # cancelled, rescheduled since, or already being delivered
+                    if msg.flow is not None and not self._flow_admit(msg, now):
+                        continue  # held back by its flow-control key
                     msg.in_flight = True
                     task = asyncio.create_task(self._attempt(msg))
                     self._tasks.add(task)
@@ -493,6 +500,22 @@ class QStashDevServer:
                 self._retry_or_dead_letter(msg, None)
         finally:
             msg.in_flight = False
+            if msg.flow is not None:
+                for waiting in self.flow_gate.release(msg.flow, msg.id):
+                    if (held := self._messages.get(waiting)) is not None:
+                        self._schedule(held, time.time())
+
+    def _flow_admit(self, msg: _Message, now: float) -> bool:
+        """Flow control (engine/dispatch/flow_control.py): deliver now, or later — when the rate
+        window frees, or when a delivery of the key ends (the release reschedules it)."""
+        assert msg.flow is not None
+        verdict = self.flow_gate.admit(msg.flow, msg.id, now)
+        if verdict.ok:
+            return True
+        self._event("flow-waiting", msg, until=verdict.retry_at)
+        if verdict.retry_at is not None:
+            self._schedule(msg, verdict.retry_at)
+        return False
 
     def _retry_or_dead_letter(self, msg: _Message, retry_after: float | None) -> None:
         if msg.retried >= msg.max_retries:
@@ -598,6 +621,10 @@ class QStashDevServer:
         callback = headers.get("upstash-callback") or None
         failure_callback = headers.get("upstash-failure-callback") or None
         retries = _int_header(headers, "upstash-retries", 0, MAX_RETRIES_ACCEPTED)
+        try:
+            flow = flow_control.from_headers(headers)
+        except flow_control.FlowControlError as exc:
+            raise _BadRequest(str(exc)) from None
         dedup_id = headers.get("upstash-deduplication-id") or None
         if dedup_id is None and (headers.get("upstash-content-based-deduplication") or "").lower() == "true":
             dedup_id = "content:" + hashlib.sha256(url.encode() + b"\0" + body).hexdigest()
@@ -626,6 +653,7 @@ class QStashDevServer:
             failure_callback_method=_method(headers, "upstash-failure-callback-method"),
             timeout_s=timeout_s,
             dedup_id=dedup_id,
+            flow=flow,
         )
 
     def _accept(self, msg: _Message) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from engine.context import iso
 from engine.dispatch import DispatchError
 from engine.egress import EgressPolicy
 from engine.errors import InputInvalid, NotResumable, StoreUnavailable, UnknownExecution, UnknownWorkflow
+from engine.flow import slots as flow_slots
+from engine.flow.keys import FlowResolver
 from engine.interpreter import PLAIN_HISTORY, WAKE_SKEW_S, Advance, Interpreter, dumps, loads
 from engine.model import Message, Outgoing, Status, StepError, StepFailure
 from engine.observe import ExecutionEvent, Observers
@@ -89,6 +91,8 @@ class Runtime:
             from engine.steps.offload import perform
 
             dispatcher.perform = functools.partial(perform, policy=self.egress)
+        if getattr(dispatcher, "flow", False) is None:  # which messages carry a flow-control key
+            dispatcher.flow = FlowResolver(store)
 
     # ------------------------------------------------------------------------------- public API
 
@@ -121,6 +125,8 @@ class Runtime:
 
     def cancel(self, execution_id: str, *, compensate: bool = True) -> None:
         """Stop every branch at its next node boundary; compensate (unless told not to); ``cancelled``."""
+        if flow_slots.cancel_queued(self, execution_id):
+            return  # it was waiting for a max_running slot: cancelled before it ran
         self.stop(
             execution_id,
             {"name": "cancelled", "message": "the execution was cancelled", "compensate": compensate},
@@ -228,7 +234,7 @@ class Runtime:
                     redriven = True
             count += redriven
         index.sweep(self.store)  # entries of executions whose records expired (retention)
-        return count
+        return count + flow_slots.sweep(self, older_than_s)  # max_running slots of dead holders
 
     def record(self, execution_id: str) -> dict[str, Any]:
         """The final record (docs/running.md), plus ``created_at``, ``updated_at`` and ``current``."""
@@ -520,6 +526,7 @@ class Runtime:
             log.warning("the listing index missed %s becoming %s (%s)", execution_id, status, exc.message)
 
     def finished(self, execution_id: str) -> None:
+        flow_slots.finished(self, execution_id)  # a max_running slot goes to the next queued start
         self.store.remove_active(execution_id)
         if self.store.retention_s:
             self.store.expire_execution(execution_id, self.store.retention_s)
@@ -529,6 +536,9 @@ class Runtime:
     def _create(self, graph: Graph, input: Any, execution_id: str | None, parent: dict | None) -> str:
         self._validate_input(graph, input)
         eid = check_execution_id(execution_id) if execution_id is not None else uuid.uuid4().hex
+        flow = flow_slots.on_start(self, graph, eid, input, parent, self.clock.now())
+        if flow is None:
+            return eid  # waits for a max_running slot, recorded `queued` (engine/flow/slots.py)
         self.store.put_graph(graph)
         now = self.clock.now()
         header: dict[str, Any] = {
@@ -544,6 +554,7 @@ class Runtime:
             header["deadline"] = now + graph.timeout_ms / 1000
         if parent is not None:
             header["parent"] = dumps(parent)
+        header.update(flow)  # rendered flow-control keys (engine/flow/keys.py)
         real = time.time()  # listings and status show real time, whatever clock the runtime runs on
         header["created_rt"] = header["updated_rt"] = real
         self.store.add_active(eid, now)

@@ -194,7 +194,7 @@ def test_environment_variables_and_cancel(server: Server) -> None:
 
     # over: the server refuses, and the CLI says why in one line
     line = one_line_error(hopflow("cancel", eid, cwd=s.cwd, env=env), 1, "cancel")
-    assert f"execution {eid!r} is cancelled: only a running execution can be cancelled" in line
+    assert f"execution {eid!r} is cancelled: only a running or queued execution can be cancelled" in line
 
     # --no-compensate stops without undoing
     kept = hopflow("start", "book", cwd=s.cwd, env=env).stdout.strip()

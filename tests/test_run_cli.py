@@ -425,7 +425,7 @@ def test_cancel_and_wait(project: Path) -> None:
     again = hopflow("cancel", "w-2", cwd=project)  # like the HTTP API's 409: nothing to cancel
     assert again.returncode == 1 and "Traceback" not in again.stderr
     assert again.stderr.strip().endswith(
-        "execution 'w-2' is cancelled: only a running execution can be cancelled"
+        "execution 'w-2' is cancelled: only a running or queued execution can be cancelled"
     ), again.stderr
 
 

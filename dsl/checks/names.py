@@ -5,7 +5,8 @@ Everywhere: ``input``, ``steps``, ``vars``, ``env``, ``execution`` and the globa
 Only in some places: ``result`` (a step's ``output`` template), ``error`` (the step a ``catch`` jumps
 to), the ``foreach`` item name and ``index`` (inside that foreach's body).
 A trigger's ``key`` and ``input`` are rendered before any execution exists: they read only ``event``
-(and the globals).
+(and the globals). A ``flow_control`` key is rendered when the execution starts: ``input``, ``vars``,
+``env``, ``execution``, never ``steps``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dsl.checks.template_syntax import (
     root_offset,
 )
 from dsl.diagnostics import Diagnostic
+from dsl.flow_control import KEY_NAMES
 from dsl.graph import TOP_SCOPE
 from dsl.templates import EXTRA_GLOBALS, Reference
 
@@ -34,6 +36,7 @@ ATTRIBUTES = {
     "event": ("name", "key", "data", "id"),
 }
 TRIGGER_NAMES = ("event",)
+FLOW_KEY_NAMES = KEY_NAMES  # a flow_control key: input, vars, env, execution (no steps yet)
 _NO_SUCH_FUNCTION = {
     "utcnow": "there is no utcnow(): use now() (the execution's clock) or execution.started_at",
     "today": "there is no today(): use now() (the execution's clock) or execution.started_at",
@@ -116,8 +119,15 @@ class _Scope:
     foreach: tuple[StepRef, ...]
 
 
+def _in_flow_control_key(site: TemplateSite) -> bool:
+    at = len(site.step.path) if site.step is not None else 0
+    return site.path[at:] == ("flow_control", "key")
+
+
 def _scope(ctx: CheckContext, site: TemplateSite) -> _Scope:
     step = site.step
+    if _in_flow_control_key(site):  # rendered when the execution starts (dsl/flow_control.py)
+        return _Scope(frozenset({*FLOW_KEY_NAMES, *GLOBALS}), False, False, ())
     if step is None and site.path[:1] == ("triggers",):
         loop = {"loop"} if site.parsed is not None and _FOR_TAG.search(site.source) else set()
         return _Scope(frozenset({*TRIGGER_NAMES, *GLOBALS, *loop}), False, False, ())

@@ -160,9 +160,11 @@ class LocalBackend:
     def cancel(self, execution_id: str, compensate: bool = True) -> None:
         self._known(execution_id)
         status = self._call(self.runtime().store.status, execution_id)
-        if status != "running":  # the same answer as the HTTP API's 409
+        if status not in ("running", "queued"):  # the same answer as the HTTP API's 409
             raise BackendError(
-                f"execution {execution_id!r} is {status}: only a running execution can be cancelled", 1
+                f"execution {execution_id!r} is {status}: "
+                "only a running or queued execution can be cancelled",
+                1,
             )
         self._call(lambda: self.runtime().cancel(execution_id, compensate=compensate))
 

@@ -57,6 +57,7 @@ from typing import Any
 
 from engine.clock import Clock, SystemClock, VirtualClock, wall_of
 from engine.dispatch import CallResult, DispatchError, OffloadRequest
+from engine.dispatch.flow_control import FlowControl, RedisGate, Resolver
 from engine.model import Message, Outgoing
 
 log = logging.getLogger("hopflow.dispatch")
@@ -151,6 +152,7 @@ class Stats:
     reclaimed: int = 0  # expired leases taken back (another process crashed or was too slow)
     dead: int = 0
     jumps: int = 0  # fast-forward clock jumps
+    flow_waits: int = 0  # deliveries held back by flow control (rate or parallelism), not attempts
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -214,6 +216,11 @@ class LocalDispatcher:
         self._running = threading.Lock()  # one delivery loop per dispatcher object
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        # flow control (engine/dispatch/flow_control.py): which messages carry a key (a Runtime binds
+        # its resolver), and the gate every process on this Redis shares
+        self.flow: Resolver | None = None
+        self.gate = RedisGate(redis, prefix)
+        self._holding: dict[str, FlowControl] = {}  # own deliveries holding a parallelism slot
 
     # ----------------------------------------------------------------------------------- publishing
 
@@ -226,7 +233,7 @@ class LocalDispatcher:
         return int(wall_of(self.clock) * 1000)
 
     def _soon_ms(self) -> int:
-        """"Now" for work that is due at once or after a short pause: the earlier of workflow
+        """ "Now" for work that is due at once or after a short pause: the earlier of workflow
         time and real time. A fast-forwarded clock runs ahead of real time; stamping an immediate
         message with it would make every other process (a ``resume`` after this one was killed)
         wait until real time catches up — hours or months. The earlier stamp is due at once for
@@ -253,7 +260,9 @@ class LocalDispatcher:
         args: list[Any] = [DEDUP_TTL_MS]
         for item in outgoing:
             keys.append(self._key_dedup + item.dedup_id)
-            body = json.dumps({"message": item.message.to_dict()}, separators=(",", ":"))
+            body = json.dumps(
+                {"message": item.message.to_dict(), **self._flow_of(item.message)}, separators=(",", ":")
+            )
             immediate = item.not_before is None and item.delay_ms <= 0
             args += [item.dedup_id, soon if immediate else self.due_ms(item, now), body]
         try:
@@ -266,10 +275,17 @@ class LocalDispatcher:
             self._dirty = self._lease_needed = True
             self._cond.notify_all()
 
+    def _flow_of(self, message: Message) -> dict[str, Any]:
+        """``{"fc": …}`` for a message its resolver gives a flow-control key, else nothing."""
+        flow = self.flow(message) if self.flow is not None else None
+        return {"fc": flow.to_dict()} if flow is not None else {}
+
     def call(self, request: OffloadRequest) -> None:
         """Queue an offloaded call durably (deduplicated by ``request.dedup_id``); a delivery worker
         makes it and hands the answer to ``complete``."""
-        body = json.dumps({"call": request.to_dict()}, separators=(",", ":"))
+        body = json.dumps(
+            {"call": request.to_dict(), **self._flow_of(request.message)}, separators=(",", ":")
+        )
         ident = request.dedup_id
         try:
             added = int(
@@ -463,6 +479,9 @@ class LocalDispatcher:
                 pipe = self.redis.pipeline(transaction=False)
                 for ident in stale:  # XX: a lease already acknowledged or rescheduled stays gone
                     pipe.zadd(self.key_leased, {ident: now + self.lease_ms}, xx=True)
+                    flow = self._holding.get(ident)
+                    if flow is not None:  # its flow-control slot lives as long as its lease
+                        self.gate.renew(pipe, flow, ident, now + self.lease_ms)
                 pipe.execute()
             except Exception as exc:
                 log.warning("local queue: renewing leases failed (%s)", type(exc).__name__)
@@ -502,11 +521,16 @@ class LocalDispatcher:
     # ------------------------------------------------------------------------------------ delivering
 
     def _deliver_one(self, ident: str, body: str, attempts: int) -> None:
+        flow: FlowControl | bool | None = None
         try:
-            self._attempt(ident, body, attempts)
+            flow = self._admit(ident, body)
+            if flow is not False:
+                self._attempt(ident, body, attempts)
         except Exception:  # pragma: no cover - a bug here must not kill the worker silently
             log.exception("local queue: unexpected error handling %s", ident)
         finally:
+            if isinstance(flow, FlowControl):
+                self._release(ident, flow)
             with self._cond:
                 self._in_flight -= 1
                 self._leased_at.pop(ident, None)
@@ -514,6 +538,48 @@ class LocalDispatcher:
                 if self._saturated:  # a worker is free and messages may be waiting for one
                     self._lease_needed = True
                 self._cond.notify_all()
+
+    def _admit(self, ident: str, body: str) -> FlowControl | bool | None:
+        """Flow control: the message's key admits it now (its flow, to release afterwards; None: it
+        has none), or False — the gate put it back (due when the rate window frees, or waitlisted
+        until a delivery of the key ends) without counting an attempt."""
+        if '"fc":' not in body:
+            return None
+        try:
+            flow = FlowControl.from_dict(json.loads(body)["fc"])
+        except (ValueError, KeyError, TypeError):
+            return None  # malformed: _attempt dead-letters it
+        verdict = self.gate.admit(
+            flow,
+            ident,
+            now_ms=self._now_ms(),
+            wall_ms=self._wall_ms(),
+            lease_ms=self.lease_ms,
+            queue=(self.key_due, self.key_leased, self.key_att),
+        )
+        if not verdict.ok:
+            with self._cond:
+                self.stats.flow_waits += 1
+                self._lease_needed = True
+            return False
+        if flow.parallelism:
+            with self._cond:
+                self._holding[ident] = flow
+        return flow
+
+    def _release(self, ident: str, flow: FlowControl) -> None:
+        """The delivery ended (acknowledged, retried or given up): free its slot, wake a waiter."""
+        if not flow.parallelism:
+            return
+        with self._cond:
+            self._holding.pop(ident, None)
+        try:
+            woken = self.gate.release(flow, ident, now_ms=self._soon_ms(), due_key=self.key_due)
+        except Exception as exc:  # the slot frees itself when its lease deadline passes
+            log.warning("local queue: releasing a flow-control slot failed (%s)", type(exc).__name__)
+            return
+        if woken:
+            self.wake()
 
     def _attempt(self, ident: str, body: str, attempts: int) -> None:
         request: OffloadRequest | None = None

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import lazyimport
 from engine.dispatch import DispatchError, PartialDispatch
+from engine.dispatch.flow_control import FlowControl, Resolver
 from engine.model import Message, MessageError, Outgoing
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -221,6 +222,7 @@ class QStashDispatcher:
         self.deadline_s = deadline_s
         self.batch_size = batch_size
         self.callback_retries = callback_retries
+        self.flow: Resolver | None = None  # which messages carry a flow-control key (a Runtime binds it)
         self._client = client
         self._own_client = client is None
         self._client_lock = threading.Lock()
@@ -333,6 +335,8 @@ class QStashDispatcher:
         elif o.delay_ms > 0:
             headers["Upstash-Delay"] = f"{math.ceil(o.delay_ms / 1000)}s"
         headers["Upstash-Deduplication-Id"] = dedup
+        if self.flow is not None and (flow := self.flow(o.message)) is not None:
+            headers.update(flow.headers())  # QStash holds the delivery back within the key's limits
         return headers, o.message.to_json()
 
     def publish_call(
@@ -349,6 +353,7 @@ class QStashDispatcher:
         retries: int = 0,
         callback_headers: Mapping[str, str] | None = None,
         callback_retries: int | None = None,
+        flow: FlowControl | None = None,
     ) -> str:
         """Have QStash make an HTTP call and post the response to ``callback_url``; return its message id.
 
@@ -390,6 +395,8 @@ class QStashDispatcher:
             out["Upstash-Deduplication-Id"] = dedup_id
         if timeout is not None:
             out["Upstash-Timeout"] = f"{max(1, math.ceil(timeout))}s"
+        if flow is not None:  # the step's flow control limits QStash's calls to the target
+            out.update(flow.headers())
         response = self._request(f"/v2/publish/{url}", payload, out)
         try:
             return str(response.json()["messageId"])
@@ -420,6 +427,7 @@ class QStashDispatcher:
                 failure_callback_url=self.callback_url(request.message, failure=True),
                 dedup_id=request.dedup_id,
                 timeout=request.timeout_s,
+                flow=self.flow(request.message) if self.flow is not None else None,
             )
         except DispatchRejected as exc:
             raise CallRejected(str(exc)) from None

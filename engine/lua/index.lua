@@ -9,8 +9,8 @@
 --   counts: (nothing) → statuses and per-workflow statuses
 --   due:    before, n → ids finished before `before` (the sweep checks they still exist)
 local E = KEYS[1]
-local RANK = {running = 0, compensating = 1, compensation_failed = 2}
-local STATUSES = {'running', 'compensating', 'compensation_failed', 'succeeded', 'failed', 'compensated',
+local RANK = {queued = -1, running = 0, compensating = 1, compensation_failed = 2}  -- queued: engine/flow/slots.py
+local STATUSES = {'queued', 'running', 'compensating', 'compensation_failed', 'succeeded', 'failed', 'compensated',
                   'cancelled', 'dead'}
 local function rank(s) return RANK[s] or 3 end
 

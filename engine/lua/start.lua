@@ -1,7 +1,8 @@
 -- Create an execution (idempotent per id) with its first message and its deadline message.
 -- KEYS: header.  A: eid, now, header (field → value), entry, timeout_ms, hist, hmax,
 --   vars (declared vars' initial values: field → json), vm (merge vars' initial entries, flat)
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- a `queued` header is a placeholder (engine/flow/slots.py): the start it waited for replaces it
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HGET', KEYS[1], 'status') ~= 'queued' then
   local pending = redis.call('HGETALL', BASE .. 'out')
   return result({kind = 'exists', status = redis.call('HGET', KEYS[1], 'status'), outbox = pending,
                  parent = redis.call('HGET', KEYS[1], 'parent')})

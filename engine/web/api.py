@@ -174,10 +174,11 @@ async def cancel(hop: HopflowApp, request: Request) -> Response:
             compensate = data["compensate"]
     runtime = await hop.runtime_async()
     before = await _record_call(hop, runtime.record, eid)
-    if before.get("status") != "running":
+    if before.get("status") not in ("running", "queued"):  # queued: waiting for a max_running slot
         raise Problem(
             "conflict",
-            f"execution {eid!r} is {before.get('status')}: only a running execution can be cancelled",
+            f"execution {eid!r} is {before.get('status')}: "
+            "only a running or queued execution can be cancelled",
         )
     await _record_call(hop, runtime.cancel, eid, compensate=compensate)
     record = await _record_call(hop, runtime.record, eid)

@@ -513,6 +513,7 @@ def openapi_document(server_url: str | None = None) -> dict[str, Any]:
                         "status": {
                             "enum": [
                                 "running",
+                                "queued",
                                 "compensating",
                                 "succeeded",
                                 "failed",

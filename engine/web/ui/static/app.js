@@ -7,7 +7,7 @@
   const POLL_MS = 1500;
   const LIST_POLL_MS = 4000;
   const TERMINAL = new Set(["succeeded", "failed", "compensated", "cancelled", "dead"]);
-  const STATUSES = ["running", "compensating", "succeeded", "failed", "compensated",
+  const STATUSES = ["running", "queued", "compensating", "succeeded", "failed", "compensated",
     "compensation_failed", "cancelled", "dead"];
   const NODE_STATES = ["done", "running", "waiting", "retrying", "failed", "compensated", "skipped",
     "cancelled", "pending"];
@@ -520,7 +520,7 @@
 
     function update(v) {
       el.hidden = !(operator() || denied) || TERMINAL.has(v.status);
-      cancelRow.hidden = v.status !== "running";
+      cancelRow.hidden = v.status !== "running" && v.status !== "queued";
       resumeBtn.hidden = v.status !== "compensation_failed";
       const waiting = Object.values(v.nodes).find((n) => n.state === "waiting" && n.wait && n.wait.wait === "event");
       evForm.hidden = v.status !== "running";
