@@ -465,6 +465,7 @@ def test_the_run_loop_reads_the_status_only_after_something_of_its_execution_end
     from engine.embedded import embedded_runtime
 
     runtime, dispatcher = embedded_runtime(Catalog.from_texts([_linear("watched", 20)]), redis=redis_db)
+    dispatcher.fast_path = False  # one delivery per node: what is counted here is reads per delivery
     reads: dict[str, list[str]] = {"status": [], "header": []}
     store = runtime.store
     status, header = store.status, store.header
@@ -567,9 +568,30 @@ def test_max_nodes_per_call_chains_cheap_nodes_from_the_option_or_the_environmen
         record = record_of(proc)
         assert record["status"] == "succeeded"
         assert [t["step"] for t in record["trace"]] == [f"s{i}" for i in range(10)]  # all checkpointed
-    assert _published(project, "plain-1") == 10  # one delivery per node
-    assert _published(project, "chained-1") == 1  # the first delivery ran all ten
-    assert _published(project, "env-1") == 2  # five per delivery
+    # `hopflow run`'s fast path runs the whole chain in the first delivery whatever the option says
+    # (test_max_nodes_per_call_without_the_fast_path shows the option's own effect)
+    for eid in ("plain-1", "chained-1", "env-1"):
+        assert _published(project, eid) == 1
+
+
+def test_max_nodes_per_call_without_the_fast_path(redis_db: Any) -> None:
+    """With the local dispatcher's fast path off, a delivery runs up to ``max_nodes_per_call`` cheap
+    nodes (the webhook's chaining); with it on, the whole chain runs in the first delivery."""
+    from engine.catalog import Catalog
+    from engine.embedded import embedded_runtime
+
+    published = {}
+    for label, chain, fast in (("one", 1, False), ("five", 5, False), ("fast", 1, True)):
+        runtime, dispatcher = embedded_runtime(
+            Catalog.from_texts([CHAIN]), redis=redis_db, max_nodes_per_call=chain
+        )
+        dispatcher.fast_path = fast
+        eid = runtime.start("chain", {}, f"chain-{label}")
+        store = runtime.store
+        assert dispatcher.run_until(lambda eid=eid, s=store: s.status(eid) == "succeeded", timeout_s=30)
+        assert [t["step"] for t in runtime.record(eid)["trace"]] == [f"s{i}" for i in range(10)]
+        published[label] = dispatcher.stats.published
+    assert published == {"one": 10, "five": 2, "fast": 1}
 
 
 def test_max_nodes_per_call_usage_errors(project: Path) -> None:

@@ -29,6 +29,15 @@ Guarantees:
   when something may have become due (a publish or retry here, a worker freed while all were busy,
   a timed wake-up), so a chain of deliveries costs one lease per message.
 * **Parallel means parallel.** Up to ``workers`` messages are delivered at the same time.
+* **A chain runs in place.** While a delivery advances an execution whose next message is due now,
+  and nothing else is waiting here (no publish or retry since the last lease, nothing due that was
+  left unleased, the loop not stopping), :meth:`may_run_in_place` lets the runtime run that next node
+  in the same delivery instead of a publish → lease → ack round trip per node. The crash guarantee
+  is unchanged: the delivery being run stays leased (and renewed) until the whole chain returns, and
+  every node's checkpoint records the next message in its outbox before it runs, so a crash
+  anywhere in the chain leaves a lease that expires, a redelivery that finds its message stale, and
+  an outbox that the stale path publishes (docs/engine-design.md, "The in-process fast path").
+  ``fast_path=False`` turns it off (benchmarks compare both).
 * **Fast-forward.** With a :class:`~engine.clock.VirtualClock` and ``fast_forward=True``, when
   nothing is due and nothing is being delivered, the clock jumps to the next due time. Leases never
   use that clock: they are stamped and expired on the wall clock (``time.time()``), so a
@@ -177,6 +186,7 @@ class LocalDispatcher:
         fast_forward: bool = False,
         complete: Complete | None = None,
         perform: Perform | None = None,
+        fast_path: bool = True,
     ) -> None:
         if "{" not in prefix:
             raise ValueError("prefix must contain a {hash tag} so the queue's keys share a cluster slot")
@@ -196,6 +206,7 @@ class LocalDispatcher:
         self.jitter = jitter
         self.poll_interval_s = poll_interval_s
         self.fast_forward = fast_forward
+        self.fast_path = fast_path
         self.stats = Stats()
         self.key_due = f"{prefix}:due"
         self.key_leased = f"{prefix}:leased"
@@ -213,6 +224,9 @@ class LocalDispatcher:
         self._saturated = False  # the last lease filled every free worker (more may be due)
         self._in_flight = 0
         self._leased_at: dict[str, int] = {}  # own deliveries in progress → when their lease was renewed
+        self._next_due: int | None = None  # the earliest due time the last lease saw (runtime clock, ms)
+        self._stopping = False  # the loop is ending: chains stop at their next node boundary
+        self._delivering = threading.local()  # .ident: the delivery this thread runs (for may_run_in_place)
         self._running = threading.Lock()  # one delivery loop per dispatcher object
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -313,6 +327,22 @@ class LocalDispatcher:
         with self._cond:
             return self._in_flight
 
+    def may_run_in_place(self, message: Message) -> bool:
+        """Whether the delivery running on this thread may run ``message`` (its execution's next,
+        immediate message) itself, without queueing it: only inside one of this dispatcher's own
+        deliveries (its lease held and renewed here), and only while nothing else waits for this
+        loop — no publish or retry since the last lease, nothing due then that was left unleased
+        (the last lease's next due time is later than now), the loop not stopping. Reads in-process
+        state only: no round trip. Messages other processes publish are seen at the next lease (a
+        publish here, a poll), as they would be without the fast path."""
+        if not self.fast_path or getattr(self._delivering, "ident", None) is None:
+            return False
+        with self._cond:
+            if self._stopping or self._lease_needed:
+                return False
+            next_due = self._next_due
+        return next_due is None or next_due > self._now_ms()
+
     def idle(self) -> bool:
         """Nothing is due now and this dispatcher delivers nothing (``run_until(d.idle)`` drains)."""
         with self._cond:
@@ -381,6 +411,7 @@ class LocalDispatcher:
         next_lease: int | None = None
         with self._cond:
             self._lease_needed = True
+            self._stopping = False
         try:
             while True:
                 with self._cond:
@@ -410,6 +441,8 @@ class LocalDispatcher:
                             self._lease_needed = True
                         self._sleep(min(5.0, 0.05 * 2**failures), deadline)
                         continue
+                    with self._cond:
+                        self._next_due = next_due
                     if reclaimed:
                         log.warning("local queue: %d expired lease(s) taken back for redelivery", reclaimed)
                     for ident, body, attempts in batch:
@@ -452,6 +485,7 @@ class LocalDispatcher:
                     self.stats.wakeups += 1
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (engine.lifecycle): drain, then stop
             with self._cond:
+                self._stopping = True  # a chain running in place stops at its next node
                 busy = self._in_flight
             if busy:
                 log.warning(
@@ -461,6 +495,8 @@ class LocalDispatcher:
                 )
             raise
         finally:
+            with self._cond:
+                self._stopping = True  # nobody leases after this: chains hand their next node back
             pool.shutdown(wait=True)  # in-flight deliveries finish and are acknowledged
             self._running.release()
 
@@ -610,7 +646,14 @@ class LocalDispatcher:
                 delay,
             )
 
-        self._settle(ident, attempts, lambda: deliver(message), "delivery failed", body, message, note_retry)
+        def run() -> None:
+            self._delivering.ident = ident  # may_run_in_place: this thread runs one of our deliveries
+            try:
+                deliver(message)
+            finally:
+                self._delivering.ident = None
+
+        self._settle(ident, attempts, run, "delivery failed", body, message, note_retry)
 
     def _attempt_call(self, ident: str, data: dict[str, Any], request: OffloadRequest, attempts: int) -> None:
         """An offloaded call: make it (unless its answer is already stored), then complete it."""
