@@ -375,7 +375,15 @@ class Interpreter:
         from engine.dispatch import PartialDispatch
 
         try:
-            self.publish([o for _, o in entries])
+            later = getattr(self.rt.dispatcher, "publish_later", None) if keep_consumed else None
+            kept = [o for _, o in entries if later is not None and consumed_later(eid, o)]
+            now = [o for _, o in entries if not (later is not None and consumed_later(eid, o))]
+            if now:
+                self.publish(now)
+            if kept:
+                # entries kept in the outbox until consumed: the local dispatcher may queue them with
+                # the acknowledgement of the delivery running here (one round trip for both)
+                self.publish(kept, later)
         except PartialDispatch as exc:
             # what was accepted may go; what was not stays in the outbox for the redelivery/recover
             taken = set(exc.accepted)
@@ -389,15 +397,17 @@ class Interpreter:
         self.rt.store.clear_outbox(eid, ids)
         return len(entries)
 
-    def publish(self, outgoing: list[Outgoing]) -> None:
-        """Hand messages to the dispatcher (counted for the observers: published or failed)."""
+    def publish(self, outgoing: list[Outgoing], via: Any = None) -> None:
+        """Hand messages to the dispatcher (counted for the observers: published or failed);
+        ``via``: another of its publish methods (``publish_later``)."""
         rt = self.rt
+        send = via or rt.dispatcher.publish
         if not rt.observers:
-            rt.dispatcher.publish(outgoing)
+            send(outgoing)
             return
         kind = dispatcher_kind(rt.dispatcher)
         try:
-            rt.dispatcher.publish(outgoing)
+            send(outgoing)
         except Exception:
             rt.observers.published(kind, len(outgoing), False)
             raise

@@ -194,3 +194,54 @@ def test_a_process_dying_inside_the_chain_loses_nothing(redis_db: Any, point: st
         assert dispatcher.pending() == 0
         assert dispatcher.stats.reclaimed >= 1  # it came back through the expired lease
         assert not redis_db.exists(lock_key(eid, ""))
+
+
+def counting(dispatcher: LocalDispatcher) -> Counter[str]:
+    """Calls of each queue script (one round trip each)."""
+    calls: Counter[str] = Counter()
+    for name in ("_publish_script", "_lease_script", "_ack_script", "_ack_publish_script"):
+        script = getattr(dispatcher, name)
+
+        def counted(*args: Any, _script: Any = script, _name: str = name, **kwargs: Any) -> Any:
+            calls[_name.strip("_").removesuffix("_script")] += 1
+            return _script(*args, **kwargs)
+
+        setattr(dispatcher, name, counted)
+    return calls
+
+
+def test_without_the_fast_path_a_delivery_queues_its_next_message_with_its_ack(redis_db: Any) -> None:
+    """Each node's delivery acknowledges itself and queues the next node's message in one script:
+    two queue round trips per node (lease, ack + publish) instead of three."""
+    ledger = Ledger()
+    runtime, dispatcher = wire(redis_db, ledger, fast_path=False)
+    calls = counting(dispatcher)
+    record = run(runtime, dispatcher, "acked")
+    assert record["status"] == "succeeded" and steps(record) == [f"a{i}" for i in range(STEPS)]
+    assert calls["publish"] == 1  # the start's first message only
+    assert calls["ack_publish"] == STEPS - 1  # every node but the last carried its successor
+    assert calls["ack"] == 1  # the last node had nothing to queue
+    assert dispatcher.stats.published == dispatcher.stats.delivered == STEPS
+
+
+def test_a_process_dying_before_the_ack_that_carries_the_next_message_loses_nothing(redis_db: Any) -> None:
+    """Die right after a node handed its next message to the dispatcher (held for the ack, not yet
+    in Redis's queue): the delivery comes back when its lease expires, is stale, and publishes the
+    next message from the outbox."""
+    for nth in range(1, STEPS):
+        ledger = Ledger()
+        seen = {"n": 0}
+
+        def faults(where: str, message: Message, nth: int = nth, seen: Any = seen) -> None:
+            if where == "after_publish":
+                seen["n"] += 1
+                if seen["n"] == nth:
+                    raise Died(f"after_publish #{nth}")
+
+        runtime, dispatcher = wire(redis_db, ledger, faults=faults, fast_path=False)
+        record = run(runtime, dispatcher, f"held-{nth}")
+        assert seen["n"] >= nth
+        assert record["status"] == "succeeded" and steps(record) == [f"a{i}" for i in range(STEPS)]
+        assert set(ledger.calls.values()) == {1} and len(ledger.calls) == STEPS
+        assert dispatcher.stats.reclaimed == 1
+        assert runtime.store.outbox(f"held-{nth}") == [] and dispatcher.pending() == 0

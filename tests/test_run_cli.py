@@ -463,6 +463,7 @@ def test_the_run_loop_reads_the_status_only_after_something_of_its_execution_end
     from engine.catalog import Catalog
     from engine.commands.run import drive
     from engine.embedded import embedded_runtime
+    from engine.model import Message, Outgoing
 
     runtime, dispatcher = embedded_runtime(Catalog.from_texts([_linear("watched", 20)]), redis=redis_db)
     dispatcher.fast_path = False  # one delivery per node: what is counted here is reads per delivery
@@ -481,6 +482,8 @@ def test_the_run_loop_reads_the_status_only_after_something_of_its_execution_end
     store.status = counted_status  # type: ignore[method-assign]
     store.header = counted_header  # type: ignore[method-assign]
     eid = runtime.start("watched", {})
+    # deliveries of another execution end too (they are dropped: it does not exist): no reads for them
+    dispatcher.publish([Outgoing(Message(f"someone-else-{i}", "x", 1)) for i in range(5)])
     stream = io.StringIO()
     # no timed re-check during the run (a slow machine would add reads): only deliveries count
     record = drive(
@@ -489,8 +492,8 @@ def test_the_run_loop_reads_the_status_only_after_something_of_its_execution_end
     assert record["status"] == "succeeded" and len(record["trace"]) == 20
     assert reads["header"] == [eid]  # the final record only
     assert set(reads["status"]) == {eid}
-    assert len(reads["status"]) <= dispatcher.stats.delivered + 1  # at most one per delivery
-    assert dispatcher.stats.iterations > len(reads["status"])  # the loop passes more often
+    assert len(reads["status"]) <= 20 + 1  # at most one per delivery of its own execution
+    assert dispatcher.stats.delivered == 20 + 5 > len(reads["status"])  # none for the others'
     assert stream.getvalue() == ""
 
 

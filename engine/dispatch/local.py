@@ -38,6 +38,9 @@ Guarantees:
   anywhere in the chain leaves a lease that expires, a redelivery that finds its message stale, and
   an outbox that the stale path publishes (docs/engine-design.md, "The in-process fast path").
   ``fast_path=False`` turns it off (benchmarks compare both).
+* **A delivery's own next messages ride on its ack.** :meth:`publish_later` (the runtime's messages
+  that its outbox keeps until consumed) holds them while the delivery runs and queues them in the
+  script that acknowledges it: a lease and one ack+publish per delivered node.
 * **Fast-forward.** With a :class:`~engine.clock.VirtualClock` and ``fast_forward=True``, when
   nothing is due and nothing is being delivered, the clock jumps to the next due time. Leases never
   use that clock: they are stamped and expired on the wall clock (``time.time()``), so a
@@ -126,6 +129,24 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
+"""
+
+_ACK_PUBLISH = """
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[2])
+local n = 0
+for i = 1, #KEYS - 4 do
+  local id, score, body = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  if not redis.call('ZSCORE', KEYS[1], id) and not redis.call('ZSCORE', KEYS[2], id) then
+    if redis.call('SET', KEYS[4 + i], '1', 'NX', 'PX', ARGV[1]) then
+      redis.call('HSET', KEYS[3], id, body)
+      redis.call('ZADD', KEYS[1], score, id)
+      n = n + 1
+    end
+  end
+end
+return n
 """
 
 _RETRY = """
@@ -217,6 +238,7 @@ class LocalDispatcher:
         self._publish_script = redis.register_script(_PUBLISH)
         self._lease_script = redis.register_script(_LEASE)
         self._ack_script = redis.register_script(_ACK)
+        self._ack_publish_script = redis.register_script(_ACK_PUBLISH)
         self._retry_script = redis.register_script(_RETRY)
         self._cond = threading.Condition()
         self._dirty = False  # something happened: run one more loop pass (and ask ``done()``)
@@ -269,8 +291,32 @@ class LocalDispatcher:
         """Store every message durably (deduplicated); wakes this process's delivery loop."""
         if not outgoing:
             return
+        keys, args = self._publish_args(outgoing)
+        try:
+            added = int(
+                self._publish_script(keys=[self.key_due, self.key_leased, self.key_msg, *keys], args=args)
+            )
+        except Exception as exc:  # redis.RedisError, connection errors: the outbox stays for later
+            raise DispatchError(f"local queue unavailable: {type(exc).__name__}: {exc}") from exc
+        self._published(len(outgoing), added)
+
+    def publish_later(self, outgoing: Sequence[Outgoing]) -> None:
+        """Messages the caller keeps recoverable elsewhere until they are consumed (the runtime's
+        outbox: an execution's own next messages). Inside one of this dispatcher's deliveries they
+        are queued together with that delivery's acknowledgement, in one round trip instead of two;
+        anywhere else they are published now. Lost only with the process before that ack — and then
+        the delivery, unacknowledged, comes back, finds its message stale and re-publishes them from
+        the outbox."""
+        held = getattr(self._delivering, "held", None)
+        if held is None:
+            self.publish(outgoing)
+            return
+        held.extend(outgoing)
+
+    def _publish_args(self, outgoing: Sequence[Outgoing]) -> tuple[list[str], list[Any]]:
+        """Dedup keys, and ``[ttl, id, due, body, …]`` for the publish scripts."""
         now, soon = self._now_ms(), self._soon_ms()
-        keys = [self.key_due, self.key_leased, self.key_msg]
+        keys: list[str] = []
         args: list[Any] = [DEDUP_TTL_MS]
         for item in outgoing:
             keys.append(self._key_dedup + item.dedup_id)
@@ -279,13 +325,12 @@ class LocalDispatcher:
             )
             immediate = item.not_before is None and item.delay_ms <= 0
             args += [item.dedup_id, soon if immediate else self.due_ms(item, now), body]
-        try:
-            added = int(self._publish_script(keys=keys, args=args))
-        except Exception as exc:  # redis.RedisError, connection errors: the outbox stays for later
-            raise DispatchError(f"local queue unavailable: {type(exc).__name__}: {exc}") from exc
+        return keys, args
+
+    def _published(self, offered: int, added: int) -> None:
         with self._cond:
             self.stats.published += added
-            self.stats.deduplicated += len(outgoing) - added
+            self.stats.deduplicated += offered - added
             self._dirty = self._lease_needed = True
             self._cond.notify_all()
 
@@ -646,14 +691,20 @@ class LocalDispatcher:
                 delay,
             )
 
+        held: list[Outgoing] = []
+
         def run() -> None:
             self._delivering.ident = ident  # may_run_in_place: this thread runs one of our deliveries
+            self._delivering.held = held  # publish_later: queued with this delivery's ack
             try:
                 deliver(message)
+            except Exception:  # (a dying process — BaseException — publishes nothing more)
+                self._release_held(held)  # the retry or the redelivery comes later: publish them now
+                raise
             finally:
-                self._delivering.ident = None
+                self._delivering.ident = self._delivering.held = None
 
-        self._settle(ident, attempts, run, "delivery failed", body, message, note_retry)
+        self._settle(ident, attempts, run, "delivery failed", body, message, note_retry, held)
 
     def _attempt_call(self, ident: str, data: dict[str, Any], request: OffloadRequest, attempts: int) -> None:
         """An offloaded call: make it (unless its answer is already stored), then complete it."""
@@ -694,9 +745,11 @@ class LocalDispatcher:
         body: str,
         message: Message,
         note_retry: Callable[[Exception, str, float], None],
+        held: list[Outgoing] | None = None,
     ) -> None:
-        """Run a delivery (or an offloaded call's completion) and settle its entry: ack on success,
-        retry a Redeliver without counting it, retry a failure with backoff until ``max_attempts``."""
+        """Run a delivery (or an offloaded call's completion) and settle its entry: ack on success
+        (with the messages it held, :meth:`publish_later`), retry a Redeliver without counting it,
+        retry a failure with backoff until ``max_attempts``."""
         try:
             act()
         except Redeliver as again:
@@ -718,7 +771,10 @@ class LocalDispatcher:
             return
         with self._cond:
             self.stats.delivered += 1
-        self._ack(ident)
+        if held:
+            self._ack_publish(ident, held)
+        else:
+            self._ack(ident)
 
     def backoff(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``: exponential, capped, with "equal" jitter."""
@@ -753,6 +809,33 @@ class LocalDispatcher:
             self._ack_script(keys=[self.key_leased, self.key_msg, self.key_att], args=[ident])
         except Exception as exc:  # the lease expires and it is delivered again; seq makes that harmless
             log.warning("local queue: ack of %s failed (%s)", ident, type(exc).__name__)
+
+    def _ack_publish(self, ident: str, held: list[Outgoing]) -> None:
+        """Acknowledge a delivery and queue the messages it held, in one script."""
+        keys, args = self._publish_args(held)
+        try:
+            added = int(
+                self._ack_publish_script(
+                    keys=[self.key_due, self.key_leased, self.key_msg, self.key_att, *keys],
+                    args=[args[0], ident, *args[1:]],
+                )
+            )
+        except Exception as exc:  # the lease expires, the redelivery is stale and re-publishes them
+            log.warning("local queue: ack of %s failed (%s)", ident, type(exc).__name__)
+            return
+        self._published(len(held), added)
+
+    def _release_held(self, held: list[Outgoing]) -> None:
+        """A delivery that did not succeed publishes what it held at once (best effort: its outbox
+        keeps them for the redelivery anyway)."""
+        if not held:
+            return
+        batch = list(held)
+        held.clear()
+        try:
+            self.publish(batch)
+        except DispatchError as exc:
+            log.warning("local queue: %s; the redelivery re-publishes from the outbox", exc)
 
     def _retry(self, ident: str, delay_s: float, *, count: bool) -> None:
         due = self._now_ms() + int(max(0.0, delay_s) * 1000)  # a backoff: workflow time (jumped over)
