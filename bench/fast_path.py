@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
+if sys.path[:1] != [str(ROOT)]:  # first, before bench/ itself (bench/engine.py is not the engine)
     sys.path.insert(0, str(ROOT))
 
 BLOB = "x" * 10_240
