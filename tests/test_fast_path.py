@@ -245,3 +245,23 @@ def test_a_process_dying_before_the_ack_that_carries_the_next_message_loses_noth
         assert set(ledger.calls.values()) == {1} and len(ledger.calls) == STEPS
         assert dispatcher.stats.reclaimed == 1
         assert runtime.store.outbox(f"held-{nth}") == [] and dispatcher.pending() == 0
+
+
+def test_a_literal_config_is_scanned_for_templates_once_not_per_node(monkeypatch: Any) -> None:
+    """The render plan: a compiled value without templates renders as a copy, decided once."""
+    from dsl.graph import freeze
+    from engine import context
+
+    scans: list[Any] = []
+    real = context.templates_in
+    monkeypatch.setattr(context, "templates_in", lambda v: scans.append(v) or real(v))
+    context._static_frozen.cache_clear()
+    literal = freeze({"blob": "x" * 10_000, "n": [1, 2, {"k": "v"}]})
+    templated = freeze({"who": "{{ input.name }}"})
+    scope = {"input": {"name": "ada"}}
+    for _ in range(3):
+        copy = context.render_value(literal, scope)
+        assert copy == {"blob": "x" * 10_000, "n": [1, 2, {"k": "v"}]} and isinstance(copy["n"], list)
+        copy["n"].append("mutated")  # a copy: the compiled value is untouched
+        assert context.render_value(templated, scope) == {"who": "ada"}
+    assert scans.count(literal) == 1 and scans.count(templated) == 1
