@@ -265,3 +265,26 @@ def test_a_literal_config_is_scanned_for_templates_once_not_per_node(monkeypatch
         copy["n"].append("mutated")  # a copy: the compiled value is untouched
         assert context.render_value(templated, scope) == {"who": "ada"}
     assert scans.count(literal) == 1 and scans.count(templated) == 1
+
+
+FLOW_LIMITED = "name: limited\nsteps:\n" + "".join(
+    f"  - id: a{i}\n    action: t.work\n    with: {{n: {i}}}\n"
+    + ("    flow_control: {key: api, parallelism: 1}\n" if i in (2, 3) else "")
+    for i in range(STEPS)
+)
+
+
+def test_a_flow_controlled_step_is_never_run_in_place(redis_db: Any) -> None:
+    """A step with flow_control goes through the queue, where its key's gate admits it; the steps
+    around it still chain."""
+    ledger = Ledger()
+    registry = ActionRegistry()
+    registry.register("t.work", ledger.work)
+    dispatcher = LocalDispatcher(redis_db, workers=4, poll_interval_s=0.05, jitter=False)
+    runtime = Runtime(Store(redis_db), dispatcher, Catalog.from_texts([FLOW_LIMITED]), actions=registry)
+    dispatcher.deliver = in_process_delivery(runtime)
+    runtime.start("limited", {}, "limited-1")
+    assert dispatcher.run_until(lambda: runtime.store.status("limited-1") in FINAL, timeout_s=HANG_GUARD_S)
+    assert steps(runtime.record("limited-1")) == [f"a{i}" for i in range(STEPS)]
+    # a0 (start) → a1 in place; a2 and a3 queued (their own deliveries); a3 → a4 → a5 in place
+    assert dispatcher.stats.published == dispatcher.stats.delivered == 3

@@ -377,16 +377,24 @@ class LocalDispatcher:
         immediate message) itself, without queueing it: only inside one of this dispatcher's own
         deliveries (its lease held and renewed here), and only while nothing else waits for this
         loop — no publish or retry since the last lease, nothing due then that was left unleased
-        (the last lease's next due time is later than now), the loop not stopping. Reads in-process
-        state only: no round trip. Messages other processes publish are seen at the next lease (a
-        publish here, a poll), as they would be without the fast path."""
+        (the last lease's next due time is later than now), the loop not stopping — and never for a
+        flow-controlled message (its key's gate admits it only through the queue). In-process state
+        only (the flow resolver caches per execution): no round trip. Messages other processes
+        publish are seen at the next lease (a publish here, a poll), as without the fast path."""
         if not self.fast_path or getattr(self._delivering, "ident", None) is None:
             return False
         with self._cond:
             if self._stopping or self._lease_needed:
                 return False
             next_due = self._next_due
-        return next_due is None or next_due > self._now_ms()
+        if next_due is not None and next_due <= self._now_ms():
+            return False
+        if self.flow is not None:  # a flow-controlled message goes through its key's gate, queued
+            try:
+                return self.flow(message) is None
+            except Exception:  # its key cannot be read now: the queue's delivery will tell
+                return False
+        return True
 
     def idle(self) -> bool:
         """Nothing is due now and this dispatcher delivers nothing (``run_until(d.idle)`` drains)."""
