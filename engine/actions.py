@@ -98,8 +98,7 @@ class ActionRegistry:
 
     def resolve(self, name: str) -> Callable[..., Any]:
         """The callable for ``name``; raises :class:`ActionNotFound` or :class:`ActionLoadError`."""
-        with self._lock:
-            fn = self._actions.get(name) or self._imported.get(name)
+        fn = self._actions.get(name) or self._imported.get(name)  # a dict read: atomic, no lock per call
         if fn is not None:
             return fn
         fn = self._import_attribute(name)

@@ -9,12 +9,13 @@ steps in parallel branches are not prefixed (they are addressable after the join
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from dsl.graph import TOP_SCOPE, Graph, Node, thaw
-from dsl.templates import TemplateError, TemplateLimit, parse, render, templates_in, to_json
+from dsl.templates import TemplateError, TemplateLimit, is_template, parse, render, templates_in, to_json
 from engine.model import StepError, StepFailure
 
 MISSING: Any = object()
@@ -226,12 +227,30 @@ class _Env(dict[str, str]):
         )
 
 
+def _static(value: Any) -> bool:
+    """Whether a compiled (frozen, hashable) value holds no template at all: rendering it is then a
+    copy. Cached per value, so a node's literal config is scanned once, not on every run of it."""
+    if isinstance(value, str):
+        return not is_template(value)
+    try:
+        return _static_frozen(value)
+    except TypeError:  # not a compiled value (unhashable): render it
+        return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _static_frozen(value: Any) -> bool:
+    return not templates_in(value)
+
+
 def render_value(
     value: Any, scope: Mapping[str, Any], *, step: str | None = None, seconds: float | None = None
 ) -> Any:
     """Render a (frozen) template value to plain JSON data; a failure is the catchable ``template``,
     a size, operation or time bound (``seconds`` of wall time) the catchable ``template.limit``."""
     try:
+        if _static(value):  # the render plan: nothing to render (decided once per compiled value)
+            return to_json(thaw(value))
         return to_json(render(thaw(value), scope, seconds=seconds))
     except TemplateLimit as exc:
         raise StepFailure(StepError("template.limit", exc.message, step)) from None

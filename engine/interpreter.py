@@ -22,6 +22,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -163,16 +164,22 @@ class Interpreter:
             delay = min(0.25, delay * 2)
 
     def _advance(self, message: Message, completion: Completion | None) -> Advance:
+        """One delivery: a node, then — while :meth:`may_chain` allows — the branch's next node in
+        the same call (its outbox entry, recorded by the checkpoint, is never published: that
+        node's own checkpoint deletes it; a crash in between leaves it for the redelivery)."""
         started = time.monotonic()
-        result, chained = self.one(message, completion)
+        count = [1]
+
+        def may_chain(outgoing: Outgoing, node: Node) -> bool:
+            return self.may_chain(outgoing, node, count[0], started)
+
+        result, chained = self.one(message, completion, may_chain)
         nodes, published = result.nodes, result.published
         while chained is not None:
             entry_id, outgoing = chained
-            elapsed = time.monotonic() - started
-            if nodes >= self.rt.max_nodes_per_call or elapsed >= self.rt.time_budget_s * 0.8:
-                published += self.flush(message.execution_id, [(entry_id, outgoing)], keep_consumed=True)
-                break
-            nxt, chained = self.one(outgoing.message)
+            self.rt.fault("before_chain", outgoing.message)
+            count[0] += 1
+            nxt, chained = self.one(outgoing.message, None, may_chain)
             if nxt.kind != "advanced":
                 published += self.flush(message.execution_id, [(entry_id, outgoing)], keep_consumed=True)
                 break
@@ -181,8 +188,22 @@ class Interpreter:
             published += nxt.published
         return Advance(result.kind, result.execution_id, result.status, nodes, published)
 
+    def may_chain(self, outgoing: Outgoing, node: Node, nodes: int, started: float) -> bool:
+        """Whether the branch's one immediate next node runs in this call: a cheap node while the
+        call has run fewer than ``max_nodes_per_call`` (the webhook's chaining), or any node the
+        delivery's fast-path policy takes (``Runtime.in_place``: the local dispatcher with nothing
+        else due); never past 80 % of the time budget."""
+        if time.monotonic() - started >= self.rt.time_budget_s * 0.8:
+            return False
+        if node.kind in CHEAP and nodes < self.rt.max_nodes_per_call:
+            return True
+        return self.rt.in_place(outgoing.message)
+
     def one(
-        self, msg: Message, completion: Completion | None = None
+        self,
+        msg: Message,
+        completion: Completion | None = None,
+        may_chain: Callable[[Outgoing, Node], bool] | None = None,
     ) -> tuple[Advance, tuple[str, Outgoing] | None]:
         rt = self.rt
         eid = msg.execution_id
@@ -263,7 +284,7 @@ class Interpreter:
         for callback in run.after:
             callback()
         entries = outbox_entries(written.get("out"))
-        chained = self.chain_candidate(graph, msg, entries)
+        chained = self.chain_candidate(graph, msg, entries, may_chain)
         to_publish = [e for e in entries if chained is None or e[0] != chained[0]]
         published = self.flush(eid, to_publish, msg, keep_consumed=True)
         if written.get("called") and run.call is not None:
@@ -310,10 +331,15 @@ class Interpreter:
         return Advance(kind, eid, None, 0, published)
 
     def chain_candidate(
-        self, graph: Graph, msg: Message, entries: list[tuple[str, Outgoing]]
+        self,
+        graph: Graph,
+        msg: Message,
+        entries: list[tuple[str, Outgoing]],
+        may_chain: Callable[[Outgoing, Node], bool] | None,
     ) -> tuple[str, Outgoing] | None:
-        """With ``max_nodes_per_call`` > 1, the one immediate next node of this branch, if cheap."""
-        if self.rt.max_nodes_per_call <= 1:
+        """The one immediate next node of this branch, if ``may_chain`` takes it (then it is not
+        published: the caller runs it now)."""
+        if may_chain is None:
             return None
         own = [
             (i, o)
@@ -326,7 +352,7 @@ class Interpreter:
         if len(own) != 1:
             return None
         node = graph.nodes.get(own[0][1].message.node)
-        if node is None or node.kind not in CHEAP:
+        if node is None or not may_chain(own[0][1], node):
             return None
         return own[0]
 
@@ -349,7 +375,15 @@ class Interpreter:
         from engine.dispatch import PartialDispatch
 
         try:
-            self.publish([o for _, o in entries])
+            later = getattr(self.rt.dispatcher, "publish_later", None) if keep_consumed else None
+            kept = [o for _, o in entries if later is not None and consumed_later(eid, o)]
+            now = [o for _, o in entries if not (later is not None and consumed_later(eid, o))]
+            if now:
+                self.publish(now)
+            if kept:
+                # entries kept in the outbox until consumed: the local dispatcher may queue them with
+                # the acknowledgement of the delivery running here (one round trip for both)
+                self.publish(kept, later)
         except PartialDispatch as exc:
             # what was accepted may go; what was not stays in the outbox for the redelivery/recover
             taken = set(exc.accepted)
@@ -363,15 +397,17 @@ class Interpreter:
         self.rt.store.clear_outbox(eid, ids)
         return len(entries)
 
-    def publish(self, outgoing: list[Outgoing]) -> None:
-        """Hand messages to the dispatcher (counted for the observers: published or failed)."""
+    def publish(self, outgoing: list[Outgoing], via: Any = None) -> None:
+        """Hand messages to the dispatcher (counted for the observers: published or failed);
+        ``via``: another of its publish methods (``publish_later``)."""
         rt = self.rt
+        send = via or rt.dispatcher.publish
         if not rt.observers:
-            rt.dispatcher.publish(outgoing)
+            send(outgoing)
             return
         kind = dispatcher_kind(rt.dispatcher)
         try:
-            rt.dispatcher.publish(outgoing)
+            send(outgoing)
         except Exception:
             rt.observers.published(kind, len(outgoing), False)
             raise

@@ -7,14 +7,16 @@ pinned hash) afterwards, and messages leave through the dispatcher.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import logging
 import random as _random
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dsl.graph import Graph, thaw
@@ -39,6 +41,7 @@ log = logging.getLogger("hopflow.runtime")
 __all__ = ["Advance", "Runtime"]
 
 Faults = Callable[[str, Message], None]
+InPlace = Callable[[Message], bool]
 TRACE_PHASES = ("run", "compensate", "skip")
 TERMINAL = {
     s.value for s in (Status.SUCCEEDED, Status.FAILED, Status.COMPENSATED, Status.CANCELLED, Status.DEAD)
@@ -79,6 +82,7 @@ class Runtime:
         self.traces: Any = None  # engine.observe.traces.Traces once enabled (steps then send traceparent)
         self._modules: dict[str, Any] = {}
         self._validators: dict[str, Any] = {}
+        self._delivery = threading.local()  # .in_place: the fast-path policy of this thread's delivery
         if getattr(dispatcher, "complete", False) is None:
             # a local dispatcher makes offloaded calls itself: their answers come back in-process
             from engine.dispatch.inprocess import in_process_completion  # lazy: not on a webhook
@@ -108,6 +112,19 @@ class Runtime:
         if self.observers:
             self.observers.delivery(result.kind)
         return result
+
+    @contextlib.contextmanager
+    def running_in_place(self, policy: InPlace) -> Iterator[None]:
+        """While this thread delivers a message: ``policy(next)`` says whether the execution's next,
+        immediate node may run right here instead of being published (the local dispatcher's fast
+        path; :mod:`engine.dispatch.inprocess` sets it around ``advance``). Thread-local, so only
+        the delivery that set it chains."""
+        previous = getattr(self._delivery, "in_place", None)
+        self._delivery.in_place = policy
+        try:
+            yield
+        finally:
+            self._delivery.in_place = previous
 
     def complete_offloaded(self, message: Message, callback: Any, *, failure: bool = False) -> Advance:
         """The answer to an ``offload: true`` http call: completes the step parked at ``message``
@@ -414,6 +431,11 @@ class Runtime:
     def fault(self, point: str, message: Message) -> None:
         if self.faults is not None:
             self.faults(point, message)
+
+    def in_place(self, message: Message) -> bool:
+        """Whether the next node (``message``) may run in this delivery (see :meth:`running_in_place`)."""
+        policy = getattr(self._delivery, "in_place", None)
+        return policy is not None and policy(message)
 
     def call_http(self, config: Any, ctx: Any, *, timeout_s: float, egress: Any = None) -> dict[str, Any]:
         """An inline ``http`` call (steps and compensations), under the egress policy. The one place

@@ -192,8 +192,17 @@ class Store:
         except redis.exceptions.RedisError as exc:
             raise StoreUnavailable(f"Redis error: {exc}") from None
 
-    def script(self, name: str, keys: Sequence[str], execution_base: str, args: dict[str, Any]) -> dict:
-        """Run a Lua script by SHA (loading it on NOSCRIPT); its JSON answer, decoded."""
+    def script(
+        self,
+        name: str,
+        keys: Sequence[str],
+        execution_base: str,
+        args: dict[str, Any],
+        raw: Sequence[str] = (),
+    ) -> dict:
+        """Run a Lua script by SHA (loading it on NOSCRIPT); its JSON answer, decoded. ``raw``:
+        strings passed as they are after the JSON arguments (``ARGV[3]``, …): large values (step
+        outputs) are neither escaped into the JSON here nor decoded by the script."""
         import redis
 
         script = self._scripts[name]
@@ -202,7 +211,7 @@ class Store:
         payload = json.dumps(
             {k: v for k, v in args.items() if v is not None}, separators=(",", ":"), ensure_ascii=False
         )
-        argv = [*keys, execution_base, payload]
+        argv = [*keys, execution_base, payload, *raw]
         try:
             raw = self._call(self.client.evalsha, script.sha, len(keys), *argv)
         except redis.exceptions.NoScriptError:
@@ -262,6 +271,13 @@ class Store:
         # `recover` re-publishes them), never with a virtual clock that `run --fast-forward` jumps.
         args.setdefault("wall", self.wall())
         keys = self.declared_keys(name, execution_id, args, branch)
+        outputs = args.get("outputs") if name == "checkpoint" else None
+        if outputs:
+            # step outputs go as raw ARGV (checkpoint.lua: A.oraw names them): a 10 KB output costs no
+            # JSON escaping here and no cjson decoding in the script
+            args = {k: v for k, v in args.items() if k != "outputs"}
+            args["oraw"] = list(outputs)
+            return self.script(name, keys, self.base(execution_id), args, list(outputs.values()))
         return self.script(name, keys, self.base(execution_id), args)
 
     def declared_keys(

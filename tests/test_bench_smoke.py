@@ -83,3 +83,17 @@ def test_coldstart_bench_prints_its_rows_and_the_import_budget() -> None:
     if peer:
         assert "upstash-workflow SDK: first step call" in out
         assert "hopflow webhook / SDK step call = " in out
+
+
+def test_fast_path_bench_prints_its_rows() -> None:
+    proc = run_bench("fast_path.py", "--repeat", "1", "--small", "1", "--large", "3")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    for row in (
+        "floor: two Redis round trips",
+        "interpreter in process, `action`",
+        "hopflow run marginal, `action`, fast path",
+        "hopflow run marginal, `action`, no fast path",
+        "hopflow run marginal, `set`, fast path",
+    ):
+        assert row in out, f"missing {row!r} in:\n{out}"

@@ -95,8 +95,9 @@ def test_two_namespaces_on_one_database_do_not_interfere(redis_db: Any) -> None:
             assert record["status"] == "succeeded", record
             assert record["output"] == {"by": ns}
         assert dispatcher.stats.dead == 0 and not dispatcher.stats.errors
-        # its own messages only: every one it published, and nothing else
-        assert dispatcher.stats.delivered == dispatcher.stats.published >= 5 * 3
+        # its own messages only: every one it published, and nothing else — at least the start and
+        # the wake-up after the wait of each execution (`work` → `nap` may run in place: fast path)
+        assert dispatcher.stats.delivered == dispatcher.stats.published >= 5 * 2
         assert runtime.store.active() == []  # finished executions leave the active index
     keys = {k.decode() for k in redis_db.scan_iter(count=1000)}
     assert keys and all(k.startswith(("shop:hf:", "blog:hf:")) for k in keys), sorted(keys)[:10]

@@ -463,8 +463,10 @@ def test_the_run_loop_reads_the_status_only_after_something_of_its_execution_end
     from engine.catalog import Catalog
     from engine.commands.run import drive
     from engine.embedded import embedded_runtime
+    from engine.model import Message, Outgoing
 
     runtime, dispatcher = embedded_runtime(Catalog.from_texts([_linear("watched", 20)]), redis=redis_db)
+    dispatcher.fast_path = False  # one delivery per node: what is counted here is reads per delivery
     reads: dict[str, list[str]] = {"status": [], "header": []}
     store = runtime.store
     status, header = store.status, store.header
@@ -480,6 +482,8 @@ def test_the_run_loop_reads_the_status_only_after_something_of_its_execution_end
     store.status = counted_status  # type: ignore[method-assign]
     store.header = counted_header  # type: ignore[method-assign]
     eid = runtime.start("watched", {})
+    # deliveries of another execution end too (they are dropped: it does not exist): no reads for them
+    dispatcher.publish([Outgoing(Message(f"someone-else-{i}", "x", 1)) for i in range(5)])
     stream = io.StringIO()
     # no timed re-check during the run (a slow machine would add reads): only deliveries count
     record = drive(
@@ -488,8 +492,8 @@ def test_the_run_loop_reads_the_status_only_after_something_of_its_execution_end
     assert record["status"] == "succeeded" and len(record["trace"]) == 20
     assert reads["header"] == [eid]  # the final record only
     assert set(reads["status"]) == {eid}
-    assert len(reads["status"]) <= dispatcher.stats.delivered + 1  # at most one per delivery
-    assert dispatcher.stats.iterations > len(reads["status"])  # the loop passes more often
+    assert len(reads["status"]) <= 20 + 1  # at most one per delivery of its own execution
+    assert dispatcher.stats.delivered == 20 + 5 > len(reads["status"])  # none for the others'
     assert stream.getvalue() == ""
 
 
@@ -567,9 +571,30 @@ def test_max_nodes_per_call_chains_cheap_nodes_from_the_option_or_the_environmen
         record = record_of(proc)
         assert record["status"] == "succeeded"
         assert [t["step"] for t in record["trace"]] == [f"s{i}" for i in range(10)]  # all checkpointed
-    assert _published(project, "plain-1") == 10  # one delivery per node
-    assert _published(project, "chained-1") == 1  # the first delivery ran all ten
-    assert _published(project, "env-1") == 2  # five per delivery
+    # `hopflow run`'s fast path runs the whole chain in the first delivery whatever the option says
+    # (test_max_nodes_per_call_without_the_fast_path shows the option's own effect)
+    for eid in ("plain-1", "chained-1", "env-1"):
+        assert _published(project, eid) == 1
+
+
+def test_max_nodes_per_call_without_the_fast_path(redis_db: Any) -> None:
+    """With the local dispatcher's fast path off, a delivery runs up to ``max_nodes_per_call`` cheap
+    nodes (the webhook's chaining); with it on, the whole chain runs in the first delivery."""
+    from engine.catalog import Catalog
+    from engine.embedded import embedded_runtime
+
+    published = {}
+    for label, chain, fast in (("one", 1, False), ("five", 5, False), ("fast", 1, True)):
+        runtime, dispatcher = embedded_runtime(
+            Catalog.from_texts([CHAIN]), redis=redis_db, max_nodes_per_call=chain
+        )
+        dispatcher.fast_path = fast
+        eid = runtime.start("chain", {}, f"chain-{label}")
+        store = runtime.store
+        assert dispatcher.run_until(lambda eid=eid, s=store: s.status(eid) == "succeeded", timeout_s=30)
+        assert [t["step"] for t in runtime.record(eid)["trace"]] == [f"s{i}" for i in range(10)]
+        published[label] = dispatcher.stats.published
+    assert published == {"one": 10, "five": 2, "fast": 1}
 
 
 def test_max_nodes_per_call_usage_errors(project: Path) -> None:

@@ -191,6 +191,15 @@ def _nulls(value: Any, path: str = "") -> list[str]:
     return []
 
 
+RAW_OUTPUT = """
+name: raw-output
+steps:
+  - id: tricky
+    action: t.tricky
+  - id: after
+    set: {done: true}
+"""
+
 NULLS_PARENT = """
     name: nulls
     input: {type: object}
@@ -267,11 +276,11 @@ def test_script_payloads_carry_no_nulls_at_any_depth(harness: Any) -> None:
     found: list[tuple[str, list[str]]] = []
     original = h.store.script
 
-    def checked(name: str, keys: Any, execution_base: str, args: dict[str, Any]) -> dict:
+    def checked(name: str, keys: Any, execution_base: str, args: dict[str, Any], raw: Any = ()) -> dict:
         nested = {k: v for k, v in args.items() if v is not None}
         if _nulls(nested):
             found.append((name, _nulls(nested)))
-        return original(name, keys, execution_base, args)
+        return original(name, keys, execution_base, args, raw)
 
     h.store.script = checked  # type: ignore[method-assign]
     future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
@@ -283,3 +292,27 @@ def test_script_payloads_carry_no_nulls_at_any_depth(harness: Any) -> None:
     assert record["status"] == "compensated", record
     assert [t["step"] for t in record["trace"] if t["phase"] == "compensate"] == ["first", "first"]
     assert found == []
+
+
+def test_step_outputs_reach_the_checkpoint_as_raw_arguments(harness: Any) -> None:
+    """A step's output travels to checkpoint.lua as its own ARGV string (not escaped inside the JSON
+    arguments), and is stored byte for byte — quotes, backslashes, non-ASCII and all."""
+    tricky = {"q": 'say "hi"\\n', "u": "zürich ✓", "big": "x" * 20_000}
+    h = harness(RAW_OUTPUT, actions={"t.tricky": lambda ctx: tricky})
+    seen: list[tuple[dict[str, Any], list[str]]] = []
+    original = h.store.script
+
+    def spy(name: str, keys: Any, execution_base: str, args: dict[str, Any], raw: Any = ()) -> dict:
+        if name == "checkpoint":
+            seen.append((args, list(raw)))
+        return original(name, keys, execution_base, args, raw)
+
+    h.store.script = spy  # type: ignore[method-assign]
+    eid = h.start("raw-output", {})
+    h.drain()
+    assert h.runtime.record(eid)["status"] == "succeeded"
+    assert h.store.outputs(eid, ["tricky"]) == [tricky]
+    args, raw = seen[0]
+    assert "outputs" not in args and args["oraw"] == ["tricky"]
+    assert [json.loads(r) for r in raw] == [tricky]
+    assert "x" * 20_000 not in json.dumps(args)  # not inside the JSON payload

@@ -49,15 +49,34 @@ def in_process_delivery(
     A busy branch (another delivery holds its lock) is retried shortly without counting an attempt;
     an execution or graph that no longer exists can never succeed, so that delivery is dropped with
     a log line (the webhook answers those with 489 for the same reason). ``observer`` sees
-    ``("start", message, None)`` and ``("end", message, advance-or-exception)`` (live progress).
+    ``("start", message, None)`` and ``("end", message, advance-or-exception)`` (live progress),
+    for each node a chain runs in place too (``end`` then carries None).
+
+    The fast path: when the runtime's dispatcher offers ``may_run_in_place`` (the local dispatcher),
+    the execution's next immediate node runs in this same delivery while it allows
+    (:meth:`engine.runtime.Runtime.running_in_place`).
     """
+    may_run = getattr(runtime.dispatcher, "may_run_in_place", None)
 
     def deliver(message: Message) -> None:
+        current = message
+
+        def in_place(nxt: Message) -> bool:
+            nonlocal current
+            if may_run is None or not may_run(nxt):
+                return False
+            if observer is not None:
+                observer("end", current, None)
+                observer("start", nxt, None)
+            current = nxt
+            return True
+
         if observer is not None:
             observer("start", message, None)
         outcome: Any = None
         try:
-            outcome = runtime.advance(message)
+            with runtime.running_in_place(in_place):
+                outcome = runtime.advance(message)
         except (UnknownExecution, GraphMissing) as exc:
             outcome = exc
             log.error("dropping delivery %s: %s", message.dedup_id, exc.message)
@@ -67,7 +86,7 @@ def in_process_delivery(
             raise
         finally:
             if observer is not None:
-                observer("end", message, outcome)
+                observer("end", current, outcome)
         if getattr(outcome, "kind", None) == "busy":
             raise Redeliver(0.2)
 

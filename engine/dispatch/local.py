@@ -29,6 +29,18 @@ Guarantees:
   when something may have become due (a publish or retry here, a worker freed while all were busy,
   a timed wake-up), so a chain of deliveries costs one lease per message.
 * **Parallel means parallel.** Up to ``workers`` messages are delivered at the same time.
+* **A chain runs in place.** While a delivery advances an execution whose next message is due now,
+  and nothing else is waiting here (no publish or retry since the last lease, nothing due that was
+  left unleased, the loop not stopping), :meth:`may_run_in_place` lets the runtime run that next node
+  in the same delivery instead of a publish → lease → ack round trip per node. The crash guarantee
+  is unchanged: the delivery being run stays leased (and renewed) until the whole chain returns, and
+  every node's checkpoint records the next message in its outbox before it runs, so a crash
+  anywhere in the chain leaves a lease that expires, a redelivery that finds its message stale, and
+  an outbox that the stale path publishes (docs/engine-design.md, "The in-process fast path").
+  ``fast_path=False`` turns it off (benchmarks compare both).
+* **A delivery's own next messages ride on its ack.** :meth:`publish_later` (the runtime's messages
+  that its outbox keeps until consumed) holds them while the delivery runs and queues them in the
+  script that acknowledges it: a lease and one ack+publish per delivered node.
 * **Fast-forward.** With a :class:`~engine.clock.VirtualClock` and ``fast_forward=True``, when
   nothing is due and nothing is being delivered, the clock jumps to the next due time. Leases never
   use that clock: they are stamped and expired on the wall clock (``time.time()``), so a
@@ -119,6 +131,24 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 """
 
+_ACK_PUBLISH = """
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[4], ARGV[2])
+local n = 0
+for i = 1, #KEYS - 4 do
+  local id, score, body = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
+  if not redis.call('ZSCORE', KEYS[1], id) and not redis.call('ZSCORE', KEYS[2], id) then
+    if redis.call('SET', KEYS[4 + i], '1', 'NX', 'PX', ARGV[1]) then
+      redis.call('HSET', KEYS[3], id, body)
+      redis.call('ZADD', KEYS[1], score, id)
+      n = n + 1
+    end
+  end
+end
+return n
+"""
+
 _RETRY = """
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -177,6 +207,7 @@ class LocalDispatcher:
         fast_forward: bool = False,
         complete: Complete | None = None,
         perform: Perform | None = None,
+        fast_path: bool = True,
     ) -> None:
         if "{" not in prefix:
             raise ValueError("prefix must contain a {hash tag} so the queue's keys share a cluster slot")
@@ -196,6 +227,7 @@ class LocalDispatcher:
         self.jitter = jitter
         self.poll_interval_s = poll_interval_s
         self.fast_forward = fast_forward
+        self.fast_path = fast_path
         self.stats = Stats()
         self.key_due = f"{prefix}:due"
         self.key_leased = f"{prefix}:leased"
@@ -206,6 +238,7 @@ class LocalDispatcher:
         self._publish_script = redis.register_script(_PUBLISH)
         self._lease_script = redis.register_script(_LEASE)
         self._ack_script = redis.register_script(_ACK)
+        self._ack_publish_script = redis.register_script(_ACK_PUBLISH)
         self._retry_script = redis.register_script(_RETRY)
         self._cond = threading.Condition()
         self._dirty = False  # something happened: run one more loop pass (and ask ``done()``)
@@ -213,6 +246,9 @@ class LocalDispatcher:
         self._saturated = False  # the last lease filled every free worker (more may be due)
         self._in_flight = 0
         self._leased_at: dict[str, int] = {}  # own deliveries in progress → when their lease was renewed
+        self._next_due: int | None = None  # the earliest due time the last lease saw (runtime clock, ms)
+        self._stopping = False  # the loop is ending: chains stop at their next node boundary
+        self._delivering = threading.local()  # .ident: the delivery this thread runs (for may_run_in_place)
         self._running = threading.Lock()  # one delivery loop per dispatcher object
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -255,8 +291,32 @@ class LocalDispatcher:
         """Store every message durably (deduplicated); wakes this process's delivery loop."""
         if not outgoing:
             return
+        keys, args = self._publish_args(outgoing)
+        try:
+            added = int(
+                self._publish_script(keys=[self.key_due, self.key_leased, self.key_msg, *keys], args=args)
+            )
+        except Exception as exc:  # redis.RedisError, connection errors: the outbox stays for later
+            raise DispatchError(f"local queue unavailable: {type(exc).__name__}: {exc}") from exc
+        self._published(len(outgoing), added)
+
+    def publish_later(self, outgoing: Sequence[Outgoing]) -> None:
+        """Messages the caller keeps recoverable elsewhere until they are consumed (the runtime's
+        outbox: an execution's own next messages). Inside one of this dispatcher's deliveries they
+        are queued together with that delivery's acknowledgement, in one round trip instead of two;
+        anywhere else they are published now. Lost only with the process before that ack — and then
+        the delivery, unacknowledged, comes back, finds its message stale and re-publishes them from
+        the outbox."""
+        held = getattr(self._delivering, "held", None)
+        if held is None:
+            self.publish(outgoing)
+            return
+        held.extend(outgoing)
+
+    def _publish_args(self, outgoing: Sequence[Outgoing]) -> tuple[list[str], list[Any]]:
+        """Dedup keys, and ``[ttl, id, due, body, …]`` for the publish scripts."""
         now, soon = self._now_ms(), self._soon_ms()
-        keys = [self.key_due, self.key_leased, self.key_msg]
+        keys: list[str] = []
         args: list[Any] = [DEDUP_TTL_MS]
         for item in outgoing:
             keys.append(self._key_dedup + item.dedup_id)
@@ -265,13 +325,12 @@ class LocalDispatcher:
             )
             immediate = item.not_before is None and item.delay_ms <= 0
             args += [item.dedup_id, soon if immediate else self.due_ms(item, now), body]
-        try:
-            added = int(self._publish_script(keys=keys, args=args))
-        except Exception as exc:  # redis.RedisError, connection errors: the outbox stays for later
-            raise DispatchError(f"local queue unavailable: {type(exc).__name__}: {exc}") from exc
+        return keys, args
+
+    def _published(self, offered: int, added: int) -> None:
         with self._cond:
             self.stats.published += added
-            self.stats.deduplicated += len(outgoing) - added
+            self.stats.deduplicated += offered - added
             self._dirty = self._lease_needed = True
             self._cond.notify_all()
 
@@ -312,6 +371,30 @@ class LocalDispatcher:
         """Deliveries of this dispatcher running right now."""
         with self._cond:
             return self._in_flight
+
+    def may_run_in_place(self, message: Message) -> bool:
+        """Whether the delivery running on this thread may run ``message`` (its execution's next,
+        immediate message) itself, without queueing it: only inside one of this dispatcher's own
+        deliveries (its lease held and renewed here), and only while nothing else waits for this
+        loop — no publish or retry since the last lease, nothing due then that was left unleased
+        (the last lease's next due time is later than now), the loop not stopping — and never for a
+        flow-controlled message (its key's gate admits it only through the queue). In-process state
+        only (the flow resolver caches per execution): no round trip. Messages other processes
+        publish are seen at the next lease (a publish here, a poll), as without the fast path."""
+        if not self.fast_path or getattr(self._delivering, "ident", None) is None:
+            return False
+        with self._cond:
+            if self._stopping or self._lease_needed:
+                return False
+            next_due = self._next_due
+        if next_due is not None and next_due <= self._now_ms():
+            return False
+        if self.flow is not None:  # a flow-controlled message goes through its key's gate, queued
+            try:
+                return self.flow(message) is None
+            except Exception:  # its key cannot be read now: the queue's delivery will tell
+                return False
+        return True
 
     def idle(self) -> bool:
         """Nothing is due now and this dispatcher delivers nothing (``run_until(d.idle)`` drains)."""
@@ -381,6 +464,7 @@ class LocalDispatcher:
         next_lease: int | None = None
         with self._cond:
             self._lease_needed = True
+            self._stopping = False
         try:
             while True:
                 with self._cond:
@@ -410,6 +494,8 @@ class LocalDispatcher:
                             self._lease_needed = True
                         self._sleep(min(5.0, 0.05 * 2**failures), deadline)
                         continue
+                    with self._cond:
+                        self._next_due = next_due
                     if reclaimed:
                         log.warning("local queue: %d expired lease(s) taken back for redelivery", reclaimed)
                     for ident, body, attempts in batch:
@@ -452,6 +538,7 @@ class LocalDispatcher:
                     self.stats.wakeups += 1
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (engine.lifecycle): drain, then stop
             with self._cond:
+                self._stopping = True  # a chain running in place stops at its next node
                 busy = self._in_flight
             if busy:
                 log.warning(
@@ -461,6 +548,8 @@ class LocalDispatcher:
                 )
             raise
         finally:
+            with self._cond:
+                self._stopping = True  # nobody leases after this: chains hand their next node back
             pool.shutdown(wait=True)  # in-flight deliveries finish and are acknowledged
             self._running.release()
 
@@ -610,7 +699,20 @@ class LocalDispatcher:
                 delay,
             )
 
-        self._settle(ident, attempts, lambda: deliver(message), "delivery failed", body, message, note_retry)
+        held: list[Outgoing] = []
+
+        def run() -> None:
+            self._delivering.ident = ident  # may_run_in_place: this thread runs one of our deliveries
+            self._delivering.held = held  # publish_later: queued with this delivery's ack
+            try:
+                deliver(message)
+            except Exception:  # (a dying process — BaseException — publishes nothing more)
+                self._release_held(held)  # the retry or the redelivery comes later: publish them now
+                raise
+            finally:
+                self._delivering.ident = self._delivering.held = None
+
+        self._settle(ident, attempts, run, "delivery failed", body, message, note_retry, held)
 
     def _attempt_call(self, ident: str, data: dict[str, Any], request: OffloadRequest, attempts: int) -> None:
         """An offloaded call: make it (unless its answer is already stored), then complete it."""
@@ -651,9 +753,11 @@ class LocalDispatcher:
         body: str,
         message: Message,
         note_retry: Callable[[Exception, str, float], None],
+        held: list[Outgoing] | None = None,
     ) -> None:
-        """Run a delivery (or an offloaded call's completion) and settle its entry: ack on success,
-        retry a Redeliver without counting it, retry a failure with backoff until ``max_attempts``."""
+        """Run a delivery (or an offloaded call's completion) and settle its entry: ack on success
+        (with the messages it held, :meth:`publish_later`), retry a Redeliver without counting it,
+        retry a failure with backoff until ``max_attempts``."""
         try:
             act()
         except Redeliver as again:
@@ -675,7 +779,10 @@ class LocalDispatcher:
             return
         with self._cond:
             self.stats.delivered += 1
-        self._ack(ident)
+        if held:
+            self._ack_publish(ident, held)
+        else:
+            self._ack(ident)
 
     def backoff(self, attempts: int) -> float:
         """Seconds before attempt ``attempts + 1``: exponential, capped, with "equal" jitter."""
@@ -710,6 +817,33 @@ class LocalDispatcher:
             self._ack_script(keys=[self.key_leased, self.key_msg, self.key_att], args=[ident])
         except Exception as exc:  # the lease expires and it is delivered again; seq makes that harmless
             log.warning("local queue: ack of %s failed (%s)", ident, type(exc).__name__)
+
+    def _ack_publish(self, ident: str, held: list[Outgoing]) -> None:
+        """Acknowledge a delivery and queue the messages it held, in one script."""
+        keys, args = self._publish_args(held)
+        try:
+            added = int(
+                self._ack_publish_script(
+                    keys=[self.key_due, self.key_leased, self.key_msg, self.key_att, *keys],
+                    args=[args[0], ident, *args[1:]],
+                )
+            )
+        except Exception as exc:  # the lease expires, the redelivery is stale and re-publishes them
+            log.warning("local queue: ack of %s failed (%s)", ident, type(exc).__name__)
+            return
+        self._published(len(held), added)
+
+    def _release_held(self, held: list[Outgoing]) -> None:
+        """A delivery that did not succeed publishes what it held at once (best effort: its outbox
+        keeps them for the redelivery anyway)."""
+        if not held:
+            return
+        batch = list(held)
+        held.clear()
+        try:
+            self.publish(batch)
+        except DispatchError as exc:
+            log.warning("local queue: %s; the redelivery re-publishes from the outbox", exc)
 
     def _retry(self, ident: str, delay_s: float, *, count: bool) -> None:
         due = self._now_ms() + int(max(0.0, delay_s) * 1000)  # a backoff: workflow time (jumped over)

@@ -1,7 +1,8 @@
 -- Write one node's outcome atomically, fenced: only while the caller still holds the branch lock and
 -- the branch's seq is the one it started from. Also counts joins and starts queued foreach items.
 -- KEYS: header, branch, lock.
--- A: eid, branch, seq, token, now, hmax, ancestors, outputs, vars, comp_push, comp_pop, hset, hdel,
+-- A: eid, branch, seq, token, now, hmax, ancestors, outputs (or oraw: their fields, values in ARGV[3…]),
+--    vars, comp_push, comp_pop, hset, hdel,
 --    bset, bdel, history, consumed, msgs, park, self_node, fanout, finish_branch, output_from_last,
 --    call ({id, body}: an offloaded call to record in hf:{E}:oc),
 --    fanout_timeout ({abort, scope}: a parallel/foreach's timeout passed while it waits for its join),
@@ -48,6 +49,11 @@ local function hset_all(key, map, extra)
 end
 
 hset_all(BASE .. 'o', A.outputs)
+if A.oraw then  -- outputs passed raw (Store.run): field A.oraw[i] = ARGV[2 + i]
+  local args = {}
+  for i, f in ipairs(A.oraw) do args[#args + 1] = f; args[#args + 1] = ARGV[2 + i] end
+  redis.call('HSET', BASE .. 'o', unpack(args))
+end
 hset_all(BASE .. 'v', A.vars)
 if A.reduce then
   local vk = BASE .. 'v'
