@@ -4,7 +4,8 @@ Loaded into the server process by ``bench/results.py`` and ``bench/webhook.py --
 uvicorn imports ``engine.asgi:app``. It wraps a handful of functions with timers and serves the
 running totals as JSON on a second loopback port (``BENCH_BREAKDOWN_PORT``), so the bench can take
 the difference around the runs it cares about. Categories (exclusive: a category's time excludes
-the time of any category running inside it, so the categories of one call add up to its total):
+the time of any category running inside it, so the categories of one call add up to its total;
+each is kept twice: wall time, and CPU time of the thread that ran it):
 
 * ``framework`` — the ASGI call of ``POST /v1/step`` minus everything below: uvicorn → Starlette
   → the request guard → the route function's own code;
@@ -38,15 +39,30 @@ from typing import Any
 CATEGORIES = ("framework", "body", "jwt", "json", "thread hop", "interpreter", "redis", "publish")
 
 _lock = threading.Lock()
-_totals: dict[str, float] = dict.fromkeys(CATEGORIES, 0.0)
+_totals: dict[str, float] = dict.fromkeys(CATEGORIES, 0.0)  # exclusive wall seconds
+_cpu: dict[str, float] = dict.fromkeys(CATEGORIES, 0.0)  # exclusive CPU seconds of the calling thread
 _counts = {"calls": 0, "redis_calls": 0, "publishes": 0, "json_calls": 0}
 
 
 class _Frame:
-    __slots__ = ("category", "child", "start")
+    __slots__ = ("category", "child", "child_cpu", "cpu", "start", "thread")
 
     def __init__(self, category: str) -> None:
         self.category, self.child, self.start = category, 0.0, time.perf_counter()
+        self.thread, self.child_cpu, self.cpu = threading.get_ident(), 0.0, time.thread_time()
+
+    def close(self, parent: _Frame | None) -> None:
+        """Add this frame's exclusive wall and CPU time to its category, its total to its parent's
+        children (CPU only when the parent runs on the same thread: thread_time is per thread)."""
+        elapsed = time.perf_counter() - self.start
+        cpu = time.thread_time() - self.cpu
+        if parent is not None:
+            parent.child += elapsed
+            if parent.thread == self.thread:
+                parent.child_cpu += cpu
+        with _lock:
+            _totals[self.category] += elapsed - self.child
+            _cpu[self.category] += cpu - self.child_cpu
 
 
 _stack: contextvars.ContextVar[tuple[_Frame, ...]] = contextvars.ContextVar("bench_breakdown", default=())
@@ -64,13 +80,9 @@ def _leave(entered: tuple[_Frame, contextvars.Token[tuple[_Frame, ...]]] | None)
     if entered is None:
         return
     frame, token = entered
-    elapsed = time.perf_counter() - frame.start
     _stack.reset(token)
     parent = _stack.get()
-    if parent:
-        parent[-1].child += elapsed
-    with _lock:
-        _totals[frame.category] += elapsed - frame.child
+    frame.close(parent[-1] if parent else None)
 
 
 def _timed(category: str, counter: str | None, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -116,10 +128,9 @@ def _root(app: Any, path: str) -> Any:
         try:
             await app(scope, receive, send)
         finally:
-            elapsed = time.perf_counter() - frame.start
             _stack.reset(token)
+            frame.close(None)
             with _lock:
-                _totals["framework"] += elapsed - frame.child
                 _counts["calls"] += 1
 
     return counted
@@ -127,7 +138,12 @@ def _root(app: Any, path: str) -> Any:
 
 def snapshot() -> dict[str, Any]:
     with _lock:
-        return {"totals_s": dict(_totals), **_counts}
+        return {
+            "totals_s": dict(_totals),
+            "cpu_s": dict(_cpu),
+            "process_cpu_s": time.process_time(),
+            **_counts,
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -148,13 +148,17 @@ def main() -> int:
     parser.add_argument("--webhook-steps", default="10,100,500", help="N of the webhook stacks (10,100,500)")
     parser.add_argument("--files", type=int, default=50, help="files of the larger validate row (50)")
     parser.add_argument("--no-webhook", action="store_true", help="leave out the loopback stacks")
+    parser.add_argument(
+        "--only", help="run only the sections whose title contains this text (e.g. Webhook); no file"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 repetitions (smoke test)")
     parser.add_argument("--out", help="where to write (default bench/RESULTS.md; --quick: stdout only)")
     args = parser.parse_args()
     size = Sizes(args)
     if size.repeat < 1 or size.small < 1 or size.large <= size.small or not size.webhook or size.chain < 2:
         parser.error("--repeat ≥ 1, 1 ≤ --small < --large, --chain ≥ 2, --webhook-steps not empty")
-    out = Path(args.out) if args.out else (None if args.quick else ROOT / "bench" / "RESULTS.md")
+    partial = args.quick or args.only
+    out = Path(args.out) if args.out else (None if partial else ROOT / "bench" / "RESULTS.md")
     command = "python bench/results.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
 
     be, wh = _load("engine"), _load("webhook")
@@ -175,6 +179,7 @@ def main() -> int:
     notes: list[str] = []
     traffic: dict[str, list[tuple[int, int]]] = {}  # label → (messages, bytes) per repetition
     breakdown: dict[int, list[dict[str, Any]]] = {}  # N → per repetition: snapshot differences
+    cpu: dict[str, list[float]] = {}  # derived row label → its values (filled by the webhook samples)
     try:
         with contextlib.ExitStack() as stack:
             # ---------------------------------------------------------- in-process rows (embedded)
@@ -417,6 +422,8 @@ def main() -> int:
                         before, cut = stats(), get_json(svc["breakdown_url"])
                         run = wh.run_hopflow(http, rdb, svc["hop_url"], f"bench-linear-{n}", n, 300)
                         after, cut2 = stats(), get_json(svc["breakdown_url"])
+                        used = cut2["process_cpu_s"] - cut["process_cpu_s"]
+                        cpu[f"hopflow webhook server, N={n}"].append(used * 1000 / n)
                         record(traffic, f"hopflow, linear {n} steps", before, after, "other")
                         breakdown.setdefault(n, []).append(diff_breakdown(cut, cut2))
                         return float(run.seconds * 1000 / n)
@@ -426,7 +433,10 @@ def main() -> int:
                 def peer_step_ms(peer: Any, n: int) -> Callable[[], float]:
                     def sample() -> float:
                         before = stats()
+                        cpu0 = get_json(f"{peer.url}/timings/cpu")["process_cpu_s"]
                         run = wh.run_peer(http, svc["dev_url"], peer.url, n, 600)
+                        used = get_json(f"{peer.url}/timings/cpu")["process_cpu_s"] - cpu0
+                        cpu[f"{peer.label} server, N={n}"].append(used * 1000 / n)
                         if peer.key == "peer":
                             record(traffic, f"SDK, linear {n} steps", before, stats(), "workflow")
                         return float(run.seconds * 1000 / n)
@@ -437,6 +447,14 @@ def main() -> int:
                     rows.append(Row(sec_w, f"hopflow webhook, N={n}", "ms/step", hopflow_step_ms(n)))
                     for peer in peers:
                         rows.append(Row(sec_w, f"{peer.label}, N={n}", "ms/step", peer_step_ms(peer, n)))
+                sec_cpu = (
+                    "CPU of the app server process per step (the runs above; QStash dev server excluded)"
+                )
+                for n in size.webhook:
+                    for name in ("hopflow webhook", *(p.label for p in peers)):
+                        row = Row(sec_cpu, f"{name} server, N={n}", "ms CPU/step")
+                        cpu[row.label] = row.values
+                        rows.append(row)
                 if not peers:
                     notes.append("SDK rows left out: `pip install -e '.[dev]'` installs upstash-workflow.")
 
@@ -462,6 +480,8 @@ def main() -> int:
                         )
                     )
 
+            if args.only:
+                rows[:] = [r for r in rows if args.only.lower() in r.section.lower()]
             # ---------------------------------------------------------------- warm-up, then reps
             fresh_store()
             for memory in (True, False):  # scripts loaded, pools started
@@ -490,17 +510,21 @@ def main() -> int:
     sec_b = f"What one webhook call spends (hopflow, exclusive time per call, N={size.target_n})"
     cuts = breakdown.get(size.target_n, [])
     if cuts:
-        total = Row(sec_b, "total (ASGI call of POST /v1/step)", "µs/call")
-        parts = {c: Row(sec_b, c, "µs/call") for c in BREAKDOWN}
+        total = Row(sec_b, "total (ASGI call of POST /v1/step), wall", "µs/call")
+        total_cpu = Row(sec_b, "total, CPU of the threads that ran it", "µs CPU/call")
+        parts = {c: Row(sec_b, f"{c}, wall", "µs/call") for c in BREAKDOWN}
+        parts_cpu = {c: Row(sec_b, f"{c}, CPU", "µs CPU/call") for c in BREAKDOWN}
         counts = {c: Row(sec_b, f"{c} per call", "count") for c in ("redis_calls", "publishes", "json_calls")}
         for cut in cuts:
             calls = max(1, cut["calls"])
             total.values.append(sum(cut["totals_s"].values()) * 1e6 / calls)
-            for c, row in parts.items():
-                row.values.append(cut["totals_s"][c] * 1e6 / calls)
+            total_cpu.values.append(sum(cut["cpu_s"].values()) * 1e6 / calls)
+            for c in BREAKDOWN:
+                parts[c].values.append(cut["totals_s"][c] * 1e6 / calls)
+                parts_cpu[c].values.append(cut["cpu_s"][c] * 1e6 / calls)
             for c, row in counts.items():
                 row.values.append(cut[c] / calls)
-        rows += [total, *parts.values(), *counts.values()]
+        rows += [total, *parts.values(), total_cpu, *parts_cpu.values(), *counts.values()]
 
     by = {r.label: r for r in rows}
     text = render(rows, by, size, traffic, notes, command, load_before, load_after, elapsed_s, peers, args)
@@ -651,8 +675,12 @@ def record(
 
 
 def diff_breakdown(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: after[k] - before[k] for k in after if k != "totals_s"}
-    out["totals_s"] = {k: after["totals_s"][k] - before["totals_s"][k] for k in after["totals_s"]}
+    out: dict[str, Any] = {}
+    for key, value in after.items():
+        if isinstance(value, dict):
+            out[key] = {k: v - before[key][k] for k, v in value.items()}
+        else:
+            out[key] = value - before[key]
     return out
 
 
@@ -820,6 +848,18 @@ def targets(med: Callable[[str], float | None], size: Sizes, peers: list[Any]) -
         )
         out.append(
             "* SDK as shipped / hopflow per step: " + ", ".join(f"N={n}: {fmt(r)}" for n, r in shipped) + "."
+        )
+        by_cpu = [
+            (n, ratio(f"SDK, TLS context reused server, N={n}", f"hopflow webhook server, N={n}"))
+            for n in size.webhook
+        ]
+        growing = all(
+            a is not None and b is not None and b >= a for (_, a), (_, b) in itertools.pairwise(by_cpu)
+        )
+        out.append(
+            f"* Item 4, app server CPU per step, SDK (TLS-patched) / hopflow at N={size.target_n}: "
+            f"{verdict(dict(by_cpu).get(size.target_n), 2, at_most=False)}; gap growing with N "
+            f"({', '.join(f'N={n}: {fmt(r)}' for n, r in by_cpu)}): {'**yes**' if growing else '**no**'}."
         )
     celery = ratio(
         f"Celery chain, N={size.chain}, per task", f"hopflow run, `action` 10 KB, N={size.chain}, per node"
