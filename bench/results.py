@@ -481,7 +481,7 @@ def main() -> int:
                     )
 
             if args.only:
-                rows[:] = [r for r in rows if args.only.lower() in r.section.lower()]
+                rows[:] = [r for r in rows if args.only.lower() in r.section.lower() or r.sample is None]
             # ---------------------------------------------------------------- warm-up, then reps
             fresh_store()
             for memory in (True, False):  # scripts loaded, pools started
