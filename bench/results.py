@@ -1,7 +1,7 @@
 """Write ``bench/RESULTS.md``: hopflow's rows side by side with their baselines, from one run.
 
     python bench/results.py            # 5 interleaved repetitions (≤ 8 min on a quiet 2-core machine)
-    python bench/results.py --quick    # the smoke test: tiny sizes, 2 repetitions, no file unless --out
+    python bench/results.py --quick    # the smoke test: tiny sizes, 1 repetition, no file unless --out
 
 Every repetition runs every row once, in the same order (interleaved), so a burst of load on a
 shared machine hits all rows alike; each row is the median with min and max over the repetitions,
@@ -134,7 +134,7 @@ class Sizes:
         self.files = args.files
         self.files_label = f"{self.files} files"
         if args.quick:
-            self.repeat, self.small, self.large, self.chain = 2, 3, 12, 5
+            self.repeat, self.small, self.large, self.chain = 1, 3, 12, 5
             self.webhook, self.files = [3, 6], 3
         self.target_n = 100 if 100 in self.webhook else self.webhook[len(self.webhook) // 2]
 
@@ -151,7 +151,7 @@ def main() -> int:
     parser.add_argument(
         "--only", help="run only the sections whose title contains this text (e.g. Webhook); no file"
     )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, 2 repetitions (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repetition (smoke test)")
     parser.add_argument("--out", help="where to write (default bench/RESULTS.md; --quick: stdout only)")
     args = parser.parse_args()
     size = Sizes(args)
