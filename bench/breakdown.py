@@ -1,7 +1,7 @@
 """Where a webhook call's time goes: exclusive time per category inside the hopflow server (bench only).
 
-Loaded into the server process by ``bench/results.py`` and ``bench/webhook.py --breakdown`` before
-uvicorn imports ``engine.asgi:app``. It wraps a handful of functions with timers and serves the
+``bench/results.py`` runs the hopflow server as ``python bench/breakdown.py PORT``: this module
+installs itself, then uvicorn imports ``engine.asgi:app``. It wraps a handful of functions with timers and serves the
 running totals as JSON on a second loopback port (``BENCH_BREAKDOWN_PORT``), so the bench can take
 the difference around the runs it cares about. Categories (exclusive: a category's time excludes
 the time of any category running inside it, so the categories of one call add up to its total;

@@ -755,6 +755,8 @@ def render(
         "A load average above the CPU count means other work shared the machine: every row saw it (the "
         "rows are interleaved), so the **ratios** hold better than the absolute figures. Regenerate on a "
         "quiet machine with the same command. How each row is wired: bench/README.md.",
+        "Optional peers: `pip install -e '.[dev]'` (the upstash-workflow SDK, check-jsonschema), "
+        "`pip install -e '.[bench]'` (Celery).",
         "",
         f"{size.repeat} interleaved repetitions (every row once per repetition, in this order); "
         "median, min and max.",

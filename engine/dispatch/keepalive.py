@@ -2,7 +2,7 @@
 
 Every node a webhook call advances ends with one POST to QStash, on the critical path of the next
 node. Through httpx that POST cost ~300 µs of client CPU on loopback against ~55 µs with the
-standard library's ``http.client`` on a reused connection (bench/README.md, "The publish"), and
+standard library's ``http.client`` on a reused connection (bench/README.md, "2026-12-02"), and
 importing httpx is tens of milliseconds of a cold start. The publisher needs little: POST bytes
 with headers to one origin, read the status, headers and body, keep the connection for the next
 call. That is all this module does; :mod:`engine.dispatch.qstash` falls back to httpx when a proxy
