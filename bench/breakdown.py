@@ -1,11 +1,11 @@
 """Where a webhook call's time goes: exclusive time per category inside the hopflow server (bench only).
 
 ``bench/results.py`` runs the hopflow server as ``python bench/breakdown.py PORT``: this module
-installs itself, then uvicorn imports ``engine.asgi:app``. It wraps a handful of functions with timers and serves the
-running totals as JSON on a second loopback port (``BENCH_BREAKDOWN_PORT``), so the bench can take
-the difference around the runs it cares about. Categories (exclusive: a category's time excludes
-the time of any category running inside it, so the categories of one call add up to its total;
-each is kept twice: wall time, and CPU time of the thread that ran it):
+installs itself, then uvicorn imports ``engine.asgi:app``. It wraps a handful of functions with
+timers and serves the running totals as JSON on a second loopback port (``BENCH_BREAKDOWN_PORT``),
+so the bench can take the difference around the runs it cares about. Categories (exclusive: a
+category's time excludes the time of any category running inside it, so the categories of one call
+add up to its total; each is kept twice: wall time, and CPU time of the thread that ran it):
 
 * ``framework`` — the ASGI call of ``POST /v1/step`` minus everything below: uvicorn → Starlette
   → the request guard → the route function's own code;
