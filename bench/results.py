@@ -133,6 +133,7 @@ class Sizes:
         self.webhook = [int(s) for s in str(args.webhook_steps).split(",") if s.strip()]
         self.files = args.files
         self.files_label = f"{self.files} files"
+        self.node_rows: dict[str, tuple[str, str]] = {}  # kind → (early node row, late node row)
         if args.quick:
             self.repeat, self.small, self.large, self.chain = 1, 3, 12, 5
             self.webhook, self.files = [3, 6], 3
@@ -181,6 +182,7 @@ def main() -> int:
     breakdown: dict[int, list[dict[str, Any]]] = {}  # N → per repetition: snapshot differences
     cpu: dict[str, list[float]] = {}  # derived row label → its values (filled by the webhook samples)
     cold: dict[str, str] = {}  # "hopflow" / "peer-step" → the label of that cold-start row
+    positions: dict[str, list[float]] = {}  # workflow → seconds of each advance of its last memory run
     try:
         with contextlib.ExitStack() as stack:
             # ---------------------------------------------------------- in-process rows (embedded)
@@ -205,8 +207,13 @@ def main() -> int:
                 start = time.perf_counter()
                 eid = runtime.start(workflow, {})
                 if memory:
+                    advances: list[float] = []
                     while dispatcher.items:
-                        runtime.advance(dispatcher.items.popleft().message)
+                        message = dispatcher.items.popleft().message
+                        began = time.perf_counter()
+                        runtime.advance(message)
+                        advances.append(time.perf_counter() - began)
+                    positions[workflow] = advances
                 else:
                     dispatcher.run_until(
                         lambda: (store.hget(f"hf:{{{eid}}}:h", "status") or b"").decode() in be.FINAL,
@@ -220,6 +227,16 @@ def main() -> int:
 
             def per_node(workflow: str, n: int, memory: bool) -> Callable[[], float]:
                 return lambda: run_ms(workflow, memory) * 1000 / n
+
+            def at_node(kind: str, first: int) -> Callable[[], float]:
+                """µs of one ``Runtime.advance`` at nodes first..first+9 of the N=large run of this
+                repetition (the median of the ten): how much a node costs by its position."""
+
+                def sample() -> float:
+                    times = positions[f"{kind}-{size.large}"][first : first + 10]
+                    return statistics.median(times) * 1e6
+
+                return sample
 
             def floor_us() -> float:
                 samples = []
@@ -249,6 +266,16 @@ def main() -> int:
                             per_node(f"{kind}-{n}", n, True),
                         )
                     )
+            low, high = min(10, size.large // 4), max(size.large - 10, size.large // 2)
+            node_rows = {
+                kind: (f"interpreter, `{kind}`, node {low}-{low + 9} of {size.large}",
+                       f"interpreter, `{kind}`, node {high}-{high + 9} of {size.large}")
+                for kind in ("set", "action")
+            }  # fmt: skip
+            for kind, (early, late) in node_rows.items():
+                rows.append(Row(sec, early, "µs/node", at_node(kind, low)))
+                rows.append(Row(sec, late, "µs/node", at_node(kind, high)))
+            size.node_rows = node_rows
             rows += [
                 Row(sec, FLOOR, "µs", floor_us),
                 Row(sec, "hopflow run, marginal per `action` node", "µs/node", marginal_us("action")),
@@ -853,13 +880,18 @@ def targets(
             f"* Item 2, interpreter in process ≤ 400 µs per `action` node (N={size.large}): "
             f"{state} ({interp:.0f} µs)."
         )
+    for kind, (early, late) in size.node_rows.items():
+        out.append(
+            f"* Flat in N, one `{kind}` node late / early in a {size.large}-node execution "
+            f"(`{late.split(', ')[-1]}` / `{early.split(', ')[-1]}`): {fmt(ratio(late, early))} (1x is flat)."
+        )
     for kind in ("set", "action"):
         flat = ratio(
             f"interpreter, `{kind}` 10 KB, N={size.large}", f"interpreter, `{kind}` 10 KB, N={size.small}"
         )
         out.append(
-            f"* Flat in N, interpreter `{kind}` node {size.large} / node {size.small}: "
-            f"{fmt(flat)} (1x is flat)."
+            f"* Interpreter `{kind}`, per node of an N={size.large} / of an N={size.small} execution: "
+            f"{fmt(flat)} (whole executions: start and end are shared by fewer nodes at N={size.small})."
         )
     hop_label, peer_label = cold.get("hopflow", COLD_HOPFLOW), cold.get("peer-step", COLD_PEER)
     cold_ratio = ratio(hop_label, peer_label)

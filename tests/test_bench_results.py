@@ -30,6 +30,8 @@ def test_quick_run_writes_every_row(tmp_path: Path) -> None:
         "Load average",
         "interpreter, `set` 10 KB, N=3",
         "interpreter, `action` 10 KB, N=12",
+        "interpreter, `action`, node 3-12 of 12",
+        "Flat in N, one `set` node late / early",
         "two Redis round trips (2x PING), the floor",
         "hopflow run, marginal per `action` node",
         "hopflow run, marginal per `set` node",
