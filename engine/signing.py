@@ -70,9 +70,16 @@ def b64url_encode(data: bytes, *, pad: bool = False) -> str:
     return text if pad else text.rstrip("=")
 
 
+_B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+# acceptable JWT headers of correctly signed tokens, decoded, by their base64url text: QStash signs
+# every token with the same header, so it is parsed once per process (bounded all the same)
+_HEADERS: dict[str, Any] = {}
+_HEADERS_MAX = 16
+
+
 def b64url_decode(text: str) -> bytes:
     """Decode base64url with or without padding; anything else raises ValueError."""
-    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*={0,2}", text):
+    if not isinstance(text, str) or not _B64URL.fullmatch(text):
         raise ValueError("not base64url")
     stripped = text.rstrip("=")
     try:
@@ -158,7 +165,9 @@ def verify_qstash(
         raise SignatureError("malformed token")
     header_b64, claims_b64, sig_b64 = parts
     try:
-        header = json.loads(b64url_decode(header_b64))
+        header = _HEADERS.get(header_b64)
+        if header is None:
+            header = json.loads(b64url_decode(header_b64))
         mac = b64url_decode(sig_b64)
     except (ValueError, UnicodeDecodeError):
         raise SignatureError("malformed token") from None
@@ -172,12 +181,14 @@ def verify_qstash(
     signing_input = f"{header_b64}.{claims_b64}".encode("ascii")
     matched = False
     for key in usable:
-        expected = hmac.new(key.encode(), signing_input, hashlib.sha256).digest()
+        expected = hmac.digest(key.encode(), signing_input, "sha256")
         if hmac.compare_digest(expected, mac):
             matched = True
             break
     if not matched:
         raise SignatureError("invalid signature")
+    if header_b64 not in _HEADERS and len(_HEADERS) < _HEADERS_MAX:
+        _HEADERS[header_b64] = header  # signed with our key and acceptable (its fields are only read)
 
     try:
         claims = json.loads(b64url_decode(claims_b64))

@@ -57,21 +57,6 @@ def test_webhook_bench_prints_its_table() -> None:
         assert "hopflow/peer = " in out and "hopflow/patched peer = " in out
 
 
-def test_results_bench_prints_its_rows_and_ratios() -> None:
-    proc = run_bench("results.py", "--quick")
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    out = proc.stdout
-    for row in (
-        "interpreter, `action` 10 KB",
-        "two Redis round trips",
-        "hopflow run, marginal per `action` node",
-        "first signed webhook call",
-        "Load average",
-        "## Ratios",
-    ):
-        assert row in out, f"missing {row!r} in:\n{out}"
-
-
 def test_coldstart_bench_prints_its_rows_and_the_import_budget() -> None:
     peer = importlib.util.find_spec("upstash_workflow") is not None
     proc = run_bench("coldstart.py", "--quick", *([] if peer else ["--no-peer"]))

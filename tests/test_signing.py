@@ -152,6 +152,21 @@ def test_other_algorithms_and_headers_are_rejected() -> None:
         verify_qstash(f"{header_b64}.{claims_b64}.{b64url_encode(mac)}", BODY, URL, [CURRENT])
 
 
+def test_the_parsed_header_cache_holds_only_headers_of_correctly_signed_tokens() -> None:
+    import engine.signing as signing
+
+    claims = jwt.decode(pyjwt_token(), CURRENT, algorithms=["HS256"], options={"verify_sub": False})
+    for _ in range(2):  # a refused header is refused again: it was never cached as acceptable
+        with pytest.raises(SignatureError, match="algorithm"):
+            verify_qstash(forge({"alg": "none", "typ": "JWT"}, claims, b"x" * 32), BODY, URL, [CURRENT])
+    for i in range(3 * signing._HEADERS_MAX):  # acceptable but distinct headers (a "kid" each)
+        with pytest.raises(SignatureError, match="invalid signature"):
+            verify_qstash(forge({"alg": "HS256", "kid": str(i)}, claims, b"x" * 32), BODY, URL, [CURRENT])
+    assert not any("kid" in h for h in signing._HEADERS.values())  # forged: none was cached
+    assert len(signing._HEADERS) <= signing._HEADERS_MAX
+    assert ours_accepts(pyjwt_token(), BODY, URL) and ours_accepts(pyjwt_token(), BODY, URL)
+
+
 def test_missing_claims_are_rejected_even_when_signed() -> None:
     now = int(time.time())
     full = {"iss": "Upstash", "sub": URL, "exp": now + 300, "nbf": now, "body": body_hash_b64url(BODY)}

@@ -60,6 +60,11 @@ async def endpoint(request: Request) -> Response:
     return Response(result.body, status_code=result.status, headers=result.headers)
 
 
+async def cpu(request: Request) -> Response:
+    """CPU seconds this process has used so far (the bench's "app server CPU per step" rows)."""
+    return JSONResponse({"process_cpu_s": time.process_time()})
+
+
 async def timings(request: Request) -> Response:
     token = request.path_params["token"]
     return JSONResponse({"steps": STEPS.get(token, []), "done": DONE.get(token)})
@@ -68,6 +73,7 @@ async def timings(request: Request) -> Response:
 app = Starlette(
     routes=[
         Route("/workflow", endpoint, methods=["POST"]),
+        Route("/timings/cpu", cpu, methods=["GET"]),
         Route("/timings/{token}", timings, methods=["GET"]),
     ]
 )

@@ -1,11 +1,13 @@
-"""Publishing through QStash's REST API with httpx (no QStash SDK at runtime).
+"""Publishing through QStash's REST API over kept-alive HTTP connections (no QStash SDK at runtime).
 
 One outgoing message → ``POST /v2/publish/<destination>``; several → ``POST /v2/batch`` (fan-out).
 Bodies are ``Message.to_json()``: ids only, never state, so they stay far below QStash's size limit.
 Every publish carries the message's deterministic ``Upstash-Deduplication-Id``, so re-publishing an
 outbox after a crash is harmless. QStash's own 429/5xx and connection failures are retried a bounded
 number of times with jittered exponential backoff, within a deadline that fits a webhook's budget;
-then DispatchError (the outbox stays, ``hopflow recover`` re-drives it).
+then DispatchError (the outbox stays, ``hopflow recover`` re-drives it). The transport is
+:mod:`engine.dispatch.keepalive` (the standard library's ``http.client``), or httpx when a proxy is
+configured or a client is handed in.
 
 Delays beyond the plan's maximum (``max_delay_s``) are chained: the message is published with the
 maximum delay (and an informational, unsigned ``Hopflow-Not-Before`` header that nothing trusts).
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine import lazyimport
-from engine.dispatch import DispatchError, PartialDispatch
+from engine.dispatch import DispatchError, PartialDispatch, keepalive
 from engine.dispatch.flow_control import FlowControl, Resolver
 from engine.model import Message, MessageError, Outgoing
 
@@ -49,6 +51,18 @@ OFFLOAD_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")  # Upstash-Method's 
 
 class DispatchRejected(DispatchError):
     """QStash refused the request itself (a 4xx other than 429): repeating it unchanged cannot help."""
+
+
+def _proxied(url: str) -> bool:
+    """Whether the proxy variables (``HTTPS_PROXY``, ``ALL_PROXY``…, minus ``NO_PROXY``) apply to ``url``."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
 def _with_query(url: str, query: str) -> str:
@@ -130,7 +144,7 @@ def parse_callback(body: bytes | str) -> QStashCallback:
     )
 
 
-def _batch_answers(response: httpx.Response, count: int) -> list[str | None]:
+def _batch_answers(response: keepalive.Response, count: int) -> list[str | None]:
     """Per entry of a ``/v2/batch`` answer: None if accepted, else QStash's reason. An answer that
     cannot be read counts every entry as refused (re-publishing is harmless: deduplication ids)."""
     try:
@@ -434,32 +448,44 @@ class QStashDispatcher:
 
     # --------------------------------------------------------------------------------------- HTTP
 
-    def _http(self) -> httpx.Client:
+    def _http(self) -> keepalive.Pool | httpx.Client:
+        """The transport: kept-alive ``http.client`` connections (:mod:`engine.dispatch.keepalive`),
+        or httpx when a client was handed in or a proxy applies to QStash's URL (httpx honours the
+        proxy variables; the standard library's connections would silently go direct)."""
         with self._client_lock:
             if self._client is None:
-                httpx = lazyimport.httpx()
-
-                self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
+                if _proxied(self.base_url):
+                    httpx = lazyimport.httpx()
+                    self._client = httpx.Client(timeout=self.timeout_s, follow_redirects=False)
+                else:
+                    self._client = keepalive.Pool(self.base_url, self.timeout_s)
             return self._client
 
-    def _request(self, path: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
+    def _post(self, path: str, body: bytes, headers: Mapping[str, str]) -> keepalive.Response:
+        """One POST through the transport; keepalive.Timeout / keepalive.TransportError if unanswered."""
+        transport = self._http()
+        if isinstance(transport, keepalive.Pool):
+            return transport.post(path, body, headers)
         httpx = lazyimport.httpx()
+        try:
+            answer = transport.post(self.base_url + path, content=body, headers=dict(headers))
+        except httpx.TimeoutException:
+            raise keepalive.Timeout("no answer within the timeout") from None
+        except httpx.TransportError as exc:
+            raise keepalive.TransportError(type(exc).__name__) from None
+        return keepalive.Response(answer.status_code, answer.headers, answer.content)
 
-        client = self._http()
+    def _request(self, path: str, body: bytes, headers: Mapping[str, str]) -> keepalive.Response:
         started = time.monotonic()
         problem = "no attempt made"
         for attempt in range(self.max_attempts):
             wait = min(self.max_backoff_s, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
             try:
-                response = client.post(
-                    self.base_url + path,
-                    content=body,
-                    headers={**headers, "Authorization": f"Bearer {self._token}"},
-                )
-            except httpx.TimeoutException:
+                response = self._post(path, body, {**headers, "Authorization": f"Bearer {self._token}"})
+            except keepalive.Timeout:
                 problem = "QStash did not answer in time"
-            except httpx.TransportError as exc:
-                problem = f"cannot reach QStash at {self.base_url} ({type(exc).__name__})"
+            except keepalive.TransportError as exc:
+                problem = f"cannot reach QStash at {self.base_url} ({exc})"
             else:
                 if response.is_success:
                     return response
