@@ -61,7 +61,7 @@ from engine.redact import Redactor, env_secrets, remember, secret_strings
 from engine.store import call_entries, outbox_entries
 
 if TYPE_CHECKING:
-    from engine.dispatch import OffloadRequest
+    from engine.model import OffloadRequest
     from engine.runtime import Runtime
     from engine.steps.offload import Completion
 

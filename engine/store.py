@@ -19,15 +19,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dsl.graph import Graph
 from engine.errors import GraphMissing, InvalidExecutionId, StoreUnavailable
-from engine.model import Outgoing
+from engine.model import OffloadRequest, Outgoing
 from engine.namespace import check_namespace, key_prefix
-
-if TYPE_CHECKING:
-    from engine.dispatch import OffloadRequest
 
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPTS = ("begin", "checkpoint", "start", "stop", "resume", "dead", "event", "unlock", "index", "expire")
@@ -456,8 +453,6 @@ def outbox_entries(raw: Any) -> list[tuple[str, Outgoing]]:
 
 
 def parse_call(data: dict[str, Any]) -> OffloadRequest:
-    from engine.dispatch import OffloadRequest
-
     return OffloadRequest.from_dict(data)
 
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from helpers import serve_app
 
-from engine.dispatch import CallRejected, CallResult, OffloadRequest, callback_url
+from engine.dispatch import CallRejected, CallResult, callback_url
 from engine.egress import EgressPolicy
-from engine.model import Message
+from engine.model import Message, OffloadRequest
 from engine.steps.offload import perform
 
 # the target listens on 127.0.0.1: these tests allow loopback (tests/test_egress.py tests refusals)
