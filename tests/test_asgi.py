@@ -518,7 +518,7 @@ def test_store_unavailable_is_503_so_the_dispatcher_retries(harness: Any) -> Non
 
     import redis as redis_lib
 
-    from engine.store import Store
+    from engine.state.store import Store
 
     h = harness(GREET)
     with socket.socket() as s:
@@ -747,7 +747,7 @@ def test_a_busy_qstash_delivery_is_republished_for_later(harness: Any, redis_db:
     from engine.dispatch.qstash import QStashDispatcher
     from engine.qstash_dev import start_dev_server
     from engine.signing import sign_qstash
-    from engine.store import lock_key
+    from engine.state.store import lock_key
 
     h = harness(GREET)
     eid = h.start("greet", {"name": "ivy"})

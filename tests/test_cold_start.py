@@ -150,7 +150,7 @@ def test_a_first_webhook_call_imports_only_what_it_needs(
     from engine.egress import EgressPolicy
     from engine.runtime import Runtime
     from engine.signing import sign_qstash
-    from engine.store import Store
+    from engine.state.store import Store
 
     folder = tmp_path / "workflows"
     folder.mkdir()

@@ -309,8 +309,8 @@ def test_our_headers_are_the_official_sdks_byte_for_byte(flow: FlowControl) -> N
 def test_flow_keys_carry_the_namespace_and_share_the_queues_hash_tag(redis_db: Any) -> None:
     from engine.dispatch.flow_control import RedisGate
     from engine.flow.slots import Slots
-    from engine.namespace import queue_prefix
-    from engine.store import Store
+    from engine.state.namespace import queue_prefix
+    from engine.state.store import Store
 
     for key in RedisGate(redis_db, queue_prefix("shop")).keys(FlowControl("k", parallelism=1)):
         assert key.startswith("shop:hf:{q}:f:")  # one slot with the queue it is admitted from

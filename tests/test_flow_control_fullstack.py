@@ -82,7 +82,7 @@ def stack(redis_db: Any, meter: Meter) -> Iterator[tuple[str, httpx.Client, Any]
     from engine.dispatch.qstash import QStashDispatcher
     from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     registry = ActionRegistry()
     registry.register("fc.hit", meter.hit)

@@ -143,7 +143,7 @@ def stack(redis_socket: str, db: int, **dev_options: Any) -> Iterator[Stack]:
     from engine.egress import EgressPolicy
     from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     client = redis.Redis(unix_socket_path=redis_socket, db=db)
     client.flushdb()

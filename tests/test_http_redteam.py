@@ -155,7 +155,7 @@ def failure_callback(message: bytes, **extra: Any) -> bytes:
 def test_an_id_with_a_trailing_newline_is_refused(api: Api) -> None:
     """``^…$`` matched before a trailing newline: ``"abc\\n"`` was accepted as an execution id."""
     from engine.errors import InvalidExecutionId
-    from engine.store import check_execution_id
+    from engine.state.store import check_execution_id
 
     for bad in ("abc\n", "a\n", "abc\r\n"):
         with pytest.raises(InvalidExecutionId):
@@ -818,7 +818,7 @@ def test_healthz_answers_in_bounded_time_when_redis_is_silent(
     import redis as redis_lib
 
     import engine.web.api
-    from engine.store import Store
+    from engine.state.store import Store
 
     monkeypatch.setattr(engine.web.api, "HEALTH_TIMEOUT_S", 0.3)
     listener = socket.socket()
@@ -1224,7 +1224,7 @@ def test_no_secret_in_any_answer_or_log(
 
 
 def test_the_openapi_document_states_the_limits() -> None:
-    from engine.store import CLIENT_EXECUTION_ID, EXECUTION_ID
+    from engine.state.store import CLIENT_EXECUTION_ID, EXECUTION_ID
     from engine.web.openapi import CLIENT_ID_PATTERN, ID_PATTERN, openapi_document
 
     assert ID_PATTERN == EXECUTION_ID.pattern  # one pattern, stated twice

@@ -683,7 +683,7 @@ def test_a_local_crash_between_the_call_and_its_answer_makes_the_call_again(
     from engine.dispatch.local import LocalDispatcher
     from engine.embedded import in_process_delivery
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     crashes = {"left": 1}
 
@@ -786,7 +786,7 @@ def test_through_qstash_the_call_and_its_callbacks_complete_the_steps(redis_db: 
     from engine.dispatch.qstash import QStashDispatcher
     from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     catalog = Catalog.from_texts([QSTASH])
     holder: dict[str, Any] = {}

@@ -160,7 +160,7 @@ def test_local_queue_depth_is_a_gauge(tmp_path: Any, redis_db: Any) -> None:
     from engine.dispatch.local import LocalDispatcher
     from engine.observe.metrics import enable
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     dispatcher = LocalDispatcher(redis_db)
     runtime = Runtime(Store(redis_db), dispatcher, Catalog.from_texts([OK]))
