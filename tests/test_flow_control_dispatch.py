@@ -19,6 +19,7 @@ import pytest
 from conftest_qstash import Recorded, endpoint
 from qstash import QStash
 
+from engine.devtools.qstash_dev.server import RunningDevServer, start_dev_server
 from engine.dispatch.flow_control import (
     FlowControl,
     FlowControlError,
@@ -29,7 +30,6 @@ from engine.dispatch.flow_control import (
 from engine.dispatch.local import LocalDispatcher
 from engine.dispatch.qstash import QStashDispatcher
 from engine.model import Message, Outgoing
-from engine.qstash_dev import RunningDevServer, start_dev_server
 
 HANG_GUARD_S = 60.0  # only stops a broken test from hanging; no assertion depends on it
 TOLERANCE = 0.5  # a fraction of the period the recorded starts may lose to scheduling

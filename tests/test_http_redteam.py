@@ -915,7 +915,7 @@ def _expected_length(raw: bytes) -> int:
 
 @pytest.fixture
 def served(harness: Any, redis_db: Any) -> Iterator[Served]:
-    from engine.qstash_dev import serve_in_thread
+    from engine.devtools.qstash_dev.server import serve_in_thread
 
     h = harness(GREET)
     h.runtime.start("greet", {"name": "warm"}, "warm")
@@ -1085,7 +1085,7 @@ def test_over_loopback_odd_headers_and_methods(served: Served) -> None:
 def test_over_loopback_nothing_is_won_with_a_forwarded_for_header(harness: Any, redis_db: Any) -> None:
     """uvicorn trusts X-Forwarded-For from 127.0.0.1 (its default): the client becomes whatever the
     header says. There is no loopback bypass any more: every variant needs a signature or a key."""
-    from engine.qstash_dev import serve_in_thread
+    from engine.devtools.qstash_dev.server import serve_in_thread
 
     h = harness(GREET)
     h.runtime.start("greet", {"name": "d"}, "dev")
@@ -1155,7 +1155,7 @@ def test_no_secret_in_any_answer_or_log(
 
     import httpx
 
-    from engine.qstash_dev import serve_in_thread
+    from engine.devtools.qstash_dev.server import serve_in_thread
 
     h = harness(GREET)
     h.runtime.start("greet", {"name": "s"}, "sec")

@@ -783,8 +783,8 @@ def test_through_qstash_the_call_and_its_callbacks_complete_the_steps(redis_db: 
     from engine.asgi import create_app
     from engine.catalog import Catalog
     from engine.config import Config
+    from engine.devtools.qstash_dev.server import start_dev_server
     from engine.dispatch.qstash import QStashDispatcher
-    from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
     from engine.state.store import Store
 

@@ -203,8 +203,8 @@ def test_an_early_qstash_delivery_counts_as_deferred(harness: Any) -> None:
 
     from test_asgi import PUBLIC
 
+    from engine.devtools.qstash_dev.server import start_dev_server
     from engine.dispatch.qstash import QStashDispatcher
-    from engine.qstash_dev import start_dev_server
     from engine.signing import sign_qstash
 
     h = harness("name: nap\nsteps:\n  - {id: nap, wait: {for: 2h}}\n  - {id: after, set: {x: 1}}\n")
