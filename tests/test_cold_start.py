@@ -45,6 +45,7 @@ NEVER_ON_WEBHOOK = (
     "engine.web.ui.spec",
     "engine.web.ui.view",
     "engine.web.ui.catalogue",
+    "engine.devtools",  # the QStash dev server: tests and `hopflow qstash-dev` only
 )
 
 LOADED = "import json, sys; print(json.dumps(sorted(sys.modules)))"
