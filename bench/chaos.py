@@ -503,7 +503,7 @@ class Chaos:
         wait_port(self.qstash_port, self.qstash, 60, "qstash-dev")
 
     def _env(self) -> dict[str, str]:
-        from engine import qstash_dev
+        from engine.devtools.qstash_dev import server as qstash_dev
 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HOPFLOW_", "QSTASH_", "REDIS_"))}
         env.update(
@@ -719,7 +719,7 @@ class Chaos:
         r.violations += verdict(plan, final, effects, log)
         self.leftovers(list(final))
         with contextlib.suppress(Exception):
-            from engine import qstash_dev
+            from engine.devtools.qstash_dev import server as qstash_dev
 
             status, dlq = request(self.qstash_port, "GET", "/v2/dlq", token=qstash_dev.DEFAULT_TOKEN)
             if status == 200 and isinstance(dlq, dict):

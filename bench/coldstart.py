@@ -319,7 +319,7 @@ class ColdStart:
         from engine.egress import EgressPolicy
         from engine.embedded import embedded_socket, redis_client, stop_embedded
         from engine.runtime import Runtime
-        from engine.store import Store
+        from engine.state.store import Store
 
         self.tmp.mkdir(parents=True, exist_ok=True)
         if self.redis_socket is None:

@@ -204,7 +204,7 @@ class Bench:
         from engine.egress import EgressPolicy
         from engine.embedded import LEASE_S, in_process_delivery
         from engine.runtime import Runtime
-        from engine.store import Store
+        from engine.state.store import Store
 
         clock = SystemClock()
         dispatcher: Any
@@ -397,7 +397,7 @@ def cold_start(bench: Bench, tmp: Path, repeat: int, top: int) -> None:
     from engine.model import Message
     from engine.runtime import Runtime
     from engine.signing import sign_qstash
-    from engine.store import Store
+    from engine.state.store import Store
 
     py = sys.executable
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HOPFLOW_", "QSTASH_", "REDIS_"))}

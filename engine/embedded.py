@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 # re-exported: callers wire a local dispatcher from here
 from engine.dispatch.inprocess import in_process_completion as in_process_completion
 from engine.dispatch.inprocess import in_process_delivery as in_process_delivery
-from engine.redis_url import ConnectError, Unreachable, connect, script_key_locking
+from engine.state.redis_url import ConnectError, Unreachable, connect, script_key_locking
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from engine.catalog import Catalog
@@ -56,7 +56,7 @@ class RedisUnreachable(EmbeddedError):
 
 def redis_client(url: str | None = None, *, directory: str | Path | None = None, **kwargs: Any) -> Any:
     """A client for ``url`` or ``$REDIS_URL`` if set (a standalone server or a cluster, see
-    :func:`engine.redis_url.connect`), else the embedded server of ``directory`` (default
+    :func:`engine.state.redis_url.connect`), else the embedded server of ``directory`` (default
     ``./.hopflow``). Extra keyword arguments go to the client (e.g. ``decode_responses``)."""
     import redis
 
@@ -260,7 +260,7 @@ def embedded_runtime(
     ``fast_forward`` the clock is virtual and the dispatcher jumps it over waits when nothing else is
     runnable. ``egress`` defaults to the environment's policy *with loopback allowed* (local
     examples call services on 127.0.0.1; ``hopflow serve`` refuses loopback). ``namespace`` (default
-    ``HOPFLOW_NAMESPACE``) prefixes every key (engine/namespace.py). The dispatcher's
+    ``HOPFLOW_NAMESPACE``) prefixes every key (engine/state/namespace.py). The dispatcher's
     ``deliver`` advances the runtime in-process; ``on_dead`` marks the execution ``dead``; its
     ``complete`` (bound by the runtime) completes offloaded calls in-process.
     """
@@ -268,9 +268,9 @@ def embedded_runtime(
     from engine.catalog import Catalog
     from engine.clock import Clock, SystemClock, VirtualClock
     from engine.dispatch.local import LocalDispatcher
-    from engine.namespace import env_namespace, queue_prefix
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.namespace import env_namespace, queue_prefix
+    from engine.state.store import Store
 
     try:
         namespace = env_namespace() if namespace is None else namespace

@@ -58,10 +58,10 @@ from engine.errors import UnknownExecution
 from engine.model import TERMINAL, Message, NotCurrent, Outgoing, Status, StepContext, StepError, StepFailure
 from engine.observe import ExecutionEvent, NodeEvent, node_outcome, traceids
 from engine.redact import Redactor, env_secrets, remember, secret_strings
-from engine.store import call_entries, outbox_entries
+from engine.state.store import call_entries, outbox_entries
 
 if TYPE_CHECKING:
-    from engine.dispatch import OffloadRequest
+    from engine.model import OffloadRequest
     from engine.runtime import Runtime
     from engine.steps.offload import Completion
 
@@ -1023,7 +1023,7 @@ class NodeRun:
         """Vars a step set: plain ones are written as they are; declared reduced ones go to the
         checkpoint as contributions, which the script combines with what is stored (atomically).
         ``encoded``: contributions the step already encoded (and so type-checked), used as they are."""
-        from engine import reducers
+        from engine.state import reducers
 
         for name, value in values.items():
             op = self.graph.reducer(name)

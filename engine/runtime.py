@@ -1,6 +1,6 @@
 """The runtime facade: everything the edges (webhook, CLI, embedded runner, dispatchers) may call.
 
-It owns no state of its own beyond caches: executions live in Redis (:mod:`engine.store`), graphs
+It owns no state of its own beyond caches: executions live in Redis (:mod:`engine.state.store`), graphs
 come from the :class:`~engine.catalog.Catalog` when an execution starts and from Redis (by the
 pinned hash) afterwards, and messages leave through the dispatcher.
 """
@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from dsl.graph import Graph, thaw
-from engine import index
 from engine.catalog import Catalog
 from engine.clock import Clock, SystemClock, wall_of
 from engine.context import iso
@@ -33,7 +32,14 @@ from engine.interpreter import PLAIN_HISTORY, WAKE_SKEW_S, Advance, Interpreter,
 from engine.model import Message, Outgoing, Status, StepError, StepFailure
 from engine.observe import ExecutionEvent, Observers
 from engine.redact import Redactor, env_secrets, install_log_filter, remember, secret_strings
-from engine.store import CHILD_MARK, Store, check_client_execution_id, check_execution_id, outbox_entries
+from engine.state import index
+from engine.state.store import (
+    CHILD_MARK,
+    Store,
+    check_client_execution_id,
+    check_execution_id,
+    outbox_entries,
+)
 from engine.triggers import Notified, start_triggered
 
 log = logging.getLogger("hopflow.runtime")
@@ -617,7 +623,7 @@ class Runtime:
         """The start script's arguments for the workflow's declared vars (none: no arguments)."""
         if not graph.vars:
             return {}
-        from engine.reducers import initial_fields
+        from engine.state.reducers import initial_fields
 
         fields, merged = initial_fields(graph.vars)
         return {"vars": fields, "vm": merged}

@@ -19,7 +19,7 @@ from typing import Any
 from dsl.graph import thaw
 from dsl.templates import TemplateError, is_template, render
 from engine.errors import InputInvalid
-from engine.store import CLIENT_EXECUTION_ID
+from engine.state.store import CLIENT_EXECUTION_ID
 
 log = logging.getLogger("hopflow.triggers")
 

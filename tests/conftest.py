@@ -78,7 +78,7 @@ def redis_db(redis_server: Any) -> Any:
 
 @pytest.fixture
 def store(redis_db: Any) -> Any:
-    from engine.store import Store
+    from engine.state.store import Store
 
     return Store(redis_db)
 

@@ -518,7 +518,7 @@ def test_store_unavailable_is_503_so_the_dispatcher_retries(harness: Any) -> Non
 
     import redis as redis_lib
 
-    from engine.store import Store
+    from engine.state.store import Store
 
     h = harness(GREET)
     with socket.socket() as s:
@@ -744,10 +744,10 @@ def test_the_module_level_app_builds_itself_from_the_environment(
 def test_a_busy_qstash_delivery_is_republished_for_later(harness: Any, redis_db: Any) -> None:
     import time
 
+    from engine.devtools.qstash_dev.server import start_dev_server
     from engine.dispatch.qstash import QStashDispatcher
-    from engine.qstash_dev import start_dev_server
     from engine.signing import sign_qstash
-    from engine.store import lock_key
+    from engine.state.store import lock_key
 
     h = harness(GREET)
     eid = h.start("greet", {"name": "ivy"})
@@ -778,7 +778,7 @@ def test_a_busy_qstash_delivery_is_republished_for_later(harness: Any, redis_db:
 
 def test_the_client_speaks_the_api(harness: Any) -> None:
     from engine.client import ClientError, HopflowClient
-    from engine.qstash_dev import serve_in_thread
+    from engine.devtools.qstash_dev.server import serve_in_thread
 
     h = harness(GREET)
     with serve_in_thread(create_app(h.runtime, config=config())) as url:
@@ -825,7 +825,7 @@ def test_the_bound_is_enforced_while_the_body_streams_over_a_real_socket(harness
     import select
     import socket
 
-    from engine.qstash_dev import serve_in_thread
+    from engine.devtools.qstash_dev.server import serve_in_thread
 
     h = harness(GREET)
     with serve_in_thread(create_app(h.runtime, config=config())) as url:

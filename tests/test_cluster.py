@@ -27,13 +27,13 @@ from cluster import RedisClusterProcess, redis_cluster
 from conftest import QueueDispatcher
 from reference_model import Act, Each, Ledger, Par, Plan, Switch, Wait, check
 
-from engine import index
 from engine.actions import ActionRegistry
 from engine.catalog import Catalog
 from engine.clock import VirtualClock
-from engine.index import Filters
 from engine.runtime import Runtime
-from engine.store import Store
+from engine.state import index
+from engine.state.index import Filters
+from engine.state.store import Store
 
 PLANS = [
     Plan(

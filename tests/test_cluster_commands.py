@@ -161,7 +161,7 @@ def keys_on_each_master(cluster: RedisClusterProcess) -> list[int]:
 def test_a_cluster_node_url_builds_a_cluster_client(cluster: RedisClusterProcess) -> None:
     from redis.cluster import RedisCluster
 
-    from engine.redis_url import ConnectError, connect, describe
+    from engine.state.redis_url import ConnectError, connect, describe
 
     client = connect(cluster.url(1))
     assert isinstance(client, RedisCluster)
@@ -217,7 +217,7 @@ def test_recover_on_a_cluster_from_redis_url(project: Path, cluster: RedisCluste
     re-driven by ``hopflow recover --drive`` against the cluster."""
     from engine.catalog import Catalog
     from engine.embedded import embedded_runtime
-    from engine.redis_url import connect
+    from engine.state.redis_url import connect
 
     client = connect(cluster.url(0))
     runtime, dispatcher = embedded_runtime(
@@ -297,7 +297,7 @@ def test_a_master_fails_over_to_its_replica_during_a_run_and_nothing_is_lost(
 
     from engine.catalog import Catalog
     from engine.embedded import embedded_runtime
-    from engine.redis_url import connect
+    from engine.state.redis_url import connect
 
     client = connect(cluster.url(0), decode_responses=False)
     runtime, dispatcher = embedded_runtime(

@@ -2,7 +2,7 @@
 
 Each test builds its own cluster of 3 masters + 3 replicas on 127.0.0.1 (tests/cluster.py, a short
 ``cluster-node-timeout`` so an unplanned failover takes about 1 to 3 s), points an in-process runtime and its
-local dispatcher at it from ``REDIS_URL`` of one node (``engine.redis_url.connect``), starts a mix
+local dispatcher at it from ``REDIS_URL`` of one node (``engine.state.redis_url.connect``), starts a mix
 of executions that straddle the failover (timed waits between steps), and then fails over the
 master that holds the local queue (``hf:{q}``) — the busiest one:
 
@@ -157,7 +157,7 @@ def run_through_a_failover(
     everything to its end; returns (kind by id, final records, the runtime's client, the dispatcher)."""
     from engine.catalog import Catalog
     from engine.embedded import embedded_runtime
-    from engine.redis_url import connect
+    from engine.state.redis_url import connect
 
     EFFECTS.clear()
     client = connect(cluster.url(1), decode_responses=False)  # REDIS_URL of one node: a cluster

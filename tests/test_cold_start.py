@@ -45,6 +45,7 @@ NEVER_ON_WEBHOOK = (
     "engine.web.ui.spec",
     "engine.web.ui.view",
     "engine.web.ui.catalogue",
+    "engine.devtools",  # the QStash dev server: tests and `hopflow qstash-dev` only
 )
 
 LOADED = "import json, sys; print(json.dumps(sorted(sys.modules)))"
@@ -150,7 +151,7 @@ def test_a_first_webhook_call_imports_only_what_it_needs(
     from engine.egress import EgressPolicy
     from engine.runtime import Runtime
     from engine.signing import sign_qstash
-    from engine.store import Store
+    from engine.state.store import Store
 
     folder = tmp_path / "workflows"
     folder.mkdir()

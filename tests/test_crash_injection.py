@@ -37,7 +37,7 @@ from engine.clock import VirtualClock
 from engine.dispatch import DispatchError
 from engine.model import Message
 from engine.runtime import Runtime
-from engine.store import Store, lock_key
+from engine.state.store import Store, lock_key
 
 HELD_MS = 25  # how long a crashed worker's lock outlives it (its TTL, shortened for the tests)
 

@@ -330,7 +330,7 @@ def test_a_reachable_redis(clean_env: pytest.MonkeyPatch, redis_url: str) -> Non
 
 @pytest.fixture(scope="module")
 def dev() -> Iterator[Any]:
-    from engine.qstash_dev import start_dev_server
+    from engine.devtools.qstash_dev.server import start_dev_server
 
     with start_dev_server(backoff_scale=0.001) as running:
         yield running
@@ -413,7 +413,7 @@ def test_an_unreachable_qstash(redis_url: str) -> None:
 def served(harness: Any) -> Iterator[str]:
     from engine.asgi import create_app
     from engine.config import Config
-    from engine.qstash_dev import serve_in_thread
+    from engine.devtools.qstash_dev.server import serve_in_thread
 
     h = harness("name: x\nsteps:\n  - id: a\n    set: {a: 1}\n")
     with serve_in_thread(create_app(h.runtime, config=Config(api_key=API_KEY))) as url:

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from dsl.egress import RuleError, parse_rule
-from engine.dispatch import OffloadRequest
 from engine.egress import EgressPolicy, EgressRefused, category
-from engine.model import Message, StepContext, StepFailure
+from engine.model import Message, OffloadRequest, StepContext, StepFailure
 from engine.steps import http, offload
 
 HITS: list[str] = []

@@ -22,7 +22,7 @@ from engine.dispatch.inprocess import in_process_delivery
 from engine.dispatch.local import LocalDispatcher
 from engine.model import Message, Outgoing
 from engine.runtime import Runtime
-from engine.store import Store, lock_key
+from engine.state.store import Store, lock_key
 
 HANG_GUARD_S = 30.0  # only stops a broken test from hanging; no assertion depends on it
 STEPS = 6

@@ -21,7 +21,7 @@ from engine.dispatch.inprocess import in_process_delivery
 from engine.dispatch.local import LocalDispatcher
 from engine.flow import slots as slots_module
 from engine.runtime import Runtime
-from engine.store import Store
+from engine.state.store import Store
 
 HANG_GUARD_S = 60.0
 

@@ -19,6 +19,7 @@ import pytest
 from conftest_qstash import Recorded, endpoint
 from qstash import QStash
 
+from engine.devtools.qstash_dev.server import RunningDevServer, start_dev_server
 from engine.dispatch.flow_control import (
     FlowControl,
     FlowControlError,
@@ -29,7 +30,6 @@ from engine.dispatch.flow_control import (
 from engine.dispatch.local import LocalDispatcher
 from engine.dispatch.qstash import QStashDispatcher
 from engine.model import Message, Outgoing
-from engine.qstash_dev import RunningDevServer, start_dev_server
 
 HANG_GUARD_S = 60.0  # only stops a broken test from hanging; no assertion depends on it
 TOLERANCE = 0.5  # a fraction of the period the recorded starts may lose to scheduling
@@ -309,8 +309,8 @@ def test_our_headers_are_the_official_sdks_byte_for_byte(flow: FlowControl) -> N
 def test_flow_keys_carry_the_namespace_and_share_the_queues_hash_tag(redis_db: Any) -> None:
     from engine.dispatch.flow_control import RedisGate
     from engine.flow.slots import Slots
-    from engine.namespace import queue_prefix
-    from engine.store import Store
+    from engine.state.namespace import queue_prefix
+    from engine.state.store import Store
 
     for key in RedisGate(redis_db, queue_prefix("shop")).keys(FlowControl("k", parallelism=1)):
         assert key.startswith("shop:hf:{q}:f:")  # one slot with the queue it is admitted from

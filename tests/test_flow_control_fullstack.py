@@ -79,10 +79,10 @@ def stack(redis_db: Any, meter: Meter) -> Iterator[tuple[str, httpx.Client, Any]
     from engine.asgi import create_app
     from engine.catalog import Catalog
     from engine.config import Config
+    from engine.devtools.qstash_dev.server import start_dev_server
     from engine.dispatch.qstash import QStashDispatcher
-    from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     registry = ActionRegistry()
     registry.register("fc.hit", meter.hit)

@@ -19,7 +19,7 @@ from engine.dispatch.local import LocalDispatcher
 from engine.flow import slots as flow_slots
 from engine.model import Message
 from engine.runtime import Runtime
-from engine.store import Store
+from engine.state.store import Store
 
 HANG_GUARD_S = 60.0  # only stops a broken test from hanging; no assertion depends on it
 TERMINAL = {"succeeded", "failed", "compensated", "cancelled", "dead"}
@@ -152,7 +152,7 @@ def test_max_running_one_runs_one_execution_per_key_at_a_time_in_start_order(red
 
 
 def runtime_list(runtime: Runtime, status: str) -> list[dict[str, Any]]:
-    from engine import index
+    from engine.state import index
 
     return index.list_executions(runtime.store, index.Filters(status=frozenset({status}))).executions
 

@@ -139,11 +139,11 @@ def stack(redis_socket: str, db: int, **dev_options: Any) -> Iterator[Stack]:
     from engine.actions import REGISTRY
     from engine.asgi import create_app
     from engine.catalog import Catalog
+    from engine.devtools.qstash_dev.server import start_dev_server
     from engine.dispatch.qstash import QStashDispatcher
     from engine.egress import EgressPolicy
-    from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     client = redis.Redis(unix_socket_path=redis_socket, db=db)
     client.flushdb()

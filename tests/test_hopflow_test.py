@@ -85,7 +85,7 @@ def test_the_examples_pass_at_full_path_coverage() -> None:
 
 def test_a_two_day_wait_and_an_event_are_delivered_at_their_virtual_times(waits: Path) -> None:
     from dsl.testfile import load_test_file
-    from engine.store import Store
+    from engine.state.store import Store
     from engine.testing.harness import run_case
     from engine.testing.server import TestRedis
     from engine.testing.spec import cases_of, parse_instant

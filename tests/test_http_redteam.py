@@ -155,7 +155,7 @@ def failure_callback(message: bytes, **extra: Any) -> bytes:
 def test_an_id_with_a_trailing_newline_is_refused(api: Api) -> None:
     """``^…$`` matched before a trailing newline: ``"abc\\n"`` was accepted as an execution id."""
     from engine.errors import InvalidExecutionId
-    from engine.store import check_execution_id
+    from engine.state.store import check_execution_id
 
     for bad in ("abc\n", "a\n", "abc\r\n"):
         with pytest.raises(InvalidExecutionId):
@@ -818,7 +818,7 @@ def test_healthz_answers_in_bounded_time_when_redis_is_silent(
     import redis as redis_lib
 
     import engine.web.api
-    from engine.store import Store
+    from engine.state.store import Store
 
     monkeypatch.setattr(engine.web.api, "HEALTH_TIMEOUT_S", 0.3)
     listener = socket.socket()
@@ -915,7 +915,7 @@ def _expected_length(raw: bytes) -> int:
 
 @pytest.fixture
 def served(harness: Any, redis_db: Any) -> Iterator[Served]:
-    from engine.qstash_dev import serve_in_thread
+    from engine.devtools.qstash_dev.server import serve_in_thread
 
     h = harness(GREET)
     h.runtime.start("greet", {"name": "warm"}, "warm")
@@ -1085,7 +1085,7 @@ def test_over_loopback_odd_headers_and_methods(served: Served) -> None:
 def test_over_loopback_nothing_is_won_with_a_forwarded_for_header(harness: Any, redis_db: Any) -> None:
     """uvicorn trusts X-Forwarded-For from 127.0.0.1 (its default): the client becomes whatever the
     header says. There is no loopback bypass any more: every variant needs a signature or a key."""
-    from engine.qstash_dev import serve_in_thread
+    from engine.devtools.qstash_dev.server import serve_in_thread
 
     h = harness(GREET)
     h.runtime.start("greet", {"name": "d"}, "dev")
@@ -1155,7 +1155,7 @@ def test_no_secret_in_any_answer_or_log(
 
     import httpx
 
-    from engine.qstash_dev import serve_in_thread
+    from engine.devtools.qstash_dev.server import serve_in_thread
 
     h = harness(GREET)
     h.runtime.start("greet", {"name": "s"}, "sec")
@@ -1224,7 +1224,7 @@ def test_no_secret_in_any_answer_or_log(
 
 
 def test_the_openapi_document_states_the_limits() -> None:
-    from engine.store import CLIENT_EXECUTION_ID, EXECUTION_ID
+    from engine.state.store import CLIENT_EXECUTION_ID, EXECUTION_ID
     from engine.web.openapi import CLIENT_ID_PATTERN, ID_PATTERN, openapi_document
 
     assert ID_PATTERN == EXECUTION_ID.pattern  # one pattern, stated twice

@@ -1,4 +1,4 @@
-"""The listing index (engine/index.py): filters, the cursor under concurrent starts, lazy repair and
+"""The listing index (engine/state/index.py): filters, the cursor under concurrent starts, lazy repair and
 expiry cleanup, on a real Redis. The cluster test (one slot per call) is in tests/test_cluster.py."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from conftest import workflow
 
-from engine import index
-from engine.index import FilterError, Filters, list_executions, parse_filters
+from engine.state import index
+from engine.state.index import FilterError, Filters, list_executions, parse_filters
 
 OK = """
 name: ok

@@ -15,7 +15,7 @@ from engine.dispatch import DispatchError
 from engine.errors import GraphMissing, UnknownExecution
 from engine.model import Message
 from engine.runtime import Runtime
-from engine.store import Store, lock_key
+from engine.state.store import Store, lock_key
 
 LINEAR = """
     name: lin

@@ -166,7 +166,7 @@ def test_the_same_interleaving_loses_updates_of_a_plain_var(harness: Any) -> Non
 def test_a_set_encodes_each_contribution_once(harness: Any, monkeypatch: Any) -> None:
     """`set` checks a reduced contribution by encoding it; the checkpoint takes that encoding (it
     used to be encoded a second time by the interpreter)."""
-    from engine import reducers
+    from engine.state import reducers
 
     calls: list[str] = []
     encode = reducers.encode
@@ -270,7 +270,7 @@ steps:
 class ReducerMachine(RuleBasedStateMachine):
     """Hypothesis chooses which due message starts next and which held one writes its checkpoint:
     every begin/checkpoint interleaving of concurrent foreach items. Reduced vars must end equal to
-    the reference model (engine.reducers.apply folded over every contribution, whatever the order)."""
+    the reference model (engine.state.reducers.apply folded over every contribution, whatever the order)."""
 
     store: Any = None
 
@@ -374,7 +374,7 @@ class ReducerMachine(RuleBasedStateMachine):
         record = self.runtime.record(self.eid)
         assert record["status"] == "succeeded", record.get("error")
         got = self.store.all_vars(self.eid)
-        from engine import reducers
+        from engine.state import reducers
 
         for i, op in enumerate(self.ops):
             want: Any = {"append": [], "extend": [], "sum": 0, "merge": {}}.get(op)

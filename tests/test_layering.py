@@ -91,3 +91,65 @@ def test_the_local_dispatcher_knows_nothing_of_the_runtime() -> None:
         below = reachable(module)
         for upper in ("engine.runtime", "engine.interpreter", "engine.embedded"):
             assert upper not in below, path_to(below, upper)
+
+
+def modules(package: str) -> list[str]:
+    """Every module of ``package`` (sub-packages included), by dotted name."""
+    found = []
+    for path in sorted((ROOT / package.replace(".", "/")).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        found.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return found
+
+
+def within(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def imported_at_top(module: str) -> set[str]:
+    """What ``module`` imports when it is itself imported (not inside a function or class body)."""
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    deferred = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        for n in ast.walk(node)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in deferred:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+ABOVE_STATE = ("engine.web", "engine.commands", "engine.dispatch", "engine.runtime", "engine.interpreter")
+
+
+def test_state_is_the_bottom_layer() -> None:
+    """Redis state loads nothing above it, through any chain of imports: of the engine only the shared
+    vocabulary (model, errors) and state itself."""
+    state = modules("engine.state")
+    assert {"engine.state.store", "engine.state.index", "engine.state.reducers"} <= set(state)
+    below = reachable(*state)
+    for name in below:
+        assert not within(name, ABOVE_STATE), path_to(below, name)
+        if within(name, ("engine",)):
+            assert within(name, ("engine.state", "engine.model", "engine.errors")), path_to(below, name)
+
+
+def test_no_runtime_module_imports_the_dev_tools() -> None:
+    """The dev tools (the QStash dev server) are for development and tests: of the engine only
+    ``hopflow qstash-dev``'s command imports them, inside the command."""
+    users = {
+        module
+        for module in modules("engine")
+        if not within(module, ("engine.devtools",))
+        and any(within(n, ("engine.devtools",)) for n in imported(module))
+    }
+    assert users == {"engine.commands.serve"}
+    assert not any(within(n, ("engine.devtools",)) for n in imported_at_top("engine.commands.serve"))

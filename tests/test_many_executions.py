@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import engine
-from engine.store import text
+from engine.state.store import text
 
 ROOT = Path(__file__).resolve().parent.parent
 EXECUTIONS = 150

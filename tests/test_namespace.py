@@ -19,9 +19,9 @@ from engine.catalog import Catalog
 from engine.dispatch.local import LocalDispatcher
 from engine.embedded import in_process_delivery
 from engine.errors import UnknownExecution
-from engine.namespace import check_namespace, queue_prefix
 from engine.runtime import Runtime
-from engine.store import Store
+from engine.state.namespace import check_namespace, queue_prefix
+from engine.state.store import Store
 
 FLOW = """
 name: {name}

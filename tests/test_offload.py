@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from helpers import serve_app
 
-from engine.dispatch import CallRejected, CallResult, OffloadRequest, callback_url
+from engine.dispatch import CallRejected, CallResult, callback_url
 from engine.egress import EgressPolicy
-from engine.model import Message
+from engine.model import Message, OffloadRequest
 from engine.steps.offload import perform
 
 # the target listens on 127.0.0.1: these tests allow loopback (tests/test_egress.py tests refusals)
@@ -683,7 +683,7 @@ def test_a_local_crash_between_the_call_and_its_answer_makes_the_call_again(
     from engine.dispatch.local import LocalDispatcher
     from engine.embedded import in_process_delivery
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     crashes = {"left": 1}
 
@@ -783,10 +783,10 @@ def test_through_qstash_the_call_and_its_callbacks_complete_the_steps(redis_db: 
     from engine.asgi import create_app
     from engine.catalog import Catalog
     from engine.config import Config
+    from engine.devtools.qstash_dev.server import start_dev_server
     from engine.dispatch.qstash import QStashDispatcher
-    from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     catalog = Catalog.from_texts([QSTASH])
     holder: dict[str, Any] = {}

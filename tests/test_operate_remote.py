@@ -26,7 +26,7 @@ from helpers import GREET
 from engine.asgi import build_runtime, create_app
 from engine.client import HopflowClient
 from engine.config import Config
-from engine.qstash_dev import serve_in_thread
+from engine.devtools.qstash_dev.server import serve_in_thread
 
 API_KEY = "rk-remote-cli-5d1e0c9a7b3f4e2d8c6a"
 WRONG_KEY = "rk-not-the-key-0f9e8d7c6b5a4f3e"

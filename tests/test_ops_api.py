@@ -160,7 +160,7 @@ def test_local_queue_depth_is_a_gauge(tmp_path: Any, redis_db: Any) -> None:
     from engine.dispatch.local import LocalDispatcher
     from engine.observe.metrics import enable
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     dispatcher = LocalDispatcher(redis_db)
     runtime = Runtime(Store(redis_db), dispatcher, Catalog.from_texts([OK]))
@@ -203,8 +203,8 @@ def test_an_early_qstash_delivery_counts_as_deferred(harness: Any) -> None:
 
     from test_asgi import PUBLIC
 
+    from engine.devtools.qstash_dev.server import start_dev_server
     from engine.dispatch.qstash import QStashDispatcher
-    from engine.qstash_dev import start_dev_server
     from engine.signing import sign_qstash
 
     h = harness("name: nap\nsteps:\n  - {id: nap, wait: {for: 2h}}\n  - {id: after, set: {x: 1}}\n")

@@ -21,7 +21,7 @@ from engine.catalog import Catalog
 from engine.clock import VirtualClock
 from engine.errors import GraphMissing
 from engine.runtime import Runtime
-from engine.store import Store
+from engine.state.store import Store
 
 V1 = """
 name: shipping

@@ -18,7 +18,7 @@ from conftest_qstash import Endpoint, Recorded, assert_qstash_signed, endpoint, 
 from qstash import QStash
 from qstash.errors import QStashError
 
-from engine.qstash_dev import (
+from engine.devtools.qstash_dev.server import (
     DEFAULT_CURRENT_SIGNING_KEY,
     DEFAULT_NEXT_SIGNING_KEY,
     DEFAULT_TOKEN,
@@ -452,7 +452,7 @@ def test_cli_parser_and_banner() -> None:
                                  "--drop-responses", "0.1", "--backoff-scale", "0.01", "--max-delay", "7d"])
     assert args.port == 9999 and args.duplicate and args.reorder_window == 0.5
     assert args.drop_responses == 0.1 and args.max_delay == 7 * 86400
-    from engine.qstash_dev import QStashDevServer
+    from engine.devtools.qstash_dev.server import QStashDevServer
 
     text = banner(QStashDevServer(), "http://127.0.0.1:8080")
     assert DEFAULT_TOKEN in text and DEFAULT_CURRENT_SIGNING_KEY in text and DEFAULT_NEXT_SIGNING_KEY in text
@@ -461,7 +461,8 @@ def test_cli_parser_and_banner() -> None:
 def test_module_entry_point_serves_and_prints_credentials() -> None:
     port = free_port()
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-m", "engine.qstash_dev", "--port", str(port)], cwd=root,
+    command = [sys.executable, "-m", "engine.devtools.qstash_dev", "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONPATH": str(root)})
     try:

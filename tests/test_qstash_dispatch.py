@@ -13,6 +13,7 @@ from urllib.parse import unquote
 import pytest
 from conftest_qstash import Endpoint, Recorded, assert_qstash_signed, endpoint, free_port
 
+from engine.devtools.qstash_dev.server import RunningDevServer, start_dev_server
 from engine.dispatch import Dispatcher, DispatchError
 from engine.dispatch.qstash import (
     NOT_BEFORE_HEADER,
@@ -21,7 +22,6 @@ from engine.dispatch.qstash import (
     parse_callback,
 )
 from engine.model import Message, MessageError, Outgoing
-from engine.qstash_dev import RunningDevServer, start_dev_server
 from engine.signing import verify_qstash
 
 TOKEN = "test-token-do-not-log"

@@ -76,11 +76,11 @@ class Stack:
 def stack(redis_db: Any, *workflows: str, **dev_options: Any) -> Iterator[Stack]:
     from engine.asgi import create_app
     from engine.catalog import Catalog
+    from engine.devtools.qstash_dev.server import start_dev_server
     from engine.dispatch.qstash import QStashDispatcher
     from engine.egress import EgressPolicy
-    from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     catalog = Catalog.from_texts(list(workflows))
     holder: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest_qstash import Recorded, endpoint
 
-from engine.qstash_dev import start_dev_server
+from engine.devtools.qstash_dev.server import start_dev_server
 
 JS = Path(__file__).resolve().parent / "js"
 NODE = shutil.which("node")

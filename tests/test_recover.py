@@ -36,7 +36,7 @@ from engine.dispatch import DispatchError
 from engine.errors import StoreUnavailable
 from engine.model import Message, Outgoing
 from engine.runtime import Runtime
-from engine.store import Store, lock_key
+from engine.state.store import Store, lock_key
 
 PLAN = Plan(
     "recovering",
@@ -444,7 +444,7 @@ def test_a_client_for_an_unreachable_redis_fails_fast(monkeypatch: pytest.Monkey
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}/0")
-    # building the client asks the server whether it is a cluster (engine/redis_url.py), through the
+    # building the client asks the server whether it is a cluster (engine/state/redis_url.py), through the
     # same bounded retries: an unreachable server is one readable, transient error right away
     with pytest.raises(RedisUnreachable, match="cannot reach Redis"):
         redis_client()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine.config import inspect_env, redact_url
-from engine.redis_url import ConnectError, connect, describe, parse
+from engine.state.redis_url import ConnectError, connect, describe, parse
 
 
 def test_cluster_urls_list_their_seed_nodes_and_credentials() -> None:
@@ -77,8 +77,8 @@ def test_an_unreachable_server_is_one_readable_error() -> None:
 
 
 def test_only_fully_declared_scripts_carry_upstashs_key_locking_flag(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.redis_url import script_key_locking
-    from engine.store import FULLY_DECLARED, SCRIPTS, Store
+    from engine.state.redis_url import script_key_locking
+    from engine.state.store import FULLY_DECLARED, SCRIPTS, Store
 
     monkeypatch.delenv("HOPFLOW_SCRIPT_KEY_LOCKING", raising=False)
     assert script_key_locking("rediss://default:x@eu1-cat.upstash.io:6379")

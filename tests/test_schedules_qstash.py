@@ -153,7 +153,7 @@ def test_a_fire_delivered_twice_starts_one_execution_for_its_fire_time(harness: 
 
 
 def listed(store: Any, workflow: str) -> list[dict[str, Any]]:
-    from engine.index import Filters, list_executions
+    from engine.state.index import Filters, list_executions
 
     return list(list_executions(store, Filters(workflow=workflow)).executions)
 
@@ -198,7 +198,7 @@ def test_a_fire_for_a_schedule_not_declared_here_is_refused(harness: Any) -> Non
 
 @pytest.fixture
 def dev() -> Iterator[Any]:
-    from engine.qstash_dev import start_dev_server
+    from engine.devtools.qstash_dev.server import start_dev_server
 
     with start_dev_server(max_retries=2, backoff_scale=0.001) as running:
         yield running
@@ -394,10 +394,10 @@ def test_sync_then_qstash_dev_fires_then_one_execution_runs(tmp_path: Path, redi
     from engine.actions import REGISTRY
     from engine.catalog import Catalog
     from engine.config import Config
+    from engine.devtools.qstash_dev.server import start_dev_server
     from engine.dispatch.qstash import QStashDispatcher
-    from engine.qstash_dev import start_dev_server
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
     from engine.web.app import create_app
 
     _write(tmp_path / "workflows", MINUTELY)

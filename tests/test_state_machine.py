@@ -42,7 +42,7 @@ from engine.clock import VirtualClock
 from engine.dispatch import DispatchError
 from engine.model import Message, Outgoing
 from engine.runtime import Runtime
-from engine.store import Store, lock_key
+from engine.state.store import Store, lock_key
 
 STATS: Counter[str] = Counter()  # what the runs did (printed with -s; Hypothesis events too)
 

@@ -13,7 +13,7 @@ from engine.clock import VirtualClock
 from engine.errors import InvalidExecutionId
 from engine.model import Message
 from engine.runtime import Runtime
-from engine.store import Store, check_execution_id, event_base
+from engine.state.store import Store, check_execution_id, event_base
 
 WF = """
     name: mixed

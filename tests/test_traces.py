@@ -192,7 +192,7 @@ def test_through_the_webhook_and_the_local_queue(redis_db: Any, target: Any) -> 
     from engine.dispatch.local import LocalDispatcher
     from engine.egress import EgressPolicy
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
     from engine.web.app import create_app
     from engine.web.wiring import http_delivery
 
@@ -270,8 +270,8 @@ def test_an_offloaded_call_is_a_client_span_recorded_at_its_completion(redis_db:
     from engine.egress import EgressPolicy
     from engine.embedded import in_process_delivery
     from engine.runtime import Runtime
+    from engine.state.store import Store
     from engine.steps.offload import perform
-    from engine.store import Store
 
     url, seen = target
     loopback = EgressPolicy(allow_loopback=True)

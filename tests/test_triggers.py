@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import index
+from engine.state import index
 
 ON_ORDER = """
     name: on-order

@@ -91,7 +91,7 @@ def server(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from engine.dispatch.local import LocalDispatcher
     from engine.embedded import in_process_delivery
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.store import Store
 
     folder = tmp_path_factory.mktemp("ui-workflows")
     (folder / "hold.yaml").write_text(HOLD.lstrip())

@@ -48,6 +48,12 @@ def test_the_wheel_validates_workflows_outside_the_repository(tmp_path: Path) ->
     shipped = set(zipfile.ZipFile(wheel).namelist())
     for asset in ("index.html", "app.js", "style.css", "vendor/mermaid.min.js", "vendor/README.md"):
         assert f"engine/web/ui/static/{asset}" in shipped, asset  # the dashboard needs no CDN
+    # every engine package and the Lua scripts the store loads from beside itself
+    for package in (ROOT / "engine").rglob("__init__.py"):
+        if "__pycache__" not in package.parts:
+            assert package.relative_to(ROOT).as_posix() in shipped, package
+    for script in (ROOT / "engine" / "state" / "lua").glob("*.lua"):
+        assert script.relative_to(ROOT).as_posix() in shipped, script
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path)

@@ -1,9 +1,9 @@
 """qstash-dev plus the "workflow mode" of QStash that the ``upstash-workflow`` SDK needs (bench only).
 
-``engine/qstash_dev.py`` implements QStash's messaging API; the Upstash Workflow SDK also relies on
-a part of QStash that keeps each workflow run's step history *on the QStash side*. What the SDK
-(upstash-workflow 2.0.0, async and sync alike) needs and plain qstash-dev lacks — found by running
-the peer against it (first failure: "Couldn't get workflow id from header", 500 on every retry):
+``engine/devtools/qstash_dev/server.py`` implements QStash's messaging API; the Upstash Workflow SDK
+also relies on a part of QStash that keeps each workflow run's step history *on the QStash side*.
+What the SDK (upstash-workflow 2.0.0, async and sync alike) needs and plain qstash-dev lacks — found
+by running the peer against it (first failure: "Couldn't get workflow id from header", 500 on every retry):
 
 1. Publishes (``/v2/publish`` and ``/v2/batch`` entries) carrying ``Upstash-Workflow-RunId`` and
    ``Upstash-Workflow-Init`` are workflow messages. ``Init: true`` starts a run whose initial body is
@@ -44,14 +44,15 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from engine import qstash_dev  # noqa: E402
+from engine.devtools.qstash_dev import server as qstash_dev  # noqa: E402
 
 RUN_HEADER = "upstash-workflow-runid"
 INIT_HEADER = "upstash-workflow-init"
 
 
 class WorkflowDevServer(qstash_dev.QStashDevServer):
-    """A :class:`~engine.qstash_dev.QStashDevServer` that also keeps workflow runs (see module doc)."""
+    """A :class:`~engine.devtools.qstash_dev.server.QStashDevServer` that also keeps workflow runs
+    (see module doc)."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -106,7 +107,7 @@ class WorkflowDevServer(qstash_dev.QStashDevServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """A few of ``python -m engine.qstash_dev``'s options, serving :class:`WorkflowDevServer`."""
+    """A few of ``python -m engine.devtools.qstash_dev``'s options, serving :class:`WorkflowDevServer`."""
     import argparse
 
     import uvicorn

@@ -39,7 +39,7 @@ def check_redis(env: Mapping[str, str], issues: list[Issue]) -> None:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
-            from engine.redis_url import connect
+            from engine.state.redis_url import connect
 
             client = connect(
                 url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 0)
@@ -51,7 +51,7 @@ def check_redis(env: Mapping[str, str], issues: list[Issue]) -> None:
         started = time.perf_counter()
         client.ping()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        from engine.redis_url import describe
+        from engine.state.redis_url import describe
 
         about = describe(client)
         version = about["version"]
@@ -101,7 +101,7 @@ def check_upstash(url: str | None, issues: list[Issue]) -> None:
     ``allow-key-locking`` (then every key it touches must be in ``KEYS``): say what hopflow does there."""
     if not url:
         return
-    from engine.redis_url import ConnectError, parse
+    from engine.state.redis_url import ConnectError, parse
 
     try:
         target = parse(url)
@@ -109,7 +109,7 @@ def check_upstash(url: str | None, issues: list[Issue]) -> None:
         return
     if not target.upstash:
         return
-    from engine.redis_url import script_key_locking
+    from engine.state.redis_url import script_key_locking
 
     locking = script_key_locking(url)
     message = (

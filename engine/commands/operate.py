@@ -117,7 +117,7 @@ class LocalBackend:
 
     def _known(self, execution_id: str) -> None:
         from engine.errors import InvalidExecutionId
-        from engine.store import check_execution_id
+        from engine.state.store import check_execution_id
 
         try:
             check_execution_id(execution_id)
@@ -176,7 +176,7 @@ class LocalBackend:
         return answer | ({"failed": done.failed} if done.failed else {})
 
     def list(self, params: dict[str, list[str]]) -> dict[str, Any]:
-        from engine import index
+        from engine.state import index
 
         filters, cursor, limit = _filters(params)
         page = self._call(index.list_executions, self.runtime().store, filters, cursor, limit)
@@ -185,7 +185,7 @@ class LocalBackend:
 
 def _filters(params: dict[str, list[str]]) -> Any:
     """The listing's filters, or a usage error (2) naming the bad one."""
-    from engine import index
+    from engine.state import index
 
     try:
         found = index.parse_filters(params)
@@ -246,7 +246,7 @@ class RemoteBackend:
     def _check_id(execution_id: str) -> None:
         """The local store's rule, so a malformed id is a usage error (2) here too, not a 404."""
         from engine.errors import InvalidExecutionId
-        from engine.store import check_execution_id
+        from engine.state.store import check_execution_id
 
         try:
             check_execution_id(execution_id)
@@ -256,7 +256,7 @@ class RemoteBackend:
     def start(self, workflow: str, input: Any, execution_id: str | None) -> str:
         if execution_id is not None:
             from engine.errors import InvalidExecutionId
-            from engine.store import check_client_execution_id
+            from engine.state.store import check_client_execution_id
 
             try:
                 check_client_execution_id(execution_id)  # "~" is reserved for child executions

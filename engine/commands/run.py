@@ -423,7 +423,7 @@ def drive(
 
 def history_reader(runtime: Runtime) -> Callable[[str, str | None], list[dict[str, Any]]]:
     """Incremental history (XRANGE after the last id seen), so progress stays O(new entries)."""
-    from engine.store import text
+    from engine.state.store import text
 
     client = runtime.store.client
     base = runtime.store.base

@@ -250,7 +250,7 @@ def serve(
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
-    from engine.qstash_dev import parse_duration
+    from engine.devtools.qstash_dev.server import parse_duration
 
     if value is None:
         return None
@@ -316,7 +316,7 @@ def qstash_dev(
     quiet: bool,
 ) -> None:
     """Run the local QStash-compatible server (docs/qstash.md)."""
-    from engine import qstash_dev as dev
+    from engine.devtools.qstash_dev import server as dev
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.secho(

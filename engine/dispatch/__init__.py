@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlencode
 
-from engine.model import Message, Outgoing
+from engine.model import Message, OffloadRequest, Outgoing
 
 CALLBACK_PATH_SUFFIX = "/callback"  # <destination>/callback: where offloaded calls report back
 
@@ -42,56 +42,6 @@ class Dispatcher(Protocol):
     def publish(self, outgoing: Sequence[Outgoing]) -> None:
         """Hand every message over durably, or raise DispatchError. Must be idempotent per dedup id."""
         ...
-
-
-@dataclass(frozen=True)
-class OffloadRequest:
-    """One offloaded http call, fully rendered, and where its answer goes.
-
-    ``message`` names the waiting step (execution, node, the parked ``seq``, branch): the answer is
-    delivered to ``Runtime.complete_offloaded(message, result)``, which ignores it unless the branch
-    is still parked at that ``seq``. ``dedup_id`` is deterministic (``<message dedup id>:call<attempt>``)
-    so handing the same call over twice (a crash, a redelivery) makes one call.
-    """
-
-    message: Message
-    attempt: int
-    method: str
-    url: str  # absolute, query included
-    headers: dict[str, str]
-    body: bytes | None
-    timeout_s: float
-    egress: tuple[str, ...] = ()  # the workflow's `egress.allow` rules: whoever makes the call checks them
-
-    @property
-    def dedup_id(self) -> str:
-        return f"{self.message.dedup_id}:call{self.attempt}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "message": self.message.to_dict(),
-            "attempt": self.attempt,
-            "method": self.method,
-            "url": self.url,
-            "headers": dict(self.headers),
-            "body": None if self.body is None else base64.b64encode(self.body).decode("ascii"),
-            "timeout_s": self.timeout_s,
-            **({"egress": list(self.egress)} if self.egress else {}),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OffloadRequest:
-        body = data.get("body")
-        return cls(
-            message=Message.from_dict(data["message"]),
-            attempt=int(data.get("attempt") or 1),
-            method=str(data["method"]),
-            url=str(data["url"]),
-            headers={str(k): str(v) for k, v in (data.get("headers") or {}).items()},
-            body=None if body is None else base64.b64decode(body),
-            timeout_s=float(data["timeout_s"]),
-            egress=tuple(str(r) for r in data.get("egress") or ()),
-        )
 
 
 @dataclass(frozen=True)

@@ -68,9 +68,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.clock import Clock, SystemClock, VirtualClock, wall_of
-from engine.dispatch import CallResult, DispatchError, OffloadRequest
+from engine.dispatch import CallResult, DispatchError
 from engine.dispatch.flow_control import FlowControl, RedisGate, Resolver
-from engine.model import Message, Outgoing
+from engine.model import Message, OffloadRequest, Outgoing
 
 log = logging.getLogger("hopflow.dispatch")
 

@@ -36,7 +36,7 @@ from engine.model import Message, MessageError, Outgoing
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import httpx
 
-    from engine.dispatch import OffloadRequest
+    from engine.model import OffloadRequest
 
 DEFAULT_QSTASH_URL = "https://qstash.upstash.io"
 DEFAULT_MAX_DELAY_S = 7 * 86400  # QStash free plan's maximum delay; paid plans allow more

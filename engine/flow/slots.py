@@ -33,9 +33,9 @@ from typing import Any
 
 from dsl.flow_control import default_key
 from dsl.graph import Graph
-from engine import index
 from engine.flow.keys import HEADER_FIELD, render_key, rendered, start_scope, uses_flow_control
 from engine.model import Message, Outgoing
+from engine.state import index
 
 log = logging.getLogger("hopflow.flow")
 

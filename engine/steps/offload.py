@@ -26,9 +26,9 @@ from dsl.durations import format_ms
 from dsl.graph import Node
 from engine import lazyimport
 from engine.decide import Done, Failed, Outcome, Park
-from engine.dispatch import CallResult, OffloadRequest
+from engine.dispatch import CallResult
 from engine.egress import EgressPolicy, EgressRefused
-from engine.model import Message, NotCurrent, StepContext, StepError, StepFailure
+from engine.model import Message, NotCurrent, OffloadRequest, StepContext, StepError, StepFailure
 from engine.steps import http
 
 GRACE_MS = 5_000  # the timeout message waits this much longer: a callback for a call that took the

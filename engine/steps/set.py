@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from dsl.graph import Node
-from engine import reducers
 from engine.decide import Done, Outcome
+from engine.state import reducers
 
 
 def run(node: Node, rc: Any) -> Outcome:

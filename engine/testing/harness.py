@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.dispatch import CallResult, OffloadRequest
-from engine.model import Message, Outgoing, StepContext
+from engine.dispatch import CallResult
+from engine.model import Message, OffloadRequest, Outgoing, StepContext
 from engine.runtime import Runtime
 from engine.testing.mocks import MockBook, context_of, judge
 from engine.testing.spec import Case, Event

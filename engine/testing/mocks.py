@@ -21,8 +21,8 @@ from typing import Any
 from dsl.graph import Graph
 from dsl.testfile import foreach_owner
 from engine.actions import ActionRegistry
-from engine.dispatch import CallResult, OffloadRequest
-from engine.model import Message, StepContext, StepError, StepFailure
+from engine.dispatch import CallResult
+from engine.model import Message, OffloadRequest, StepContext, StepError, StepFailure
 
 
 @dataclass

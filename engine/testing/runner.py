@@ -110,7 +110,7 @@ def load(files: Sequence[Path]) -> tuple[list[TestFile], list[Case], list[Diagno
 
 def run_one(case: Case, client: Any, index: int) -> CaseResult:
     """Run ``case`` in the (flushed) database of ``client`` and judge it."""
-    from engine.store import Store
+    from engine.state.store import Store
     from engine.testing.expect import check
     from engine.testing.harness import CaseError, run_case
 

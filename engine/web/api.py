@@ -78,7 +78,7 @@ def _clip(text: str, limit: int) -> str:
 def _execution_id(request: Request) -> str:
     """The id in the URL; one that no execution can have is unknown without asking Redis."""
     from engine.errors import InvalidExecutionId
-    from engine.store import check_execution_id
+    from engine.state.store import check_execution_id
 
     eid: str = request.path_params["execution_id"]
     try:
@@ -113,7 +113,7 @@ async def executions(hop: HopflowApp, request: Request) -> Response:
 
 async def list_executions(hop: HopflowApp, request: Request) -> Response:
     """``GET /v1/executions``: newest first, filtered, one page (docs/operations.md)."""
-    from engine import index
+    from engine.state import index
 
     authorize(hop.config, request, scope="read")
     params: dict[str, list[str]] = {}
@@ -134,7 +134,7 @@ async def list_executions(hop: HopflowApp, request: Request) -> Response:
 
 async def counts(hop: HopflowApp, request: Request) -> Response:
     """``GET /v1/counts``: executions per status, and per workflow and status."""
-    from engine import index
+    from engine.state import index
 
     authorize(hop.config, request, scope="read")
     runtime = await hop.runtime_async()
@@ -296,7 +296,7 @@ def start_request(data: Any) -> tuple[str, Any, str | None]:
 def _valid_id(value: Any) -> bool:
     """An id a client may give a new execution (``check_client_execution_id``)."""
     from engine.errors import InvalidExecutionId
-    from engine.store import check_client_execution_id
+    from engine.state.store import check_client_execution_id
 
     try:
         check_client_execution_id(value)

@@ -17,8 +17,8 @@ from engine.web.problems import NON_RETRYABLE_HEADER
 from engine.web.ui import spec as ui_spec
 from engine.web.webhook import BRANCH, MAX_SEQ
 
-ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@+=~-]{0,199}$"  # engine.store.EXECUTION_ID
-CLIENT_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$"  # engine.store.CLIENT_EXECUTION_ID
+ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@+=~-]{0,199}$"  # engine.state.store.EXECUTION_ID
+CLIENT_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,199}$"  # engine.state.store.CLIENT_EXECUTION_ID
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from starlette.requests import Request

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 async def resume(hop: HopflowApp, request: Request) -> Response:
     """→ 202 ``{execution_id, status}``; 404 unknown, 409 not ``compensation_failed``."""
     from engine.errors import InvalidExecutionId, NotResumable, UnknownExecution
-    from engine.store import check_execution_id
+    from engine.state.store import check_execution_id
 
     authorize(hop.config, request, scope="operate")
     eid: str = request.path_params["execution_id"]

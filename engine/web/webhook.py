@@ -190,7 +190,7 @@ def parse_message(data: Any) -> Message:
     no newline), a ``seq`` a Lua number holds exactly, a well-formed branch path. MessageError else."""
     from engine.errors import InvalidExecutionId
     from engine.model import Message, MessageError
-    from engine.store import check_execution_id
+    from engine.state.store import check_execution_id
 
     message = Message.from_dict(data)
     try:

@@ -83,9 +83,9 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
 
     lazyimport.redis()  # before engine.embedded's `import redis`: without redis-py's OTel probes
     from engine.embedded import redis_client
-    from engine.redis_url import script_key_locking
     from engine.runtime import Runtime
-    from engine.store import Store
+    from engine.state.redis_url import script_key_locking
+    from engine.state.store import Store
 
     load_modules(config.actions)
     from dsl.cache import GraphCache
@@ -114,7 +114,7 @@ def build_runtime(config: Config, *, redis: Any = None, catalog: Any = None, eag
         )
     else:
         from engine.dispatch.local import LocalDispatcher
-        from engine.namespace import queue_prefix
+        from engine.state.namespace import queue_prefix
 
         dispatcher = LocalDispatcher(
             client, lease_s=max(60.0, 4 * config.time_budget_s), prefix=queue_prefix(config.namespace)

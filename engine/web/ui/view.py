@@ -68,7 +68,7 @@ async def whoami(hop: HopflowApp, request: Request) -> Response:
 def execution_view(runtime: Runtime, eid: str) -> dict[str, Any]:
     """The view document (blocking: Redis reads)."""
     from dsl.render import drawn_id, to_mermaid
-    from engine.store import check_execution_id
+    from engine.state.store import check_execution_id
     from engine.web.ui.states import node_states
     from engine.web.ui.timeline import compensations, timeline
 

@@ -1,4 +1,4 @@
--- The listing index (engine/index.py): sorted sets scored by start time (real time), member = execution
+-- The listing index (engine/state/index.py): sorted sets scored by start time (real time), member = execution
 -- id, all under the one hash tag of BASE ("hf:{idx}:"), so every call touches one cluster slot.
 -- KEYS: BASE .. 'e' (eid → the index's view: {w, g, s, p, t}).  A.op: put | drop | page | counts | due
 --   put:    eid, w, g, p (parent id or absent), s (status), t (start score), now, force (skip the rank

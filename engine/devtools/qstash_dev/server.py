@@ -10,7 +10,7 @@ Fault knobs make at-least-once delivery visible on purpose: ``duplicate`` sends 
 at once, ``reorder_window_s`` adds a random extra delay to each new message, ``drop_response_rate``
 delivers and then pretends the response was lost (so the message is retried although it arrived).
 
-``run()`` serves it with uvicorn (``hopflow qstash-dev``, ``python -m engine.qstash_dev``);
+``run()`` serves it with uvicorn (``hopflow qstash-dev``, ``python -m engine.devtools.qstash_dev``);
 ``start_dev_server()`` runs it in a background thread on a random loopback port for tests.
 Details and the exact formats: docs/qstash.md.
 """
@@ -46,8 +46,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from engine.devtools.qstash_dev.schedules import DevSchedules
 from engine.dispatch import flow_control
-from engine.qstash_dev_schedules import DevSchedules
 from engine.signing import sign_qstash
 
 DEFAULT_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
@@ -316,7 +316,7 @@ class QStashDevServer:
             ],
             lifespan=self._lifespan,
         )
-        # /v2/schedules… and the clock that fires them (engine/qstash_dev_schedules.py)
+        # /v2/schedules… and the clock that fires them (engine/devtools/qstash_dev/schedules.py)
         self.schedules = DevSchedules(
             parse=self._parse, accept=self._accept, authorized=self._authorized, bad_request=_BadRequest
         )

@@ -1,4 +1,4 @@
--- Shared prelude, prepended to every script by engine/store.py (scripts cannot include each other).
+-- Shared prelude, prepended to every script by engine/state/store.py (scripts cannot include each other).
 -- ARGV[1]: the execution's key prefix "hf:{<id>}:"; ARGV[2]: the call's arguments as JSON.
 -- Every key a script touches starts with that prefix, so one hash tag = one cluster slot. The caller
 -- declares in KEYS every key it can compute (Store.declared_keys; KEYS[1..3] = header, branch, lock);

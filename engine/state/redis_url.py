@@ -9,7 +9,7 @@
   node, so a cluster is used from the URL of any of its nodes without further configuration.
 * ``unix://`` — always a standalone server (a cluster cannot be reached over a Unix socket).
 
-Every key of one script call shares a hash tag (see :mod:`engine.store`), so the same scripts run on
+Every key of one script call shares a hash tag (see :mod:`engine.state.store`), so the same scripts run on
 both kinds of client. Detection costs one round trip when the process builds its client; if the
 server cannot be reached then, :class:`ConnectError` is raised (the CLI prints it, the ASGI app
 answers 5xx and builds again on the next request) instead of guessing the wrong kind of client.

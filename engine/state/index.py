@@ -4,7 +4,7 @@ The index is a handful of sorted sets scored by start time (real time, whatever 
 runs on) with the execution id as member — every execution (``all``), per status, per workflow, per
 (workflow, status), per graph, per parent — plus a hash of what the index believes about each
 execution. All of it lives under one hash tag (``hf:{idx}:``) and is changed only by
-``engine/lua/index.lua``, so every index call touches one cluster slot. The execution's own keys live
+``engine/state/lua/index.lua``, so every index call touches one cluster slot. The execution's own keys live
 in its own slot, so the checkpoint cannot update the index in the same script: the runtime writes
 the index in a separate call — before the record on creation, after the checkpoint on a status
 change. The record is the truth and the index may lag (a crash between the two calls): a listing
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.store import Store, text
+from engine.state.store import Store, text
 
 PREFIX = "hf:{idx}:"
 ENTRIES = PREFIX + "e"
@@ -192,7 +192,7 @@ def iso(ts: float | None) -> str | None:
 
 
 def _script(store: Store, args: dict[str, Any]) -> dict[str, Any]:
-    prefix = store.prefix + PREFIX  # a namespace (engine/namespace.py) goes in front of the tag
+    prefix = store.prefix + PREFIX  # a namespace (engine/state/namespace.py) goes in front of the tag
     return store.script("index", [prefix + "e"], prefix, args)
 
 

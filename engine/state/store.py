@@ -4,7 +4,7 @@ Every key of one execution carries the hash tag ``{<execution id>}`` (``hf:{E}:h
 …) so that each script touches exactly one cluster slot; the graph (``hf:graph:<hash>``), the event
 keys (``hf:ev:{<digest>}:…``) and ``hf:active`` live in other slots and are always separate commands.
 
-Scripts live in ``engine/lua/*.lua``; ``lib.lua`` is prepended to each. They are called by SHA
+Scripts live in ``engine/state/lua/*.lua``; ``lib.lua`` is prepended to each. They are called by SHA
 (``EVALSHA``); on ``NOSCRIPT`` (a fresh or flushed server, a failover) the script is loaded with
 ``SCRIPT LOAD`` and the call repeated. The layout is documented in docs/engine-design.md.
 """
@@ -19,15 +19,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dsl.graph import Graph
 from engine.errors import GraphMissing, InvalidExecutionId, StoreUnavailable
-from engine.model import Outgoing
-from engine.namespace import check_namespace, key_prefix
-
-if TYPE_CHECKING:
-    from engine.dispatch import OffloadRequest
+from engine.model import OffloadRequest, Outgoing
+from engine.state.namespace import check_namespace, key_prefix
 
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPTS = ("begin", "checkpoint", "start", "stop", "resume", "dead", "event", "unlock", "index", "expire")
@@ -154,8 +151,8 @@ class Store:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Store:
-        """A store on ``url``: a standalone server or a cluster (:func:`engine.redis_url.connect`)."""
-        from engine.redis_url import connect
+        """A store on ``url``: a standalone server or a cluster (:func:`engine.state.redis_url.connect`)."""
+        from engine.state.redis_url import connect
 
         return cls(connect(url), **kwargs)
 
@@ -395,7 +392,7 @@ class Store:
         found = {text(k): json.loads(text(v)) for k, v in raw.items()}
         merged = self._call(self.client.hgetall, self.base(execution_id) + "vm")
         if merged:
-            from engine.reducers import assemble
+            from engine.state.reducers import assemble
 
             found.update(assemble({text(k): text(v) for k, v in merged.items()}))
         return found
@@ -456,8 +453,6 @@ def outbox_entries(raw: Any) -> list[tuple[str, Outgoing]]:
 
 
 def parse_call(data: dict[str, Any]) -> OffloadRequest:
-    from engine.dispatch import OffloadRequest
-
     return OffloadRequest.from_dict(data)
 
 

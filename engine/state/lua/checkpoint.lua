@@ -7,7 +7,7 @@
 --    call ({id, body}: an offloaded call to record in hf:{E}:oc),
 --    fanout_timeout ({abort, scope}: a parallel/foreach's timeout passed while it waits for its join),
 --    reduce ([{n, op, v | kv}]: contributions to declared vars, combined here with what is stored, so
---    concurrent branches never lose one; see engine/reducers.py),
+--    concurrent branches never lose one; see engine/state/reducers.py),
 --    undo ({node, start | pop | fail | done}: a fan-out's partial unwind, engine/sagas.py; the losers'
 --    entries live in hf:{E}:u:<branch>:<node> while it runs)
 -- Races (docs/semantics.md "Races and early exits"), on the joining branch's hash: fw (wait_for: how
