@@ -2,7 +2,8 @@
 
 The common path is two Redis round trips: ``begin.lua`` (check ``seq``, take the branch lock, load
 the header, the branch and only the step outputs and vars this node's templates read), then
-``checkpoint.lua`` (fenced write of everything the node produced, outbox included). The published
+``checkpoint.lua`` (fenced write of everything the node produced, outbox included); a node chained
+in the same call is begun by its predecessor's checkpoint script (``next``), so it costs one. The published
 outbox entries of immediate messages to this execution are deleted by their own delivery's
 checkpoint; only delayed and foreign ones need an ``HDEL`` (:func:`consumed_later`). The graph comes
 from an in-process cache keyed by its hash.
