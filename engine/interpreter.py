@@ -1083,7 +1083,12 @@ class NodeRun:
             self.add_secrets(outcome.result)
             self.add_secrets(output)
         field = output_field(self.graph, node.id, self.branch)
-        self.ops["outputs"][field] = dumps(output)
+        text = None
+        if node.kind == "action":
+            from engine.steps import action
+
+            text = action.encoded(output)  # the action's result as is: encoded once, when validated
+        self.ops["outputs"][field] = text if text is not None else dumps(output)
         self.steps[node.id] = output
         if not skipped:
             self.ops["bset"]["last"] = field
