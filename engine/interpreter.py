@@ -2,7 +2,8 @@
 
 The common path is two Redis round trips: ``begin.lua`` (check ``seq``, take the branch lock, load
 the header, the branch and only the step outputs and vars this node's templates read), then
-``checkpoint.lua`` (fenced write of everything the node produced, outbox included). The published
+``checkpoint.lua`` (fenced write of everything the node produced, outbox included); a node chained
+in the same call is begun by its predecessor's checkpoint script (``next``), so it costs one. The published
 outbox entries of immediate messages to this execution are deleted by their own delivery's
 checkpoint; only delayed and foreign ones need an ``HDEL`` (:func:`consumed_later`). The graph comes
 from an in-process cache keyed by its hash.
@@ -22,7 +23,8 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +100,20 @@ class Advance:
     published: int = 0
 
 
+@dataclass(frozen=True)
+class Chain:
+    """The branch's next node, run in this call: its outbox entry (never published: its own
+    checkpoint deletes it) and, when the checkpoint script already began it, begin's answer and the
+    lock token (one round trip per chained node instead of two)."""
+
+    entry: tuple[str, Outgoing]
+    begun: tuple[dict[str, Any], str] | None
+
+    @property
+    def outgoing(self) -> Outgoing:
+        return self.entry[1]
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -166,7 +182,8 @@ class Interpreter:
     def _advance(self, message: Message, completion: Completion | None) -> Advance:
         """One delivery: a node, then — while :meth:`may_chain` allows — the branch's next node in
         the same call (its outbox entry, recorded by the checkpoint, is never published: that
-        node's own checkpoint deletes it; a crash in between leaves it for the redelivery)."""
+        node's own checkpoint deletes it; a crash in between leaves it for the redelivery). A chained
+        node usually comes already begun by the previous node's checkpoint script (:class:`Chain`)."""
         started = time.monotonic()
         count = [1]
 
@@ -176,17 +193,31 @@ class Interpreter:
         result, chained = self.one(message, completion, may_chain)
         nodes, published = result.nodes, result.published
         while chained is not None:
-            entry_id, outgoing = chained
-            self.rt.fault("before_chain", outgoing.message)
+            with self.holding(chained):
+                self.rt.fault("before_chain", chained.outgoing.message)
             count[0] += 1
-            nxt, chained = self.one(outgoing.message, None, may_chain)
+            nxt, next_chain = self.one(chained.outgoing.message, None, may_chain, chained.begun)
             if nxt.kind != "advanced":
-                published += self.flush(message.execution_id, [(entry_id, outgoing)], keep_consumed=True)
+                published += self.flush(message.execution_id, [chained.entry], keep_consumed=True)
                 break
+            chained = next_chain
             result = nxt
             nodes += nxt.nodes
             published += nxt.published
         return Advance(result.kind, result.execution_id, result.status, nodes, published)
+
+    @contextmanager
+    def holding(self, chain: Chain | None) -> Iterator[None]:
+        """Between a checkpoint that began the next node and that node's run, anything raised (a
+        fault, a failed publish) releases the next node's lock on the way out, as a node's own
+        failure does: only a real crash leaves it held until it expires."""
+        try:
+            yield
+        except BaseException:
+            if chain is not None and chain.begun is not None and chain.begun[0].get("kind") == "ok":
+                msg = chain.outgoing.message
+                self.rt.store.unlock(msg.execution_id, msg.branch, chain.begun[1])
+            raise
 
     def may_chain(self, outgoing: Outgoing, node: Node, nodes: int, started: float) -> bool:
         """Whether the branch's one immediate next node runs in this call: a cheap node while the
@@ -204,7 +235,10 @@ class Interpreter:
         msg: Message,
         completion: Completion | None = None,
         may_chain: Callable[[Outgoing, Node], bool] | None = None,
-    ) -> tuple[Advance, tuple[str, Outgoing] | None]:
+        begun: tuple[dict[str, Any], str] | None = None,
+    ) -> tuple[Advance, Chain | None]:
+        """One node. ``begun``: begin's answer and lock token, when the previous node's checkpoint
+        script began this one (a chain); else this call runs ``begin.lua`` itself."""
         rt = self.rt
         eid = msg.execution_id
         trips = rt.store.trips()
@@ -221,32 +255,11 @@ class Interpreter:
         if node is None and node_id != COMPENSATE:
             return Advance("stale", eid), None  # a node this graph does not have: never current
         fields = self.reads(graph, node, msg.branch)
-        wanted = var_names(graph, node.id) if node is not None else ()
-        token = secrets.token_hex(12)
-        own = node.timeout_ms if node is not None and node.kind in ("http", "action") else None
-        if node is not None and node.kind == "http" and node.config.get("offload"):
-            own = None  # the call is made elsewhere: this delivery only hands it over (or judges it)
-        timeout_ms = own or int(rt.time_budget_s * 1000)  # a wait's timeout is not time spent here
-        begin = rt.store.run(
-            "begin",
-            eid,
-            {
-                "eid": eid,
-                "seq": msg.seq,
-                "node": msg.node,
-                "branch": msg.branch,
-                "token": token,
-                "lock_ms": timeout_ms + LOCK_MARGIN_MS,
-                "hfields": list(HFIELDS),
-                "outputs": [f for _, f in fields],
-                "vars": "*" if wanted is None else list(wanted),
-                "vmerge": merge_vars(graph, wanted),
-                "ancestors": context.ancestors(msg.branch),
-                "now": rt.clock.now(),
-                "skew": WAKE_SKEW_S,
-            },
-            branch=msg.branch,
-        )
+        if begun is None:
+            args, token = self.begin_args(graph, node, msg, fields)
+            begin = rt.store.run("begin", eid, args, branch=msg.branch)
+        else:
+            begin, token = begun
         kind = begin["kind"]
         if kind == "missing":
             raise UnknownExecution(eid)
@@ -262,9 +275,13 @@ class Interpreter:
             return Advance("busy", eid), None
 
         run = NodeRun(rt, graph, node, msg, begin, token, fields, completion)
+        ahead: tuple[dict[str, Any], str] | None = None
         try:
             ops = run.execute()
             run.stamp_due()
+            ahead = self.ahead(graph, msg, ops, may_chain)
+            if ahead is not None:
+                ops["next"] = ahead[0]
         except BaseException as exc:
             rt.store.unlock(eid, msg.branch, token)
             if isinstance(exc, NotCurrent):  # not the answer (or timeout) the parked step waits for
@@ -275,23 +292,90 @@ class Interpreter:
             if written.get("why") == "lock":  # lock expired, nobody advanced: redeliver to retry
                 return Advance("busy", eid), None
             return Advance("stale", eid), None  # fenced out: a newer worker advanced this branch
-        rt.fault("after_checkpoint", msg)
-        if run.status != run.header.get("status") and run.status is not None:
-            rt.indexed(eid, str(run.status))
-            if rt.observers and run.status in TERMINAL:
-                rt.observers.finished(graph.name, str(run.status))
-                rt.observers.ended(run.execution_event())
-        for callback in run.after:
-            callback()
         entries = outbox_entries(written.get("out"))
-        chained = self.chain_candidate(graph, msg, entries, may_chain)
-        to_publish = [e for e in entries if chained is None or e[0] != chained[0]]
-        published = self.flush(eid, to_publish, msg, keep_consumed=True)
-        if written.get("called") and run.call is not None:
-            self.hand_off(eid, [run.call])
-        if rt.observers:
-            rt.observers.node(run.event(rt.store.trips() - trips))
+        chained: Chain | None = None
+        if ahead is not None and "next" in written:
+            # the script began the next node (exactly the one immediate message it emitted to us)
+            expected = Message(eid, ahead[0]["node"], ahead[0]["seq"], msg.branch)
+            entry = next(
+                (i, o)
+                for i, o in entries
+                if o.message == expected and not o.delay_ms and o.not_before is None
+            )
+            chained = Chain(entry, (written["next"], ahead[1]))
+        with self.holding(chained):
+            rt.fault("after_checkpoint", msg)
+            if run.status != run.header.get("status") and run.status is not None:
+                rt.indexed(eid, str(run.status))
+                if rt.observers and run.status in TERMINAL:
+                    rt.observers.finished(graph.name, str(run.status))
+                    rt.observers.ended(run.execution_event())
+            for callback in run.after:
+                callback()
+            if chained is None:
+                candidate = self.chain_candidate(graph, msg, entries, may_chain)
+                chained = Chain(candidate, None) if candidate is not None else None
+            to_publish = [e for e in entries if chained is None or e[0] != chained.entry[0]]
+            published = self.flush(eid, to_publish, msg, keep_consumed=True)
+            if written.get("called") and run.call is not None:
+                self.hand_off(eid, [run.call])
+            if rt.observers:
+                rt.observers.node(run.event(rt.store.trips() - trips))
         return Advance("advanced", eid, run.status, 1, published), chained
+
+    def begin_args(
+        self, graph: Graph, node: Node | None, msg: Message, fields: list[tuple[str, str]]
+    ) -> tuple[dict[str, Any], str]:
+        """``begin.lua``'s arguments for ``msg`` (its node, what it reads) and the lock token."""
+        rt = self.rt
+        wanted = var_names(graph, node.id) if node is not None else ()
+        token = secrets.token_hex(12)
+        own = node.timeout_ms if node is not None and node.kind in ("http", "action") else None
+        if node is not None and node.kind == "http" and node.config.get("offload"):
+            own = None  # the call is made elsewhere: this delivery only hands it over (or judges it)
+        timeout_ms = own or int(rt.time_budget_s * 1000)  # a wait's timeout is not time spent here
+        args = {
+            "eid": msg.execution_id,
+            "seq": msg.seq,
+            "node": msg.node,
+            "branch": msg.branch,
+            "token": token,
+            "lock_ms": timeout_ms + LOCK_MARGIN_MS,
+            "hfields": list(HFIELDS),
+            "outputs": [f for _, f in fields],
+            "vars": "*" if wanted is None else list(wanted),
+            "vmerge": merge_vars(graph, wanted),
+            "ancestors": context.ancestors(msg.branch),
+            "now": rt.clock.now(),
+            "skew": WAKE_SKEW_S,
+        }
+        return args, token
+
+    def ahead(
+        self,
+        graph: Graph,
+        msg: Message,
+        ops: dict[str, Any],
+        may_chain: Callable[[Outgoing, Node], bool] | None,
+    ) -> tuple[dict[str, Any], str] | None:
+        """Begin's arguments (and token) for the node this checkpoint is expected to chain: the one
+        immediate message the node sends its own branch, if :meth:`may_chain` takes it. The script
+        begins it only when that is exactly what it emitted (a stop or a fan-out may change that)."""
+        if may_chain is None:
+            return None
+        own = [m for m in ops["msgs"] if m.get("branch") == msg.branch and "eid" not in m]
+        if len(own) != 1 or ops.get("park") or ops.get("fanout") or ops.get("fanout_timeout"):
+            return None
+        m = own[0]
+        if m.get("delay_ms") or m.get("not_before") is not None or m.get("seq", -1) >= 0:
+            return None
+        node = graph.nodes.get(m["node"])
+        if node is None:
+            return None
+        nxt = Message(msg.execution_id, m["node"], msg.seq + 1, msg.branch)
+        if not may_chain(Outgoing(nxt), node):
+            return None
+        return self.begin_args(graph, node, nxt, self.reads(graph, node, msg.branch))
 
     def branch_timeout(self, msg: Message) -> Advance:
         """A branch's or item's own timeout passed: flag it (it fails with `timeout` at its next node
@@ -999,7 +1083,12 @@ class NodeRun:
             self.add_secrets(outcome.result)
             self.add_secrets(output)
         field = output_field(self.graph, node.id, self.branch)
-        self.ops["outputs"][field] = dumps(output)
+        text = None
+        if node.kind == "action":
+            from engine.steps import action
+
+            text = action.encoded(output)  # the action's result as is: encoded once, when validated
+        self.ops["outputs"][field] = text if text is not None else dumps(output)
         self.steps[node.id] = output
         if not skipped:
             self.ops["bset"]["last"] = field

@@ -335,3 +335,17 @@ def test_importing_engine_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_result_is_encoded_once_the_checkpoint_stores_its_validation_text(reg: ActionRegistry) -> None:
+    """The JSON check of a result encodes it in the engine's own form; the interpreter stores that
+    text (taken once, only for that very value) instead of encoding a large output again."""
+    import json
+
+    reg.register("t.big", lambda c: {"blob": "x" * 10_000, "é": [1.5, None, dt.date(2026, 1, 2)]})
+    result = call(reg, "t.big")
+    assert action.encoded({"blob": "x"}) is None  # an equal-looking other value: not this text
+    text = action.encoded(result)
+    assert text == json.dumps(result, ensure_ascii=False, separators=(",", ":"))
+    assert json.loads(text) == {"blob": "x" * 10_000, "é": [1.5, None, "2026-01-02"]}
+    assert action.encoded(result) is None  # taken once

@@ -101,7 +101,8 @@ class Faults:
         if self.point == "publish_error":
             self.dispatcher.fail_next = 1  # the publish that follows raises DispatchError
             return
-        if point in ("before_step", "after_step"):
+        if point in ("before_step", "after_step", "after_checkpoint", "before_chain"):
+            # after a checkpoint that began the next node (a chain), that node's lock is held too
             self.store.crashing = True
         raise Crash(f"{point} #{self.nth}")
 
@@ -161,6 +162,7 @@ def deliver_all(run: Run, limit: int = 2000, stop_at: Callable[[], bool] | None 
         try:
             result = run.runtime.advance(outgoing.message)
         except (Crash, DispatchError):
+            run.store.crashing = False  # a crash that held no lock: the next in-process unlock is real
             run.crashes += 1
             heapq.heappush(q.queue, (float("-inf"), -run.deliveries, outgoing))  # redelivered next
             continue
@@ -353,6 +355,54 @@ def test_a_crashed_workers_lock_makes_redeliveries_wait_until_it_expires(redis_d
     assert run.runtime.advance(first.message).kind == "advanced"
     run.dispatcher.drain(run.runtime)
     assert run.record()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("point", ["after_checkpoint", "before_chain"])
+def test_a_crash_right_after_the_checkpoint_that_began_the_next_node(redis_db: Any, point: str) -> None:
+    """A chained node is begun by the previous node's checkpoint script (one round trip, not two):
+    a worker dying right after that script leaves the next node's lock held until its TTL. The
+    redelivery is stale and publishes the outbox; the next node's delivery waits (busy) for the
+    lock, then runs: every step once, the run ends like an undisturbed one."""
+    steps = (Act("first"), Switch("pick", "go", "last"), Act("skipped"), Act("last"))
+    plan = Plan("chained", steps, (("go", True),))
+    run = make_run(redis_db, plan, point, 1)
+    run.runtime.max_nodes_per_call = 5  # `pick` (a switch: cheap) runs in the delivery of `first`
+    scripts: list[str] = []
+    store_run = run.store.run
+
+    def counted(name: str, *args: Any, **kwargs: Any) -> dict:
+        scripts.append(name)
+        return store_run(name, *args, **kwargs)
+
+    run.store.run = counted  # type: ignore[method-assign]
+    eid = run.runtime.start(plan.name, plan.input, f"began-{point}")
+    run.eid = eid
+    first = run.dispatcher.pop()
+    assert first is not None and first.message.node == "first"
+    scripts.clear()
+    run.faults.active = True
+    with pytest.raises(Crash):
+        run.runtime.advance(first.message)
+    run.faults.active = False
+    assert scripts == ["begin", "checkpoint"], "the checkpoint of `first` began `pick` itself"
+    assert run.store.branches_one(eid, "")["node"] == "pick"
+    held = run.store.client.pttl(lock_key(eid, ""))
+    assert 0 < held <= HELD_MS, "the dead worker's lock on `pick` is still held (until its TTL)"
+    assert [o.message.node for _, o, _ in run.store.outbox(eid)] == ["pick"]
+    assert run.runtime.advance(first.message).kind == "stale"  # its redelivery publishes the outbox
+    pick = run.dispatcher.pop()
+    assert pick is not None and pick.message.node == "pick"
+    assert run.runtime.advance(pick.message).kind == "busy"  # → 5xx, redelivered later
+    deadline = time.monotonic() + 5
+    while run.store.client.exists(lock_key(eid, "")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert run.runtime.advance(pick.message).kind == "advanced"
+    run.dispatcher.drain(run.runtime)
+    record = run.record()
+    assert record["status"] == "succeeded"
+    assert [t["step"] for t in record["trace"]] == ["first", "pick", "last"]
+    assert run.ledger.work_keys() == [f"{eid}:first", f"{eid}:last"]  # once each
+    assert leftovers(run) == ([], [])
 
 
 def test_crash_while_publishing_the_first_message_of_start(redis_db: Any) -> None:

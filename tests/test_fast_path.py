@@ -91,6 +91,29 @@ def test_a_linear_run_is_one_delivery_with_the_fast_path_and_one_per_node_withou
         assert dispatcher.pending() == 0
 
 
+def test_a_chained_node_costs_one_round_trip_its_predecessors_checkpoint_begins_it(redis_db: Any) -> None:
+    """Inside the chain, the checkpoint script of node k also begins node k+1 (takes the branch lock,
+    loads what it reads): one ``begin`` for the whole run, one ``checkpoint`` per node, and the
+    chained nodes see exactly what a separate ``begin`` would have loaded (their outputs are right)."""
+    for fast, begins in ((True, 1), (False, STEPS)):
+        ledger = Ledger()
+        runtime, dispatcher = wire(redis_db, ledger, fast_path=fast)
+        scripts: Counter[str] = Counter()
+        store_run = runtime.store.run
+
+        def counted(name: str, *args: Any, _store_run: Any = store_run, _s: Any = scripts, **kw: Any) -> dict:
+            _s[name] += 1
+            return _store_run(name, *args, **kw)
+
+        runtime.store.run = counted  # type: ignore[method-assign]
+        record = run(runtime, dispatcher, f"trips-{fast}")
+        assert record["status"] == "succeeded" and steps(record) == [f"a{i}" for i in range(STEPS)]
+        assert record["output"] == {"n": STEPS - 1}
+        assert scripts["begin"] == begins and scripts["checkpoint"] == STEPS
+        assert set(ledger.calls.values()) == {1} and len(ledger.calls) == STEPS
+        assert not redis_db.exists(lock_key(f"trips-{fast}", ""))
+
+
 def test_the_chain_gives_way_while_another_message_is_due(redis_db: Any) -> None:
     """One worker, two messages due: the delivery of the first may not run anything in place while
     the second waits for the worker; the second, with nothing else due, may."""

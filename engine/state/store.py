@@ -311,6 +311,10 @@ class Store:
                 for i in range(int(fan.get("start") or 0)):
                     keys.append(self.lock_key(execution_id, f"{inner}/{i}"))
                     paths.append(f"{inner}/{i}")
+            nxt = args.get("next")
+            if isinstance(nxt, dict):  # a chain: the next node's begin runs in this script too
+                node = str(nxt.get("node", "")).split("#", 1)[0]
+                keys += [f"{prefix}r:{branch}:{node}", f"{prefix}u:{branch}:{node}"]
             if "finish_branch" in args and branch:
                 parts = branch.rsplit("/", 2)  # <parent>/<fan-out node>/<index>
                 parent, node = ("", parts[0]) if len(parts) == 2 else (parts[0], parts[1])

@@ -173,12 +173,29 @@ def _is_signature_error(fn: Any, ctx: StepContext, kwargs: dict[str, Any]) -> bo
     return False
 
 
+_ENCODED = threading.local()  # (value, its compact JSON): the last result validated on this thread
+
+
+def encoded(value: Any) -> str | None:
+    """The compact JSON text of ``value`` if it is the result this thread's last action returned
+    (its validation encoded it already: the checkpoint stores that text instead of encoding a large
+    output twice). Taken once."""
+    last = getattr(_ENCODED, "last", None)
+    if last is None or last[0] is not value:
+        return None
+    _ENCODED.last = None
+    text: str = last[1]
+    return text
+
+
 def _json_ready(name: str, value: Any) -> Any:
     from dsl.templates import to_json
 
     try:
         ready = to_json(value)
-        json.dumps(ready, allow_nan=False)
+        # the engine's own encoding (interpreter.dumps), so the text can be stored as it is
+        text = json.dumps(ready, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise _fail("action.TypeError", f"action {name!r} returned a value that is not JSON: {exc}") from None
+    _ENCODED.last = (ready, text)
     return ready

@@ -9,7 +9,8 @@
 --    reduce ([{n, op, v | kv}]: contributions to declared vars, combined here with what is stored, so
 --    concurrent branches never lose one; see engine/state/reducers.py),
 --    undo ({node, start | pop | fail | done}: a fan-out's partial unwind, engine/sagas.py; the losers'
---    entries live in hf:{E}:u:<branch>:<node> while it runs)
+--    entries live in hf:{E}:u:<branch>:<node> while it runs),
+--    next (begin's arguments for the node the caller chains: begun here, answered as `next`)
 -- Races (docs/semantics.md "Races and early exits"), on the joining branch's hash: fw (wait_for: how
 -- many successes end a parallel), fok/fno (successes/failures so far), ferr (the first failure),
 -- fu (a foreach's `until` held: start no more items), ft/ftl (item/branch timeouts, ms); on a child:
@@ -313,4 +314,11 @@ if E then
 end
 
 redis.call('DEL', KEYS[3])
+-- a chain (A.next: begin's arguments for the branch's next node, which the caller runs at once): when
+-- this checkpoint emitted exactly that one immediate message to the branch, begin it here — exactly
+-- what a begin.lua right after this script would do, without the round trip (docs/engine-design.md)
+local N = A.next
+if N and #NOW_OWN == 1 and NOW_OWN[1][1] == N.node and NOW_OWN[1][2] == N.seq then
+  return result({ok = true, seq = newseq, called = called, next = begin_node(N, KEYS[1], KEYS[2], KEYS[3])})
+end
 return result({ok = true, seq = newseq, called = called})
