@@ -20,6 +20,8 @@ LEASE_S = 2.0
 LOCK_MARGIN_MS = 2_000
 
 if __name__ == "__main__":
+    # setting a module attribute never fails: a renamed constant must not silently undo the speed-up
+    assert hasattr(engine.embedded, "LEASE_S") and hasattr(engine.interpreter, "LOCK_MARGIN_MS")
     engine.embedded.LEASE_S = LEASE_S
     engine.interpreter.LOCK_MARGIN_MS = LOCK_MARGIN_MS
     from engine.cli import main
