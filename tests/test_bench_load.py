@@ -25,6 +25,7 @@ def load_module():  # type: ignore[no-untyped-def]
     return module
 
 
+@pytest.mark.slow
 def test_load_bench_quick_runs_both_topologies_and_writes_its_report(tmp_path: Path) -> None:
     from cluster import redis_server_binary
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,6 +25,7 @@ def run_bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_engine_bench_prints_its_tables() -> None:
     proc = run_bench("engine.py", "--steps", "5", "--fanout", "4", "--quick")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,6 +60,7 @@ def test_webhook_bench_prints_its_table() -> None:
         assert "hopflow/peer = " in out and "hopflow/patched peer = " in out
 
 
+@pytest.mark.slow
 def test_coldstart_bench_prints_its_rows_and_the_import_budget() -> None:
     peer = importlib.util.find_spec("upstash_workflow") is not None
     proc = run_bench("coldstart.py", "--quick", *([] if peer else ["--no-peer"]))

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,6 +27,7 @@ def _chaos() -> Any:
 chaos = _chaos()
 
 
+@pytest.mark.slow
 def test_a_short_chaos_run_has_no_violation() -> None:
     options = chaos.Options(
         executions=30,

@@ -12,6 +12,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / "workflows"
 HANG_GUARD_S = 120  # only stops a broken command from hanging the suite; nothing is timed
@@ -40,6 +42,7 @@ def run_once(cwd: Path) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
+@pytest.mark.slow
 def test_commands_started_and_ending_together_share_the_embedded_redis(tmp_path: Path) -> None:
     results = []
     with ThreadPoolExecutor(3) as pool:

@@ -283,6 +283,7 @@ def run_examples(
     return records
 
 
+@pytest.mark.slow
 def test_every_example_runs_to_its_end_and_faults_change_nothing(redis_socket: str, demo: Any) -> None:
     with (
         stack(redis_socket, db=1) as plain,

@@ -73,6 +73,7 @@ def run_session(paths: list[Path], **kwargs: Any) -> Any:
 # ------------------------------------------------------------------------------ the examples
 
 
+@pytest.mark.slow
 def test_the_examples_pass_at_full_path_coverage() -> None:
     out = hopflow("test", str(ROOT / "workflows"), "--min-coverage", "100")
     assert out.exit_code == 0, out.output
@@ -617,6 +618,7 @@ def test_the_scaffold_runs_with_its_actions_module(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------- the plugin
 
 
+@pytest.mark.slow
 def test_pytest_collects_test_files_and_reports_failures_with_diffs(waits: Path) -> None:
     write(
         waits,

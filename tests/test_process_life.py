@@ -57,8 +57,10 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _hopflow(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
+def _hopflow(*args: str, short_leases: bool = False) -> list[str]:
+    """The command line; ``short_leases``: leases and lock margins of 2 s (tests/short_leases.py)."""
+    cli = [str(ROOT / "tests" / "short_leases.py")] if short_leases else ["-m", "engine.cli"]
+    return [sys.executable, *cli, *args]
 
 
 @pytest.fixture
@@ -68,10 +70,21 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _start_run(project: Path, **env: str) -> subprocess.Popen[str]:
+def _start_run(project: Path, short_leases: bool = False, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         _hopflow(
-            "run", "nap.yaml", "--actions", "slow.py", "--fast-forward", "--id", "e1", "--progress", "plain"
+            "run",
+            "nap.yaml",
+            "--actions",
+            "slow.py",
+            "--fast-forward",
+            "--id",
+            "e1",
+            "--progress",
+            "plain",
+            # the crashed step's branch lock lasts its time (the budget: no own timeout) + the margin
+            *(["--time-budget", "2"] if short_leases else []),
+            short_leases=short_leases,
         ),
         cwd=project,
         env=_env(project, **env),
@@ -109,9 +122,20 @@ def _redis_servers_under(folder: Path) -> list[int]:
     return found
 
 
-def _resume(project: Path) -> subprocess.CompletedProcess[str]:
+def _resume(project: Path, short_leases: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        _hopflow("resume", "e1", "--actions", "slow.py", "--workflows", ".", "--json", "--progress", "none"),
+        _hopflow(
+            "resume",
+            "e1",
+            "--actions",
+            "slow.py",
+            "--workflows",
+            ".",
+            "--json",
+            "--progress",
+            "none",
+            short_leases=short_leases,
+        ),
         cwd=project,
         env=_env(project),
         capture_output=True,
@@ -122,13 +146,15 @@ def _resume(project: Path) -> subprocess.CompletedProcess[str]:
 
 def test_a_fast_forward_run_killed_mid_step_is_resumed_within_the_lease_period(project: Path) -> None:
     """SIGKILL (no cleanup at all) after the virtual clock jumped 2 hours: the delivery's lease was
-    stamped on the wall clock, so `resume` takes it back once 10 s have passed, instead of hanging
-    until the virtual deadline (2 hours from now in real time)."""
-    proc = _start_run(project, SLOW_S="600")
+    stamped on the wall clock, so `resume` takes it back once the lease period has passed (10 s;
+    2 s here, like the branch lock's margin, via tests/short_leases.py, and a 2 s time budget bounds
+    the lock's step time), instead of hanging until the
+    virtual deadline (2 hours from now in real time)."""
+    proc = _start_run(project, short_leases=True, SLOW_S="600")
     _wait_for(project / "marker", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(HANG_GUARD_S)
-    done = _resume(project)
+    done = _resume(project, short_leases=True)
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["status"] == "succeeded"

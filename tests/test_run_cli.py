@@ -8,10 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 HANG_GUARD_S = 90  # only stops a broken run from hanging the suite; nothing is timed
 
@@ -130,7 +133,7 @@ WORKFLOWS = {
             action: t.echo
           - id: risky
             action: t.crash_once
-            timeout: 1s  # the crashed holder's branch lock lasts this + 10 s
+            timeout: 1s  # the crashed holder's branch lock lasts this + 10 s (2 s: short_leases.py)
     """,
 }
 
@@ -182,9 +185,11 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def hopflow(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def hopflow(
+    *args: str, cwd: Path, stdin: str | None = None, cli: Sequence[str] = ("-m", "engine.cli")
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
+        [sys.executable, *cli, *args],
         cwd=cwd,
         input=stdin,
         capture_output=True,
@@ -194,8 +199,10 @@ def hopflow(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.Compl
     )
 
 
-def run(project: Path, name: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return hopflow("run", f"wf/{name}.yaml", "--actions", "acts.py", *args, cwd=project, stdin=stdin)
+def run(
+    project: Path, name: str, *args: str, stdin: str | None = None, cli: Sequence[str] = ("-m", "engine.cli")
+) -> subprocess.CompletedProcess[str]:
+    return hopflow("run", f"wf/{name}.yaml", "--actions", "acts.py", *args, cwd=project, stdin=stdin, cli=cli)
 
 
 def record_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -376,9 +383,10 @@ def test_compensation_failed_then_resume(project: Path) -> None:
 
 
 def test_a_crashed_run_continues_with_the_same_id(project: Path) -> None:
-    crashed = run(project, "crashy", "--id", "crash-1", "--json")
+    short = (str(ROOT / "tests" / "short_leases.py"),)  # the lease and lock margin last 2 s, not 10 s
+    crashed = run(project, "crashy", "--id", "crash-1", "--json", cli=short)
     assert crashed.returncode == 9 and crashed.stdout == ""  # killed mid-delivery, lease held
-    again = run(project, "crashy", "--id", "crash-1", "--json")  # the lease runs out; redelivered
+    again = run(project, "crashy", "--id", "crash-1", "--json", cli=short)  # the lease runs out; redelivered
     assert again.returncode == 0, again.stderr
     record = record_of(again)
     assert record["execution_id"] == "crash-1"

@@ -154,6 +154,7 @@ def test_the_http_api_shows_no_secret(harness: Any, monkeypatch: pytest.MonkeyPa
                 assert SECRET not in r.text and TOKEN not in r.text
 
 
+@pytest.mark.slow
 def test_cli_status_and_history_show_no_secret(tmp_path: Path) -> None:
     (tmp_path / "wf").mkdir()
     (tmp_path / "wf" / "pay.yaml").write_text(textwrap.dedent(PAY).lstrip())

@@ -11,6 +11,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "dsl", "engine", "schemas")
 
@@ -27,6 +29,7 @@ def _run(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.Completed
     return proc
 
 
+@pytest.mark.slow
 def test_the_wheel_validates_workflows_outside_the_repository(tmp_path: Path) -> None:
     # build from a copy, so the checkout is never touched (no build/ or egg-info in it)
     src = tmp_path / "src"
