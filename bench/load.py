@@ -1,6 +1,6 @@
 """Scale-out: the HTTP API driven from another process against 1, 2 and 4 ``hopflow serve`` workers.
 
-    python bench/load.py                      # ~4-5 min (268 s on a quiet 2-core machine): writes bench/LOAD.md and prints the table
+    python bench/load.py                      # ~4-5 min quiet: writes bench/LOAD.md, prints the table
     python bench/load.py --quick              # a smoke run with tiny numbers (tests/test_bench_load.py)
     python bench/load.py --workers 1,2 --redis cluster --executions 400 --repeat 5 --out /tmp/x.md
 
