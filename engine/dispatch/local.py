@@ -82,20 +82,28 @@ OnDead = Callable[[Message, str], None]
 Complete = Callable[[Message, CallResult], None]
 Perform = Callable[[OffloadRequest], CallResult]
 
-_PUBLISH = """
-local n = 0
-for i = 1, #KEYS - 3 do
-  local id, score, body = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
-  if not redis.call('ZSCORE', KEYS[1], id) and not redis.call('ZSCORE', KEYS[2], id) then
-    if redis.call('SET', KEYS[3 + i], '1', 'NX', 'PX', ARGV[1]) then
-      redis.call('HSET', KEYS[3], id, body)
-      redis.call('ZADD', KEYS[1], score, id)
-      n = n + 1
+# Queue each (id, score, body) triple once (its dedup key NX-set for ARGV[1] ms), unless it is already due
+# or leased. KEYS: due, leased, bodies, then ``skip`` more, then one dedup key per message; the triples
+# start at ARGV[first]. Shared text, so publishing alone and publishing with an ack cannot drift apart.
+_PUBLISH_LOOP = """
+local function publish(skip, first)
+  local n = 0
+  for i = 1, #KEYS - 3 - skip do
+    local at = first + 3 * (i - 1)
+    local id, score, body = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+    if not redis.call('ZSCORE', KEYS[1], id) and not redis.call('ZSCORE', KEYS[2], id) then
+      if redis.call('SET', KEYS[3 + skip + i], '1', 'NX', 'PX', ARGV[1]) then
+        redis.call('HSET', KEYS[3], id, body)
+        redis.call('ZADD', KEYS[1], score, id)
+        n = n + 1
+      end
     end
   end
+  return n
 end
-return n
 """
+
+_PUBLISH = _PUBLISH_LOOP + "return publish(0, 2)\n"
 
 _LEASE = """
 local now, lease, want, wall = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -131,23 +139,16 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 """
 
-_ACK_PUBLISH = """
+# KEYS: due, leased, bodies, attempts, dedup keys; ARGV: dedup TTL, the acked id, the triples
+_ACK_PUBLISH = (
+    _PUBLISH_LOOP
+    + """
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('HDEL', KEYS[3], ARGV[2])
 redis.call('HDEL', KEYS[4], ARGV[2])
-local n = 0
-for i = 1, #KEYS - 4 do
-  local id, score, body = ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2]
-  if not redis.call('ZSCORE', KEYS[1], id) and not redis.call('ZSCORE', KEYS[2], id) then
-    if redis.call('SET', KEYS[4 + i], '1', 'NX', 'PX', ARGV[1]) then
-      redis.call('HSET', KEYS[3], id, body)
-      redis.call('ZADD', KEYS[1], score, id)
-      n = n + 1
-    end
-  end
-end
-return n
+return publish(1, 3)
 """
+)
 
 _RETRY = """
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
