@@ -643,24 +643,31 @@ def inspect_env(env: Mapping[str, str] | None = None, **overrides: Any) -> tuple
             "",
         )
 
-    sync = (_env_value(env, "HOPFLOW_SCHEDULES_SYNC") or "").lower()
-    if sync in _TRUE:
-        values["schedules_sync"] = True
-        ok("HOPFLOW_SCHEDULES_SYNC", "on: with QStash, the server syncs the workflows' schedules at startup")
-    elif sync in _FALSE:
-        ok("HOPFLOW_SCHEDULES_SYNC", "unset: QStash schedules change only with `hopflow schedules sync`")
-    else:
-        error("HOPFLOW_SCHEDULES_SYNC", "must be 1 or 0", "set HOPFLOW_SCHEDULES_SYNC=1 or unset it")
+    def switch(variable: str, key: str, on: str, off: str) -> None:
+        """A 1/0 variable: ``values[key]`` is True when it is on."""
+        value = (_env_value(env, variable) or "").lower()
+        if value in _TRUE:
+            values[key] = True
+            ok(variable, on)
+        elif value in _FALSE:
+            ok(variable, off)
+        else:
+            error(variable, "must be 1 or 0", f"set {variable}=1 or unset it")
+
+    switch(
+        "HOPFLOW_SCHEDULES_SYNC",
+        "schedules_sync",
+        "on: with QStash, the server syncs the workflows' schedules at startup",
+        "unset: QStash schedules change only with `hopflow schedules sync`",
+    )
 
     # --- metrics and logs
-    metrics = (_env_value(env, "HOPFLOW_METRICS") or "").lower()
-    if metrics in _TRUE:
-        values["metrics"] = True
-        ok("HOPFLOW_METRICS", "on: metrics are collected from the start")
-    elif metrics in _FALSE:
-        ok("HOPFLOW_METRICS", "unset: metrics are collected from the first /metrics scrape")
-    else:
-        error("HOPFLOW_METRICS", "must be 1 or 0", "set HOPFLOW_METRICS=1 or unset it")
+    switch(
+        "HOPFLOW_METRICS",
+        "metrics",
+        "on: metrics are collected from the start",
+        "unset: metrics are collected from the first /metrics scrape",
+    )
     metrics_key = _env_value(env, "HOPFLOW_METRICS_KEY")
     if metrics_key is None:
         ok("HOPFLOW_METRICS_KEY", "unset: /metrics takes the API key")
