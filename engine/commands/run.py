@@ -436,15 +436,10 @@ def history_reader(runtime: Runtime) -> Callable[[str, str | None], list[dict[st
 
 
 def parent_reader(runtime: Runtime) -> Callable[[str], str | None]:
+    from engine.state.index import parent_id
+
     def parent(execution_id: str) -> str | None:
-        raw = runtime.store.header(execution_id).get("parent")
-        if not raw:
-            return None
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            return None
-        return value.get("eid") if isinstance(value, dict) else None
+        return parent_id(runtime.store.header(execution_id).get("parent"))
 
     return parent
 

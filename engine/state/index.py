@@ -236,7 +236,7 @@ def moved(store: Store, execution_id: str, status: str, *, force: bool = False) 
 
 
 def _put_from_header(store: Store, execution_id: str, header: dict[str, str]) -> None:
-    parent = _parent_id(header.get("parent"))
+    parent = parent_id(header.get("parent"))
     started = header.get("created_rt") or header.get("started_at") or header.get("created_at") or time.time()
     put(
         store,
@@ -370,7 +370,7 @@ def _summary(eid: str, started: float, header: dict[str, str | None]) -> dict[st
         "status": header["status"],
         "started_at": iso(started),
         "updated_at": iso(_updated(header)),
-        "parent": _parent_id(header["parent"]),
+        "parent": parent_id(header["parent"]),
     }
 
 
@@ -379,7 +379,8 @@ def _updated(header: dict[str, str | None]) -> float | None:
     return float(raw) if raw else None
 
 
-def _parent_id(raw: str | None) -> str | None:
+def parent_id(raw: str | None) -> str | None:
+    """The parent execution id in a header's ``parent`` link (JSON ``{"eid", ...}``), if any."""
     if not raw:
         return None
     try:
